@@ -1,0 +1,50 @@
+"""Command-line interface: ``medcap --help``."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+from ..errors import MedcapError
+from .app import app
+
+# Command modules register themselves on the groups in app.py when imported.
+_COMMAND_MODULES = ["data", "synth", "concepts", "captions", "evaluation", "demo"]
+
+
+def _load_commands() -> None:
+    for name in _COMMAND_MODULES:
+        try:
+            importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"{__name__}.{name}":  # a real missing dependency: let it show
+                raise
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``medcap`` console script."""
+    _load_commands()
+    try:
+        # standalone_mode=False: click returns a command's exit code instead of exiting.
+        rc = app(args=argv, standalone_mode=False)
+    except MedcapError as e:
+        print(f"error: {e.format()}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as e:  # typer/click exits (--help, usage errors)
+        return int(e.code or 0)
+    except Exception as e:  # click usage errors come as ClickException
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            return e.exit_code
+        if isinstance(e, click.exceptions.Abort):
+            return 1
+        raise
+    return rc if isinstance(rc, int) else 0
+
+
+def run() -> None:
+    sys.exit(main())

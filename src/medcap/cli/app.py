@@ -1,0 +1,31 @@
+"""The typer application and its command groups.
+
+Each task module (``cli/data.py``, ``cli/concepts.py``, ...) registers its commands on
+these groups; ``cli/__init__.py`` imports them all. Commands stay thin: parse options,
+call the Python API, print. Heavy imports (torch, transformers) happen inside commands so
+that ``medcap --help`` is instant.
+"""
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="medcap",
+    help="Medical image concept detection (MedCSRA) and captioning (BLIP) for ImageCLEFmedical Caption.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Read, check and describe an ImageCLEFmedical dataset folder.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a concept detector or a captioner.", no_args_is_help=True)
+predict_app = typer.Typer(help="Predict on images and write an ImageCLEF submission file.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Score a submission exactly as the official ImageCLEF evaluator does.", no_args_is_help=True)
+validate_app = typer.Typer(help="Check a submission file against every official rule.", no_args_is_help=True)
+baseline_app = typer.Typer(help="Standard ImageCLEF baselines (most frequent, kNN retrieval).", no_args_is_help=True)
+
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(predict_app, name="predict")
+app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(validate_app, name="validate")
+app.add_typer(baseline_app, name="baseline")

@@ -1,0 +1,420 @@
+"""``medcap report``: one self-contained ``report.html`` plus its PNG files.
+
+The report is a function of a plain results structure (:class:`ReportInputs`): a dataset
+folder, model folders, submission files and score dicts, any of which may be missing. Each
+section is built from what is there; a section whose inputs are missing is left out with a
+note saying what to pass, so the same function serves ``medcap report`` on any trained
+models and the end of ``medcap demo``.
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import MedcapError
+from ..fileio import atomic_dir
+from . import figures
+from . import html as H
+
+# Known metric keys, in the order the score table shows them, with their column titles.
+CONCEPT_METRICS = {"primary_f1": "Primary F1", "secondary_f1": "Secondary F1"}
+CAPTION_METRICS = {
+    "rouge1": "ROUGE-1", "bertscore": "BERTScore", "bleurt": "BLEURT", "similarity": "Similarity",
+    "umls_f1": "UMLS F1", "umls_f1_approx": "UMLS F1 (approx.)", "alignscore": "AlignScore",
+    "relevance": "Relevance", "factuality": "Factuality", "overall": "Overall",
+}
+
+
+@dataclass
+class ReportInputs:
+    """Everything the report may show; every field is optional.
+
+    ``scores`` maps a task ("concepts", "captions") to {method name: {metric: value}},
+    models and baselines together (e.g. ``{"concepts": {"MedCSRA": {"primary_f1": 0.7},
+    "Most frequent": {...}}}``). Scores of the submission files are computed when the
+    dataset has gold files for ``split`` and they are not given.
+    """
+
+    data: Path | None = None               # dataset root (ImageCLEF layout)
+    concept_model: Path | None = None      # ConceptDetector folder
+    caption_model: Path | None = None      # Captioner folder
+    concept_pred: Path | None = None       # concept submission CSV on ``split``
+    caption_pred: Path | None = None       # caption submission CSV on ``split``
+    split: str = "test"
+    scores: dict[str, dict[str, dict]] = field(default_factory=dict)
+    score_notes: list[str] = field(default_factory=list)   # e.g. which BERTScore model was used
+    title: str = "medcap report"
+    gallery_size: int = 8
+    concept_model_name: str = "Concept model"
+    caption_model_name: str = "Caption model"
+
+
+class MissingPiece(Exception):
+    """A section cannot be built from the given inputs (reported as a note, not an error)."""
+
+
+# ---------------------------------------------------------------------------------------
+# Reading the inputs
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Context:
+    inputs: ReportInputs
+    out: Path
+    dataset: object | None = None
+    dataset_error: str | None = None
+    concept_pred: dict[str, list[str]] | None = None
+    caption_pred: dict[str, str] | None = None
+    notes: list[str] = field(default_factory=list)
+    _concept_model: object | None = None
+    _caption_model: object | None = None
+
+    @property
+    def names(self) -> dict[str, str]:
+        names = dict(getattr(self.dataset, "cui_names", {}) or {})
+        return names
+
+    def split(self):
+        if self.dataset is None:
+            raise MissingPiece(self.dataset_error or "no dataset given (--data)")
+        try:
+            return self.dataset.split(self.inputs.split)
+        except MedcapError as e:
+            raise MissingPiece(str(e)) from None
+
+    def concept_model(self):
+        if self._concept_model is None:
+            if self.inputs.concept_model is None:
+                raise MissingPiece("no concept model given (--concepts)")
+            from ..models.concept_detector import ConceptDetector
+
+            self._concept_model = ConceptDetector.from_pretrained(self.inputs.concept_model)
+        return self._concept_model
+
+    def caption_model(self):
+        if self._caption_model is None:
+            if self.inputs.caption_model is None:
+                raise MissingPiece("no caption model given (--captions)")
+            from ..models.captioner import Captioner
+
+            self._caption_model = Captioner.from_pretrained(self.inputs.caption_model)
+        return self._caption_model
+
+
+def _load(inputs: ReportInputs, out: Path) -> _Context:
+    ctx = _Context(inputs, out)
+    if inputs.data is not None:
+        try:
+            from ..data.dataset import read_dataset
+
+            ctx.dataset = read_dataset(inputs.data)
+        except MedcapError as e:
+            ctx.dataset_error = f"the dataset could not be read: {e}"
+    if inputs.concept_pred is not None:
+        from ..data.csvio import read_concepts_csv
+
+        ctx.concept_pred = read_concepts_csv(inputs.concept_pred)
+    if inputs.caption_pred is not None:
+        from ..data.csvio import read_captions_csv
+
+        ctx.caption_pred = read_captions_csv(inputs.caption_pred)
+    return ctx
+
+
+def is_synthetic(root: Path | None) -> str | None:
+    """The first paragraph of the dataset's README.txt when it says the data is synthetic."""
+    if root is None:
+        return None
+    readme = Path(root) / "README.txt"
+    if not readme.is_file():
+        return None
+    text = readme.read_text(encoding="utf-8", errors="replace").strip()
+    if "synthetic" not in text.lower():
+        return None
+    return text.split("\n\n")[0].strip()
+
+
+def read_metrics_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of an engine ``metrics.csv`` (one per epoch)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [dict(r) for r in csv.DictReader(f)]
+
+
+def read_threshold_sweep(model_dir: Path) -> tuple[list[float], list[float], float | None, str]:
+    """(thresholds, validation F1, chosen global threshold, description) of a concept model.
+
+    Reads ``thresholds.json`` written by the concept trainer: the validation sweep is a
+    list of ``{"threshold": t, "f1": f}`` entries (or parallel lists) under ``sweep``.
+    """
+    path = Path(model_dir) / "thresholds.json"
+    if not path.is_file():
+        raise MissingPiece(f"{path} not found: the model folder has no threshold sweep")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    sweep = data.get("sweep") or data.get("global_sweep") or []
+    if isinstance(sweep, Mapping):
+        ts = list(sweep.get("thresholds", []))
+        fs = list(sweep.get("f1", sweep.get("scores", [])))
+    else:
+        ts = [float(e["threshold"]) for e in sweep]
+        fs = [float(e.get("f1", e.get("score", math.nan))) for e in sweep]
+    if not ts:
+        raise MissingPiece(f"{path} holds no validation sweep")
+    chosen = data.get("threshold", data.get("global_threshold"))
+    mode = str(data.get("mode", "global"))
+    return ts, fs, None if chosen is None else float(chosen), mode
+
+
+# ---------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------
+
+def _scores_section(ctx: _Context) -> str:
+    scores = {task: dict(methods) for task, methods in ctx.inputs.scores.items()}
+    split = None
+    try:
+        split = ctx.split()
+    except MissingPiece:
+        pass
+    if split is not None and ctx.concept_pred is not None and split.concepts is not None:
+        scores.setdefault("concepts", {})
+        if ctx.inputs.concept_model_name not in scores["concepts"]:
+            from ..metrics.concepts import evaluate_concepts
+
+            scores["concepts"] = {ctx.inputs.concept_model_name: evaluate_concepts(
+                split.concepts, ctx.concept_pred, split.manual_concepts, allow_missing=True), **scores["concepts"]}
+    if split is not None and ctx.caption_pred is not None and split.captions is not None:
+        scores.setdefault("captions", {})
+        if ctx.inputs.caption_model_name not in scores["captions"]:
+            from ..metrics.captions import evaluate_captions
+
+            scores["captions"] = {ctx.inputs.caption_model_name: _caption_scores(evaluate_captions(
+                split.captions, ctx.caption_pred)), **scores["captions"]}
+    if not any(scores.values()):
+        raise MissingPiece("no scores: give submission files (--concept-pred/--caption-pred) for a split "
+                           "with gold files, or scores from `medcap demo`")
+    parts = []
+    for task, known, title, main in (("concepts", CONCEPT_METRICS, "Concept detection", "primary_f1"),
+                                     ("captions", CAPTION_METRICS, "Caption prediction", "rouge1")):
+        methods = scores.get(task) or {}
+        if not methods:
+            parts.append(H.note(f"{title}: no scores."))
+            continue
+        keys = [k for k in known if any(m.get(k) is not None for m in methods.values())]
+        headers = ["Method"] + [known[k] for k in keys]
+        rows = [[name] + [m.get(k) for k in keys] for name, m in methods.items()]
+        best_key = main if main in keys else (keys[0] if keys else None)
+        best = []
+        if best_key is not None:
+            values = [m.get(best_key) for m in methods.values()]
+            top = max((v for v in values if v is not None), default=None)
+            best = [i for i, v in enumerate(values) if v is not None and v == top]
+        parts.append(f"<h3>{H.esc(title)}</h3>" + H.table(headers, rows, highlight=best))
+        if best_key is not None and len(methods) > 1:
+            png = figures.plot_score_bars(methods, best_key, ctx.out / f"scores_{task}.png",
+                                          title=f"{title}: {known[best_key]} ({ctx.inputs.split} split)")
+            parts.append(H.figure(png, f"{title}: {known[best_key]}, models and baselines"))
+    intro = (f"Official ImageCLEFmedical 2025 measures on the <b>{H.esc(ctx.inputs.split)}</b> split "
+             "(per-image F1 for concepts; official text preprocessing for captions). "
+             "The best method per table is in bold; baselines are there so that the numbers mean something.")
+    notes = "".join(H.note(n) for n in ctx.inputs.score_notes)
+    return H.section("scores", "Scores", "".join(parts) + notes, intro)
+
+
+def _caption_scores(result) -> dict:
+    """A flat {metric: value} from what evaluate_captions returns (a dict or an object)."""
+    if isinstance(result, Mapping):
+        return {k: v for k, v in result.items() if isinstance(v, (int, float)) or v is None}
+    summary = getattr(result, "summary", None)
+    return dict(summary) if isinstance(summary, Mapping) else {}
+
+
+def _dataset_section(ctx: _Context) -> str:
+    if ctx.dataset is None:
+        raise MissingPiece(ctx.dataset_error or "no dataset given (--data)")
+    from ..data.stats import dataset_stats
+
+    stats_dir = ctx.out / "dataset"
+    summary = dataset_stats(ctx.dataset, stats_dir)
+    parts = []
+    if isinstance(summary, Mapping):
+        parts.append(_stats_table(summary))
+    captions = {
+        "caption": "Caption length distribution (the paper's Figure 2)",
+        "concepts_per_image": "Concepts per image (the paper's Figure 3)",
+        "concept": "Concept frequency (long tail)",
+    }
+    pngs = sorted(stats_dir.glob("*.png"))
+    if not pngs:
+        raise MissingPiece("dataset statistics wrote no plots")
+    figs = []
+    for png in pngs:
+        label = next((v for k, v in captions.items() if png.stem.startswith(k)), png.stem.replace("_", " "))
+        figs.append(H.figure(png, label))
+    parts.append(f'<div class="grid2">{"".join(figs)}</div>')
+    intro = f"Dataset <code>{H.esc(ctx.inputs.data)}</code>."
+    return H.section("dataset", "Dataset", "".join(parts), intro)
+
+
+def _stats_table(summary: Mapping) -> str:
+    """Per-split counts from the dataset_stats JSON summary, whatever its nesting."""
+    splits = summary.get("splits") if isinstance(summary.get("splits"), Mapping) else None
+    if not splits:
+        flat = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return H.key_values(dict(list(flat.items())[:8])) if flat else ""
+    keys: list[str] = []
+    for s in splits.values():
+        for k, v in (s or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys:
+                keys.append(k)
+    rows = [[name] + [(s or {}).get(k) for k in keys] for name, s in splits.items()]
+    return H.table(["Split"] + [k.replace("_", " ") for k in keys], rows)
+
+
+def _training_section(ctx: _Context) -> str:
+    parts, missing = [], []
+    for label, folder in (("Concept detector", ctx.inputs.concept_model), ("Captioner", ctx.inputs.caption_model)):
+        if folder is None:
+            missing.append(f"{label}: no model folder given")
+            continue
+        path = Path(folder) / "metrics.csv"
+        if not path.is_file():
+            missing.append(f"{label}: {path} not found")
+            continue
+        rows = read_metrics_csv(path)
+        if not rows:
+            missing.append(f"{label}: {path} is empty")
+            continue
+        png = figures.plot_training_curves(rows, ctx.out / f"training_{label.split()[0].lower()}.png",
+                                           title=f"{label}: training curves")
+        parts.append(H.figure(png, f"{label}: losses and validation metrics per epoch ({path.name})"))
+    if not parts:
+        raise MissingPiece("; ".join(missing))
+    return H.section("training", "Training curves", "".join(parts) + "".join(H.note(m) for m in missing))
+
+
+def _threshold_section(ctx: _Context) -> str:
+    if ctx.inputs.concept_model is None:
+        raise MissingPiece("no concept model given (--concepts)")
+    ts, fs, chosen, mode = read_threshold_sweep(Path(ctx.inputs.concept_model))
+    png = figures.plot_threshold_curve(ts, fs, ctx.out / "threshold_f1.png", chosen=chosen)
+    intro = ("The decision threshold is picked on the validation split by the official per-image F1 "
+             "(the paper swept 0.05 to 0.55 in steps of 0.05 and kept 0.35). ")
+    if chosen is not None:
+        intro += f"This model uses <b>{chosen:.2f}</b>"
+        intro += " (per-concept thresholds on top)." if "concept" in mode else "."
+    return H.section("thresholds", "Decision threshold", H.figure(png, "Threshold vs validation F1"), intro)
+
+
+def _per_concept_section(ctx: _Context) -> str:
+    split = ctx.split()
+    if ctx.concept_pred is None:
+        raise MissingPiece("no concept submission (--concept-pred)")
+    if split.concepts is None:
+        raise MissingPiece(f"the {ctx.inputs.split} split has no gold concepts")
+    from ..metrics.concepts import score_concepts
+
+    scored = score_concepts(split.concepts, ctx.concept_pred, split.manual_concepts, allow_missing=True)
+    rows = scored.per_concept_rows(ctx.names)
+    png = figures.plot_concept_f1(rows, ctx.out / "per_concept_f1.png",
+                                  title=f"Per-concept F1 on the {ctx.inputs.split} split")
+    top = [r for r in rows if r["support"] > 0][:15]
+    table = H.table(["CUI", "Concept", "Support", "Predicted", "Precision", "Recall", "F1"],
+                    [[r["CUI"], r["name"], r["support"], r["predicted"], r["precision"], r["recall"], r["f1"]]
+                     for r in top], numeric_from=2)
+    intro = ("F1 of each concept over all test images (not the official per-image measure, but the one that "
+             "shows which concepts the model has learnt). Concepts with no gold image are left out.")
+    return H.section("per-concept", "Per-concept F1",
+                     H.figure(png, "Best and worst concepts by F1") + "<h3>Most frequent concepts</h3>" + table,
+                     intro)
+
+
+def _gallery_section(ctx: _Context) -> str:
+    from . import gallery
+
+    split = ctx.split()
+    cards = gallery.build_cards(ctx, split, ctx.inputs.gallery_size)
+    if not cards:
+        raise MissingPiece(f"no images in the {ctx.inputs.split} split")
+    legend = ('<div class="legend">Concepts: ' + H.chips([("correct", "hit"), ("missed", "miss"),
+                                                         ("false positive", "extra")])
+              + " Heatmap: where the model found the highest-scoring predicted concept.</div>")
+    return H.section("gallery", f"Gallery ({ctx.inputs.split} images)",
+                     legend + f'<div class="gallery">{"".join(cards)}</div>')
+
+
+SECTIONS: list[tuple[str, str, Callable[[_Context], str]]] = [
+    ("scores", "Scores", _scores_section),
+    ("dataset", "Dataset", _dataset_section),
+    ("training", "Training", _training_section),
+    ("thresholds", "Threshold", _threshold_section),
+    ("per-concept", "Per-concept F1", _per_concept_section),
+    ("gallery", "Gallery", _gallery_section),
+]
+
+
+# ---------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------
+
+def build_report(inputs: ReportInputs, out: str | Path, *, progress: bool = False) -> Path:
+    """Write ``out/report.html`` and its PNG files; return the HTML path.
+
+    ``out`` is replaced as a whole, atomically: a failure leaves the previous report.
+    """
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        ctx = _load(inputs, tmp)
+        bodies, nav, left_out = [], [], []
+        steps = SECTIONS
+        if progress:
+            from tqdm.auto import tqdm
+
+            steps = tqdm(SECTIONS, desc="report", unit="section", leave=False)
+        for section_id, label, build in steps:
+            try:
+                bodies.append(build(ctx))
+                nav.append((section_id, label))
+            except MissingPiece as e:
+                left_out.append(f"{label}: {e}")
+            except MedcapError as e:
+                left_out.append(f"{label}: could not be built: {e}")
+        if left_out:
+            items = "".join(f"<li>{H.esc(t)}</li>" for t in left_out)
+            bodies.append(H.section("left-out", "Left out of this report", f'<ul class="notes">{items}</ul>'))
+            nav.append(("left-out", "Left out"))
+        page = H.render_page(
+            title=inputs.title,
+            subtitle=_subtitle(inputs),
+            banner=_banner(inputs),
+            nav=nav,
+            body="".join(bodies),
+            footer=("Made by medcap. Research software: not for clinical use. All images are embedded; "
+                    "the PNG files beside this page are the same figures."),
+        )
+        (tmp / "report.html").write_text(page, encoding="utf-8")
+    return out / "report.html"
+
+
+def _subtitle(inputs: ReportInputs) -> str:
+    from .. import __version__
+
+    bits = [f"generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}", f"medcap {__version__}"]
+    if inputs.data is not None:
+        bits.append(f"data <code>{H.esc(Path(inputs.data).name)}</code>, {H.esc(inputs.split)} split")
+    for label, p in (("concepts", inputs.concept_model), ("captions", inputs.caption_model)):
+        if p is not None:
+            bits.append(f"{label} <code>{H.esc(Path(p).name)}</code>")
+    return " · ".join(bits)
+
+
+def _banner(inputs: ReportInputs) -> str:
+    text = is_synthetic(inputs.data)
+    if text is None:
+        return ""
+    return (f'<div class="banner"><strong>Synthetic data.</strong> {H.esc(text)} '
+            "Scores on it say that the pipeline works, not how it does on real ImageCLEFmedical images.</div>")

@@ -1,0 +1,52 @@
+"""Test set-up: never touch the network, keep torch to the cores we have."""
+from __future__ import annotations
+
+import os
+
+# Nothing may hang waiting for a hub: every library is told it is offline.
+for _k, _v in {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GRADIO_ANALYTICS_ENABLED": "False",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MPLBACKEND": "Agg",
+}.items():
+    os.environ[_k] = _v
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _torch_threads():
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    except ImportError:
+        pass
+    yield
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the medcap CLI in-process: returns (exit_code, stdout, stderr)."""
+    from medcap.cli import main
+
+    def run(*args: str):
+        rc = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def synth_small(tmp_path_factory):
+    """A small synthetic dataset in the ImageCLEF layout, made once per test session."""
+    from medcap.synth import SynthConfig, generate_dataset
+
+    root = tmp_path_factory.mktemp("synth") / "data"
+    generate_dataset(root, SynthConfig(n_train=48, n_valid=16, n_test=16, size=64, seed=0))
+    return root
