@@ -34,13 +34,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SystemExit as e:  # typer/click exits (--help, usage errors)
         return int(e.code or 0)
-    except Exception as e:  # click usage errors come as ClickException
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
+    except Exception as e:
+        # Usage errors come as click's ClickException (typer vendors click, so match by
+        # shape rather than by class): print click's short message, not a traceback.
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             return e.exit_code
-        if isinstance(e, click.exceptions.Abort):
+        if type(e).__name__ == "Abort":
             return 1
         raise
     return rc if isinstance(rc, int) else 0

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -223,18 +223,34 @@ class ConceptScores:
     concept_pred: np.ndarray     # per CUI: images with it predicted
     concept_true_positive: np.ndarray
     summary: dict
+    gold_keys: np.ndarray = field(repr=False, default=None)  # encoded (image, concept) pairs
+    pred_keys: np.ndarray = field(repr=False, default=None)
+
+    def _cuis_per_image(self, keys: np.ndarray) -> list[list[str]]:
+        v = max(len(self.cuis), 1)
+        rows = keys // v
+        bounds = np.searchsorted(rows, np.arange(len(self.ids) + 1))
+        cols = (keys % v).tolist()
+        return [sorted(self.cuis[c] for c in cols[bounds[i]:bounds[i + 1]]) for i in range(len(self.ids))]
 
     def per_image_rows(self) -> list[dict]:
-        """One dict per image, for the per-image CSV (error analysis)."""
+        """One dict per image, for the per-image CSV (error analysis): counts, F1s, and the
+        correct, missed and extra CUIs (';'-joined)."""
+        correct = self._cuis_per_image(np.intersect1d(self.gold_keys, self.pred_keys, assume_unique=True))
+        missed = self._cuis_per_image(np.setdiff1d(self.gold_keys, self.pred_keys, assume_unique=True))
+        extra = self._cuis_per_image(np.setdiff1d(self.pred_keys, self.gold_keys, assume_unique=True))
         rows = []
         for i, image_id in enumerate(self.ids):
             rows.append({
                 "ID": image_id,
+                "f1": None if np.isnan(self.f1[i]) else float(self.f1[i]),
+                "secondary_f1": None if np.isnan(self.secondary_f1[i]) else float(self.secondary_f1[i]),
                 "n_gold": int(self.n_gold[i]),
                 "n_pred": int(self.n_pred[i]),
                 "n_correct": int(self.n_true_positive[i]),
-                "f1": None if np.isnan(self.f1[i]) else float(self.f1[i]),
-                "secondary_f1": None if np.isnan(self.secondary_f1[i]) else float(self.secondary_f1[i]),
+                "correct": ";".join(correct[i]),
+                "missed": ";".join(missed[i]),
+                "extra": ";".join(extra[i]),
             })
         return rows
 
@@ -347,7 +363,7 @@ def score_concepts(
         "n_concepts_pred": int(np.count_nonzero(concept_pred)),
     }
     return ConceptScores(ids, index.cuis, n_gold, n_pred, tp, f1_reported, f1_secondary,
-                         concept_gold, concept_pred, concept_tp, summary)
+                         concept_gold, concept_pred, concept_tp, summary, g.keys, p.keys)
 
 
 def evaluate_concepts(

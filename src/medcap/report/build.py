@@ -70,9 +70,7 @@ class _Context:
     dataset_error: str | None = None
     concept_pred: dict[str, list[str]] | None = None
     caption_pred: dict[str, str] | None = None
-    notes: list[str] = field(default_factory=list)
-    _concept_model: object | None = None
-    _caption_model: object | None = None
+    notes: list[str] = field(default_factory=list)   # shown under "Left out of this report"
 
     @property
     def names(self) -> dict[str, str]:
@@ -87,24 +85,6 @@ class _Context:
         except MedcapError as e:
             raise MissingPiece(str(e)) from None
 
-    def concept_model(self):
-        if self._concept_model is None:
-            if self.inputs.concept_model is None:
-                raise MissingPiece("no concept model given (--concepts)")
-            from ..models.concept_detector import ConceptDetector
-
-            self._concept_model = ConceptDetector.from_pretrained(self.inputs.concept_model)
-        return self._concept_model
-
-    def caption_model(self):
-        if self._caption_model is None:
-            if self.inputs.caption_model is None:
-                raise MissingPiece("no caption model given (--captions)")
-            from ..models.captioner import Captioner
-
-            self._caption_model = Captioner.from_pretrained(self.inputs.caption_model)
-        return self._caption_model
-
 
 def _load(inputs: ReportInputs, out: Path) -> _Context:
     ctx = _Context(inputs, out)
@@ -115,14 +95,15 @@ def _load(inputs: ReportInputs, out: Path) -> _Context:
             ctx.dataset = read_dataset(inputs.data)
         except MedcapError as e:
             ctx.dataset_error = f"the dataset could not be read: {e}"
+    # Submission files are read by the official rules: a broken file is an error, not a note.
     if inputs.concept_pred is not None:
-        from ..data.csvio import read_concepts_csv
+        from ..submission import read_concept_submission
 
-        ctx.concept_pred = read_concepts_csv(inputs.concept_pred)
+        ctx.concept_pred = read_concept_submission(inputs.concept_pred)
     if inputs.caption_pred is not None:
-        from ..data.csvio import read_captions_csv
+        from ..submission import read_caption_submission
 
-        ctx.caption_pred = read_captions_csv(inputs.caption_pred)
+        ctx.caption_pred = read_caption_submission(inputs.caption_pred)
     return ctx
 
 
@@ -137,6 +118,14 @@ def is_synthetic(root: Path | None) -> str | None:
     if "synthetic" not in text.lower():
         return None
     return text.split("\n\n")[0].strip()
+
+
+def find_metrics_csv(model_dir: Path) -> Path | None:
+    """The engine's metrics.csv: in the training folder, which holds the model folder (``out/model``)."""
+    for candidate in (model_dir / "metrics.csv", model_dir.parent / "metrics.csv"):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def read_metrics_csv(path: Path) -> list[dict[str, str]]:
@@ -213,11 +202,13 @@ def _scores_section(ctx: _Context) -> str:
             values = [m.get(best_key) for m in methods.values()]
             top = max((v for v in values if v is not None), default=None)
             best = [i for i, v in enumerate(values) if v is not None and v == top]
-        parts.append(f"<h3>{H.esc(title)}</h3>" + H.table(headers, rows, highlight=best))
+        block = H.table(headers, rows, highlight=best, cls="scores")
         if best_key is not None and len(methods) > 1:
             png = figures.plot_score_bars(methods, best_key, ctx.out / f"scores_{task}.png",
                                           title=f"{title}: {known[best_key]} ({ctx.inputs.split} split)")
-            parts.append(H.figure(png, f"{title}: {known[best_key]}, models and baselines"))
+            block = f'<div class="grid2"><div>{block}</div>' \
+                    f'{H.figure(png, f"{title}: {known[best_key]}, models and baselines")}</div>'
+        parts.append(f"<h3>{H.esc(title)}</h3>{block}")
     intro = (f"Official ImageCLEFmedical 2025 measures on the <b>{H.esc(ctx.inputs.split)}</b> split "
              "(per-image F1 for concepts; official text preprocessing for captions). "
              "The best method per table is in bold; baselines are there so that the numbers mean something.")
@@ -281,9 +272,9 @@ def _training_section(ctx: _Context) -> str:
         if folder is None:
             missing.append(f"{label}: no model folder given")
             continue
-        path = Path(folder) / "metrics.csv"
-        if not path.is_file():
-            missing.append(f"{label}: {path} not found")
+        path = find_metrics_csv(Path(folder))
+        if path is None:
+            missing.append(f"{label}: no metrics.csv in {folder} or the training folder above it")
             continue
         rows = read_metrics_csv(path)
         if not rows:
@@ -383,6 +374,7 @@ def build_report(inputs: ReportInputs, out: str | Path, *, progress: bool = Fals
                 left_out.append(f"{label}: {e}")
             except MedcapError as e:
                 left_out.append(f"{label}: could not be built: {e}")
+        left_out += ctx.notes
         if left_out:
             items = "".join(f"<li>{H.esc(t)}</li>" for t in left_out)
             bodies.append(H.section("left-out", "Left out of this report", f'<ul class="notes">{items}</ul>'))

@@ -67,9 +67,11 @@ def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, *, ti
     empty everywhere are left out.
     """
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     keys = [k for k in (rows[0].keys() if rows else []) if k != x_key]
     xs = _finite([r.get(x_key) for r in rows]) if rows and x_key in rows[0] else list(range(1, len(rows) + 1))
-    skip = {"step", "global_step", "time", "seconds", "elapsed", "epoch_time", "wall_s"}
+    skip = {"step", "global_step", "time", "seconds", "elapsed", "elapsed_s", "epoch_time", "wall_s"}
     loss_keys = [k for k in keys if "loss" in k.lower()]
     metric_keys = [k for k in keys if k not in loss_keys and k.lower() not in skip
                    and not k.lower().startswith(("lr", "learning_rate"))]
@@ -86,6 +88,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, *, ti
             drawn += 1
         ax.set_xlabel(x_key)
         ax.set_ylabel(label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if drawn:
             ax.legend(fontsize=8)
         else:

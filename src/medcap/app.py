@@ -1,0 +1,240 @@
+"""``medcap serve``: a local web app (Gradio) that analyses one uploaded image.
+
+Upload a JPEG, PNG or DICOM file and see the detected concepts with their probabilities,
+the generated caption and a heatmap of where the top concept was found. All the work is
+done by :class:`Pipeline` (models loaded once, ``analyze(path) -> Analysis``), which has no
+Gradio in it, so it is tested without a browser and reused by the report's gallery.
+
+The server binds 127.0.0.1 unless told otherwise: medical images should not be served
+to the network by accident. Research software, not for clinical use.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import MedcapError
+
+DEFAULT_MAX_FILE_MB = 50.0
+TOP_K = 10  # concepts shown with their probabilities
+
+
+@dataclass
+class ConceptScore:
+    cui: str
+    name: str
+    probability: float
+    predicted: bool          # above the model's (global or per-concept) threshold
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.cui})" if self.name and self.name != self.cui else self.cui
+
+
+@dataclass
+class Analysis:
+    """Everything the app shows for one image."""
+
+    image: object                                   # PIL RGB image as the models saw it
+    concepts: list[ConceptScore] = field(default_factory=list)   # by probability, highest first
+    caption: str | None = None
+    heatmap: object | None = None                   # PIL overlay for ``heatmap_concept``
+    heatmap_concept: str | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. "no caption model loaded"
+
+    @property
+    def predicted(self) -> list[ConceptScore]:
+        return [c for c in self.concepts if c.predicted]
+
+
+class Pipeline:
+    """Both models, loaded once; :meth:`analyze` runs them on one image file.
+
+    Either model folder may be None: that part of the analysis is then skipped with a note.
+    ``max_file_mb`` refuses larger files before they are decoded.
+    """
+
+    def __init__(self, concepts: str | Path | None = None, captions: str | Path | None = None, *,
+                 max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None):
+        self.concepts_dir = None if concepts is None else Path(concepts)
+        self.captions_dir = None if captions is None else Path(captions)
+        self.max_file_mb = float(max_file_mb)
+        self.device = device or "cpu"
+        self.concept_model = None
+        self.caption_model = None
+        if self.concepts_dir is not None:
+            from .tasks.concepts import load_detector
+
+            self.concept_model = load_detector(self.concepts_dir).to(self.device).eval()
+        if self.captions_dir is not None:
+            from .models.captioner import Captioner
+
+            self.caption_model = Captioner.from_pretrained(self.captions_dir)
+            self.caption_model.model.to(self.device).eval()
+
+    # -- checks -------------------------------------------------------------------------------
+    def check_file(self, path: str | Path) -> Path:
+        """The path, or a MedcapError a user can act on (missing, empty, too large)."""
+        path = Path(path)
+        if not path.is_file():
+            raise MedcapError("no such file", file=path)
+        size = path.stat().st_size
+        if size == 0:
+            raise MedcapError("the file is empty", file=path.name)
+        if size > self.max_file_mb * 1024 * 1024:
+            raise MedcapError(f"the file is {size / 1024 / 1024:.1f} MB, larger than the {self.max_file_mb:g} MB "
+                              "limit (medcap serve --max-file-mb)", file=path.name)
+        return path
+
+    def load(self, path: str | Path):
+        """The image as an RGB PIL image; a clear MedcapError for anything that is not one."""
+        from .data.images import load_image
+
+        path = self.check_file(path)
+        try:
+            return load_image(path)
+        except MedcapError as e:
+            raise MedcapError(f"not a readable image (JPEG, PNG or DICOM expected): {e.message}",
+                              file=path.name) from None
+
+    # -- analysis -----------------------------------------------------------------------------
+    def analyze(self, path: str | Path) -> Analysis:
+        """Check, load and analyse an image file (JPEG, PNG, DICOM, ...)."""
+        return self.analyze_image(self.load(path))
+
+    def analyze_image(self, image) -> Analysis:
+        """Analyse an RGB PIL image with whichever models are loaded."""
+        import torch
+
+        result = Analysis(image=image)
+        with torch.inference_mode():
+            if self.concept_model is None:
+                result.notes.append("no concept model loaded (medcap serve --concepts DIR)")
+            else:
+                self._concepts(image, result)
+            if self.caption_model is None:
+                result.notes.append("no caption model loaded (medcap serve --captions DIR)")
+            else:
+                result.caption = self.caption_model.generate([image], batch_size=1)[0]
+        return result
+
+    def _concepts(self, image, result: Analysis) -> None:
+        """Probabilities of every concept, the saved thresholds' decision, the top concept's heatmap."""
+        from .explain import _content_region, concept_heatmaps
+        from .tasks.concepts import decide
+
+        model = self.concept_model
+        probs, maps = concept_heatmaps(model, image)            # [K], [K, S, S]
+        predicted = {cui for cui, _ in decide(model, probs[None])[0]}
+        vocab = model.vocabulary
+        order = np.argsort(-probs, kind="stable")
+        result.concepts = [ConceptScore(vocab.cuis[k], vocab.name(vocab.cuis[k]), float(probs[k]),
+                                        vocab.cuis[k] in predicted) for k in order]
+        if len(order):
+            # The most probable predicted concept (per-concept thresholds may skip the top one).
+            top = next((int(k) for k in order if vocab.cuis[k] in predicted), int(order[0]))
+            maps = _content_region(maps, image.size, model.preprocessing)
+            result.heatmap = overlay_heatmap(image, maps[top])
+            result.heatmap_concept = vocab.cuis[top]
+
+
+def overlay_heatmap(image, heat, alpha: float = 0.55):
+    """``image`` with ``heat`` (a 2-D score map, any size) drawn over it in colour.
+
+    Only the positive part counts (evidence for the concept), scaled to its maximum; the
+    colour is more opaque where the evidence is stronger, so the anatomy stays visible.
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    heat = np.clip(np.asarray(heat, dtype=np.float32), 0, None)
+    if heat.max() > 0:
+        heat = heat / heat.max()
+    heat = np.asarray(Image.fromarray(heat).resize(image.size, Image.Resampling.BILINEAR))
+    colour = colormaps["jet"](heat)[..., :3] * 255.0                       # [H, W, 3]
+    weight = (alpha * (0.25 + 0.75 * heat))[..., None]
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return Image.fromarray((base * (1 - weight) + colour * weight).clip(0, 255).astype(np.uint8))
+
+
+# ---------------------------------------------------------------------------------------
+# Gradio
+# ---------------------------------------------------------------------------------------
+
+INTRO = ("Upload a medical image (JPEG, PNG or DICOM). medcap detects UMLS concepts (modality, body region, "
+         "findings), writes a caption and shows where the top concept was found. "
+         "**Research software: not for clinical use.**")
+
+
+def _outputs_for(pipeline: Pipeline, file_path: str | None):
+    """(preview, concept probabilities, predicted list, caption, heatmap, status) for the UI."""
+    if not file_path:
+        return None, None, "", "", None, ""
+    try:
+        analysis = pipeline.analyze(file_path)
+    except MedcapError as e:
+        return None, None, "", "", None, f"⚠ **Cannot analyse this file.** {e.format()}"
+    probs = {c.label: round(c.probability, 4) for c in analysis.concepts[:TOP_K]}
+    if analysis.concepts:
+        predicted = ", ".join(f"**{c.label}** {c.probability:.2f}" for c in analysis.predicted) or \
+            "none above the threshold"
+        predicted = f"Predicted concepts: {predicted}"
+    else:
+        predicted = ""
+    status = "✓ Analysed " + Path(file_path).name
+    if analysis.heatmap_concept:
+        name = next((c.label for c in analysis.concepts if c.cui == analysis.heatmap_concept), "")
+        status += f" · heatmap of {name}"
+    if analysis.notes:
+        status += "  \n" + "  \n".join(f"ℹ {n}" for n in analysis.notes)
+    return (analysis.image, probs or None, predicted, analysis.caption or "", analysis.heatmap, status)
+
+
+def build_ui(pipeline: Pipeline):
+    """The Gradio Blocks app around ``pipeline``."""
+    import gradio as gr
+
+    with gr.Blocks(title="medcap", analytics_enabled=False) as demo:
+        gr.Markdown("# medcap: medical image concepts and captions")
+        gr.Markdown(INTRO)
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=1):
+                upload = gr.File(label="Image file (JPEG, PNG or DICOM)", file_count="single", type="filepath",
+                                 elem_id="upload")
+                status = gr.Markdown(elem_id="status")
+                preview = gr.Image(label="Image", type="pil", interactive=False, elem_id="preview", height=320)
+            with gr.Column(scale=1):
+                caption = gr.Textbox(label="Generated caption", interactive=False, lines=3, elem_id="caption")
+                concepts = gr.Label(label="Concepts (probability)", num_top_classes=TOP_K, show_heading=False,
+                                    elem_id="concepts")
+                predicted = gr.Markdown(elem_id="predicted")
+                heatmap = gr.Image(label="Heatmap of the top concept", type="pil", interactive=False,
+                                   elem_id="heatmap", height=320)
+        upload.change(lambda f: _outputs_for(pipeline, f), inputs=upload,
+                      outputs=[preview, concepts, predicted, caption, heatmap, status],
+                      api_name="analyze")
+    return demo
+
+
+def _theme():
+    import gradio as gr
+
+    # System fonts: the default theme fetches Google Fonts, which an offline machine cannot.
+    fonts = ["-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
+    return gr.themes.Soft(primary_hue="blue", font=fonts, font_mono=["ui-monospace", "Menlo", "monospace"])
+
+
+def serve(concepts: str | Path | None, captions: str | Path | None, *, host: str = "127.0.0.1",
+          port: int | None = None, max_file_mb: float = DEFAULT_MAX_FILE_MB, block: bool = True):
+    """Load the models and start the web app; returns the Gradio app when ``block`` is False."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    pipeline = Pipeline(concepts, captions, max_file_mb=max_file_mb)
+    demo = build_ui(pipeline)
+    # Gradio refuses bigger uploads itself too; the pipeline's own check covers other callers.
+    demo.launch(server_name=host, server_port=port, max_file_size=f"{int(max_file_mb * 1024 * 1024)}b",
+                prevent_thread_lock=not block, quiet=not block, share=False, theme=_theme(),
+                show_error=False)
+    return demo

@@ -1,0 +1,122 @@
+"""Captioning commands: ``train captions``, ``predict captions``, ``baseline captions constant|retrieval``.
+Thin layer over :mod:`medcap.tasks.captions`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import baseline_app, predict_app, train_app
+
+captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
+                                    no_args_is_help=True)
+baseline_app.add_typer(captions_baseline_app, name="captions")
+
+
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@train_app.command("captions")
+def train_captions_command(
+    config: str = typer.Option("paper", "--config", "-c",
+                               help="Named config (paper, authors-code, demo) or a YAML file."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_captions.csv).",
+                              show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model/, checkpoints/, metrics.csv.",
+                             show_default=False),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set image_size=384, "
+                                             "--set model=/path/to/blip-folder, --set mixed_precision=bf16 "
+                                             "(repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+) -> int:
+    """Fine-tune BLIP (or train a small one from scratch) on the captions; keep the best epoch.
+
+    `paper` needs Salesforce/blip-image-captioning-large (hub cache or --set model=FOLDER);
+    `demo` trains a small BLIP from scratch on the CPU. The best model folder is OUT/model;
+    predict with `medcap predict captions --model OUT/model`. Several GPUs:
+    `accelerate launch -m medcap train captions ...`.
+    """
+    from ..tasks.captions import load_caption_config, train_captioner
+
+    cfg = load_caption_config(config, set_)
+    result = train_captioner(cfg, data, out, resume=resume, log=_log)
+    score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
+    typer.echo(f"best validation {cfg.monitor} {score} at epoch {result.best_epoch} "
+               f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")
+    return 0
+
+
+@predict_app.command("captions")
+def predict_captions_command(
+    model: Path = typer.Option(..., "--model", "-m", help="Captioner folder (OUT/model of a training run).",
+                               show_default=False),
+    images: List[Path] = typer.Option(..., "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); "
+                                      "the image ID is the file name without extension.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,Caption).", show_default=False),
+    beams: Optional[int] = typer.Option(None, "--beams", help="Beam width (1 = greedy); default: the model's "
+                                        "setting (paper: 5)."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Longest caption in tokens."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)."),
+) -> int:
+    """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
+    from ..tasks.captions import predict_captions
+
+    captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
+                                max_new_tokens=max_new_tokens, device=device, progress=True)
+    words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
+    typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average")
+    return 0
+
+
+def _report(out: Path, data: Path, split: str, preds: dict[str, str], what: str) -> None:
+    from ..data import read_dataset
+    from ..metrics.captions import rouge1_scores
+
+    line = f"{what}: wrote {out} ({len(preds)} images)"
+    target = read_dataset(data).split(split)
+    if target.captions is not None:
+        ids = [i for i in preds if i in target.captions]
+        if ids:
+            rouge = rouge1_scores([target.captions[i] for i in ids], [preds[i] for i in ids]).mean()
+            line += f"; {split} ROUGE-1 {rouge:.4f} (official preprocessing)"
+    typer.echo(line)
+
+
+@captions_baseline_app.command("constant")
+def constant_command(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
+    split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
+) -> int:
+    """The training caption that scores best (ROUGE-1) against the other training captions, for every image."""
+    from ..tasks.captions import caption_baseline
+
+    preds = caption_baseline("constant", data, out, split)
+    _report(out, data, split, preds, "constant caption")
+    typer.echo(f"caption: {next(iter(preds.values()), '')!r}")
+    return 0
+
+
+@captions_baseline_app.command("retrieval")
+def retrieval_command(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Embed images with this captioner's image "
+                                         "encoder or this concept detector's backbone (a model folder)."),
+    backbone: str = typer.Option("resnet18", "--backbone", help="Otherwise a plain backbone (random or --pretrained)."),
+    image_size: int = typer.Option(224, "--image-size"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="ImageNet weights for --backbone (local cache)."),
+    split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+) -> int:
+    """Nearest-neighbour retrieval: the caption of the most similar training image (cosine of embeddings)."""
+    from ..tasks.captions import caption_baseline, load_embedder
+
+    embedder = load_embedder(model, backbone, image_size, pretrained)
+    preds = caption_baseline("retrieval", data, out, split, embedder=embedder, batch_size=batch_size, progress=True)
+    _report(out, data, split, preds, "retrieval")
+    return 0

@@ -1,0 +1,180 @@
+"""Concept detection commands: ``train concepts``, ``predict concepts``, ``explain``,
+``baseline concepts most-frequent|knn``. Thin layer over :mod:`medcap.tasks.concepts`,
+:mod:`medcap.explain` and :mod:`medcap.baselines`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from .app import app, baseline_app, predict_app, train_app
+
+concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
+                                    no_args_is_help=True)
+baseline_app.add_typer(concepts_baseline_app, name="concepts")
+
+
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+@train_app.command("concepts")
+def train_concepts_command(
+    config: str = typer.Option("paper", "--config", "-c",
+                               help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
+                                    "or a YAML file."),
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_concepts.csv).",
+                              show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model/, checkpoints/, metrics.csv.",
+                             show_default=False),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set lr=3e-4 (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+    valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
+                                                   help="Hold out this share of train when there is no valid split."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--random-init",
+                                              help="ImageNet weights (local cache) or random initialisation; "
+                                                   "default: the config's."),
+) -> int:
+    """Train a concept detector (MedCSRA by default) and keep the best epoch by validation F1.
+
+    The best model folder is OUT/model (config.json, model.safetensors, concepts.json,
+    thresholds.json, preprocessing.json); predict with `medcap predict concepts --model OUT/model`.
+    Several GPUs: `accelerate launch -m medcap train concepts ...`.
+    """
+    from ..config import parse_overrides
+    from ..tasks.concepts import train_concepts
+
+    overrides = parse_overrides(set_)
+    if valid_fraction is not None:
+        overrides["valid_fraction"] = valid_fraction
+    if pretrained is not None:
+        overrides["pretrained"] = pretrained
+    result = train_concepts(config, data, out, overrides, resume=resume, log=_log)
+    typer.echo(f"best validation F1 {result.best_score:.4f} at epoch {result.best_epoch} "
+               f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")
+    return 0
+
+
+@predict_app.command("concepts")
+def predict_concepts_command(
+    model: Path = typer.Option(..., "--model", "-m", help="Model folder (OUT/model of a training run).",
+                               show_default=False),
+    images: List[Path] = typer.Option(..., "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); "
+                                      "the image ID is the file name without extension.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,CUIs).", show_default=False),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write probabilities (predicted + top 10)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)."),
+) -> int:
+    """Predict concepts with the model's saved thresholds and write an official submission."""
+    from ..submission import write_concept_submission
+    from ..tasks.concepts import decide, load_detector, predict_probabilities, probabilities_json, write_json
+
+    detector = load_detector(model)
+    ids, probs = predict_probabilities(detector, images, batch_size=batch_size, device=device, progress=True)
+    decided = decide(detector, probs)
+    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided)})
+    if json_out is not None:
+        write_json(json_out, probabilities_json(detector, ids, probs))
+    n = sum(len(r) for r in decided)
+    typer.echo(f"wrote {out}: {len(ids)} images, {n / max(1, len(ids)):.2f} concepts per image")
+    return 0
+
+
+@app.command("explain")
+def explain_command(
+    model: Path = typer.Option(..., "--model", "-m", help="Concept model folder.", show_default=False),
+    image: Path = typer.Option(..., "--image", "-i", help="Image file.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmap PNGs and explain.json.",
+                             show_default=False),
+    top: int = typer.Option(0, "--top", help="Show the top-N concepts instead of the predicted ones."),
+) -> int:
+    """Heatmap overlays of where each predicted concept was found in IMAGE."""
+    from ..explain import explain_image
+
+    report = explain_image(model, image, out, top=top)
+    for e in report["concepts"]:
+        typer.echo(f"{e['cui']}  {e['probability']:.3f}  {e['name']}  -> {out / e['file']}")
+    if not report["concepts"]:
+        typer.echo("no concept passes the model's thresholds (use --top N to see the strongest)")
+    return 0
+
+
+def _target_split(data: Path, split: str):
+    from ..data.dataset import read_dataset
+
+    ds = read_dataset(data)
+    return ds, ds.split("train"), ds.split("valid"), ds.split(split)
+
+
+def _finish_baseline(out: Path, target, preds: dict, what: str, report: dict) -> None:
+    from ..metrics.concepts import evaluate_concepts
+    from ..submission import write_concept_submission
+
+    write_concept_submission(out, preds)
+    line = f"{what}: wrote {out} ({len(preds)} images)"
+    if target.concepts is not None:
+        gold = {i: target.concepts[i] for i in preds if i in target.concepts}
+        line += f"; {target.name} primary F1 {evaluate_concepts(gold, preds)['primary_f1']:.4f}"
+    typer.echo(line)
+    typer.echo(json.dumps({k: v for k, v in report.items() if k not in ("table", "f1_by_k")}))
+
+
+def _need_concepts(ds, *splits) -> None:
+    from ..errors import MedcapError
+
+    for s in splits:
+        if s.concepts is None:
+            raise MedcapError(f"the {s.name} split has no concepts file", file=ds.root)
+
+
+@concepts_baseline_app.command("most-frequent")
+def most_frequent_command(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
+    split: str = typer.Option("test", "--split", help="Split to predict (scored when it has concepts)."),
+    max_k: int = typer.Option(10, "--max-k", help="Largest k tried on validation."),
+) -> int:
+    """The k most frequent training concepts for every image (k chosen on validation)."""
+    from ..baselines import fit_most_frequent
+
+    ds, train, valid, target = _target_split(data, split)
+    _need_concepts(ds, train, valid)
+    cuis, report = fit_most_frequent(train.concepts, {i: valid.concepts[i] for i in valid.ids}, max_k)
+    _finish_baseline(out, target, {i: cuis for i in target.ids}, "most-frequent", report)
+    return 0
+
+
+@concepts_baseline_app.command("knn")
+def knn_command(
+    data: Path = typer.Option(..., "--data", "-d", help="Dataset folder.", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
+    model: Optional[Path] = typer.Option(None, "--model", "-m",
+                                         help="Embed with this trained concept model's backbone."),
+    backbone: str = typer.Option("resnet18", "--backbone", help="Otherwise a plain backbone (random or --pretrained)."),
+    image_size: int = typer.Option(224, "--image-size"),
+    pretrained: bool = typer.Option(False, "--pretrained", help="ImageNet weights for --backbone (local cache)."),
+    split: str = typer.Option("test", "--split", help="Split to predict (scored when it has concepts)."),
+    batch_size: int = typer.Option(32, "--batch-size", "-b"),
+) -> int:
+    """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
+    from ..baselines import fit_knn, image_embeddings, knn_concepts, plain_backbone
+    from ..tasks.concepts import ImageFolderItems, load_detector
+
+    ds, train, valid, target = _target_split(data, split)
+    _need_concepts(ds, train, valid)
+    embedder = load_detector(model) if model is not None else plain_backbone(backbone, image_size, pretrained)
+    emb = {}
+    for s in {train.name: train, valid.name: valid, target.name: target}.values():
+        emb[s.name] = image_embeddings(embedder, ImageFolderItems.from_split(s), batch_size=batch_size, progress=True)
+    train_ids, train_emb = emb[train.name]
+    train_lists = [train.concepts.get(i, []) for i in train_ids]
+    valid_ids, valid_emb = emb[valid.name]
+    report = fit_knn(train_emb, train_lists, valid_emb, valid_ids, valid.concepts)
+    target_ids, target_emb = emb[target.name]
+    preds = dict(zip(target_ids, knn_concepts(train_emb, train_lists, target_emb, report["k"], report["vote"])))
+    _finish_baseline(out, target, preds, "knn", report)
+    return 0

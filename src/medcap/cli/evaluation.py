@@ -1,0 +1,287 @@
+"""``medcap evaluate concepts|captions`` and ``medcap validate concepts|captions``.
+
+Thin layer over :mod:`medcap.submission` and :mod:`medcap.metrics`: read the gold files,
+refuse a submission that breaks an official rule (every violation listed, exit 1), score,
+print a table, and write the JSON / CSV files asked for.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import MedcapError
+from ..fileio import atomic_write
+from .app import evaluate_app, validate_app
+
+
+# ---------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------
+
+def _report_violations(path: Path, violations, *, stream_err: bool) -> None:
+    for v in violations:
+        typer.echo(v.format(path), err=stream_err)
+
+
+def _refuse_invalid(path: Path, violations) -> int | None:
+    """Print every violation on stderr and return exit code 1, or None when valid."""
+    if not violations:
+        return None
+    _report_violations(path, violations, stream_err=True)
+    typer.echo(f"error: {path}: {len(violations)} rule violation(s); not scored (see `medcap validate`)", err=True)
+    return 1
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_write(path) as f:
+        json.dump(data, f, indent=2, ensure_ascii=False, allow_nan=False)
+        f.write("\n")
+
+
+def _write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+    columns = list(columns or (rows[0].keys() if rows else []))
+    with atomic_write(path, newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
+
+
+def _fmt(value, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence], right_from: int = 1) -> str:
+    rows = [[_fmt(c) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+
+    def line(cells):
+        return "  ".join(c.rjust(w) if i >= right_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _gold_ids(*tables: dict | None) -> set[str]:
+    ids: set[str] = set()
+    for t in tables:
+        if t:
+            ids.update(t)
+    return ids
+
+
+# ---------------------------------------------------------------------------------------
+# validate
+# ---------------------------------------------------------------------------------------
+
+@validate_app.command("concepts")
+def validate_concepts_command(
+    submission: Path = typer.Argument(..., help="Concept submission CSV (ID,CUIs)."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Gold concepts CSV: the IDs every submission must "
+                                        "list exactly once (without it, the ID coverage is not checked)."),
+    gold_manual: Optional[Path] = typer.Option(None, "--gold-manual", help="Manual gold CSV; its IDs are expected too."),
+    allow_empty: bool = typer.Option(True, "--allow-empty/--no-empty", help="Accept rows without CUIs ('ID,'), "
+                                     "as the 2025 rules do; --no-empty applies the 2026 checker's rule."),
+) -> int:
+    """Check a concept submission against every official rule; list every violation with its line."""
+    from ..data.csvio import read_concepts_csv
+    from ..submission import validate_concept_submission
+
+    ids = None
+    if gold is not None:
+        ids = _gold_ids(read_concepts_csv(gold), read_concepts_csv(gold_manual) if gold_manual else None)
+    violations = validate_concept_submission(submission, ids, allow_empty=allow_empty)
+    return _validation_result(submission, violations, ids)
+
+
+@validate_app.command("captions")
+def validate_captions_command(
+    submission: Path = typer.Argument(..., help="Caption submission CSV (ID,Caption)."),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="Gold captions CSV: the IDs every submission must "
+                                        "list exactly once (without it, the ID coverage is not checked)."),
+) -> int:
+    """Check a caption submission against every official rule; list every violation with its line."""
+    from ..data.csvio import read_captions_csv
+    from ..submission import validate_caption_submission
+
+    ids = set(read_captions_csv(gold)) if gold is not None else None
+    violations = validate_caption_submission(submission, ids)
+    return _validation_result(submission, violations, ids)
+
+
+def _validation_result(path: Path, violations, ids) -> int:
+    if violations:
+        _report_violations(path, violations, stream_err=False)
+        typer.echo(f"{path}: {len(violations)} rule violation(s)")
+        return 1
+    coverage = f"all {len(ids)} gold IDs present" if ids is not None else "ID coverage not checked (no --gold)"
+    typer.echo(f"OK: {path} follows every official rule ({coverage})")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate concepts
+# ---------------------------------------------------------------------------------------
+
+@evaluate_app.command("concepts")
+def evaluate_concepts_command(
+    gold: Path = typer.Option(..., "--gold", help="Gold concepts CSV (ID,CUIs)."),
+    pred: Path = typer.Option(..., "--pred", help="Concept submission CSV to score."),
+    gold_manual: Optional[Path] = typer.Option(None, "--gold-manual", help="Manual gold CSV for the secondary "
+                                               "score (without it, the secondary score uses --gold)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON here."),
+    per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write one CSV row per image here."),
+    per_concept: Optional[Path] = typer.Option(None, "--per-concept", help="Write precision/recall/F1 of every "
+                                               "concept as CSV here."),
+    cui_mapping: Optional[Path] = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: concept names in the tables."),
+    empty_gold: str = typer.Option("skip", "--empty-gold", help="Images whose gold list is empty: 'skip' (the "
+                                   "official rule) or 'organisers-code' (what their code does with 'ID,' gold rows)."),
+    top: int = typer.Option(10, "--top", min=0, help="Concepts shown in the best / worst tables."),
+    allow_empty: bool = typer.Option(True, "--allow-empty/--no-empty", help="Accept rows without CUIs (2025 rules)."),
+) -> int:
+    """Score a concept submission exactly as the official evaluator: primary and secondary F1."""
+    from ..data.csvio import read_concepts_csv, read_cui_mapping
+    from ..metrics.concepts import EMPTY_GOLD_MODES, score_concepts
+    from ..submission import check_concept_submission
+
+    if empty_gold not in EMPTY_GOLD_MODES:
+        raise MedcapError(f"--empty-gold must be one of {', '.join(EMPTY_GOLD_MODES)}, got {empty_gold!r}")
+    gold_sets = read_concepts_csv(gold)
+    manual_sets = read_concepts_csv(gold_manual) if gold_manual is not None else None
+    preds, violations = check_concept_submission(pred, _gold_ids(gold_sets, manual_sets), allow_empty=allow_empty)
+    refused = _refuse_invalid(pred, violations)
+    if refused is not None:
+        return refused
+    names = read_cui_mapping(cui_mapping) if cui_mapping is not None else {}
+    scores = score_concepts(gold_sets, preds, manual_sets, empty_gold=empty_gold)
+    s = scores.summary
+
+    typer.echo(f"Concept detection: {pred} against {gold}")
+    rows = [["primary F1", s["primary_f1"], f"{s['n_scored']} of {s['n_images']} images"],
+            ["secondary F1", s["secondary_f1"], f"{s['n_scored_secondary']} images with one of the 15 CUIs "
+                                                f"({'manual gold' if gold_manual else 'no --gold-manual: --gold used'})"]]
+    typer.echo(_table(["score", "value", "scored"], rows, right_from=1))
+    if s["n_empty_gold"]:
+        typer.echo(f"note: {s['n_empty_gold']} gold rows are empty; they are "
+                   f"{'left out' if empty_gold == 'skip' else 'scored'} (the organisers' code would print "
+                   f"{_fmt(s['primary_f1_organisers_code'])}; see --empty-gold)")
+    typer.echo(f"mean concepts per image: gold {s['mean_gold_concepts']:.2f}, predicted {s['mean_pred_concepts']:.2f}; "
+               f"{s['n_empty_pred']} images with no prediction")
+
+    concept_rows = scores.per_concept_rows(names)
+    if top and concept_rows:
+        supported = [r for r in concept_rows if r["support"] > 0]
+        best = sorted(supported, key=lambda r: (-r["f1"], -r["support"], r["CUI"]))[:top]
+        worst = sorted(supported, key=lambda r: (r["f1"], -r["support"], r["CUI"]))[:top]
+        cols = ["CUI", "name", "support", "predicted", "precision", "recall", "f1"]
+        for title, chosen in ((f"best {top} concepts by F1", best), (f"worst {top} concepts by F1", worst)):
+            typer.echo(f"\n{title} (of {len(supported)} concepts in the gold file):")
+            typer.echo(_table(cols, [[r[c] for c in cols] for r in chosen], right_from=2))
+
+    if json_path is not None:
+        _write_json(json_path, s)
+        typer.echo(f"\nscores: {json_path}")
+    if per_image is not None:
+        _write_csv(per_image, scores.per_image_rows())
+        typer.echo(f"per-image scores: {per_image}")
+    if per_concept is not None:
+        _write_csv(per_concept, concept_rows)
+        typer.echo(f"per-concept scores: {per_concept}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------
+# evaluate captions
+# ---------------------------------------------------------------------------------------
+
+@evaluate_app.command("captions")
+def evaluate_captions_command(
+    gold: Path = typer.Option(..., "--gold", help="Gold captions CSV (ID,Caption)."),
+    pred: Path = typer.Option(..., "--pred", help="Caption submission CSV to score."),
+    images: Optional[Path] = typer.Option(None, "--images", help="Folder of the images (<ID>.jpg), for the "
+                                          "image-text similarity."),
+    bertscore_model: str = typer.Option("microsoft/deberta-xlarge-mnli", "--bertscore-model",
+                                        help="BERTScore model: the official one (default) or a local folder; "
+                                        "'none' skips BERTScore."),
+    bertscore_layers: Optional[int] = typer.Option(None, "--bertscore-layers", min=1, help="Layer of the BERTScore "
+                                                   "model (default: bert-score's choice, or the last layer)."),
+    bertscore_measure: str = typer.Option("f1", "--bertscore-measure", help="f1 (the organisers' public code) or "
+                                          "recall (the paper)."),
+    cui_mapping: Optional[Path] = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: enables the offline "
+                                               "approximation of the UMLS concept F1 (umls_f1_approx)."),
+    relevance: str = typer.Option("public-2025", "--relevance", help="'public-2025': Relevance = mean(Similarity, "
+                                  "BERTScore, ROUGE-1); 'paper': with BLEURT as a fourth term."),
+    partial: bool = typer.Option(False, "--partial-aggregates", help="Average the terms that ran when some "
+                                 "scorers are not available (labelled partial); default: such aggregates are null."),
+    bleurt_model: str = typer.Option("lucadiliello/BLEURT-20-D12", "--bleurt-model", help="BLEURT model or folder; "
+                                     "'none' skips it."),
+    alignscore_ckpt: Optional[Path] = typer.Option(None, "--alignscore-ckpt", help="AlignScore-base.ckpt."),
+    medcat_model: Optional[Path] = typer.Option(None, "--medcat-model", help="MedCAT UMLS model pack (.zip)."),
+    medimageinsight: Optional[Path] = typer.Option(None, "--medimageinsight", help="MedImageInsights checkout."),
+    download: bool = typer.Option(False, "--download", help="Let missing models download from the Hugging Face hub."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Pairs per BERTScore batch."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON here."),
+    per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write one CSV row per image here."),
+) -> int:
+    """Score a caption submission with the official preprocessing and measures."""
+    from ..data.csvio import read_captions_csv, read_cui_mapping
+    from ..metrics.captions import score_captions
+    from ..submission import check_caption_submission
+
+    gold_captions = read_captions_csv(gold)
+    captions, violations = check_caption_submission(pred, set(gold_captions))
+    refused = _refuse_invalid(pred, violations)
+    if refused is not None:
+        return refused
+    if bertscore_measure not in ("f1", "recall"):
+        raise MedcapError(f"--bertscore-measure must be f1 or recall, got {bertscore_measure!r}")
+    names = read_cui_mapping(cui_mapping) if cui_mapping is not None else None
+    none = {"", "none", "off"}
+    scores = score_captions(
+        gold_captions, captions,
+        bertscore_model=None if bertscore_model.lower() in none else bertscore_model,
+        bertscore_num_layers=bertscore_layers, bertscore_measure=bertscore_measure, batch_size=batch_size,
+        device=device, images_dir=images, cui_names=names,
+        bleurt_model=None if bleurt_model.lower() in none else bleurt_model,
+        alignscore_checkpoint=alignscore_ckpt, medcat_model=medcat_model, medimageinsight_dir=medimageinsight,
+        relevance=relevance, partial_aggregates=partial, download=download,
+    )
+    s = scores.summary
+    typer.echo(f"Caption prediction: {pred} against {gold} ({s['n_images']} images)")
+    labels = {"rouge1": "ROUGE-1 F", "bertscore": f"BERTScore {bertscore_measure}", "bleurt": "BLEURT",
+              "similarity": "Similarity", "umls_f1": "UMLS concept F1", "umls_f1_approx": "UMLS F1 (approximate)",
+              "alignscore": "AlignScore"}
+    rows = []
+    for key, label in labels.items():
+        note = "not available" if s[key] is None else ""
+        if key == "umls_f1_approx" and s[key] is not None:
+            note = "cui_mapping names matched in the text, not MedCAT"
+        rows.append([label, s[key], note])
+    for key in ("relevance", "factuality", "overall"):
+        if s[key] is None:
+            note = f"needs {', '.join(s[key + '_missing'])}"
+        else:
+            note = f"mean of {', '.join(s[key + '_terms'])}" + (" (PARTIAL)" if s[key + "_partial"] else "")
+        rows.append([key.capitalize(), s[key], note])
+    typer.echo(_table(["measure", "value", ""], rows, right_from=1))
+    if s["not_available"]:
+        typer.echo("\nnot available:")
+        for key, how in s["not_available"].items():
+            typer.echo(f"  {key}: {how}")
+    if json_path is not None:
+        _write_json(json_path, s)
+        typer.echo(f"\nscores: {json_path}")
+    if per_image is not None:
+        _write_csv(per_image, scores.per_image_rows())
+        typer.echo(f"per-image scores: {per_image}")
+    return 0

@@ -1,0 +1,331 @@
+"""Readers for the ImageCLEFmedical Caption CSV files (FACTS.md section 5).
+
+Four kinds of file, all ``ID``-keyed two-column CSVs:
+
+* ``*_concepts.csv`` and ``*_concepts_manual.csv``: ``ID,CUIs`` with the CUIs joined by
+  ``;`` (upper-cased and stripped here, as the official evaluator does, FACTS section 4);
+* ``*_captions.csv``: ``ID,Caption``, quoted CSV whose captions may hold commas, quotes
+  and newlines;
+* ``cui_mapping.csv``: ``CUI,Canonical name``.
+
+Headers seen in the wild are accepted (``ID,CUIs``, ``ID,Caption``, ``image_id,...``, any
+first field containing "ID"), and so are files without a header. Files are UTF-8, with or
+without a byte-order mark.
+
+Each kind has two readers:
+
+* ``read_*`` returns the parsed values and raises :class:`MedcapError` at the first
+  problem, naming the file, the real line in the file (a quoted caption spanning several
+  lines counts them all) and what was expected;
+* ``scan_*`` never raises for bad content: it returns a :class:`CsvTable` with the valid
+  values *and* every problem found, for ``medcap data check``.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import MedcapError
+
+__all__ = [
+    "CUI_PATTERN",
+    "CsvTable",
+    "Problem",
+    "normalize_cui",
+    "read_captions_csv",
+    "read_concepts_csv",
+    "read_cui_mapping",
+    "scan_captions_csv",
+    "scan_concepts_csv",
+    "scan_cui_mapping",
+]
+
+# A UMLS concept unique identifier; the official submission rules require this form (FACTS 4).
+CUI_PATTERN = re.compile(r"C\d+")
+
+# The header's first field names the key column ("ID", "image_id", "CUI"). A data row's
+# key almost always holds a digit (ImageCLEFmedical_Caption_2025_train_0, C0040405), so a
+# first field with the key word and no digit is taken as a header.
+_DIGIT = re.compile(r"\d")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a dataset: where it is and what is wrong.
+
+    ``kind`` is a short stable tag (``malformed_row``, ``duplicate_id``, ``missing_image``,
+    ...) so that tools can count problems by kind; ``line`` is ``None`` when the problem
+    belongs to a whole file (an image that does not decode, a missing folder).
+    """
+
+    file: str
+    line: int | None
+    kind: str
+    message: str
+
+    def format(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.message}"
+
+    def to_error(self) -> MedcapError:
+        return MedcapError(self.message, file=self.file, line=self.line)
+
+
+@dataclass
+class CsvTable:
+    """What a ``scan_*`` reader found in one file.
+
+    ``values`` holds every row whose key could be read (the first one for a duplicated
+    key), even when part of the row was wrong (a malformed CUI is left out of its list and
+    reported), so that a checker still knows the ID exists. ``lines`` gives the file line
+    each key starts on.
+    """
+
+    path: Path
+    values: dict = field(default_factory=dict)
+    lines: dict[str, int] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)  # key -> line of a row refused as malformed
+
+    def raise_first(self) -> None:
+        if self.problems:
+            raise self.problems[0].to_error()
+
+
+def normalize_cui(cui: str) -> str:
+    """Upper-case and strip a CUI, as the official evaluator does before comparing sets."""
+    return cui.strip().upper()
+
+
+def split_cuis(text: str) -> list[str]:
+    """``"c0040405; C0817096;"`` -> ``["C0040405", "C0817096"]`` (order kept, repeats and
+    empty items dropped)."""
+    out: list[str] = []
+    for part in text.split(";"):
+        cui = normalize_cui(part)
+        if cui and cui not in out:
+            out.append(cui)
+    return out
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise MedcapError("file not found", file=path) from None
+    except IsADirectoryError:
+        raise MedcapError("expected a CSV file, found a folder", file=path) from None
+    except OSError as e:
+        raise MedcapError(f"cannot read file: {e.strerror or e}", file=path) from None
+
+
+def _decode(path: Path, data: bytes, problems: list[Problem]) -> str:
+    """Decode UTF-8 (an optional BOM is dropped). Every line holding a byte that is not
+    UTF-8 becomes a problem; those bytes are replaced so the rest can still be checked."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        pass
+    for i, raw in enumerate(data.split(b"\n"), start=1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            problems.append(Problem(str(path), i, "bad_encoding",
+                                    f"not UTF-8 text (byte 0x{raw[e.start]:02x} in column {e.start + 1}); "
+                                    "save the file as UTF-8"))
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def _records(path: Path, problems: list[Problem]):
+    """Yield ``(first_line, fields)`` for every non-blank CSV record of ``path``.
+
+    Line numbers are real file lines: a quoted field holding newlines moves the count on by
+    as many lines as it spans. CSV syntax errors (a stray quote, an unterminated quoted
+    field) become problems and reading goes on at the next line. The third item is True for
+    a record on a line holding a byte that is not UTF-8 (already reported).
+    """
+    try:
+        data = _read_bytes(path)
+    except MedcapError as e:
+        problems.append(Problem(str(path), None, "unreadable_file", e.message))
+        return
+    n_before = len(problems)
+    text = _decode(path, data, problems)
+    bad_lines = {p.line for p in problems[n_before:]}
+    # newline="": the csv module sees the line endings itself, so quoted newlines survive
+    # and line_num counts the file's physical lines.
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    while True:
+        start = reader.line_num + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            msg = str(e)
+            if "unexpected end of data" in msg:
+                msg = "a quoted field starting on this line is never closed (missing '\"')"
+            elif "field larger than field limit" in msg:
+                msg = "a field is longer than the CSV field limit; probably a quoted field that is never closed"
+            else:
+                msg = f"bad CSV syntax: {msg}"
+            problems.append(Problem(str(path), start, "malformed_row", msg))
+            continue
+        if not fields or all(not f.strip() for f in fields):
+            continue  # blank line
+        yield start, fields, bool(bad_lines) and any(start <= b <= reader.line_num for b in bad_lines)
+
+
+def _is_header(first_field: str, key_word: str) -> bool:
+    f = first_field.strip().lower()
+    return key_word in f and not _DIGIT.search(f)
+
+
+def _scan(
+    path: str | Path,
+    key_word: str,
+    expected: str,
+    parse_value: Callable[[str, str, int, list[Problem]], object],
+    join_extra_fields: bool,
+    key_check: Callable[[str, str, int, list[Problem]], str | None] | None = None,
+) -> CsvTable:
+    """The shared row loop: header detection, field counts, empty and duplicate keys."""
+    path = Path(path)
+    table = CsvTable(path)
+    problems = table.problems
+    fname = str(path)
+    first = True
+    for line, fields, bad_encoding in _records(path, problems):
+        if first:
+            first = False
+            if _is_header(fields[0], key_word):
+                continue
+
+        def reject() -> None:  # keep the key, so a checker does not report its image as unlabelled
+            if fields[0].strip():
+                table.rejected.setdefault(fields[0].strip(), line)
+
+        if bad_encoding:
+            reject()
+            continue
+        # Trailing empty fields (a spreadsheet's "a,b,,") carry nothing: ignore them.
+        while len(fields) > 2 and not fields[-1].strip():
+            fields.pop()
+        if len(fields) < 2:
+            problems.append(Problem(fname, line, "malformed_row",
+                                    f"expected 2 fields ({expected}), found 1: {_clip(fields[0])!r}"))
+            reject()
+            continue
+        if len(fields) > 2:
+            if not join_extra_fields:
+                problems.append(Problem(fname, line, "malformed_row",
+                                        f"expected 2 fields ({expected}), found {len(fields)}; "
+                                        "separate CUIs with ';', not ','"))
+                reject()
+                continue
+            # An unquoted comma inside free text: the key is the first field, so the text
+            # is the rest, joined back exactly as it was written.
+            fields = [fields[0], ",".join(fields[1:])]
+        key = fields[0].strip()
+        if not key:
+            problems.append(Problem(fname, line, "malformed_row", f"empty key; expected {expected}"))
+            continue
+        if key_check is not None:
+            key = key_check(key, fname, line, problems)
+            if key is None:
+                continue
+        if key in table.lines:
+            problems.append(Problem(fname, line, "duplicate_id",
+                                    f"duplicate {key_word.upper()} {key!r} (first on line {table.lines[key]})"))
+            continue
+        table.lines[key] = line
+        table.values[key] = parse_value(fields[1], fname, line, problems)
+    return table
+
+
+def _clip(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[: n - 3] + "..."
+
+
+def _parse_cuis(text: str, fname: str, line: int, problems: list[Problem]) -> list[str]:
+    cuis = split_cuis(text)
+    bad = [c for c in cuis if not CUI_PATTERN.fullmatch(c)]
+    if bad:
+        problems.append(Problem(fname, line, "malformed_cui",
+                                f"malformed CUI {', '.join(repr(b) for b in bad)}; expected 'C' followed by digits "
+                                "(e.g. C0040405), several joined by ';'"))
+        cuis = [c for c in cuis if CUI_PATTERN.fullmatch(c)]
+    return cuis
+
+
+def _parse_caption(text: str, fname: str, line: int, problems: list[Problem]) -> str:
+    caption = text.strip()
+    if not caption:
+        problems.append(Problem(fname, line, "empty_caption", "empty caption"))
+    return caption
+
+
+def _parse_name(text: str, fname: str, line: int, problems: list[Problem]) -> str:
+    name = text.strip()
+    if not name:
+        problems.append(Problem(fname, line, "malformed_row", "empty canonical name; expected CUI,Canonical name"))
+    return name
+
+
+def _check_cui_key(key: str, fname: str, line: int, problems: list[Problem]) -> str | None:
+    cui = normalize_cui(key)
+    if CUI_PATTERN.fullmatch(cui):
+        return cui
+    problems.append(Problem(fname, line, "malformed_cui",
+                            f"malformed CUI {key!r}; expected 'C' followed by digits (e.g. C0040405)"))
+    return None
+
+
+def scan_concepts_csv(path: str | Path) -> CsvTable:
+    """Scan an ``ID,CUIs`` file (concepts or manual concepts); ``values``: ID -> CUIs."""
+    return _scan(path, "id", "ID,CUIs", _parse_cuis, join_extra_fields=False)
+
+
+def scan_captions_csv(path: str | Path) -> CsvTable:
+    """Scan an ``ID,Caption`` file; ``values``: ID -> caption (stripped).
+
+    A caption written without quotes but holding commas is read whole (the ID is the
+    first field, the caption everything after it).
+    """
+    return _scan(path, "id", "ID,Caption", _parse_caption, join_extra_fields=True)
+
+
+def scan_cui_mapping(path: str | Path) -> CsvTable:
+    """Scan a ``CUI,Canonical name`` file; ``values``: CUI (upper-cased) -> name."""
+    return _scan(path, "cui", "CUI,Canonical name", _parse_name, join_extra_fields=True,
+                 key_check=_check_cui_key)
+
+
+def read_concepts_csv(path: str | Path) -> dict[str, list[str]]:
+    """ID -> CUIs in file order (upper-cased, stripped, repeats dropped).
+
+    An image with an empty CUI list (``ID,``) is kept with ``[]``: the official evaluator
+    leaves such images out of the average (FACTS 4), it does not reject them.
+    Raises :class:`MedcapError` (file, line, what was expected) at the first bad row.
+    """
+    table = scan_concepts_csv(path)
+    table.raise_first()
+    return table.values
+
+
+def read_captions_csv(path: str | Path) -> dict[str, str]:
+    """ID -> caption. Raises :class:`MedcapError` at the first bad row (including an empty caption)."""
+    table = scan_captions_csv(path)
+    table.raise_first()
+    return table.values
+
+
+def read_cui_mapping(path: str | Path) -> dict[str, str]:
+    """CUI -> canonical name. Raises :class:`MedcapError` at the first bad row."""
+    table = scan_cui_mapping(path)
+    table.raise_first()
+    return table.values

@@ -1,0 +1,514 @@
+"""Read an ImageCLEFmedical Caption / ROCOv2 dataset folder (FACTS.md section 5).
+
+Two layouts are read:
+
+**Folders** (the organisers' distribution, and ``medcap synth``)::
+
+    root/
+      train/  valid/  test/            <ID>.jpg (.png, .dcm, ...) images
+      train_concepts.csv               ID,CUIs   (CUIs joined by ';')
+      train_captions.csv               ID,Caption
+      train_concepts_manual.csv        ID,CUIs   (curated modality / body-region concepts)
+      valid_*.csv, test_*.csv          (test gold files are usually withheld)
+      cui_mapping.csv                  CUI,Canonical name
+
+Variants seen in the wild are accepted: a file-name prefix
+(``ImageCLEFmedical_Caption_2025_train_concepts.csv``), ``validation``/``val`` for
+``valid``, image folders called ``train_images/``, ``images/train/``,
+``ImageCLEFmedical_Caption_2025_train_images/`` or nested one level deeper
+(``train_images/train/``).
+
+**Hugging Face parquet** (the ROCOv2 mirror): ``*.parquet`` files whose name or folder
+starts with the split (``data/train-00000-of-00027.parquet``,
+``default/validation/0000.parquet``), with columns ``image`` (``{bytes, path}``),
+``image_id``, ``caption`` and ``cui`` (a list). Images stay as encoded bytes, read per
+parquet file on first use and then held in memory.
+
+Either way a :class:`Split` gives every image the same way: ``split.load_image(id)``.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import MedcapError
+from .csvio import (CUI_PATTERN, CsvTable, Problem, normalize_cui, scan_captions_csv, scan_concepts_csv,
+                    scan_cui_mapping)
+from .images import IMAGE_EXTENSIONS, is_dicom, load_image
+
+__all__ = ["SPLIT_NAMES", "DatasetLayout", "ImageCLEFDataset", "ParquetImages", "Split", "SplitFiles",
+           "build_folder_split", "canonical_split_name", "index_image_folder", "load_dataset", "locate_dataset", "read_dataset",
+           "read_parquet_split", "scan_split_tables"]
+
+SPLIT_NAMES = ("train", "valid", "test")
+# Spellings of each split found in file and folder names.
+_ALIASES = {"train": ("train", "training"), "valid": ("valid", "validation", "val", "dev"), "test": ("test",)}
+
+
+def canonical_split_name(name: str) -> str | None:
+    """``"validation"`` -> ``"valid"``; None for a name that is no split."""
+    n = name.strip().lower()
+    for split, aliases in _ALIASES.items():
+        if n in aliases:
+            return split
+    return None
+
+
+# --------------------------------------------------------------------------- data classes
+@dataclass
+class Split:
+    """One split of a dataset.
+
+    ``ids``: the images to use, in a stable order. When the split has label files, these
+    are the labelled IDs (concepts file order, then IDs only in the captions file) that
+    have an image; labelled IDs without an image are in ``missing_images`` and images
+    without a label row in ``unlabelled_images`` (ID -> file; ``medcap data check``
+    reports both).
+    Without label files (a real test set), every image, sorted by file name. Without any
+    image source (labels only), every labelled ID.
+
+    ``image_paths``: ID -> file for the folder layout. ``image_bytes``: ID -> encoded
+    bytes for the parquet layout. Use :meth:`load_image` to get either as RGB.
+    """
+
+    name: str
+    ids: list[str]
+    image_paths: dict[str, Path]
+    concepts: dict[str, list[str]] | None = None
+    captions: dict[str, str] | None = None
+    manual_concepts: dict[str, list[str]] | None = None
+    image_bytes: Mapping[str, bytes] | None = None
+    missing_images: list[str] = field(default_factory=list)
+    unlabelled_images: dict[str, Path] = field(default_factory=dict)
+    image_dir: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.concepts is not None or self.captions is not None
+
+    def has_image(self, image_id: str) -> bool:
+        return image_id in self.image_paths or (self.image_bytes is not None and image_id in self.image_bytes)
+
+    def image_source(self, image_id: str) -> Path | bytes:
+        """The image's file path (folders) or encoded bytes (parquet)."""
+        path = self.image_paths.get(image_id)
+        if path is not None:
+            return path
+        if self.image_bytes is not None and image_id in self.image_bytes:
+            return self.image_bytes[image_id]
+        raise MedcapError(f"no image for ID {image_id!r} in split {self.name!r}")
+
+    def load_image(self, image_id: str, **kwargs) -> "Image.Image":  # noqa: F821
+        """The image of ``image_id`` as 8-bit RGB (see :func:`medcap.data.images.load_image`)."""
+        src = self.image_source(image_id)
+        if isinstance(src, Path):
+            return load_image(src, **kwargs)
+        kwargs.setdefault("name", f"{self.name}/{image_id}")
+        return load_image(src, **kwargs)
+
+
+@dataclass
+class ImageCLEFDataset:
+    root: Path
+    splits: dict[str, Split]
+    cui_names: dict[str, str]  # from cui_mapping.csv ({} if absent)
+    layout: str = "folders"    # "folders" | "parquet"
+
+    def split(self, name: str) -> Split:
+        """The split called ``name`` (``validation``/``val`` mean ``valid``)."""
+        key = canonical_split_name(name) or name
+        if key not in self.splits:
+            have = ", ".join(self.splits) or "none"
+            raise MedcapError(f"dataset has no {name!r} split (it has: {have})", file=self.root)
+        return self.splits[key]
+
+    def __contains__(self, name: str) -> bool:
+        return (canonical_split_name(name) or name) in self.splits
+
+
+# --------------------------------------------------------------------------- layout
+@dataclass
+class SplitFiles:
+    """The files found for one split (None where absent)."""
+
+    name: str
+    concepts: Path | None = None
+    captions: Path | None = None
+    manual: Path | None = None
+    image_dir: Path | None = None
+    parquet: list[Path] = field(default_factory=list)
+
+    @property
+    def csv_files(self) -> dict[str, Path]:
+        return {k: v for k, v in (("concepts", self.concepts), ("captions", self.captions),
+                                  ("manual", self.manual)) if v is not None}
+
+
+@dataclass
+class DatasetLayout:
+    root: Path
+    kind: str                         # "folders" | "parquet"
+    splits: dict[str, SplitFiles]     # only splits with at least one file or folder
+    cui_mapping: Path | None
+
+
+def _role_patterns(aliases: tuple[str, ...]) -> dict[str, re.Pattern]:
+    a = "|".join(aliases)
+    pre = r"(?:^|.*[_\-. ])"  # start of name, or after a prefix such as ImageCLEFmedical_Caption_2025_
+    return {
+        "manual": re.compile(rf"{pre}(?:{a})[_\-]concepts[_\-]manual\.csv$"),
+        "concepts": re.compile(rf"{pre}(?:{a})[_\-]concepts\.csv$"),
+        "captions": re.compile(rf"{pre}(?:{a})[_\-]captions?\.csv$"),
+    }
+
+
+_CUI_MAPPING = re.compile(r"(?:^|.*[_\-. ])cui[_\-]?mapping\.csv$")
+
+
+def locate_dataset(root: str | Path) -> DatasetLayout:
+    """Find each split's CSV files and image folder (or parquet files) under ``root``."""
+    root = Path(root)
+    if not root.exists():
+        raise MedcapError("dataset folder not found", file=root)
+    if not root.is_dir():
+        raise MedcapError("expected a dataset folder, found a file", file=root)
+    entries = sorted(os.scandir(root), key=lambda e: e.name)
+    files = [Path(e.path) for e in entries if e.is_file() and not e.name.startswith(".")]
+    dirs = [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+    cui_mapping = _single([f for f in files if _CUI_MAPPING.match(f.name.lower())], "cui_mapping.csv", root)
+
+    splits: dict[str, SplitFiles] = {}
+    for split, aliases in _ALIASES.items():
+        sf = SplitFiles(split)
+        for role, pattern in _role_patterns(aliases).items():
+            setattr(sf, role, _single([f for f in files if pattern.match(f.name.lower())], f"{split} {role} CSV", root))
+        sf.image_dir = _find_image_dir(root, dirs, aliases)
+        if sf.csv_files or sf.image_dir is not None:
+            splits[split] = sf
+    if splits:
+        return DatasetLayout(root, "folders", splits, cui_mapping)
+
+    parquet = _find_parquet(root)
+    if parquet:
+        return DatasetLayout(root, "parquet", parquet, cui_mapping)
+    raise MedcapError("no ImageCLEF dataset found: expected train/valid/test image folders with "
+                      "train_concepts.csv / train_captions.csv (FACTS 5 layout), or Hugging Face "
+                      "*.parquet files", file=root)
+
+
+def _single(candidates: list[Path], what: str, root: Path) -> Path | None:
+    if len(candidates) > 1:
+        raise MedcapError(f"several files could be the {what}: {', '.join(p.name for p in candidates)}; "
+                          "keep one", file=root)
+    return candidates[0] if candidates else None
+
+
+def _find_image_dir(root: Path, dirs: list[Path], aliases: tuple[str, ...]) -> Path | None:
+    by_name = {d.name.lower(): d for d in dirs}
+    candidates: list[Path] = []
+    for a in aliases:
+        for name in (a, f"{a}_images", f"{a}-images", f"{a}images"):
+            if name in by_name:
+                candidates.append(by_name[name])
+        sub = root / "images" / a
+        if sub.is_dir():
+            candidates.append(sub)
+    # Prefixed names: ImageCLEFmedical_Caption_2025_train_images, ROCOv2_train.
+    suffix = re.compile(rf".*[_\-](?:{'|'.join(aliases)})(?:[_\-]images)?$")
+    candidates += [d for d in dirs if suffix.match(d.name.lower()) and d not in candidates]
+    for d in candidates:
+        return _descend_single_subdir(d)
+    return None
+
+
+def _descend_single_subdir(d: Path) -> Path:
+    """``train_images/train/`` -> the inner folder, when the outer one holds only it."""
+    for _ in range(2):
+        with os.scandir(d) as it:
+            entries = [e for e in it if not e.name.startswith(".")]
+        subdirs = [e for e in entries if e.is_dir()]
+        if len(subdirs) == 1 and not any(e.is_file() for e in entries):
+            d = Path(subdirs[0].path)
+        else:
+            break
+    return d
+
+
+def _find_parquet(root: Path) -> dict[str, SplitFiles]:
+    found: dict[str, SplitFiles] = {}
+    paths = sorted({*root.glob("*.parquet"), *root.glob("*/*.parquet"), *root.glob("*/*/*.parquet")})
+    for p in paths:
+        stem = re.split(r"[-_.]", p.name.lower(), maxsplit=1)[0]
+        split = canonical_split_name(stem) or canonical_split_name(p.parent.name)
+        if split is None:
+            raise MedcapError("cannot tell the split of this parquet file: its name or folder should start "
+                              "with train, valid(ation) or test", file=p)
+        found.setdefault(split, SplitFiles(split)).parquet.append(p)
+    return found
+
+
+# --------------------------------------------------------------------------- reading
+def read_dataset(root: str | Path) -> ImageCLEFDataset:
+    """Read a dataset folder (either layout). Raises :class:`MedcapError` at the first
+    malformed row (file and line) or unreadable file; ``medcap data check`` lists all."""
+    dataset, _ = load_dataset(root, strict=True)
+    return dataset
+
+
+def load_dataset(root: str | Path, *, strict: bool) -> tuple[ImageCLEFDataset, list[Problem]]:
+    """Read a dataset; with ``strict`` raise at the first problem in a file, otherwise
+    return the problems of every file beside what could be read (for the checker)."""
+    layout = locate_dataset(root)
+    problems: list[Problem] = []
+    names: dict[str, str] = {}
+    if layout.cui_mapping is not None:
+        names = _scan(scan_cui_mapping, layout.cui_mapping, strict, problems).values
+    splits: dict[str, Split] = {}
+    for name, files in layout.splits.items():
+        if layout.kind == "parquet":
+            splits[name] = read_parquet_split(files, strict, problems)
+        else:
+            splits[name] = build_folder_split(files, scan_split_tables(files, strict, problems))
+    return ImageCLEFDataset(layout.root, splits, names, layout.kind), problems
+
+
+def _scan(scanner, path: Path, strict: bool, problems: list[Problem]) -> CsvTable:
+    table = scanner(path)
+    if strict:
+        table.raise_first()
+    problems.extend(table.problems)
+    return table
+
+
+def scan_split_tables(files: SplitFiles, strict: bool, problems: list[Problem]) -> dict[str, CsvTable]:
+    """The scanned CSV tables of a split, by role (concepts, captions, manual)."""
+    scanners = {"concepts": scan_concepts_csv, "captions": scan_captions_csv, "manual": scan_concepts_csv}
+    return {role: _scan(scanners[role], path, strict, problems) for role, path in files.csv_files.items()}
+
+
+def index_image_folder(folder: Path) -> tuple[dict[str, Path], list[tuple[str, list[Path]]]]:
+    """ID -> image file for every image in ``folder`` (the ID is the file name without its
+    extension), and the IDs claimed by more than one file (the first by name is used)."""
+    by_id: dict[str, Path] = {}
+    clashes: dict[str, list[Path]] = {}
+    with os.scandir(folder) as it:
+        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    for e in entries:
+        if not e.is_file():
+            continue
+        stem, ext = os.path.splitext(e.name)
+        ext = ext.lower()
+        if ext not in IMAGE_EXTENSIONS:
+            if ext or not is_dicom(e.path):
+                continue
+        path = Path(e.path)
+        if stem in by_id:
+            clashes.setdefault(stem, [by_id[stem]]).append(path)
+            continue
+        by_id[stem] = path
+    return by_id, list(clashes.items())
+
+
+def _lookup_image(images: dict[str, Path], image_id: str) -> Path | None:
+    path = images.get(image_id)
+    if path is None:
+        # Some CSVs write the file name (ID.jpg) instead of the ID.
+        stem, ext = os.path.splitext(image_id)
+        if ext.lower() in IMAGE_EXTENSIONS:
+            path = images.get(stem)
+    return path
+
+
+def build_folder_split(files: SplitFiles, tables: dict[str, CsvTable]) -> Split:
+    """A folder-layout split from its scanned CSV tables and its image folder."""
+    concepts = tables["concepts"].values if "concepts" in tables else None
+    captions = tables["captions"].values if "captions" in tables else None
+    manual = tables["manual"].values if "manual" in tables else None
+    labelled = list(concepts or {})
+    labelled += [i for i in (captions or {}) if concepts is None or i not in concepts]
+    has_labels = concepts is not None or captions is not None
+
+    images: dict[str, Path] = {}
+    if files.image_dir is not None:
+        images, _ = index_image_folder(files.image_dir)
+
+    if not has_labels:
+        ids = list(images)
+        image_paths, missing, unlabelled = dict(images), [], {}
+    elif files.image_dir is None:
+        ids, image_paths, missing, unlabelled = labelled, {}, [], {}
+    else:
+        ids, image_paths, missing = [], {}, []
+        for i in labelled:
+            p = _lookup_image(images, i)
+            if p is None:
+                missing.append(i)
+            else:
+                ids.append(i)
+                image_paths[i] = p
+        used = set(image_paths.values())
+        unlabelled = {i: p for i, p in images.items() if p not in used}
+    return Split(files.name, ids, image_paths, concepts, captions, manual,
+                 missing_images=missing, unlabelled_images=unlabelled, image_dir=files.image_dir)
+
+
+# --------------------------------------------------------------------------- parquet
+_ID_COLUMNS = ("image_id", "id", "imageid", "image id")
+_CAPTION_COLUMNS = ("caption", "captions", "text")
+_CUI_COLUMNS = ("cui", "cuis", "concepts", "concept")
+_IMAGE_COLUMNS = ("image", "img", "image_bytes")
+
+
+def _pick_column(names: list[str], wanted: tuple[str, ...]) -> str | None:
+    lower = {n.lower(): n for n in names}
+    for w in wanted:
+        if w in lower:
+            return lower[w]
+    return None
+
+
+class ParquetImages(Mapping):
+    """ID -> encoded image bytes, read from parquet files lazily, one file at a time.
+
+    The first access to an image of a file reads that file's image column once and keeps
+    it (as Arrow buffers); nothing is decoded here. Pickling (for data-loader workers)
+    carries only the index, not the loaded bytes.
+    """
+
+    def __init__(self, files: list[Path], column: str, rows: dict[str, tuple[int, int]]):
+        self.files = files
+        self.column = column
+        self.rows = rows  # ID -> (file index, row index)
+        self._columns: dict[int, object] = {}
+
+    def __getstate__(self):
+        return {"files": self.files, "column": self.column, "rows": self.rows}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._columns = {}
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def location(self, image_id: str) -> tuple[Path, int]:
+        """(parquet file, 1-based row) of an image, for messages."""
+        f, r = self.rows[image_id]
+        return self.files[f], r + 1
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.rows)
+
+    def __contains__(self, key) -> bool:
+        return key in self.rows
+
+    def __getitem__(self, image_id: str) -> bytes | Path:
+        f, r = self.rows[image_id]
+        col = self._columns.get(f)
+        if col is None:
+            import pyarrow.parquet as pq
+
+            col = pq.read_table(self.files[f], columns=[self.column]).column(0).combine_chunks()
+            self._columns[f] = col
+        value = col[r].as_py()
+        if isinstance(value, dict):  # datasets' Image feature: {"bytes": ..., "path": ...}
+            data, path = value.get("bytes"), value.get("path")
+            if data:
+                return data
+            if path:  # not embedded: a file beside the parquet file
+                p = Path(path)
+                return p if p.is_absolute() else self.files[f].parent / p
+            raise MedcapError(f"image {image_id!r} has neither bytes nor a path", file=self.files[f])
+        if value is None:
+            raise MedcapError(f"image {image_id!r} is empty", file=self.files[f])
+        return value
+
+
+def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem]) -> Split:
+    """A parquet-layout split; bad rows raise (``strict``) or are added to ``problems``."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise MedcapError("reading parquet datasets needs pyarrow: pip install pyarrow") from None
+
+    def report(p: Problem) -> None:
+        if strict:
+            raise p.to_error()
+        problems.append(p)
+
+    ids: list[str] = []
+    rows: dict[str, tuple[int, int]] = {}
+    where: dict[str, str] = {}
+    concepts: dict[str, list[str]] = {}
+    captions: dict[str, str] = {}
+    image_col: str | None = None
+    has_cuis = has_captions = False
+    for fi, path in enumerate(files.parquet):
+        try:
+            pf = pq.ParquetFile(path)
+        except Exception as e:
+            raise MedcapError(f"cannot read parquet file: {e}", file=path) from None
+        names = pf.schema_arrow.names
+        id_col = _pick_column(names, _ID_COLUMNS)
+        if id_col is None:
+            raise MedcapError(f"no image ID column; expected one of {', '.join(_ID_COLUMNS)}, found {', '.join(names)}",
+                              file=path)
+        cap_col, cui_col = _pick_column(names, _CAPTION_COLUMNS), _pick_column(names, _CUI_COLUMNS)
+        img_col = _pick_column(names, _IMAGE_COLUMNS)
+        if img_col is None:
+            raise MedcapError(f"no image column; expected one of {', '.join(_IMAGE_COLUMNS)}, found {', '.join(names)}",
+                              file=path)
+        if image_col not in (None, img_col):
+            raise MedcapError(f"image column {img_col!r} differs from {image_col!r} in {files.parquet[0].name}",
+                              file=path)
+        image_col = img_col
+        has_cuis |= cui_col is not None
+        has_captions |= cap_col is not None
+        table = pf.read(columns=[c for c in (id_col, cap_col, cui_col) if c is not None])
+        id_values = table.column(id_col).to_pylist()
+        cap_values = table.column(cap_col).to_pylist() if cap_col else None
+        cui_values = table.column(cui_col).to_pylist() if cui_col else None
+        for r, raw_id in enumerate(id_values):
+            at = f"row {r + 1}"
+            image_id = "" if raw_id is None else str(raw_id).strip()
+            if not image_id:
+                report(Problem(str(path), None, "malformed_row", f"{at}: empty image ID"))
+                continue
+            if image_id in rows:
+                report(Problem(str(path), None, "duplicate_id", f"{at}: duplicate ID {image_id!r} (first at {where[image_id]})"))
+                continue
+            rows[image_id] = (fi, r)
+            where[image_id] = f"{path.name} row {r + 1}"
+            ids.append(image_id)
+            if cui_values is not None:
+                concepts[image_id] = _parquet_cuis(cui_values[r], path, at, report)
+            if cap_values is not None:
+                caption = (cap_values[r] or "").strip()
+                if not caption:
+                    report(Problem(str(path), None, "empty_caption", f"{at}: empty caption for {image_id!r}"))
+                captions[image_id] = caption
+    images = ParquetImages(list(files.parquet), image_col or "image", rows)
+    return Split(files.name, ids, {}, concepts if has_cuis else None, captions if has_captions else None, None,
+                 image_bytes=images)
+
+
+def _parquet_cuis(value, path: Path, at: str, report) -> list[str]:
+    items = value.split(";") if isinstance(value, str) else list(value or [])
+    out: list[str] = []
+    for item in items:
+        cui = normalize_cui(str(item))
+        if not cui or cui in out:
+            continue
+        if not CUI_PATTERN.fullmatch(cui):
+            report(Problem(str(path), None, "malformed_cui", f"{at}: malformed CUI {cui!r}; expected 'C' followed by digits"))
+            continue
+        out.append(cui)
+    return out
+

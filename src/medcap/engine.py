@@ -1,0 +1,370 @@
+"""One training engine for both tasks (concept detection and captioning), on Accelerate.
+
+The same loop runs on the CPU, one GPU or many::
+
+    medcap train concepts --config demo --data DIR --out runs/demo          # CPU or one GPU
+    accelerate launch -m medcap train concepts --config paper --data DIR --out runs/paper
+                                                                           # several GPUs (DDP)
+
+Mixed precision (``mixed_precision: bf16|fp16``), gradient accumulation, clipping, the
+optimiser and its schedule, checkpoints, ``--resume``, early stopping and logs are settings
+of :class:`TrainConfig`; everything task-specific comes from a :class:`Task`.
+
+The Task protocol (what a task object must supply)::
+
+    class MyTask:
+        model: nn.Module              # built by the task; call seed_everything(cfg.seed) first
+        train_loader: DataLoader      # shuffle=True for training; batches are tensors,
+        valid_loader: DataLoader | None  #   tuples or dicts (Accelerate moves them to the device)
+        monitor: str = "f1"           # key of evaluate()'s dict used for early stopping / best
+        monitor_mode: str = "max"     # "max" or "min"
+
+        def training_step(self, model, batch) -> torch.Tensor: ...
+            # the mean loss of one batch; the engine does backward, accumulation, clipping
+        def evaluate(self, model, loader, accelerator) -> dict[str, float]: ...
+            # called under torch.no_grad() with model.eval(); gather across processes with
+            # accelerator.gather_for_metrics(...) so every process returns the same numbers
+        def save_best(self, model, folder: Path) -> None: ...
+            # write the reloadable model folder (config.json, model.safetensors, task files)
+            # into `folder`; the engine makes it atomic and calls it on the main process only
+
+Output folder written by :meth:`Trainer.fit`::
+
+    out/model/            the best epoch's model folder (Task.save_best), replaced atomically
+    out/checkpoints/epoch-NNN/   full training state (model, optimiser, schedule, RNG, counters)
+    out/metrics.csv       one row per epoch: train loss, lr, time, every evaluate() metric
+    out/tensorboard/      the same scalars (when tensorboard is installed)
+
+Resuming (``resume=True``) loads the newest checkpoint and continues with the next epoch:
+model, optimiser, schedule, best score, early-stopping counter and RNG states are restored,
+and each epoch's shuffling and augmentation are seeded from ``seed + epoch``, so an
+interrupted run that resumes ends where an uninterrupted one would.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .errors import MedcapError
+from .fileio import atomic_dir, write_text_atomic
+
+CHECKPOINTS = "checkpoints"
+BEST = "model"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the training loop (task configs carry the same keys, flat; see from_config)."""
+    epochs: int = 100                 # epoch budget; the cosine schedule spans all of it (FACTS 1: 100)
+    lr: float = 1e-4                  # FACTS 1: Adam 1e-4
+    weight_decay: float = 1e-5        # FACTS 1: 1e-5
+    optimizer: str = "adam"           # adam | adamw
+    schedule: str = "cosine"          # cosine | constant (both after the warm-up)
+    warmup_steps: int = 0             # linear warm-up from 0 over this many optimiser steps
+    min_lr_ratio: float = 0.0         # cosine ends at lr * min_lr_ratio
+    grad_accum: int = 1               # optimiser step every grad_accum batches
+    grad_clip: float = 0.0            # max gradient norm; 0 = no clipping (authors' code: 1.0)
+    mixed_precision: str = "no"       # no | bf16 | fp16
+    channels_last: bool = False       # NHWC memory format (faster convolutions on GPUs)
+    patience: int = 5                 # epochs without improvement before stopping; 0 = never
+    max_minutes: float = 0.0          # wall-clock budget; 0 = none. With a budget the schedule
+                                      # follows time too (whichever of steps/time is further on)
+    seed: int = 42                    # FACTS 1: seed 42
+    cpu: bool = False                 # force the CPU even when a GPU is present
+    keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
+    progress: bool = True             # tqdm progress bars
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "TrainConfig":
+        """Take the fields of this class from any dataclass or dict with the same key names."""
+        values = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls) if f.name in values})
+
+    def __post_init__(self):
+        for key, allowed in (("optimizer", ("adam", "adamw")), ("schedule", ("cosine", "constant")),
+                             ("mixed_precision", ("no", "bf16", "fp16"))):
+            if getattr(self, key) not in allowed:
+                raise MedcapError(f"{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if self.epochs < 1 or self.grad_accum < 1:
+            raise MedcapError("epochs and grad_accum must be at least 1")
+
+
+class Task(Protocol):
+    model: Any
+    train_loader: Any
+    valid_loader: Any
+    monitor: str
+    monitor_mode: str
+
+    def training_step(self, model, batch): ...
+    def evaluate(self, model, loader, accelerator) -> dict[str, float]: ...
+    def save_best(self, model, folder: Path) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_dir: Path
+    best_score: float | None
+    best_epoch: int | None
+    epochs_run: int
+    stop_reason: str                  # "epochs" | "early_stop" | "time_budget"
+    history: list[dict] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (every device)."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed)
+
+
+def latest_checkpoint(out_dir: str | Path) -> Path | None:
+    folders = sorted(Path(out_dir, CHECKPOINTS).glob("epoch-[0-9]*"))
+    folders = [f for f in folders if (f / STATE_FILE).is_file()]
+    return folders[-1] if folders else None
+
+
+class Trainer:
+    """Runs :class:`TrainConfig` on a :class:`Task`; ``fit()`` returns a :class:`TrainResult`."""
+
+    def __init__(self, task: Task, cfg: TrainConfig, out_dir: str | Path):
+        self.task, self.cfg, self.out_dir = task, cfg, Path(out_dir)
+
+    # -- set-up -------------------------------------------------------------------------------
+    def _setup(self):
+        import torch
+        from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DataLoaderConfiguration
+
+        cfg = self.cfg
+        # Accelerate keeps a process-wide singleton; a second Trainer in the same process (tests,
+        # notebooks) may ask for another precision, so drop the old one (not the process group).
+        AcceleratorState._reset_state(reset_partial_state=False)
+        acc = Accelerator(
+            mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
+            # seedable sampler: epoch e shuffles with seed + e, on every process alike (resume-exact)
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
+        )
+        model = self.task.model
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        # Frozen parameters (requires_grad False) never reach the optimiser.
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise MedcapError("the model has no trainable parameters")
+        opt_cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        optimizer = opt_cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+        # Schedule length in optimiser steps of ONE process (Accelerate steps the schedule once per
+        # process per step, so the same length is right on N GPUs).
+        steps_per_epoch = max(1, math.ceil(len(self.task.train_loader) / cfg.grad_accum))
+        self.total_steps = steps_per_epoch * cfg.epochs
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+
+        valid = self.task.valid_loader
+        if valid is not None:
+            model, optimizer, train_loader, valid, scheduler = acc.prepare(
+                model, optimizer, self.task.train_loader, valid, scheduler)
+        else:
+            model, optimizer, train_loader, scheduler = acc.prepare(
+                model, optimizer, self.task.train_loader, scheduler)
+        self.acc, self.model, self.optimizer = acc, model, optimizer
+        self.train_loader, self.valid_loader, self.scheduler = train_loader, valid, scheduler
+
+    def _lr_factor(self, step: int) -> float:
+        """Multiplier of the base lr: linear warm-up, then cosine (or constant) to the budget's end."""
+        cfg = self.cfg
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = (step - cfg.warmup_steps) / max(1, self.total_steps - cfg.warmup_steps)
+        if cfg.max_minutes > 0:  # a time budget: decay by time as well, so the lr reaches its
+            progress = max(progress, self._elapsed() / (cfg.max_minutes * 60))  # floor in time
+        progress = min(1.0, progress)
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def _elapsed(self) -> float:
+        return self.state["elapsed_s"] + (time.monotonic() - self._t0 if hasattr(self, "_t0") else 0.0)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _save_checkpoint(self, epoch: int) -> None:
+        acc = self.acc
+        root = self.out_dir / CHECKPOINTS
+        final, tmp = root / f"epoch-{epoch:03d}", root / f".epoch-{epoch:03d}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp))  # model, optimizer, scheduler, scaler, RNG of every process
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            write_text_atomic(tmp / STATE_FILE, json.dumps(self.state, indent=1))
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)  # a checkpoint folder exists only once it is complete
+            for old in sorted(root.glob("epoch-[0-9]*"))[:-max(1, self.cfg.keep_checkpoints)]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+
+    def _load_checkpoint(self) -> None:
+        ckpt = latest_checkpoint(self.out_dir)
+        if ckpt is None:
+            raise MedcapError("nothing to resume: no checkpoint in this folder (train without --resume)",
+                              file=self.out_dir / CHECKPOINTS)
+        state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+        if state.get("total_steps") not in (None, self.total_steps):
+            raise MedcapError(f"cannot resume: the checkpoint was made for {state['total_steps']} "
+                              f"optimiser steps, this run has {self.total_steps} (epochs, batch size or "
+                              "data changed)", file=ckpt)
+        self.acc.load_state(str(ckpt))
+        self.state = state
+        self.acc.print(f"resumed from {ckpt} (epoch {state['epoch'] + 1} done)")
+
+    def _save_best(self) -> None:
+        if self.acc.is_main_process:
+            with atomic_dir(self.out_dir / BEST) as tmp:
+                self.task.save_best(self.acc.unwrap_model(self.model), tmp)
+        self.acc.wait_for_everyone()
+
+    # -- logs ---------------------------------------------------------------------------------
+    def _log(self, row: dict) -> None:
+        self.state["history"].append(row)
+        if not self.acc.is_main_process:
+            return
+        keys: list[str] = []
+        for r in self.state["history"]:
+            keys += [k for k in r if k not in keys]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.state["history"])
+        write_text_atomic(self.out_dir / "metrics.csv", buf.getvalue())
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, row["epoch"])
+            self._tb.flush()
+        self.acc.print(f"epoch {row['epoch']}: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"))
+
+    def _open_tensorboard(self):
+        if not self.acc.is_main_process:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional: metrics.csv has everything
+            return None
+        return SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
+
+    # -- the loop -----------------------------------------------------------------------------
+    def _improved(self, score: float) -> bool:
+        best = self.state["best_score"]
+        if best is None:
+            return True
+        return score > best if self.task.monitor_mode == "max" else score < best
+
+    def _evaluate(self) -> dict:
+        import torch
+
+        self.model.eval()
+        with torch.no_grad():
+            metrics = self.task.evaluate(self.model, self.valid_loader, self.acc)
+        self.model.train()
+        if self.task.monitor not in metrics:
+            raise KeyError(f"evaluate() returned no {self.task.monitor!r} (got {sorted(metrics)})")
+        return metrics
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        import torch
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
+
+        cfg, task = self.cfg, self.task
+        self.state = {"epoch": -1, "step": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0,
+                      "elapsed_s": 0.0, "eval_s": 0.0, "history": [], "stop_reason": None}
+        self._setup()
+        self.state["total_steps"] = self.total_steps
+        if resume:
+            self._load_checkpoint()
+        elif latest_checkpoint(self.out_dir) is not None:
+            raise MedcapError("this output folder already holds a training run: pass --resume to "
+                              "continue it or choose another --out", file=self.out_dir)
+        if self.acc.is_main_process:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._tb = self._open_tensorboard()
+        self._t0 = time.monotonic()
+        budget_s = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
+        stop = self.state["stop_reason"] if resume and self.state["stop_reason"] == "early_stop" else None
+        model, acc = self.model, self.acc
+        model.train()
+        epoch = self.state["epoch"]
+        while stop is None and epoch + 1 < cfg.epochs:
+            epoch += 1
+            # Epoch e is seeded from seed + e (shuffle and augmentation): resume gives the same run.
+            set_seed(cfg.seed + epoch)
+            self.train_loader.set_epoch(epoch)
+            total_loss, n_batches = torch.zeros((), device=acc.device), 0
+            bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                       disable=not (cfg.progress and acc.is_local_main_process))
+            for batch in bar:
+                with acc.accumulate(model):
+                    loss = task.training_step(model, batch)
+                    acc.backward(loss)
+                    if cfg.grad_clip > 0 and acc.sync_gradients:
+                        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    self.optimizer.step()
+                    self.scheduler.step()
+                    self.optimizer.zero_grad(set_to_none=True)
+                if acc.sync_gradients:
+                    self.state["step"] += 1
+                total_loss += loss.detach().float()
+                n_batches += 1
+                if n_batches % 10 == 0:
+                    bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
+                # Stop early enough that the final evaluation still fits in the time budget.
+                if self._elapsed() + self.state["eval_s"] >= budget_s:
+                    stop = "time_budget"
+                    break
+            bar.close()
+            train_loss = acc.reduce(total_loss / max(1, n_batches), reduction="mean").item()
+            row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
+                   "lr": self.scheduler.get_last_lr()[0]}
+            improved = True
+            if self.valid_loader is not None:
+                t = time.monotonic()
+                metrics = self._evaluate()
+                self.state["eval_s"] = time.monotonic() - t
+                row.update(metrics)
+                improved = self._improved(metrics[task.monitor])
+            if improved:
+                self.state.update(best_score=row.get(task.monitor), best_epoch=epoch + 1, bad_epochs=0)
+                self._save_best()
+            else:
+                self.state["bad_epochs"] += 1
+                if cfg.patience and self.state["bad_epochs"] >= cfg.patience:
+                    stop = "early_stop"
+            row["elapsed_s"] = round(self._elapsed(), 1)
+            self._log(row)
+            self.state["epoch"] = epoch
+            self.state["stop_reason"] = stop
+            self.state["elapsed_s"] += time.monotonic() - self._t0
+            self._t0 = time.monotonic()
+            self._save_checkpoint(epoch)
+        if self._tb is not None:
+            self._tb.close()
+        s = self.state
+        return TrainResult(out_dir=self.out_dir, best_dir=self.out_dir / BEST, best_score=s["best_score"],
+                           best_epoch=s["best_epoch"], epochs_run=s["epoch"] + 1,
+                           stop_reason=stop or "epochs", history=list(s["history"]))

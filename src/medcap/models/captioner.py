@@ -1,0 +1,441 @@
+"""BLIP image captioner: transformers' ``BlipForConditionalGeneration`` + ``BlipProcessor``.
+
+The paper fine-tunes ``Salesforce/blip-image-captioning-large`` (ViT-L/16 image encoder, a
+BERT-base decoder with cross-attention to the image) on the ImageCLEF captions (FACTS 1).
+:class:`Captioner` wraps the model and its processor with what a caption run needs:
+
+- ``Captioner.from_pretrained(name_or_folder)``: a hub name or a local folder; offline and
+  without the weights it raises :class:`~medcap.errors.MissingWeightsError` saying how to get
+  them;
+- ``Captioner.from_scratch(size, captions)``: a randomly initialised BLIP of a named size
+  (``tiny``, ``small``, ``base``, ``large``) with a WordPiece tokenizer trained on the given
+  captions, for offline runs, tests and the demo; ``large`` has blip-large's sizes, read from
+  ``configs/captions/blip-large-sizes.json`` (446 M parameters), for honest speed and memory
+  measurements;
+- ``encode_captions``: the training targets, with padding masked to -100 in the labels (the
+  authors' code left padding in the loss, FACTS 2) and the first token set to ``[DEC]``,
+  the token generation starts from (as in the original BLIP);
+- ``generate``: greedy or beam search, batched, with an optional text prompt that is cut
+  from the output, and decoded text repaired (:mod:`medcap.text`);
+- ``save_pretrained(folder)``: model + processor + ``medcap_captioner.json`` (image size,
+  caption length, generation settings), written atomically.
+
+Image size is a setting: when it differs from the size the vision encoder was built for
+(blip-large: 384 px; the paper trains at 224 px) the position embeddings are interpolated
+(``interpolate_pos_encoding=True``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..errors import MedcapError, MissingWeightsError
+from ..fileio import atomic_dir, write_text_atomic
+from ..text import postprocess_caption
+
+DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
+METADATA_FILE = "medcap_captioner.json"
+SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")  # [PAD] gets id 0
+LARGE_SIZES_FILE = "blip-large-sizes.json"
+
+# Named sizes of a from-scratch BLIP: (vision encoder, text decoder) settings. ``large`` comes
+# from LARGE_SIZES_FILE. ``small`` is the CPU demo model (ENVIRONMENT.md: hidden 192, 3 layers,
+# patch 16 learned modality and region of the synthetic data in minutes).
+SIZES: dict[str, dict[str, dict[str, int]]] = {
+    "tiny": {"vision": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                            patch_size=8),
+             "text": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)},
+    "small": {"vision": dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=3, intermediate_size=768,
+                             patch_size=16),
+              "text": dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=3, intermediate_size=768)},
+    # blip-image-captioning-base: ViT-B/16 and BERT-base
+    "base": {"vision": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                            patch_size=16),
+             "text": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)},
+}
+
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+@dataclass
+class GenerationSettings:
+    """How captions are generated (defaults: the authors' submitted run, FACTS 2)."""
+    num_beams: int = 5                  # 1 = greedy
+    no_repeat_ngram_size: int = 2       # 0 = off
+    max_new_tokens: int = 200
+    repetition_penalty: float = 1.0
+    length_penalty: float = 1.0
+    prompt: str = ""                    # text the decoder continues; cut from the output
+    postprocess: bool = True            # repair WordPiece spacing, restore acronyms (medcap.text)
+
+    @classmethod
+    def from_dict(cls, values: dict | None) -> "GenerationSettings":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (values or {}).items() if k in names})
+
+
+def large_sizes_config() -> dict:
+    """blip-image-captioning-large's architecture (a BlipConfig dict), from the repo's JSON file."""
+    res = resources.files("medcap") / "configs" / "captions" / LARGE_SIZES_FILE
+    config = json.loads(res.read_text(encoding="utf-8"))
+    return {k: v for k, v in config.items() if not k.startswith("_")}  # "_comment"
+
+
+def train_wordpiece(captions: Iterable[str], vocab_size: int = 4000, lowercase: bool = True,
+                    max_length: int = 200):
+    """A BERT WordPiece tokenizer trained on ``captions``, set up the way BLIP expects.
+
+    ``[DEC]`` is the beginning-of-sequence token generation starts from, ``[SEP]`` ends a
+    caption, ``[PAD]`` (id 0) pads. transformers 5 ignores ``vocab_file=`` on BertTokenizer, so
+    the vocabulary is passed as a dict (``vocab=``).
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizer
+
+    texts = [c for c in captions if c and c.strip()]
+    if not texts:
+        raise MedcapError("cannot build a tokenizer: no non-empty training captions")
+    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    wp.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    wp.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
+                                                            show_progress=False))
+    return BertTokenizer(vocab=wp.get_vocab(), do_lower_case=lowercase, bos_token="[DEC]",
+                         model_max_length=max_length)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class Captioner:
+    """A BLIP captioning model with its processor and the settings to run it.
+
+    Attributes: ``model`` (BlipForConditionalGeneration), ``processor`` (BlipProcessor),
+    ``image_size`` (pixels fed to the model), ``max_length`` (caption tokens, longer ones are
+    truncated), ``pre_resize`` (None, or a square size every image is first squashed to, as the
+    authors' code did before the processor), ``generation`` (:class:`GenerationSettings`).
+    """
+
+    def __init__(self, model, processor, *, image_size: int | None = None, max_length: int = 200,
+                 pre_resize: int | None = None, generation: GenerationSettings | None = None, source: str = ""):
+        self.model = model
+        self.processor = processor
+        self.image_size = image_size or model.config.vision_config.image_size
+        self.max_length = int(max_length)
+        self.pre_resize = pre_resize
+        self.generation = generation or GenerationSettings()
+        self.source = source
+        processor.tokenizer.model_max_length = self.max_length
+
+    @property
+    def image_size(self) -> int:
+        return self._image_size
+
+    @image_size.setter
+    def image_size(self, size: int) -> None:
+        self._image_size = int(size)
+        self.processor.image_processor.size = {"height": self._image_size, "width": self._image_size}
+
+    # -- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_scratch(cls, size: str | dict = "tiny", captions: Iterable[str] = (), *, image_size: int = 96,
+                     vocab_size: int = 4000, max_length: int = 200, lowercase: bool = True, seed: int | None = None,
+                     generation: GenerationSettings | None = None, tokenizer=None) -> "Captioner":
+        """A randomly initialised BLIP of a named size (or a BlipConfig dict), tokenizer from ``captions``.
+
+        ``large`` keeps blip-large's vocabulary size (30524) and builds the vision encoder for
+        384 px; every other size is built for ``image_size`` and a vocabulary of at most
+        ``vocab_size`` WordPieces learned from ``captions``.
+        """
+        import torch
+        from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+        if isinstance(size, dict):
+            config_dict = json.loads(json.dumps(size))
+        elif size == "large":
+            config_dict = large_sizes_config()
+        elif size in SIZES:
+            config_dict = {"vision_config": dict(SIZES[size]["vision"], image_size=image_size),
+                           "text_config": dict(SIZES[size]["text"])}
+        else:
+            raise MedcapError(f"unknown captioner size {size!r}; expected one of: {', '.join([*SIZES, 'large'])}")
+        text_cfg = config_dict.setdefault("text_config", {})
+        vision_cfg = config_dict.setdefault("vision_config", {})
+        fixed_vocab = text_cfg.get("vocab_size")
+        if tokenizer is None:
+            tokenizer = train_wordpiece(captions, vocab_size=min(vocab_size, fixed_vocab or vocab_size),
+                                        lowercase=lowercase, max_length=max_length)
+        ids = tokenizer.convert_tokens_to_ids
+        text_cfg.update(
+            vocab_size=max(len(tokenizer), fixed_vocab or 0),
+            encoder_hidden_size=vision_cfg.get("hidden_size", 768),
+            bos_token_id=ids("[DEC]"), eos_token_id=ids("[SEP]"), sep_token_id=ids("[SEP]"),
+            pad_token_id=ids("[PAD]"),
+            max_position_embeddings=max(text_cfg.get("max_position_embeddings", 512), max_length + 64),
+        )
+        # blip's vision config defaults to initializer_range 1e-10 (it is always loaded from
+        # pretrained weights): a model trained from scratch needs the usual 0.02.
+        vision_cfg.setdefault("initializer_range", 0.02)
+        vision_cfg.setdefault("image_size", image_size)
+        config = BlipConfig(**config_dict)
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = BlipForConditionalGeneration(config)
+        image_processor = BlipImageProcessor(size={"height": image_size, "width": image_size})
+        processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+        return cls(model, processor, image_size=image_size, max_length=max_length, generation=generation,
+                   source=f"scratch:{size if isinstance(size, str) else 'custom'}")
+
+    @classmethod
+    def from_pretrained(cls, name_or_folder: str | Path = DEFAULT_MODEL, *, image_size: int | None = None,
+                        max_length: int | None = None, generation: GenerationSettings | None = None,
+                        pre_resize: int | None = None) -> "Captioner":
+        """Load a hub model (``Salesforce/blip-image-captioning-large``) or a saved folder.
+
+        Settings saved by medcap in the folder are used unless given here. A hub name whose
+        weights are not on this machine (no network, nothing in the Hugging Face cache) raises
+        MissingWeightsError; a folder missing a file raises MedcapError naming it.
+        """
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+
+        name = str(name_or_folder)
+        folder = Path(name).expanduser()
+        meta: dict[str, Any] = {}
+        if folder.exists():
+            _check_model_folder(folder)
+            if (folder / METADATA_FILE).is_file():
+                meta = _read_metadata(folder / METADATA_FILE)
+            try:
+                model = BlipForConditionalGeneration.from_pretrained(folder)
+                processor = BlipProcessor.from_pretrained(folder)
+            except (OSError, ValueError, KeyError) as e:
+                raise MedcapError(f"cannot load the captioner from this folder: {_first_line(e)}", file=folder) from None
+        elif _HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
+            try:
+                model = BlipForConditionalGeneration.from_pretrained(name)
+                processor = BlipProcessor.from_pretrained(name)
+            except (OSError, ValueError) as e:
+                raise MissingWeightsError(missing_weights_message(name, e)) from None
+        else:
+            raise MedcapError("model folder not found (expected a folder written by `medcap train captions` "
+                              f"or a Hugging Face hub name such as {DEFAULT_MODEL})", file=name)
+        if generation is None:
+            generation = GenerationSettings.from_dict(meta.get("generation"))
+        tok_max = getattr(processor.tokenizer, "model_max_length", 200)
+        max_length = max_length or meta.get("max_length") or (tok_max if tok_max < 100_000 else 200)
+        size = processor.image_processor.size
+        image_size = image_size or meta.get("image_size") or getattr(size, "height", None) or size["height"]
+        pre_resize = pre_resize if pre_resize is not None else meta.get("pre_resize")
+        return cls(model, processor, image_size=image_size, max_length=max_length, pre_resize=pre_resize,
+                   generation=generation, source=meta.get("source", name))
+
+    def save_pretrained(self, folder: str | Path, **extra) -> Path:
+        """Write model (safetensors), processor and medcap settings; the folder appears whole or not at all."""
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            self.write_folder(tmp, **extra)
+        return folder
+
+    def write_folder(self, folder: Path, model=None, training: dict | None = None) -> None:
+        """Write the model folder's files into an existing (temporary) folder; ``model``: another
+        module with the same architecture (the engine's unwrapped training model)."""
+        (model or self.model).save_pretrained(folder)
+        self.processor.save_pretrained(folder)
+        meta = self.metadata()
+        if training:
+            meta["training"] = training
+        write_text_atomic(Path(folder) / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
+
+    def metadata(self) -> dict:
+        from .. import __version__
+
+        return {"format": 1, "medcap_version": __version__, "source": self.source, "image_size": self.image_size,
+                "pre_resize": self.pre_resize, "max_length": self.max_length,
+                "generation": dataclasses.asdict(self.generation)}
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def interpolate_pos_encoding(self) -> bool:
+        """True when images are fed at another size than the vision encoder was built for."""
+        return self.image_size != self.model.config.vision_config.image_size
+
+    @property
+    def device(self):
+        return next(self.model.parameters()).device
+
+    def num_parameters(self) -> int:
+        return count_parameters(self.model)
+
+    # -- inputs -------------------------------------------------------------------------------
+    def pixel_values(self, images: Sequence) -> "torch.Tensor":  # noqa: F821
+        """PIL images (RGB) -> normalised tensor [B, 3, image_size, image_size]."""
+        if self.pre_resize:
+            images = [im.resize((self.pre_resize, self.pre_resize)) for im in images]
+        return self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+
+    def caption_lengths(self, captions: Sequence[str]) -> list[int]:
+        """Token count of each caption with its [DEC] and [SEP] tokens (before truncation)."""
+        return [len(ids) for ids in self.tokenizer(list(captions), truncation=False)["input_ids"]]
+
+    def encode_captions(self, captions: Sequence[str], padding: str = "longest") -> dict:
+        """Training targets: ``input_ids``, ``attention_mask`` and ``labels`` (tensors [B, T]).
+
+        Captions are truncated to ``max_length`` tokens (the final [SEP] kept). ``padding`` is
+        "longest" (pad to the batch's longest caption) or "max_length" (to ``max_length``, as
+        the paper did); with the padding masked out of the loss both give the same loss.
+        Labels: padding and the prompt are -100 (ignored by the loss). The first token is
+        [DEC], the token generation starts from (BLIP replaces [CLS] by it when decoding).
+        """
+        prompt = self.generation.prompt.strip()
+        texts = [f"{prompt} {c}".strip() if prompt else c for c in captions]
+        enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
+        input_ids[:, 0] = self.model.config.text_config.bos_token_id
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        if prompt:  # the decoder is given the prompt; it is not a target (as in the original BLIP)
+            labels[:, :self._prompt_length()] = -100
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def _prompt_ids(self) -> list[int]:
+        """[CLS] prompt [SEP] ids; BLIP's generate() swaps [CLS] for [DEC] and drops the [SEP]."""
+        return self.tokenizer(self.generation.prompt.strip())["input_ids"]
+
+    def _prompt_length(self) -> int:
+        return len(self._prompt_ids()) - 1
+
+    # -- training -----------------------------------------------------------------------------
+    def loss(self, model, batch: dict) -> "torch.Tensor":  # noqa: F821
+        """Mean token cross-entropy of a batch from :meth:`encode_captions` + ``pixel_values``."""
+        return model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
+                     attention_mask=batch["attention_mask"], labels=batch["labels"],
+                     interpolate_pos_encoding=self.interpolate_pos_encoding).loss
+
+    # -- generation ---------------------------------------------------------------------------
+    def generate_ids(self, pixel_values, model=None, **overrides) -> "torch.Tensor":  # noqa: F821
+        """Generated token ids [B, T] after the prompt (batched greedy or beam search)."""
+        import torch
+
+        model = model or self.model
+        g = dataclasses.replace(self.generation, **overrides)
+        prompt = self._prompt_ids()
+        input_ids = torch.tensor([prompt] * pixel_values.shape[0], device=pixel_values.device)
+        kwargs = dict(num_beams=g.num_beams, max_new_tokens=g.max_new_tokens, do_sample=False,
+                      repetition_penalty=g.repetition_penalty)
+        if g.num_beams > 1:
+            kwargs["length_penalty"] = g.length_penalty
+        if g.no_repeat_ngram_size > 0:
+            kwargs["no_repeat_ngram_size"] = g.no_repeat_ngram_size
+        unwrapped = getattr(model, "module", model)
+        out = unwrapped.generate(pixel_values=pixel_values, input_ids=input_ids,
+                                 interpolate_pos_encoding=self.interpolate_pos_encoding, **kwargs)
+        return out[:, len(prompt) - 1:]
+
+    def decode(self, ids, postprocess: bool | None = None) -> list[str]:
+        """Token ids -> caption strings (special tokens dropped, spacing repaired)."""
+        texts = self.tokenizer.batch_decode(ids, skip_special_tokens=True)
+        post = self.generation.postprocess if postprocess is None else postprocess
+        return [postprocess_caption(t) if post else " ".join(t.split()) for t in texts]
+
+    def generate(self, images: Sequence, batch_size: int = 8, **overrides) -> list[str]:
+        """Captions for PIL images, ``batch_size`` at a time. ``overrides``: GenerationSettings fields."""
+        import torch
+
+        postprocess = overrides.pop("postprocess", None)
+        was_training = self.model.training
+        self.model.eval()
+        captions: list[str] = []
+        try:
+            with torch.inference_mode():
+                for start in range(0, len(images), batch_size):
+                    pixels = self.pixel_values(images[start:start + batch_size]).to(self.device)
+                    captions += self.decode(self.generate_ids(pixels, **overrides), postprocess)
+        finally:
+            self.model.train(was_training)
+        return captions
+
+    def caption_files(self, paths: Sequence[str | Path], batch_size: int = 8, progress: bool = False,
+                      **overrides) -> list[str]:
+        """Captions for image files (JPEG, PNG, DICOM, ... via medcap.data.images.load_image)."""
+        from tqdm.auto import tqdm
+
+        from ..data.images import load_image
+
+        out: list[str] = []
+        starts = range(0, len(paths), batch_size)
+        for start in tqdm(starts, desc="captioning", disable=not progress, unit="batch"):
+            images = [load_image(p) for p in paths[start:start + batch_size]]
+            out += self.generate(images, batch_size=batch_size, **overrides)
+        return out
+
+    # -- training options ---------------------------------------------------------------------
+    def freeze_vision(self) -> None:
+        """Train only the text decoder (the image encoder keeps its weights)."""
+        for p in self.model.vision_model.parameters():
+            p.requires_grad_(False)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in the backward pass: less memory, about a third more time."""
+        kwargs = {"use_reentrant": False}
+        enable = getattr(self.model, "activation_checkpointing_enable", None)  # transformers >= 5.x
+        if enable is not None:
+            enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        self.model.config.text_config.use_cache = False
+
+
+# -- helpers ----------------------------------------------------------------------------------
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
+_IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+def _check_model_folder(folder: Path) -> None:
+    """MedcapError naming every missing file of a model folder (before transformers is asked)."""
+    if not folder.is_dir():
+        raise MedcapError("expected a model folder, got a file", file=folder)
+    missing = []
+    if not (folder / "config.json").is_file():
+        missing.append("config.json")
+    for group in (_WEIGHT_FILES, _TOKENIZER_FILES, _IMAGE_PROCESSOR_FILES):
+        if not any((folder / f).is_file() for f in group):
+            missing.append(" or ".join(group[:2]))
+    if missing:
+        raise MedcapError(f"not a complete captioner folder: missing {', '.join(missing)} "
+                          "(a folder written by `medcap train captions` or Captioner.save_pretrained has them all)",
+                          file=folder)
+
+
+def _read_metadata(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise MedcapError(f"not valid JSON: {e}", file=path) from None
+    if not isinstance(meta, dict):
+        raise MedcapError("expected a JSON object", file=path)
+    return meta
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def missing_weights_message(name: str, error: BaseException | None = None) -> str:
+    why = f" ({_first_line(error)[:160]})" if error is not None else ""
+    return (f"the pretrained weights {name!r} are not on this machine and cannot be downloaded from here{why}. "
+            f"On a machine with internet run `hf download {name}` (older huggingface_hub: "
+            f"`huggingface-cli download {name}`), then either copy its Hugging Face cache "
+            "(~/.cache/huggingface) here and set HF_HOME to the copy, or save the model folder and pass "
+            "its path instead of the hub name (e.g. --set model=/path/to/blip-image-captioning-large)")

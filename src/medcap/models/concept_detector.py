@@ -1,0 +1,292 @@
+"""ConceptDetector: a CNN backbone plus a multi-label head (MedCSRA, CSRA, ablations).
+
+Sources (FACTS 1-3; our own code):
+- MedCSRA, UIT-Oggy at ImageCLEFmedical 2025 (paper section 5.2): a global branch
+  (GAP + FC) fused with an attention branch, ``L = (1 - lam) L_global + lam L_csra``.
+  The attention branch is written as the paper's text and the authors' code describe it:
+  a C->C linear layer at every position, a sigmoid, and a SUM over positions of
+  attention * features (a per-position channel gate), not Fang et al.'s mechanism.
+- CSRA, Fang et al., "Residual Attention: A Simple but Effective Method for Multi-Label
+  Recognition", ICCV 2021: class-specific residual attention with 1-8 heads.
+
+Interface as timm's models: ``forward_features(x)`` -> feature map [B, C, H, W],
+``forward_head(f, pre_logits=False)`` -> logits [B, K], ``forward = head(features)``,
+``reset_classifier(K)``. Every head also gives ``score_map(f)`` -> [B, K, H, W], where each
+class was found (``medcap explain`` draws it).
+
+A trained detector is a folder (``save_pretrained`` / ``from_pretrained``)::
+
+    config.json          DetectorConfig (backbone, head, number of classes, ...)
+    model.safetensors    weights
+    concepts.json        the ConceptVocabulary: which CUI each output is
+    thresholds.json      decision threshold(s) chosen on validation (medcap.thresholds)
+    preprocessing.json   image size, resize mode, mean/std (or null: inputs in [0, 1])
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import MedcapError
+from ..fileio import atomic_dir, write_text_atomic
+from .backbones import create_backbone
+
+HEADS = ("medcsra", "global", "attention", "csra")
+# FACTS 3: temperatures of Fang et al.'s multi-head CSRA (inf = max pooling over positions).
+CSRA_TEMPERATURES = {1: [1.0], 2: [1.0, math.inf], 4: [1.0, 2.0, 4.0, math.inf],
+                     6: [1.0, 2.0, 3.0, 4.0, 5.0, math.inf], 8: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, math.inf]}
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MODEL_FILES = ("config.json", "model.safetensors", "concepts.json", "thresholds.json", "preprocessing.json")
+
+
+# ------------------------------------------------------------------------------------------
+# Heads. f: backbone feature map [B, C, H, W]; K classes; N = H*W positions.
+# ------------------------------------------------------------------------------------------
+
+class GlobalBranch(nn.Module):
+    """Paper 5.2.3.1: F_global = 1/(HW) sum_ij h[:, i, j];  L_global = W_fc F_global + b_fc."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, f):
+        return self.fc(f.mean(dim=(2, 3)))                                   # [B, C] -> [B, K]
+
+    def score_map(self, f):
+        # Class activation map: the logit is the mean over positions of W_fc h[:, i, j] (+ b).
+        return torch.einsum("kc,bchw->bkhw", self.fc.weight, f) / (f.shape[2] * f.shape[3])
+
+
+class PaperAttentionBranch(nn.Module):
+    """Paper 5.2.3.2 as the authors implement it (FACTS 2).
+
+    A = sigmoid(W_att x_n + b_att)      for every position n      A: [B, C, N]
+    z = sum_n A[:, :, n] * x[:, :, n]    (torch.einsum)            z: [B, C]
+    L_csra = W_fc z + b_fc                                         [B, K]
+    """
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.att = nn.Linear(channels, channels)                             # C -> C at every position
+        self.fc = nn.Linear(channels, num_classes)
+
+    def attended(self, f):
+        x = f.flatten(2)                                                     # [B, C, N]
+        a = torch.sigmoid(self.att(x.transpose(1, 2))).transpose(1, 2)       # [B, C, N]
+        return a * x                                                         # [B, C, N]
+
+    def forward(self, f):
+        z = self.attended(f).sum(dim=2)   # = einsum("bcn,bcn->bc", a, x)       [B, C]
+        return self.fc(z)                                                    # [B, K]
+
+    def score_map(self, f):
+        # The logit is the sum over positions of W_fc (a * x)_n (+ b): each position's share.
+        contrib = torch.einsum("kc,bcn->bkn", self.fc.weight, self.attended(f))  # [B, K, N]
+        return contrib.view(f.shape[0], -1, f.shape[2], f.shape[3])
+
+
+class MedCSRAHead(nn.Module):
+    """Paper 5.2.4: L_combined = (1 - lam) L_global + lam L_csra (lam = 0.1).
+
+    ``branches``: "both" (MedCSRA), "global" (global-only ablation, lam ignored) or
+    "attention" (attention-only ablation).
+    """
+
+    def __init__(self, channels: int, num_classes: int, lam: float = 0.1, branches: str = "both"):
+        super().__init__()
+        self.lam, self.branches = lam, branches
+        self.global_branch = GlobalBranch(channels, num_classes) if branches in ("both", "global") else None
+        self.attention_branch = (PaperAttentionBranch(channels, num_classes)
+                                 if branches in ("both", "attention") else None)
+
+    def _fuse(self, g, a):
+        if self.global_branch is None:
+            return a
+        if self.attention_branch is None:
+            return g
+        return (1 - self.lam) * g + self.lam * a
+
+    def forward(self, f):
+        g = self.global_branch(f) if self.global_branch is not None else None
+        a = self.attention_branch(f) if self.attention_branch is not None else None
+        return self._fuse(g, a)                                              # [B, K]
+
+    def score_map(self, f):
+        g = self.global_branch.score_map(f) if self.global_branch is not None else None
+        a = self.attention_branch.score_map(f) if self.attention_branch is not None else None
+        return self._fuse(g, a)                                              # [B, K, H, W]
+
+
+class CSRAHead(nn.Module):
+    """Fang et al. (FACTS 3), one head with temperature T.
+
+    S = conv1x1(x) / ||w_k||            (no bias)                      S: [B, K, N]
+    base = mean_n S;  att = sum_n S * softmax_n(T S)  (max_n S when T = inf)
+    logit = base + lam * att                                           [B, K]
+    """
+
+    def __init__(self, channels: int, num_classes: int, temperature: float, lam: float):
+        super().__init__()
+        self.temperature, self.lam = temperature, lam
+        self.conv = nn.Conv2d(channels, num_classes, kernel_size=1, bias=False)
+
+    def score_map(self, f):
+        norm = self.conv.weight.flatten(1).norm(dim=1)                       # [K]
+        return self.conv(f) / norm.view(1, -1, 1, 1)                         # [B, K, H, W]
+
+    def forward(self, f):
+        s = self.score_map(f).flatten(2)                                     # [B, K, N]
+        base = s.mean(dim=2)
+        if math.isinf(self.temperature):
+            att = s.max(dim=2).values
+        else:
+            att = (s * torch.softmax(self.temperature * s, dim=2)).sum(dim=2)
+        return base + self.lam * att                                         # [B, K]
+
+
+class MultiHeadCSRA(nn.Module):
+    """Sum of the logits of 1, 2, 4, 6 or 8 CSRA heads with Fang et al.'s temperatures."""
+
+    def __init__(self, channels: int, num_classes: int, num_heads: int = 1, lam: float = 0.1):
+        super().__init__()
+        if num_heads not in CSRA_TEMPERATURES:
+            raise MedcapError(f"csra_heads: expected one of {sorted(CSRA_TEMPERATURES)}, got {num_heads}")
+        self.heads = nn.ModuleList(CSRAHead(channels, num_classes, t, lam) for t in CSRA_TEMPERATURES[num_heads])
+
+    def forward(self, f):
+        return sum(h(f) for h in self.heads)                                 # [B, K]
+
+    def score_map(self, f):
+        return sum(h.score_map(f) for h in self.heads)                       # [B, K, H, W]
+
+
+# ------------------------------------------------------------------------------------------
+# The model
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class DetectorConfig:
+    """What config.json holds: enough to rebuild the network (weights come separately)."""
+    num_classes: int
+    backbone: str = "resnet101"
+    feature_stage: str = "last"       # "last" = layer4 for ResNets (see backbones.py)
+    train_from: str = ""              # first trained backbone stage ("layer4" = paper); "" = all
+    head: str = "medcsra"             # medcsra | global | attention | csra
+    lam: float = 0.1                  # paper 5.2.4 fusion weight; CSRA's residual weight
+    csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8 (head: csra)
+    dropout: float = 0.0              # on the feature map, before the head
+    model_type: str = field(default="medcap-concept-detector")
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise MedcapError(f"head: expected one of {', '.join(HEADS)}, got {self.head!r}")
+
+
+def build_head(cfg: DetectorConfig, channels: int) -> nn.Module:
+    if cfg.head == "csra":
+        return MultiHeadCSRA(channels, cfg.num_classes, cfg.csra_heads, cfg.lam)
+    branches = {"medcsra": "both", "global": "global", "attention": "attention"}[cfg.head]
+    return MedCSRAHead(channels, cfg.num_classes, cfg.lam, branches)
+
+
+class ConceptDetector(nn.Module):
+    """Backbone + head; logits [B, K]; sigmoid gives each concept's probability."""
+
+    def __init__(self, cfg: DetectorConfig, pretrained: bool = False, pretrained_path: str | None = None):
+        super().__init__()
+        self.config = cfg
+        self.backbone = create_backbone(cfg.backbone, pretrained=pretrained, pretrained_path=pretrained_path,
+                                        feature_stage=cfg.feature_stage, train_from=cfg.train_from)
+        self.num_features = self.backbone.num_features
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = build_head(cfg, self.num_features)
+        # Set by from_pretrained / the training task: what prediction needs besides weights.
+        self.vocabulary = None
+        self.thresholds: dict = {}
+        self.preprocessing: dict = {}
+
+    def forward_features(self, x):
+        return self.backbone(x)                                              # [B, C, H, W]
+
+    def forward_head(self, f, pre_logits: bool = False):
+        if pre_logits:
+            return f.mean(dim=(2, 3))                                        # [B, C] (embedding)
+        return self.head(self.drop(f))                                       # [B, K]
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
+
+    def score_maps(self, x):
+        """[B, K, H, W] class score maps (where each concept was found)."""
+        return self.head.score_map(self.forward_features(x))
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.config.num_classes = num_classes
+        self.head = build_head(self.config, self.num_features)
+
+    # -- folders --------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path) -> Path:
+        """Write the model folder atomically (see the module docstring)."""
+        from safetensors.torch import save_file
+
+        if self.vocabulary is None:
+            raise MedcapError("cannot save a concept detector without its concept vocabulary")
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            write_text_atomic(tmp / "config.json", json.dumps(asdict(self.config), indent=2))
+            state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+            save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            self.vocabulary.save(tmp)
+            write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds or {"global": 0.5}, indent=2))
+            write_text_atomic(tmp / "preprocessing.json", json.dumps(self.preprocessing, indent=2))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> "ConceptDetector":
+        from safetensors.torch import load_file
+
+        from ..data.vocab import ConceptVocabulary
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise MedcapError("model folder not found (expected the folder `medcap train concepts` wrote)",
+                              file=folder)
+        for name in MODEL_FILES:
+            if not (folder / name).is_file():
+                raise MedcapError(f"model folder is missing {name} (expected {', '.join(MODEL_FILES)})",
+                                  file=folder)
+        try:
+            cfg = DetectorConfig(**_read_json(folder / "config.json"))
+        except TypeError as e:
+            raise MedcapError(f"config.json does not describe a concept detector ({e})",
+                              file=folder / "config.json") from None
+        model = cls(cfg)
+        try:
+            model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location))
+        except (RuntimeError, OSError) as e:
+            raise MedcapError(f"weights do not fit config.json ({str(e).splitlines()[0]})",
+                              file=folder / "model.safetensors") from None
+        model.vocabulary = ConceptVocabulary.load(folder)
+        if len(model.vocabulary.cuis) != cfg.num_classes:
+            raise MedcapError(f"concepts.json lists {len(model.vocabulary.cuis)} concepts but the model has "
+                              f"{cfg.num_classes} outputs", file=folder / "concepts.json")
+        model.thresholds = _read_json(folder / "thresholds.json")
+        model.preprocessing = _read_json(folder / "preprocessing.json")
+        return model.eval()
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MedcapError(f"invalid JSON ({e})", file=path) from None
+    if not isinstance(data, dict):
+        raise MedcapError("expected a JSON object", file=path)
+    return data

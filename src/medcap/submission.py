@@ -1,0 +1,366 @@
+"""ImageCLEFmedical submission files: write, read and validate them (FACTS 4).
+
+The rules are those of the organisers' submission checkers and evaluators:
+
+- UTF-8 without a byte-order mark (their checker reads a BOM as part of the header);
+- the header is exactly ``ID,CUIs`` (concepts) or ``ID,Caption`` (captions);
+- one row of exactly two fields per image, every expected ID exactly once, no unknown ID;
+- no blank lines; no leading or trailing spaces around the ID or the second field;
+- concepts: CUIs separated by ``;``, each ``C`` followed by digits, no empty entry (a
+  trailing or doubled ``;``), no duplicate in a row, at most 100 per image; an empty list
+  (``ID,``) is allowed by the 2025 rules (the 2026 checker rejects it: ``allow_empty=False``);
+- captions: a caption with a comma must be enclosed in double quotes; the checker reads the
+  file line by line, so a caption must not contain a line break.
+
+Validation reports *every* violation with its line number, instead of stopping at the
+first one as the official scripts do. The writers build the file in memory, validate it
+with the same code and refuse (``MedcapError``) to write anything that breaks a rule.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import MedcapError
+from .fileio import atomic_write
+
+CONCEPT_HEADER = ("ID", "CUIs")
+CAPTION_HEADER = ("ID", "Caption")
+MAX_CONCEPTS_PER_IMAGE = 100
+CUI_PATTERN = re.compile(r"C\d+")
+_BOM = "\ufeff"
+_MAX_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule; ``line`` is the 1-based line in the file, None for the whole file."""
+
+    line: int | None
+    message: str
+
+    def format(self, path: str | Path) -> str:
+        return f"{path}: {self.message}" if self.line is None else f"{path}:{self.line}: {self.message}"
+
+
+# ---------------------------------------------------------------------------------------
+# Parsing shared by both kinds of submission
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Record:
+    line: int        # first physical line of the record
+    fields: list[str]
+    raw: str         # the record's text as in the file (line terminators included)
+
+
+class _LineRecorder:
+    """Feeds csv.reader line by line and remembers which lines each record used."""
+
+    def __init__(self, text: str):
+        self._lines = io.StringIO(text, newline="")
+        self.consumed: list[str] = []
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._lines:
+            self.consumed.append(line)
+            yield line
+
+
+def _decode(data: bytes, violations: list[Violation]) -> str:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        violations.append(Violation(line, f"not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"))
+        text = data.decode("utf-8", errors="replace")
+    if text.startswith(_BOM):
+        violations.append(Violation(1, "the file starts with a UTF-8 byte-order mark (BOM); "
+                                       "the official checker reads it as part of the header: save as UTF-8 without BOM"))
+        text = text[len(_BOM):]
+    return text
+
+
+def _parse(text: str, header: tuple[str, str], violations: list[Violation]) -> list[_Record]:
+    """Split ``text`` into CSV records, checking the header and blank lines."""
+    if not text.strip():
+        violations.append(Violation(None, f"the file is empty; expected the header {','.join(header)} and one row per image"))
+        return []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            violations.append(Violation(number, "blank line; the official checker allows none"))
+
+    recorder = _LineRecorder(text)
+    reader = csv.reader(recorder)
+    records: list[_Record] = []
+    next_line = 1
+    while True:
+        recorder.consumed.clear()
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            violations.append(Violation(next_line, f"not valid CSV ({e}); nothing after this line was checked"))
+            break
+        raw = "".join(recorder.consumed)
+        record = _Record(next_line, fields, raw)
+        next_line += len(recorder.consumed)
+        if fields:  # csv yields [] for a blank line, already reported
+            records.append(record)
+
+    if not records:
+        violations.append(Violation(None, f"no rows; expected the header {','.join(header)} and one row per image"))
+        return []
+    first = records[0]
+    if tuple(first.fields) == header:
+        return records[1:]
+    if first.fields and first.fields[0].strip() == header[0]:
+        violations.append(Violation(first.line, f"the header must be exactly {','.join(header)}, found {','.join(first.fields)}"))
+        return records[1:]
+    violations.append(Violation(first.line, f"missing header: the first line must be {','.join(header)}"))
+    return records
+
+
+def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | None,
+                violations: list[Violation]) -> dict[str, _Record]:
+    """Rules common to both kinds: two fields, IDs clean, unique and expected."""
+    expected = None if gold_ids is None else set(gold_ids)
+    seen: dict[str, _Record] = {}
+    for r in records:
+        if len(r.fields) != 2:
+            hint = f" (write 'ID,' for an image without {what})" if len(r.fields) == 1 and what == "CUIs" else ""
+            violations.append(Violation(r.line, f"expected 2 fields (ID,{what}), found {len(r.fields)}{hint}"))
+        image_id = r.fields[0]
+        if not image_id.strip():
+            violations.append(Violation(r.line, "empty image ID"))
+            continue
+        if image_id != image_id.strip():
+            violations.append(Violation(r.line, f"the ID {image_id!r} has leading or trailing spaces"))
+        if image_id in seen:
+            violations.append(Violation(r.line, f"the ID {image_id} appears again (first on line {seen[image_id].line})"))
+            continue
+        seen[image_id] = r
+        if expected is not None and image_id not in expected:
+            violations.append(Violation(r.line, f"the ID {image_id} is not in the gold file"))
+    if expected is not None:
+        missing = sorted(i for i in expected if i not in seen)
+        if missing:
+            examples = ", ".join(missing[:_MAX_EXAMPLES]) + (", ..." if len(missing) > _MAX_EXAMPLES else "")
+            violations.append(Violation(None, f"{len(missing)} of the {len(expected)} gold IDs have no row: {examples}"))
+    return seen
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    path = Path(path)
+    if not path.is_file():
+        raise MedcapError("submission file not found", file=path)
+    return path.read_bytes()
+
+
+# ---------------------------------------------------------------------------------------
+# Concept submissions
+# ---------------------------------------------------------------------------------------
+
+def _concept_violations(text: str, gold_ids, allow_empty: bool, violations: list[Violation]) -> dict[str, list[str]]:
+    records = _parse(text, CONCEPT_HEADER, violations)
+    rows = _check_rows(records, "CUIs", gold_ids, violations)
+    preds: dict[str, list[str]] = {}
+    for image_id, r in rows.items():
+        field = r.fields[1] if len(r.fields) > 1 else ""
+        n_lines = r.raw.rstrip("\r\n").count("\n") + 1
+        if n_lines > 1:
+            violations.append(Violation(r.line, f"the row spans {n_lines} lines: a '\"' that is never closed?"))
+            preds[image_id] = []
+            continue
+        if field != field.strip():
+            violations.append(Violation(r.line, "the CUIs field has leading or trailing spaces"))
+        if not field.strip():
+            if not allow_empty:
+                violations.append(Violation(r.line, f"no CUIs for {image_id} (the 2026 checker requires at least one)"))
+            preds[image_id] = []
+            continue
+        cuis = [c.strip() for c in field.split(";")]
+        if any(not c for c in cuis):
+            violations.append(Violation(r.line, "empty CUI (a trailing ';' or ';;')"))
+        bad = [c for c in cuis if c and not CUI_PATTERN.fullmatch(c)]
+        if bad:
+            violations.append(Violation(r.line, f"not a CUI ('C' followed by digits): {', '.join(map(repr, bad[:_MAX_EXAMPLES]))}"))
+        duplicates = sorted({c for c in cuis if c and cuis.count(c) > 1})
+        if duplicates:
+            violations.append(Violation(r.line, f"CUI given more than once: {', '.join(duplicates)}"))
+        if len(cuis) > MAX_CONCEPTS_PER_IMAGE:
+            violations.append(Violation(r.line, f"{len(cuis)} CUIs; at most {MAX_CONCEPTS_PER_IMAGE} per image"))
+        preds[image_id] = [c for c in cuis if c]
+    return preds
+
+
+def check_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
+                             allow_empty: bool = True) -> tuple[dict[str, list[str]], list[Violation]]:
+    """Read a concept submission and list every broken rule: ``(predictions, violations)``.
+
+    ``gold_ids`` (the IDs of the gold file) adds the every-ID-exactly-once check.
+    """
+    violations: list[Violation] = []
+    text = _decode(_read_bytes(path), violations)
+    preds = _concept_violations(text, gold_ids, allow_empty, violations)
+    return preds, _sorted(violations)
+
+
+def validate_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
+                                allow_empty: bool = True) -> list[Violation]:
+    """Every official rule the concept submission at ``path`` breaks, with line numbers."""
+    return check_concept_submission(path, gold_ids, allow_empty=allow_empty)[1]
+
+
+def read_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """``{ID: [CUI, ...]}`` from a valid concept submission; MedcapError if it breaks a rule."""
+    preds, violations = check_concept_submission(path, gold_ids)
+    _raise_first(path, violations)
+    return preds
+
+
+def write_concept_submission(path: str | Path, preds: Mapping[str, Sequence[str]], *,
+                             gold_ids: Iterable[str] | None = None, allow_empty: bool = True) -> Path:
+    """Write ``{ID: [CUI, ...]}`` as an official concept submission, atomically.
+
+    Refuses (MedcapError, nothing written) when the result would break a rule: a bad or
+    duplicate CUI, more than 100 CUIs for an image, an ID that is not clean, or (with
+    ``gold_ids``) IDs that differ from the gold file's.
+    """
+    lines = [",".join(CONCEPT_HEADER)]
+    for image_id, cuis in preds.items():
+        _check_id_for_writing(path, image_id)
+        if isinstance(cuis, str):
+            raise MedcapError(f"the CUIs of {image_id} must be a list, got the string {cuis!r}", file=path)
+        bad = [c for c in cuis if not isinstance(c, str) or not CUI_PATTERN.fullmatch(c)]
+        if bad:  # caught here, since "" or "C1;C2" would vanish into the joined field
+            raise MedcapError(f"refusing to write an invalid submission: not a CUI ('C' followed by digits) "
+                              f"for {image_id}: {', '.join(map(repr, bad[:_MAX_EXAMPLES]))}", file=path)
+        lines.append(f"{image_id},{';'.join(cuis)}")
+    text = "\n".join(lines) + "\n"
+    violations: list[Violation] = []
+    _concept_violations(text, gold_ids, allow_empty, violations)
+    _refuse(path, violations)
+    return _write(path, text)
+
+
+# ---------------------------------------------------------------------------------------
+# Caption submissions
+# ---------------------------------------------------------------------------------------
+
+def _caption_violations(text: str, gold_ids, violations: list[Violation]) -> dict[str, str]:
+    records = _parse(text, CAPTION_HEADER, violations)
+    rows = _check_rows(records, "Caption", gold_ids, violations)
+    captions: dict[str, str] = {}
+    for image_id, r in rows.items():
+        caption = r.fields[1] if len(r.fields) > 1 else ""
+        captions[image_id] = caption
+        if len(r.fields) != 2:
+            continue
+        if caption != caption.strip():
+            violations.append(Violation(r.line, "the caption has leading or trailing spaces"))
+        if "\n" in r.raw.rstrip("\r\n") or "\r" in r.raw.rstrip("\r\n"):
+            violations.append(Violation(r.line, "the caption contains a line break (or a '\"' is never closed); the "
+                                                "official checker reads the file line by line: replace line breaks "
+                                                "with spaces"))
+            continue
+        # The official checker looks at the raw line: a caption with a comma must be quoted.
+        after_id = r.raw.rstrip("\r\n").split(",", 1)[1]
+        if "," in after_id and not (after_id.startswith('"') and after_id.endswith('"')):
+            violations.append(Violation(r.line, "the caption contains a comma but is not enclosed in double quotes"))
+    return captions
+
+
+def check_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None) -> tuple[dict[str, str], list[Violation]]:
+    """Read a caption submission and list every broken rule: ``(captions, violations)``."""
+    violations: list[Violation] = []
+    text = _decode(_read_bytes(path), violations)
+    captions = _caption_violations(text, gold_ids, violations)
+    return captions, _sorted(violations)
+
+
+def validate_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None) -> list[Violation]:
+    """Every official rule the caption submission at ``path`` breaks, with line numbers."""
+    return check_caption_submission(path, gold_ids)[1]
+
+
+def read_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None) -> dict[str, str]:
+    """``{ID: caption}`` from a valid caption submission; MedcapError if it breaks a rule."""
+    captions, violations = check_caption_submission(path, gold_ids)
+    _raise_first(path, violations)
+    return captions
+
+
+def clean_caption(caption: str) -> str:
+    """Line breaks and runs of spaces become one space; no spaces at the ends.
+
+    No official score changes: every caption metric splits words on whitespace.
+    """
+    return " ".join(caption.split())
+
+
+def write_caption_submission(path: str | Path, captions: Mapping[str, str], *,
+                             gold_ids: Iterable[str] | None = None) -> Path:
+    """Write ``{ID: caption}`` as an official caption submission, atomically.
+
+    Every caption is enclosed in double quotes (quotes inside are doubled) and passed
+    through :func:`clean_caption`, since the official checker rejects line breaks and
+    spaces at the ends. Refuses (MedcapError, nothing written) an ID that is not clean
+    or, with ``gold_ids``, IDs that differ from the gold file's.
+    """
+    lines = [",".join(CAPTION_HEADER)]
+    for image_id, caption in captions.items():
+        _check_id_for_writing(path, image_id)
+        if not isinstance(caption, str):
+            raise MedcapError(f"the caption of {image_id} must be a string, got {type(caption).__name__}", file=path)
+        quoted = clean_caption(caption).replace('"', '""')
+        lines.append(f'{image_id},"{quoted}"')
+    text = "\n".join(lines) + "\n"
+    violations: list[Violation] = []
+    _caption_violations(text, gold_ids, violations)
+    _refuse(path, violations)
+    return _write(path, text)
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------------------
+
+def _check_id_for_writing(path, image_id) -> None:
+    # IDs are written unquoted, as in the official example files.
+    if not isinstance(image_id, str) or not image_id or image_id != image_id.strip() \
+            or any(ch in image_id for ch in ',"\r\n'):
+        raise MedcapError(f"refusing to write the image ID {image_id!r}: it must be a non-empty string "
+                          "without commas, quotes, line breaks or spaces at the ends", file=path)
+
+
+def _sorted(violations: list[Violation]) -> list[Violation]:
+    # File-level problems last, the others in file order (stable for equal lines).
+    return sorted(violations, key=lambda v: (v.line is None, v.line or 0))
+
+
+def _refuse(path, violations: list[Violation]) -> None:
+    if violations:
+        v = _sorted(violations)[0]
+        where = "" if v.line is None else f"line {v.line}: "
+        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        raise MedcapError(f"refusing to write an invalid submission: {where}{v.message}{more}", file=path)
+
+
+def _raise_first(path, violations: list[Violation]) -> None:
+    if violations:
+        v = violations[0]
+        more = f" (and {len(violations) - 1} more; run `medcap validate` to list them all)" if len(violations) > 1 else ""
+        raise MedcapError(v.message + more, file=path, line=v.line)
+
+
+def _write(path: str | Path, text: str) -> Path:
+    # newline="": the "\n" line ends are written as they are, UTF-8 without BOM.
+    with atomic_write(path, newline="") as f:
+        f.write(text)
+    return Path(path)

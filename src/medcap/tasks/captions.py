@@ -1,0 +1,359 @@
+"""Caption training and prediction on top of the shared engine and :class:`Captioner`.
+
+- :class:`CaptionConfig`: every setting of a caption run (named configs in
+  ``configs/captions/*.yaml``: ``paper``, ``authors-code``, ``demo``);
+- :func:`build_captioner`: the model a config asks for (a hub name, a folder or
+  ``scratch:SIZE``);
+- :class:`CaptionTask`: the engine's Task protocol (loaders, ``training_step``, ``evaluate``
+  with validation loss and ROUGE-1 on a subset, ``save_best``); :func:`train_captioner` runs it
+  through :class:`medcap.engine.Trainer`, the one training loop of the project;
+- :func:`predict_captions`: captions for image files -> official submission file;
+- :func:`caption_baseline`: the constant-caption and nearest-neighbour retrieval baselines.
+
+Bad input: an empty caption or a non-UTF-8 caption file stops at reading the dataset with
+the file and line (:func:`medcap.data.read_dataset`); captions longer than ``max_length``
+tokens are truncated (their final [SEP] kept) and counted in the log and the model folder's
+``medcap_captioner.json``; an unreadable image stops training or prediction with its path;
+nothing is written half (model folders, checkpoints and submissions are atomic).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..config import load_config
+from ..errors import MedcapError
+from ..models.captioner import DEFAULT_MODEL, Captioner, GenerationSettings
+
+PROCESSOR_DIR = "processor"   # the run's tokenizer + image processor, reused by --resume
+
+
+@dataclass
+class CaptionConfig:
+    """Settings of a caption run. Engine keys (epochs ... progress) have TrainConfig's meaning."""
+    name: str = ""
+    # model
+    model: str = DEFAULT_MODEL       # hub name, model folder, or scratch:tiny|small|base|large
+    image_size: int = 224            # FACTS 1: 224 px; position embeddings interpolated if needed
+    pre_resize: int = 0              # squash images to this size before the processor (0: no)
+    max_length: int = 200            # FACTS 1: captions truncated to 200 tokens
+    padding: str = "max_length"      # max_length (FACTS 1: padded to 200) | longest (same loss, faster)
+    vocab_size: int = 4000           # scratch models: WordPiece vocabulary learned from the captions
+    lowercase: bool = True           # scratch models: uncased tokenizer, like blip-large's
+    prompt: str = ""                 # text the decoder starts from (cut from the output)
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = False      # train the text decoder only
+    # generation (FACTS 2: the authors' run)
+    num_beams: int = 5
+    no_repeat_ngram_size: int = 2
+    max_new_tokens: int = 200
+    # data
+    batch_size: int = 4              # FACTS 1
+    num_workers: int = 0
+    max_train_images: int = 0        # 0 = all (a smaller number for quick trials)
+    # validation each epoch, on a fixed random subset of the valid split
+    eval_images: int = 200           # 0 = no validation (the last epoch is kept)
+    eval_num_beams: int = 1          # greedy while training: fast; predictions use num_beams
+    eval_max_new_tokens: int = 60
+    monitor: str = "rouge1"          # rouge1 (higher is better) | valid_loss (lower is better)
+    # engine (medcap.engine.TrainConfig)
+    epochs: int = 2                  # FACTS 1
+    lr: float = 1e-5                 # FACTS 1
+    weight_decay: float = 0.01       # torch AdamW's default, what the authors' code used
+    optimizer: str = "adamw"         # FACTS 1
+    schedule: str = "constant"       # the authors' code has no schedule
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    grad_accum: int = 1
+    grad_clip: float = 0.0
+    mixed_precision: str = "no"      # no | bf16 | fp16
+    patience: int = 0                # early stopping (0 = never)
+    max_minutes: float = 0.0         # wall-clock training budget (0 = none)
+    seed: int = 42
+    cpu: bool = False
+    keep_checkpoints: int = 1
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.padding not in ("max_length", "longest"):
+            raise MedcapError(f"padding: expected max_length or longest, got {self.padding!r}")
+        if self.monitor not in ("rouge1", "valid_loss"):
+            raise MedcapError(f"monitor: expected rouge1 or valid_loss, got {self.monitor!r}")
+        if self.max_length < 4 or self.batch_size < 1 or self.image_size < 16:
+            raise MedcapError("max_length must be at least 4, batch_size at least 1, image_size at least 16")
+
+    @property
+    def generation(self) -> GenerationSettings:
+        return GenerationSettings(num_beams=self.num_beams, no_repeat_ngram_size=self.no_repeat_ngram_size,
+                                  max_new_tokens=self.max_new_tokens, prompt=self.prompt)
+
+
+def load_caption_config(name_or_path: str | Path = "paper", overrides: dict | list[str] | None = None) -> CaptionConfig:
+    return load_config(CaptionConfig, name_or_path, "captions", overrides)
+
+
+def build_captioner(cfg: CaptionConfig, train_captions: Sequence[str] = (), tokenizer=None) -> Captioner:
+    """The model ``cfg.model`` names: ``scratch:SIZE`` (tokenizer from ``train_captions``) or pretrained."""
+    if cfg.model.startswith("scratch:"):
+        return Captioner.from_scratch(cfg.model.split(":", 1)[1], train_captions, image_size=cfg.image_size,
+                                      vocab_size=cfg.vocab_size, max_length=cfg.max_length,
+                                      lowercase=cfg.lowercase, seed=cfg.seed, generation=cfg.generation,
+                                      tokenizer=tokenizer)
+    captioner = Captioner.from_pretrained(cfg.model, image_size=cfg.image_size, max_length=cfg.max_length,
+                                          generation=cfg.generation, pre_resize=cfg.pre_resize or None)
+    if tokenizer is not None:
+        captioner.processor.tokenizer = tokenizer
+    return captioner
+
+
+# -- data ---------------------------------------------------------------------------------------
+class CaptionDataset:
+    """(pixel tensor [3, S, S], caption, index) for each image ID of a split."""
+
+    def __init__(self, split, ids: Sequence[str], captioner: Captioner):
+        self.split, self.ids, self.captioner = split, list(ids), captioner
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        image_id = self.ids[i]
+        pixels = self.captioner.pixel_values([self.split.load_image(image_id)])[0]
+        return pixels, self.split.captions[image_id], i
+
+
+class CaptionCollator:
+    """Stacks images and turns captions into input_ids / attention_mask / labels (-100 on padding)."""
+
+    def __init__(self, captioner: Captioner, padding: str):
+        self.captioner, self.padding = captioner, padding
+
+    def __call__(self, items):
+        import torch
+
+        batch = self.captioner.encode_captions([c for _, c, _ in items], padding=self.padding)
+        batch["pixel_values"] = torch.stack([p for p, _, _ in items])
+        batch["index"] = torch.tensor([i for _, _, i in items])
+        return batch
+
+
+def _labelled_ids(split, limit: int = 0, seed: int = 0) -> list[str]:
+    if split.captions is None:
+        raise MedcapError(f"the {split.name} split has no captions file", file=split.image_dir)
+    ids = [i for i in split.ids if i in split.captions and split.has_image(i)]
+    if limit and limit < len(ids):
+        ids = sorted(random.Random(seed).sample(ids, limit), key=ids.index)
+    return ids
+
+
+class CaptionTask:
+    """The engine's Task for captioning (see medcap.engine)."""
+
+    def __init__(self, cfg: CaptionConfig, dataset, captioner: Captioner | None = None, tokenizer=None,
+                 log=print):
+        from torch.utils.data import DataLoader
+
+        from ..engine import seed_everything
+
+        self.cfg = cfg
+        train = dataset.split("train")
+        self.train_ids = _labelled_ids(train, cfg.max_train_images, cfg.seed)
+        if not self.train_ids:
+            raise MedcapError("no training images with a caption", file=dataset.root)
+        captions = [train.captions[i] for i in self.train_ids]
+        seed_everything(cfg.seed)
+        self.captioner = captioner or build_captioner(cfg, captions, tokenizer=tokenizer)
+        if cfg.freeze_vision:
+            self.captioner.freeze_vision()
+        if cfg.gradient_checkpointing:
+            self.captioner.enable_gradient_checkpointing()
+        self.model = self.captioner.model
+        lengths = self.captioner.caption_lengths(captions)
+        self.n_truncated = sum(n > cfg.max_length for n in lengths)
+        log(f"{len(self.train_ids)} training captions, {self.n_truncated} longer than {cfg.max_length} tokens "
+            f"(truncated), longest {max(lengths)} tokens; model {self.captioner.source} "
+            f"({self.captioner.num_parameters() / 1e6:.1f} M parameters), {cfg.image_size} px")
+        collate = CaptionCollator(self.captioner, cfg.padding)
+        self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, self.captioner), batch_size=cfg.batch_size,
+                                       shuffle=True, num_workers=cfg.num_workers, collate_fn=collate)
+        self.valid_loader = None
+        self.valid_ids: list[str] = []
+        if cfg.eval_images > 0 and "valid" in dataset:
+            valid = dataset.split("valid")
+            self.valid_ids = _labelled_ids(valid, cfg.eval_images, cfg.seed)
+            self.valid_captions = [valid.captions[i] for i in self.valid_ids]
+            if self.valid_ids:
+                self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, self.captioner),
+                                               batch_size=cfg.batch_size, shuffle=False,
+                                               num_workers=cfg.num_workers, collate_fn=collate)
+        self.monitor = cfg.monitor
+        self.monitor_mode = "max" if cfg.monitor == "rouge1" else "min"
+
+    def training_step(self, model, batch):
+        return self.captioner.loss(model, batch)
+
+    def evaluate(self, model, loader, accelerator) -> dict[str, float]:
+        """Validation loss (mean over tokens) and ROUGE-1 of greedy captions (official preprocessing)."""
+        import torch
+
+        from ..metrics.captions import rouge1_scores
+
+        token_loss, token_count, rouge = [], [], []
+        for batch in loader:
+            with accelerator.autocast():
+                loss = self.captioner.loss(model, batch)
+                ids = self.captioner.generate_ids(batch["pixel_values"], model=model,
+                                                  num_beams=self.cfg.eval_num_beams,
+                                                  max_new_tokens=self.cfg.eval_max_new_tokens)
+            n = (batch["labels"][:, 1:] != -100).sum()
+            token_loss.append(accelerator.gather_for_metrics((loss.float() * n).reshape(1)))
+            token_count.append(accelerator.gather_for_metrics(n.reshape(1)))
+            preds = self.captioner.decode(ids)
+            gold = [self.valid_captions[i] for i in batch["index"].tolist()]
+            scores = torch.tensor(rouge1_scores(gold, preds), device=batch["labels"].device)
+            rouge.append(accelerator.gather_for_metrics(scores))
+        return {"valid_loss": (torch.cat(token_loss).sum() / torch.cat(token_count).sum()).item(),
+                "rouge1": torch.cat(rouge).mean().item()}
+
+    def save_best(self, model, folder: Path) -> None:
+        self.captioner.write_folder(folder, model=model, training=self.training_summary())
+
+    def training_summary(self) -> dict[str, Any]:
+        return {"config": self.cfg.name, "train_images": len(self.train_ids),
+                "captions_truncated": self.n_truncated, "max_length": self.cfg.max_length}
+
+
+def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resume: bool = False, log=print):
+    """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult."""
+    from ..data import read_dataset
+    from ..engine import TrainConfig, Trainer
+    from ..fileio import atomic_dir, write_text_atomic
+
+    out = Path(out)
+    dataset = read_dataset(data)
+    tokenizer = None
+    processor_dir = out / PROCESSOR_DIR
+    if resume and processor_dir.is_dir():  # the same tokenizer as the interrupted run
+        from transformers import BlipProcessor
+
+        tokenizer = BlipProcessor.from_pretrained(processor_dir).tokenizer
+    task = CaptionTask(cfg, dataset, tokenizer=tokenizer, log=log)
+    if not resume or not processor_dir.is_dir():
+        with atomic_dir(processor_dir) as tmp:
+            task.captioner.processor.save_pretrained(tmp)
+    write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    return Trainer(task, TrainConfig.from_config(cfg), out).fit(resume=resume)
+
+
+# -- prediction ---------------------------------------------------------------------------------
+def predict_captions(model: str | Path | Captioner, images, out: str | Path | None = None, *,
+                     num_beams: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
+                     device: str | None = None, progress: bool = False) -> dict[str, str]:
+    """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
+
+    ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
+    extension) or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
+    before anything is written, so an unreadable image leaves no file behind.
+    """
+    from tqdm.auto import tqdm
+
+    from ..submission import write_caption_submission
+    from .concepts import image_items
+
+    items = image_items(images)
+    captioner = model if isinstance(model, Captioner) else Captioner.from_pretrained(model)
+    if device or _cuda_available():
+        captioner.model.to(device or "cuda")
+    overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
+    captions: list[str] = []
+    for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
+        batch = [items.load(i) for i in items.ids[start:start + batch_size]]
+        captions += captioner.generate(batch, batch_size=batch_size, **overrides)
+    result = dict(zip(items.ids, captions))
+    if out is not None:
+        write_caption_submission(out, result)
+    return result
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+# -- baselines ----------------------------------------------------------------------------------
+def captioner_embedder(captioner: Captioner):
+    """The captioner's image encoder as an embedder for :func:`medcap.baselines.image_embeddings`:
+    patch tokens reshaped to a feature map [B, C, h, w] (the embedding is their mean)."""
+    import torch
+
+    class BlipImageFeatures(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision = captioner.model.vision_model
+            ip = captioner.processor.image_processor
+            self.preprocessing = {"image_size": captioner.image_size, "resize": "squash",
+                                  "mean": list(ip.image_mean), "std": list(ip.image_std)}
+
+        def forward_features(self, x):
+            tokens = self.vision(pixel_values=x, interpolate_pos_encoding=captioner.interpolate_pos_encoding)
+            patches = tokens.last_hidden_state[:, 1:]                     # [B, h*w, C] (no [CLS])
+            side = int(round(patches.shape[1] ** 0.5))
+            return patches.transpose(1, 2).reshape(x.shape[0], -1, side, patches.shape[1] // side)
+
+    return BlipImageFeatures()
+
+
+def load_embedder(model: str | Path | None = None, backbone: str = "resnet18", image_size: int = 224,
+                  pretrained: bool = False):
+    """An image embedder: a captioner folder (its image encoder), a concept-detector folder (its
+    backbone), or else a plain timm backbone (random weights unless ``pretrained``)."""
+    from ..baselines import plain_backbone
+    from ..models.captioner import METADATA_FILE
+
+    if model is None:
+        return plain_backbone(backbone, image_size, pretrained)
+    if (Path(model) / METADATA_FILE).is_file():
+        return captioner_embedder(Captioner.from_pretrained(model))
+    from .concepts import load_detector
+
+    return load_detector(model)
+
+
+def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = "test", *, embedder=None,
+                     batch_size: int = 32, progress: bool = False) -> dict[str, str]:
+    """Write a baseline caption submission for ``split`` and return it.
+
+    ``constant``: the training caption with the best mean ROUGE-1 against the other training
+    captions, for every image. ``retrieval``: the caption of the most similar training image
+    (cosine of ``embedder``'s image embeddings, see :func:`load_embedder`).
+    """
+    from .. import baselines
+    from ..data import read_dataset
+    from ..submission import write_caption_submission
+    from .concepts import ImageFolderItems
+
+    dataset = read_dataset(data)
+    train, target = dataset.split("train"), dataset.split(split)
+    if train.captions is None:
+        raise MedcapError("the train split has no captions file", file=dataset.root)
+    if kind == "constant":
+        caption = baselines.constant_caption(train.captions)
+        result = {i: caption for i in target.ids}
+    elif kind == "retrieval":
+        embedder = embedder if embedder is not None else load_embedder()
+        train_ids = _labelled_ids(train)
+        _, train_emb = baselines.image_embeddings(embedder, ImageFolderItems.from_split(train, train_ids),
+                                                  batch_size=batch_size, progress=progress)
+        target_ids, target_emb = baselines.image_embeddings(embedder, ImageFolderItems.from_split(target),
+                                                            batch_size=batch_size, progress=progress)
+        captions = baselines.retrieval_captions(train_emb, [train.captions[i] for i in train_ids], target_emb)
+        result = dict(zip(target_ids, captions))
+    else:
+        raise MedcapError(f"unknown caption baseline {kind!r}; expected constant or retrieval")
+    write_caption_submission(out, result)
+    return result

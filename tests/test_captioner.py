@@ -1,0 +1,224 @@
+"""The BLIP captioner (medcap.models.captioner) on tiny random-initialised models.
+
+A tiny BLIP (hidden 32, 2 layers, 32 px) trains a step in milliseconds; importing
+transformers takes most of this file's time.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medcap.errors import MedcapError, MissingWeightsError
+from medcap.models.captioner import (METADATA_FILE, Captioner, GenerationSettings, count_parameters,
+                                     large_sizes_config, train_wordpiece)
+
+CAPTIONS = ["axial ct of the chest shows a 2.3 cm nodule.", "plain x-ray of the knee (ap view).",
+            "mri of the brain, t2-weighted.", "ultrasound of the liver"]
+# What the model must give back: decode repaired, acronyms restored as whole words.
+EXPECTED = ["axial CT of the chest shows a 2.3 cm nodule.", "plain X-ray of the knee (AP view).",
+            "MRI of the brain, T2-weighted.", "ultrasound of the liver"]
+
+
+def _images(size=32):
+    return [Image.fromarray(np.full((size, size, 3), v, dtype=np.uint8)) for v in (0, 80, 160, 240)]
+
+
+def _tiny(**kw):
+    kw.setdefault("image_size", 32)
+    return Captioner.from_scratch("tiny", CAPTIONS, vocab_size=200, seed=0, **kw)
+
+
+def _train(captioner, images, captions, steps=60, lr=2e-2):
+    batch = captioner.encode_captions(captions)
+    batch["pixel_values"] = captioner.pixel_values(images)
+    opt = torch.optim.AdamW([p for p in captioner.model.parameters() if p.requires_grad], lr=lr)
+    captioner.model.train()
+    for _ in range(steps):
+        loss = captioner.loss(captioner.model, batch)
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return loss.item()
+
+
+@pytest.fixture(scope="module")
+def overfit():
+    torch.set_num_threads(1)  # a tiny model runs fastest on one thread
+    captioner = _tiny()
+    loss = _train(captioner, _images(), CAPTIONS)
+    return captioner, loss
+
+
+def test_tiny_blip_overfits_four_captions_and_generates_them_exactly(overfit):
+    captioner, loss = overfit
+    assert loss < 0.05
+    assert captioner.generate(_images(), num_beams=1, max_new_tokens=30) == EXPECTED
+    assert captioner.generate(_images(), batch_size=3, num_beams=3, max_new_tokens=30) == EXPECTED
+
+
+def test_save_and_reload_give_identical_generations_and_settings(overfit, tmp_path):
+    captioner, _ = overfit
+    captioner.generation = GenerationSettings(num_beams=2, no_repeat_ngram_size=0, max_new_tokens=30)
+    folder = captioner.save_pretrained(tmp_path / "model")
+    files = {p.name for p in folder.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", METADATA_FILE} <= files
+    assert {"processor_config.json", "preprocessor_config.json"} & files
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left
+
+    loaded = Captioner.from_pretrained(folder)
+    assert loaded.image_size == 32 and loaded.max_length == 200
+    assert loaded.tokenizer.model_max_length == 200
+    assert loaded.generation == captioner.generation
+    assert loaded.generate(_images()) == captioner.generate(_images()) == EXPECTED
+    meta = json.loads((folder / METADATA_FILE).read_text())
+    assert meta["generation"]["num_beams"] == 2 and meta["source"] == "scratch:tiny"
+
+
+def test_labels_mask_padding_to_minus_100_and_decoding_starts_from_dec():
+    captioner = _tiny()
+    batch = captioner.encode_captions(["a", CAPTIONS[0]])
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    dec = captioner.tokenizer.convert_tokens_to_ids("[DEC]")
+    assert (ids[:, 0] == dec).all() and dec == captioner.model.config.text_config.bos_token_id
+    assert mask[0].sum() == 3                          # [DEC] a [SEP]
+    assert (labels[0, 3:] == -100).all()               # the padding is out of the loss (FACTS 2 bug)
+    assert (labels[mask == 1] == ids[mask == 1]).all()
+    assert not (labels[1] == -100).any()
+
+
+def test_padding_to_max_length_gives_the_same_loss_as_padding_to_longest():
+    captioner = _tiny(max_length=40)
+    pixels = captioner.pixel_values(_images())
+    losses = []
+    for padding in ("longest", "max_length"):
+        batch = captioner.encode_captions(CAPTIONS, padding=padding)
+        batch["pixel_values"] = pixels
+        assert batch["input_ids"].shape[1] == (40 if padding == "max_length" else 15)
+        losses.append(captioner.loss(captioner.model.eval(), batch).item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+def test_long_captions_are_truncated_to_max_length_and_keep_their_end_token():
+    captioner = _tiny(max_length=12)
+    long = " ".join(["nodule"] * 50)
+    assert captioner.caption_lengths([long, "a"]) == [52, 3]
+    batch = captioner.encode_captions([long, "a"])
+    sep = captioner.tokenizer.sep_token_id
+    assert batch["input_ids"].shape[1] == 12 and batch["input_ids"][0, -1] == sep
+
+
+def test_empty_captions_train_the_model_to_stop_at_once():
+    captioner = _tiny()
+    batch = captioner.encode_captions(["", "a"])
+    sep = captioner.tokenizer.sep_token_id
+    assert batch["labels"][0, :2].tolist() == [batch["input_ids"][0, 0].item(), sep]
+
+
+def test_the_tokenizer_is_learned_from_the_captions_with_blip_special_tokens():
+    tok = train_wordpiece(CAPTIONS * 3, vocab_size=150)
+    assert tok.pad_token_id == 0 and tok.bos_token == "[DEC]"
+    assert tok.tokenize("Axial CT of the chest") == ["axial", "ct", "of", "the", "chest"]
+    with pytest.raises(MedcapError, match="no non-empty training captions"):
+        train_wordpiece(["", "  "])
+
+
+def test_other_image_size_interpolates_position_embeddings():
+    captioner = _tiny(image_size=32)
+    captioner.image_size = 48        # the encoder was built for 32 px
+    assert captioner.interpolate_pos_encoding
+    pixels = captioner.pixel_values(_images(64))
+    assert pixels.shape == (4, 3, 48, 48)
+    batch = dict(captioner.encode_captions(CAPTIONS), pixel_values=pixels)
+    assert torch.isfinite(captioner.loss(captioner.model, batch))
+    assert len(captioner.generate(_images(64), num_beams=1, max_new_tokens=5)) == 4
+
+
+def test_pre_resize_squashes_images_before_the_processor_as_the_authors_code_did():
+    captioner = _tiny(image_size=32)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 60, 3), dtype=np.uint8))
+    captioner.pre_resize = 16
+    assert torch.equal(captioner.pixel_values([image]), captioner.pixel_values([image.resize((16, 16))]))
+
+
+def test_a_prompt_is_given_to_the_decoder_masked_in_labels_and_cut_from_the_output():
+    captioner = _tiny(generation=GenerationSettings(prompt="axial ct of", num_beams=1, no_repeat_ngram_size=0))
+    batch = captioner.encode_captions(["the chest"])
+    assert batch["labels"][0, :4].tolist() == [-100] * 4      # [DEC] axial ct of
+    pixels = captioner.pixel_values(_images()[:1])
+    ours = captioner.generate_ids(pixels, max_new_tokens=6)
+    prompt = torch.tensor([captioner.tokenizer("axial ct of")["input_ids"]])
+    raw = captioner.model.generate(pixel_values=pixels, input_ids=prompt, max_new_tokens=6, num_beams=1)
+    assert raw[0, 1:4].tolist() == prompt[0, 1:4].tolist()   # the raw output repeats the prompt
+    assert ours[0].tolist() == raw[0, 4:].tolist()           # ours starts after it
+
+
+def test_frozen_vision_encoder_stays_unchanged_and_checkpointing_gives_the_same_loss():
+    captioner = _tiny()
+    pixels = captioner.pixel_values(_images())
+    batch = dict(captioner.encode_captions(CAPTIONS), pixel_values=pixels)
+    plain = captioner.loss(captioner.model.train(), batch).item()
+    captioner.enable_gradient_checkpointing()
+    assert captioner.loss(captioner.model, batch).item() == pytest.approx(plain, rel=1e-5)
+    captioner.freeze_vision()
+    before = {k: v.clone() for k, v in captioner.model.vision_model.state_dict().items()}
+    text_before = captioner.model.text_decoder.bert.embeddings.word_embeddings.weight.clone()
+    _train(captioner, _images(), CAPTIONS, steps=2)
+    after = captioner.model.vision_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not torch.equal(text_before, captioner.model.text_decoder.bert.embeddings.word_embeddings.weight)
+
+
+def test_missing_pretrained_weights_fail_with_how_to_get_them(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    with pytest.raises(MissingWeightsError) as e:
+        Captioner.from_pretrained("Salesforce/blip-image-captioning-large")
+    msg = e.value.format()
+    assert "\n" not in msg
+    assert "hf download Salesforce/blip-image-captioning-large" in msg and "HF_HOME" in msg
+
+
+def test_model_folder_missing_files_is_a_one_line_error(overfit, tmp_path):
+    folder = overfit[0].save_pretrained(tmp_path / "model")
+    (folder / "model.safetensors").unlink()
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(MedcapError, match="missing model.safetensors or model.safetensors.index.json, "
+                                          "tokenizer.json or vocab.txt") as e:
+        Captioner.from_pretrained(folder)
+    assert "\n" not in e.value.format()
+    with pytest.raises(MedcapError, match="model folder not found"):
+        Captioner.from_pretrained(tmp_path / "nowhere")
+
+
+def test_unknown_size_is_refused():
+    with pytest.raises(MedcapError, match="unknown captioner size 'huge'"):
+        Captioner.from_scratch("huge", CAPTIONS)
+
+
+def test_large_size_config_has_blip_large_dimensions():
+    cfg = large_sizes_config()
+    assert (cfg["vision_config"]["hidden_size"], cfg["vision_config"]["num_hidden_layers"]) == (1024, 24)
+    assert (cfg["text_config"]["hidden_size"], cfg["text_config"]["num_hidden_layers"]) == (768, 12)
+    from transformers import BlipConfig, BlipForConditionalGeneration
+
+    with torch.device("meta"):  # no memory: parameter count only
+        model = BlipForConditionalGeneration(BlipConfig(**cfg))
+    assert count_parameters(model) == pytest.approx(446.3e6, rel=1e-3)
+
+
+@pytest.mark.slow
+def test_real_size_blip_takes_a_training_step_at_batch_1_on_cpu():
+    captioner = Captioner.from_scratch("large", CAPTIONS, image_size=224, seed=0)
+    assert captioner.interpolate_pos_encoding            # built for 384 px, fed 224 px (FACTS 1)
+    assert captioner.num_parameters() == pytest.approx(446.3e6, rel=1e-3)
+    batch = dict(captioner.encode_captions(CAPTIONS[:1], padding="max_length"),
+                 pixel_values=captioner.pixel_values(_images(224)[:1]))
+    opt = torch.optim.AdamW(captioner.model.parameters(), lr=1e-5)
+    first = captioner.loss(captioner.model.train(), batch)
+    first.backward()
+    opt.step()
+    assert torch.isfinite(first)
