@@ -42,6 +42,7 @@ DECODE_CASES = [
     ("covid - 19 pneumonia", "covid-19 pneumonia"),
     ("figures 1, 2 and 3", "figures 1, 2 and 3"),          # a list stays a list
     ("  extra   spaces\n and\tbreaks ", "extra spaces and breaks"),
+    ("##tory of cough", "tory of cough"),                  # a piece generated first has no word to join
     ("", ""),
     ("already fine: a 2.3 cm x-ray (ap).", "already fine: a 2.3 cm x-ray (ap)."),
 ]

@@ -45,9 +45,16 @@ def _train(captioner, images, captions, steps=60, lr=2e-2):
     return loss.item()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model runs fastest on one thread
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def overfit():
-    torch.set_num_threads(1)  # a tiny model runs fastest on one thread
     captioner = _tiny()
     loss = _train(captioner, _images(), CAPTIONS)
     return captioner, loss

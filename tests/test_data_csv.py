@@ -123,7 +123,7 @@ def test_malformed_cui_in_the_mapping_is_an_error(tmp_path):
 
 
 def test_missing_file_and_folder_are_clear_errors(tmp_path):
-    assert _error(read_concepts_csv, tmp_path / "nope.csv") == f"{tmp_path / 'nope.csv'}: file not found"
+    assert _error(read_concepts_csv, tmp_path / "nope.csv") == f"{tmp_path / 'nope.csv'}: CSV file not found"
     assert _error(read_concepts_csv, tmp_path).endswith("expected a CSV file, found a folder")
 
 

@@ -237,6 +237,8 @@ def test_reads_the_hugging_face_parquet_layout_with_images_as_bytes(tmp_path):
     # Data-loader workers get the index, not the loaded bytes, and still load images.
     clone = pickle.loads(pickle.dumps(train.image_bytes))
     assert clone._columns == {} and clone["ROCOv2_2023_train_000000"] == train.image_bytes["ROCOv2_2023_train_000000"]
+    clone.preload()
+    assert len(clone._columns) == 2
 
 
 def test_parquet_split_folders_of_the_converted_layout(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from medcap.errors import MedcapError
 from medcap.report import ReportInputs, build_report, is_synthetic
 from medcap.report import figures
-from medcap.report.build import read_threshold_sweep
+from medcap.report.build import read_thresholds, saved_sweep
 from medcap.report.gallery import pick_ids
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -59,7 +59,7 @@ def test_every_plot_function_writes_a_png(tmp_path):
 
 def test_report_from_scores_and_a_training_folder_is_self_contained(tmp_path):
     model = _fake_training_run(tmp_path / "run", {
-        "threshold": 0.35, "sweep": [{"threshold": t / 20, "f1": 0.3 + t / 100} for t in range(1, 12)]})
+        "global": 0.35, "sweep": [{"threshold": t / 20, "f1": 0.3 + t / 100} for t in range(1, 12)]})
     html_path = build_report(ReportInputs(concept_model=model, scores=SCORES), tmp_path / "report")
     html = html_path.read_text(encoding="utf-8")
     assert_self_contained(html)
@@ -110,10 +110,14 @@ def test_a_bad_submission_file_fails_and_keeps_the_previous_report(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_threshold_sweep_reads_lists_and_entries(tmp_path):
+def test_saved_threshold_sweep_reads_lists_and_entries(tmp_path):
     (tmp_path / "thresholds.json").write_text(json.dumps(
-        {"threshold": 0.3, "sweep": {"thresholds": [0.1, 0.3], "f1": [0.4, 0.6]}}))
-    assert read_threshold_sweep(tmp_path)[:3] == ([0.1, 0.3], [0.4, 0.6], 0.3)
+        {"global": 0.3, "sweep": {"thresholds": [0.1, 0.3], "f1": [0.4, 0.6]}}))
+    assert saved_sweep(read_thresholds(tmp_path)) == ([0.1, 0.3], [0.4, 0.6])
+    # select_thresholds' report: entries for both fallback settings; the model's one is drawn
+    entries = [{"threshold": 0.1, "never_empty": False, "f1": 0.4}, {"threshold": 0.1, "never_empty": True, "f1": 0.5}]
+    assert saved_sweep({"never_empty": True, "sweep": entries}) == ([0.1], [0.5])
+    assert saved_sweep({"global": 0.3}) is None
 
 
 def test_gallery_ids_are_spread_over_the_split():

@@ -90,7 +90,7 @@ def image_embeddings(model, images, batch_size: int = 32, device: str | None = N
                                          num_workers=num_workers)
     out = []
     with torch.inference_mode():
-        for x, _, _ in tqdm(loader, desc="embed", disable=not progress, leave=False):
+        for x, _, _ in tqdm(loader, desc="embed", disable=None if progress else True, leave=False):
             f = features(normalize_batch(x.to(dev), prep)).float().mean(dim=(2, 3))   # [B, C]
             out.append(torch.nn.functional.normalize(f, dim=1).cpu().numpy())
     return items.ids, np.concatenate(out) if out else np.zeros((0, 0), np.float32)

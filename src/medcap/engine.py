@@ -316,8 +316,9 @@ class Trainer:
             set_seed(cfg.seed + epoch)
             self.train_loader.set_epoch(epoch)
             total_loss, n_batches = torch.zeros((), device=acc.device), 0
+            show = cfg.progress and acc.is_local_main_process
             bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=not (cfg.progress and acc.is_local_main_process))
+                       disable=None if show else True)  # None: shown on a terminal only
             for batch in bar:
                 with acc.accumulate(model):
                     loss = task.training_step(model, batch)

@@ -25,13 +25,14 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .data.csvio import CUI_PATTERN
 from .errors import MedcapError
 from .fileio import atomic_write
 
 CONCEPT_HEADER = ("ID", "CUIs")
 CAPTION_HEADER = ("ID", "Caption")
 MAX_CONCEPTS_PER_IMAGE = 100
-CUI_PATTERN = re.compile(r"C\d+")
+_CLEAN_CUIS = re.compile(r"C\d+(?:;C\d+)*")
 _BOM = "\ufeff"
 _MAX_EXAMPLES = 5
 
@@ -177,6 +178,11 @@ def _concept_violations(text: str, gold_ids, allow_empty: bool, violations: list
             violations.append(Violation(r.line, f"the row spans {n_lines} lines: a '\"' that is never closed?"))
             preds[image_id] = []
             continue
+        if _CLEAN_CUIS.fullmatch(field):  # the usual case, checked in one go
+            cuis = field.split(";")
+            if len(cuis) <= MAX_CONCEPTS_PER_IMAGE and len(set(cuis)) == len(cuis):
+                preds[image_id] = cuis
+                continue
         if field != field.strip():
             violations.append(Violation(r.line, "the CUIs field has leading or trailing spaces"))
         if not field.strip():

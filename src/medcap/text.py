@@ -33,6 +33,7 @@ _JOINERS = re.compile(r"(?<=[^\W_]) ?([-\u2013/]) ?(?=[^\W_])")  # "x - ray" "t1
 _DECIMAL = re.compile(r"(?<=\d)([.:]) (?=\d)")            # "2. 3" -> "2.3"   "1: 2" -> "1:2"
 _APOSTROPHE = re.compile(r"(?<=[^\W_]) ?' ?(?=(?:s|t|d|m|ll|re|ve)\b)", re.IGNORECASE)  # "patient ' s"
 _DEGREE = re.compile(r"(?<=\d) +(?=\u00b0)")                # "90 \u00b0" -> "90\u00b0"
+_ORPHAN_PIECE = re.compile(r"(?<!\S)##(?=\w)")            # a continuation piece left at a word start
 
 
 def normalize_whitespace(text: str) -> str:
@@ -61,7 +62,7 @@ def repair_wordpiece_spacing(text: str) -> str:
     ("lesion - arrow") is joined too; a comma between digits is left alone ("1, 2" is a list
     far more often than a thousands separator).
     """
-    text = normalize_whitespace(text)
+    text = normalize_whitespace(_ORPHAN_PIECE.sub("", text))
     text = _CLOSING.sub("", text)
     text = _OPENING.sub("", text)
     text = _JOINERS.sub(r"\1", text)

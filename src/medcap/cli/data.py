@@ -11,20 +11,37 @@ import typer
 
 from .app import data_app
 
-@data_app.command("check")
+_CHECK_HELP = (
+    "Read a whole dataset and list EVERY problem, one per line as FILE:LINE: MESSAGE.\n\n"
+    "Checked: CSV syntax and UTF-8, field counts, empty or duplicate IDs, malformed CUIs (not C "
+    "followed by digits), CUIs missing from cui_mapping.csv, empty captions, IDs in the captions "
+    "file but not the concepts file (and the reverse), an ID in two splits, labelled IDs without "
+    "an image, images without a row, and images that do not decode.\n\n"
+    "DATASET is an ImageCLEFmedical Caption / ROCOv2 folder (train/ valid/ test/ images, "
+    "train_concepts.csv, train_captions.csv, *_concepts_manual.csv, cui_mapping.csv) or a folder "
+    "of Hugging Face ROCOv2 *.parquet files.\n\n"
+    "Exit status: 0 when no problem is found, 1 when any is, 2 when DATASET is not a dataset."
+)
+
+_STATS_HELP = (
+    "Plot the dataset like the paper's Figures 2 and 3 and write a JSON summary.\n\n"
+    "Writes into --out: caption_lengths.png (Figure 2: caption length in words, train split), "
+    "concepts_per_image.png (Figure 3: concepts per image), concept_frequency.png (the long tail: "
+    "images per concept against rank, log scale) and stats.json (counts per split, caption length "
+    "mean/median/min/max, concepts-per-image histogram, distinct CUIs, top concepts with names). "
+    "The folder appears complete or not at all.\n\n"
+    "DATASET is read like `medcap data check` reads it; a malformed row stops with FILE:LINE."
+)
+
+
+@data_app.command("check", help=_CHECK_HELP)
 def check_command(
     dataset: Path = typer.Argument(..., help="Dataset folder to check.", show_default=False),
-    images: bool = typer.Option(True, "--images/--no-images",
-                                help="Decode every image to find unreadable ones (--no-images: CSVs and file names only)."),
+    images: bool = typer.Option(
+        True, "--images/--no-images",
+        help="Decode every image to find unreadable ones (--no-images: CSVs and file names only)."),
 ) -> int:
-    """Read a whole dataset and list EVERY problem, one per line as FILE:LINE: MESSAGE.
-
-    Checked: CSV syntax and UTF-8, field counts, empty or duplicate IDs, malformed CUIs (not C followed by digits), CUIs missing from cui_mapping.csv, empty captions, IDs in the captions file but not the concepts file (and the reverse), an ID in two splits, labelled IDs without an image, images without a row, and images that do not decode.
-
-    DATASET is an ImageCLEFmedical Caption / ROCOv2 folder (train/ valid/ test/ images, train_concepts.csv, train_captions.csv, *_concepts_manual.csv, cui_mapping.csv) or a folder of Hugging Face ROCOv2 *.parquet files.
-
-    Exit status: 0 when no problem is found, 1 when any is, 2 when DATASET is not a dataset.
-    """
+    """Read a whole dataset and list EVERY problem, one per line as FILE:LINE: MESSAGE."""
     from ..data.check import inspect_dataset
 
     progress = None
@@ -52,18 +69,13 @@ def check_command(
     return 1
 
 
-@data_app.command("stats")
+@data_app.command("stats", help=_STATS_HELP)
 def stats_command(
     dataset: Path = typer.Argument(..., help="Dataset folder.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", show_default=False,
                              help="Folder to write (created or replaced whole; refused if it holds other files)."),
 ) -> int:
-    """Plot the dataset like the paper's Figures 2 and 3 and write a JSON summary.
-
-    Writes into --out: caption_lengths.png (Figure 2: caption length in words, train split), concepts_per_image.png (Figure 3: concepts per image), concept_frequency.png (the long tail: images per concept against rank, log scale) and stats.json (counts per split, caption length mean/median/min/max, concepts-per-image histogram, distinct CUIs, top concepts with names). The folder appears complete or not at all.
-
-    DATASET is read like `medcap data check` reads it; a malformed row stops with FILE:LINE.
-    """
+    """Plot the dataset like the paper's Figures 2 and 3 and write a JSON summary."""
     from ..data.stats import STATS_FILE, dataset_stats
 
     stats = dataset_stats(dataset, out)

@@ -61,12 +61,14 @@ def _fmt(value, digits: int = 4) -> str:
     return str(value)
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence], right_from: int = 1) -> str:
+def _table(headers: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[int] = (1,)) -> str:
+    """A plain-text table; the ``numeric`` columns are right-aligned."""
     rows = [[_fmt(c) for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
 
     def line(cells):
-        return "  ".join(c.rjust(w) if i >= right_from else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
@@ -169,7 +171,7 @@ def evaluate_concepts_command(
     rows = [["primary F1", s["primary_f1"], f"{s['n_scored']} of {s['n_images']} images"],
             ["secondary F1", s["secondary_f1"], f"{s['n_scored_secondary']} images with one of the 15 CUIs "
                                                 f"({'manual gold' if gold_manual else 'no --gold-manual: --gold used'})"]]
-    typer.echo(_table(["score", "value", "scored"], rows, right_from=1))
+    typer.echo(_table(["score", "value", "scored"], rows))
     if s["n_empty_gold"]:
         typer.echo(f"note: {s['n_empty_gold']} gold rows are empty; they are "
                    f"{'left out' if empty_gold == 'skip' else 'scored'} (the organisers' code would print "
@@ -185,7 +187,7 @@ def evaluate_concepts_command(
         cols = ["CUI", "name", "support", "predicted", "precision", "recall", "f1"]
         for title, chosen in ((f"best {top} concepts by F1", best), (f"worst {top} concepts by F1", worst)):
             typer.echo(f"\n{title} (of {len(supported)} concepts in the gold file):")
-            typer.echo(_table(cols, [[r[c] for c in cols] for r in chosen], right_from=2))
+            typer.echo(_table(cols, [[r[c] for c in cols] for r in chosen], numeric=range(2, len(cols))))
 
     if json_path is not None:
         _write_json(json_path, s)
@@ -235,7 +237,7 @@ def evaluate_captions_command(
 ) -> int:
     """Score a caption submission with the official preprocessing and measures."""
     from ..data.csvio import read_captions_csv, read_cui_mapping
-    from ..metrics.captions import score_captions
+    from ..metrics.captions import DEFAULT_BERTSCORE_MODEL, score_captions
     from ..submission import check_caption_submission
 
     gold_captions = read_captions_csv(gold)
@@ -266,6 +268,8 @@ def evaluate_captions_command(
         note = "not available" if s[key] is None else ""
         if key == "umls_f1_approx" and s[key] is not None:
             note = "cui_mapping names matched in the text, not MedCAT"
+        if key == "bertscore" and s[key] is not None and s["settings"]["bertscore_model"] != DEFAULT_BERTSCORE_MODEL:
+            note = f"not the official model: {s['settings']['bertscore_model']}"
         rows.append([label, s[key], note])
     for key in ("relevance", "factuality", "overall"):
         if s[key] is None:
@@ -273,7 +277,7 @@ def evaluate_captions_command(
         else:
             note = f"mean of {', '.join(s[key + '_terms'])}" + (" (PARTIAL)" if s[key + "_partial"] else "")
         rows.append([key.capitalize(), s[key], note])
-    typer.echo(_table(["measure", "value", ""], rows, right_from=1))
+    typer.echo(_table(["measure", "value", ""], rows))
     if s["not_available"]:
         typer.echo("\nnot available:")
         for key, how in s["not_available"].items():

@@ -36,12 +36,14 @@ __all__ = [
     "CsvTable",
     "Problem",
     "normalize_cui",
+    "open_input",
     "read_captions_csv",
     "read_concepts_csv",
     "read_cui_mapping",
     "scan_captions_csv",
     "scan_concepts_csv",
     "scan_cui_mapping",
+    "split_cuis",
 ]
 
 # A UMLS concept unique identifier; the official submission rules require this form (FACTS 4).
@@ -89,7 +91,7 @@ class CsvTable:
     values: dict = field(default_factory=dict)
     lines: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
-    rejected: dict[str, int] = field(default_factory=dict)  # key -> line of a row refused as malformed
+    rejected: dict[str, int] = field(default_factory=dict)  # key -> line of a refused row
 
     def raise_first(self) -> None:
         if self.problems:
@@ -112,15 +114,24 @@ def split_cuis(text: str) -> list[str]:
     return out
 
 
-def _read_bytes(path: Path) -> bytes:
+def open_input(path: str | Path, noun: str = "file", label: str | None = None):
+    """Open a user's file for binary reading; a missing file, a folder or a permission
+    problem becomes a one-line :class:`MedcapError` naming it (``label``, else the path)."""
+    where = label or str(path)
     try:
-        return path.read_bytes()
+        return open(path, "rb")
     except FileNotFoundError:
-        raise MedcapError("file not found", file=path) from None
+        raise MedcapError(f"{noun} not found", file=where) from None
     except IsADirectoryError:
-        raise MedcapError("expected a CSV file, found a folder", file=path) from None
+        article = "an" if noun[0] in "aeiou" else "a"
+        raise MedcapError(f"expected {article} {noun}, found a folder", file=where) from None
     except OSError as e:
-        raise MedcapError(f"cannot read file: {e.strerror or e}", file=path) from None
+        raise MedcapError(f"cannot open {noun}: {e.strerror or e}", file=where) from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open_input(path, "CSV file") as f:
+        return f.read()
 
 
 def _decode(path: Path, data: bytes, problems: list[Problem]) -> str:
@@ -185,6 +196,32 @@ def _is_header(first_field: str, key_word: str) -> bool:
     return key_word in f and not _DIGIT.search(f)
 
 
+def _split_row(fields: list[str], fname: str, line: int, expected: str, join_extra_fields: bool,
+               problems: list[Problem]) -> tuple[str, str] | None:
+    """``(key, text)`` of a record, or None (with a problem added) when its shape is wrong."""
+    # Trailing empty fields (a spreadsheet's "a,b,,") carry nothing: ignore them.
+    while len(fields) > 2 and not fields[-1].strip():
+        fields.pop()
+    if len(fields) < 2:
+        problems.append(Problem(fname, line, "malformed_row",
+                                f"expected 2 fields ({expected}), found 1: {_clip(fields[0])!r}"))
+        return None
+    if len(fields) > 2:
+        if not join_extra_fields:
+            problems.append(Problem(fname, line, "malformed_row",
+                                    f"expected 2 fields ({expected}), found {len(fields)}; "
+                                    "separate CUIs with ';', not ','"))
+            return None
+        # An unquoted comma inside free text: the key is the first field, so the text is
+        # the rest, joined back exactly as it was written.
+        fields = [fields[0], ",".join(fields[1:])]
+    key = fields[0].strip()
+    if not key:
+        problems.append(Problem(fname, line, "malformed_row", f"empty key; expected {expected}"))
+        return None
+    return key, fields[1]
+
+
 def _scan(
     path: str | Path,
     key_word: str,
@@ -193,7 +230,7 @@ def _scan(
     join_extra_fields: bool,
     key_check: Callable[[str, str, int, list[Problem]], str | None] | None = None,
 ) -> CsvTable:
-    """The shared row loop: header detection, field counts, empty and duplicate keys."""
+    """The shared row loop: header detection, row shape, key check, duplicate keys."""
     path = Path(path)
     table = CsvTable(path)
     problems = table.problems
@@ -204,46 +241,22 @@ def _scan(
             first = False
             if _is_header(fields[0], key_word):
                 continue
-
-        def reject() -> None:  # keep the key, so a checker does not report its image as unlabelled
+        row = None if bad_encoding else _split_row(fields, fname, line, expected, join_extra_fields, problems)
+        key = row[0] if row else None
+        if key is not None and key_check is not None:
+            key = key_check(key, fname, line, problems)
+        if key is None:
+            # The row was refused (and reported); remember its key so that a checker does
+            # not report that image again as having no row.
             if fields[0].strip():
                 table.rejected.setdefault(fields[0].strip(), line)
-
-        if bad_encoding:
-            reject()
             continue
-        # Trailing empty fields (a spreadsheet's "a,b,,") carry nothing: ignore them.
-        while len(fields) > 2 and not fields[-1].strip():
-            fields.pop()
-        if len(fields) < 2:
-            problems.append(Problem(fname, line, "malformed_row",
-                                    f"expected 2 fields ({expected}), found 1: {_clip(fields[0])!r}"))
-            reject()
-            continue
-        if len(fields) > 2:
-            if not join_extra_fields:
-                problems.append(Problem(fname, line, "malformed_row",
-                                        f"expected 2 fields ({expected}), found {len(fields)}; "
-                                        "separate CUIs with ';', not ','"))
-                reject()
-                continue
-            # An unquoted comma inside free text: the key is the first field, so the text
-            # is the rest, joined back exactly as it was written.
-            fields = [fields[0], ",".join(fields[1:])]
-        key = fields[0].strip()
-        if not key:
-            problems.append(Problem(fname, line, "malformed_row", f"empty key; expected {expected}"))
-            continue
-        if key_check is not None:
-            key = key_check(key, fname, line, problems)
-            if key is None:
-                continue
         if key in table.lines:
             problems.append(Problem(fname, line, "duplicate_id",
                                     f"duplicate {key_word.upper()} {key!r} (first on line {table.lines[key]})"))
             continue
         table.lines[key] = line
-        table.values[key] = parse_value(fields[1], fname, line, problems)
+        table.values[key] = parse_value(row[1], fname, line, problems)
     return table
 
 

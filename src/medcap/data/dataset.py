@@ -33,16 +33,19 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import MedcapError
 from .csvio import (CUI_PATTERN, CsvTable, Problem, normalize_cui, scan_captions_csv, scan_concepts_csv,
                     scan_cui_mapping)
 from .images import IMAGE_EXTENSIONS, is_dicom, load_image
 
+if TYPE_CHECKING:
+    from PIL import Image
+
 __all__ = ["SPLIT_NAMES", "DatasetLayout", "ImageCLEFDataset", "ParquetImages", "Split", "SplitFiles",
-           "build_folder_split", "canonical_split_name", "index_image_folder", "load_dataset", "locate_dataset", "read_dataset",
-           "read_parquet_split", "scan_split_tables"]
+           "build_folder_split", "canonical_split_name", "index_image_folder", "load_dataset", "locate_dataset",
+           "read_dataset", "read_parquet_split", "scan_split_tables"]
 
 SPLIT_NAMES = ("train", "valid", "test")
 # Spellings of each split found in file and folder names.
@@ -105,7 +108,7 @@ class Split:
             return self.image_bytes[image_id]
         raise MedcapError(f"no image for ID {image_id!r} in split {self.name!r}")
 
-    def load_image(self, image_id: str, **kwargs) -> "Image.Image":  # noqa: F821
+    def load_image(self, image_id: str, **kwargs) -> Image.Image:
         """The image of ``image_id`` as 8-bit RGB (see :func:`medcap.data.images.load_image`)."""
         src = self.image_source(image_id)
         if isinstance(src, Path):
@@ -379,7 +382,8 @@ class ParquetImages(Mapping):
 
     The first access to an image of a file reads that file's image column once and keeps
     it (as Arrow buffers); nothing is decoded here. Pickling (for data-loader workers)
-    carries only the index, not the loaded bytes.
+    carries only the index, not the loaded bytes. Call :meth:`preload` before forking
+    data-loader workers so that they share one copy instead of each reading its own.
     """
 
     def __init__(self, files: list[Path], column: str, rows: dict[str, tuple[int, int]]):
@@ -409,15 +413,23 @@ class ParquetImages(Mapping):
     def __contains__(self, key) -> bool:
         return key in self.rows
 
-    def __getitem__(self, image_id: str) -> bytes | Path:
-        f, r = self.rows[image_id]
+    def _column(self, f: int):
         col = self._columns.get(f)
         if col is None:
             import pyarrow.parquet as pq
 
             col = pq.read_table(self.files[f], columns=[self.column]).column(0).combine_chunks()
             self._columns[f] = col
-        value = col[r].as_py()
+        return col
+
+    def preload(self) -> None:
+        """Read every file's image column now."""
+        for f in range(len(self.files)):
+            self._column(f)
+
+    def __getitem__(self, image_id: str) -> bytes | Path:
+        f, r = self.rows[image_id]
+        value = self._column(f)[r].as_py()
         if isinstance(value, dict):  # datasets' Image feature: {"bytes": ..., "path": ...}
             data, path = value.get("bytes"), value.get("path")
             if data:
@@ -482,7 +494,8 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
                 report(Problem(str(path), None, "malformed_row", f"{at}: empty image ID"))
                 continue
             if image_id in rows:
-                report(Problem(str(path), None, "duplicate_id", f"{at}: duplicate ID {image_id!r} (first at {where[image_id]})"))
+                report(Problem(str(path), None, "duplicate_id",
+                               f"{at}: duplicate ID {image_id!r} (first at {where[image_id]})"))
                 continue
             rows[image_id] = (fi, r)
             where[image_id] = f"{path.name} row {r + 1}"
@@ -507,7 +520,8 @@ def _parquet_cuis(value, path: Path, at: str, report) -> list[str]:
         if not cui or cui in out:
             continue
         if not CUI_PATTERN.fullmatch(cui):
-            report(Problem(str(path), None, "malformed_cui", f"{at}: malformed CUI {cui!r}; expected 'C' followed by digits"))
+            report(Problem(str(path), None, "malformed_cui",
+                           f"{at}: malformed CUI {cui!r}; expected 'C' followed by digits"))
             continue
         out.append(cui)
     return out

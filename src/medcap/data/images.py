@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Union
 
 from ..errors import MedcapError
+from .csvio import open_input
 
 if TYPE_CHECKING:
     import numpy as np
@@ -111,14 +112,7 @@ def load_image(
     else:
         path = Path(source)
         label = name or str(path)
-        try:
-            fp = open(path, "rb")
-        except FileNotFoundError:
-            raise MedcapError("image file not found", file=label) from None
-        except IsADirectoryError:
-            raise MedcapError("expected an image file, found a folder", file=label) from None
-        except OSError as e:
-            raise MedcapError(f"cannot open image: {e.strerror or e}", file=label) from None
+        fp = open_input(path, "image file", label)
         head = fp.read(132)
         fp.seek(0)
         # A .dcm file without the 128-byte preamble (old ACR-NEMA style) is still tried.

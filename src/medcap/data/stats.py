@@ -197,7 +197,8 @@ def dataset_stats(root_or_dataset: str | Path | ImageCLEFDataset, out: str | Pat
     figures: dict[str, str] = {}
     with atomic_dir(out) as tmp:
         if fs is not None and fs.captions:
-            _save(caption_length_figure(caption_word_counts(fs.captions), fs.name), tmp / FIGURE_FILES["caption_lengths"])
+            _save(caption_length_figure(caption_word_counts(fs.captions), fs.name),
+                  tmp / FIGURE_FILES["caption_lengths"])
             figures["caption_lengths"] = FIGURE_FILES["caption_lengths"]
         if fs is not None and fs.concepts:
             _save(concepts_per_image_figure([len(v) for v in fs.concepts.values()], fs.name),

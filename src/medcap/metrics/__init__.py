@@ -1,9 +1,25 @@
 """Official ImageCLEFmedical 2025 scores (FACTS 4).
 
 - :mod:`medcap.metrics.concepts`: per-image F1 (primary, secondary), vectorised;
-- :mod:`medcap.metrics.captions`: text preprocessing, ROUGE-1, BERTScore, optional
-  scorers and the Relevance / Factuality / Overall aggregates.
+- :mod:`medcap.metrics.captions`: text preprocessing, ROUGE-1, BERTScore and the
+  Relevance / Factuality / Overall aggregates;
+- :mod:`medcap.metrics.scorers`: the optional caption scorers (BLEURT, AlignScore,
+  MedCAT UMLS F1, MedImageInsight similarity) and the offline UMLS F1 approximation.
+
+Importing is cheap: torch, transformers and the scorer packages load when used.
 """
+from .captions import (
+    DEFAULT_BERTSCORE_MODEL,
+    RELEVANCE_TERMS,
+    BertScorer,
+    CaptionScores,
+    aggregate_scores,
+    evaluate_captions,
+    find_minilm_model,
+    preprocess_caption,
+    rouge1_scores,
+    score_captions,
+)
 from .concepts import (
     SECONDARY_CUIS,
     ConceptScores,
@@ -13,13 +29,25 @@ from .concepts import (
     per_image_f1_matrix,
     score_concepts,
 )
+from .scorers import ConceptNameMatcher, ScorerUnavailable
 
 __all__ = [
+    "DEFAULT_BERTSCORE_MODEL",
+    "RELEVANCE_TERMS",
     "SECONDARY_CUIS",
+    "BertScorer",
+    "CaptionScores",
+    "ConceptNameMatcher",
     "ConceptScores",
-    "evaluate_concepts",
+    "ScorerUnavailable",
+    "aggregate_scores",
+    "evaluate_captions",
+    "find_minilm_model",
     "mean_per_image_f1",
     "normalize_cui",
     "per_image_f1_matrix",
+    "preprocess_caption",
+    "rouge1_scores",
+    "score_captions",
     "score_concepts",
 ]

@@ -143,7 +143,7 @@ class BertScorer:
                 self._scorer = BERTScorer(
                     model_type=folder, num_layers=self.num_layers, idf=True,
                     nthreads=0,  # no worker processes for the idf counts
-                    device=_opt._device(device), batch_size=batch_size,
+                    device=_opt.pick_device(device), batch_size=batch_size,
                 )
         except OSError as e:
             raise ScorerUnavailable(

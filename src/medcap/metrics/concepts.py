@@ -32,9 +32,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 
 import numpy as np
 
+from ..data.csvio import normalize_cui  # the evaluator's: strip (reading), upper-case (scoring)
 from ..errors import MedcapError
 
 # FACTS 4: the 15 curated modality / body-region CUIs of the secondary score.
@@ -57,11 +59,6 @@ SECONDARY_CUIS: frozenset[str] = frozenset({
 })
 
 EMPTY_GOLD_MODES = ("skip", "organisers-code")
-
-
-def normalize_cui(cui: str) -> str:
-    """The evaluator's CUI normalisation: strip (when reading), upper-case (when scoring)."""
-    return cui.strip().upper()
 
 
 # ---------------------------------------------------------------------------------------
@@ -156,36 +153,39 @@ class _Encoded:
         return np.bincount(self.rows(), minlength=self.n_rows).astype(np.int64)
 
 
-class _Index:
-    """Maps raw CUI strings to column numbers, normalising each distinct string once."""
+class _Index(dict):
+    """Maps raw CUI strings to column numbers, normalising each distinct string once.
+
+    A dict from raw string to column: the lookups run at C speed; ``__missing__`` handles
+    a string seen for the first time. Blank strings (from an empty CSV field) map to -1.
+    """
 
     def __init__(self) -> None:
-        self.column_of_raw: dict[str, int] = {}
+        super().__init__()
         self.column_of_cui: dict[str, int] = {}
         self.cuis: list[str] = []
 
-    def column(self, raw: str) -> int:
-        col = self.column_of_raw.get(raw)
-        if col is None:
-            cui = normalize_cui(raw)
+    def __missing__(self, raw: str) -> int:
+        cui = normalize_cui(raw)
+        if not cui:
+            col = -1
+        else:
             col = self.column_of_cui.get(cui)
             if col is None:
                 col = self.column_of_cui[cui] = len(self.cuis)
                 self.cuis.append(cui)
-            self.column_of_raw[raw] = col
+        self[raw] = col
         return col
 
     def columns(self, ids: Sequence[str], sets: Mapping[str, Iterable[str]]) -> tuple[np.ndarray, np.ndarray]:
-        rows: list[int] = []
-        cols: list[int] = []
-        col = self.column
-        for r, image_id in enumerate(ids):
-            cuis = sets.get(image_id) or ()
-            for raw in cuis:
-                if raw.strip():  # "" comes from an empty CSV field, not a concept
-                    rows.append(r)
-                    cols.append(col(raw))
-        return np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+        """(row, column) of every CUI of every image, blanks dropped."""
+        lists = [sets.get(image_id) or () for image_id in ids]
+        lengths = np.fromiter(map(len, lists), dtype=np.int64, count=len(lists))
+        flat = list(chain.from_iterable(lists))
+        cols = np.fromiter(map(self.__getitem__, flat), dtype=np.int64, count=len(flat))
+        rows = np.repeat(np.arange(len(ids), dtype=np.int64), lengths)
+        keep = cols >= 0
+        return rows[keep], cols[keep]
 
 
 def _encode(rows: np.ndarray, cols: np.ndarray, n_rows: int, vocab_size: int,

@@ -46,7 +46,8 @@ def both_empty(gold: str, pred: str) -> bool:
     return len(gold) == 0 and len(pred) == 0
 
 
-def _device(device: str | None) -> str:
+def pick_device(device: str | None) -> str:
+    """``device``, or "cuda" when a GPU is there, else "cpu"."""
     if device:
         return device
     import torch
@@ -107,7 +108,7 @@ def bleurt_scores(gold_pre: Sequence[str], pred_pre: Sequence[str], *, model: st
     except OSError as e:
         raise ScorerUnavailable(f"BLEURT model {model!r} could not be loaded ({e}); download it once "
                                 "(--download) or pass a local folder") from None
-    dev = _device(device)
+    dev = pick_device(device)
     net.to(dev).eval()
     out: list[float] = []
     for start in range(0, len(gold_pre), batch_size):
@@ -135,7 +136,7 @@ def alignscore_scores(gold: Sequence[str], pred: Sequence[str], *, checkpoint: s
                                 "and the AlignScore-base.ckpt checkpoint (--alignscore-ckpt)") from None
     if checkpoint is None or not Path(checkpoint).is_file():
         raise ScorerUnavailable("needs the AlignScore-base.ckpt checkpoint: pass its path (--alignscore-ckpt)")
-    scorer = AlignScore(model=model, batch_size=batch_size, device=_device(device), ckpt_path=str(checkpoint),
+    scorer = AlignScore(model=model, batch_size=batch_size, device=pick_device(device), ckpt_path=str(checkpoint),
                         evaluation_mode="nli_sp", verbose=False)
     scores = np.ones(len(gold), dtype=np.float64)  # both empty -> 1
     todo = [i for i in range(len(gold)) if not both_empty(gold[i], pred[i])]

@@ -200,6 +200,8 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_path: str | 
         stages = _open_sequentials(features if isinstance(features, nn.Module) else model, _HEAD_MODULES)
         if type(model).__name__ == "DenseNet":  # torchvision applies a ReLU after .features
             stages["relu"] = nn.ReLU()
+        stages = _truncate(stages, feature_stage)
+        channels = _channels(stages)
     else:
         model = _timm_model(name, pretrained, pretrained_path)
         stages = _open_sequentials(model, _HEAD_MODULES)
@@ -207,8 +209,12 @@ def create_backbone(name: str, pretrained: bool = False, pretrained_path: str | 
             _check_sequential(model, stages, name)
         else:  # no cut needed: use timm's own forward_features (works for any timm CNN)
             stages = OrderedDict(features=_ForwardFeatures(model))
-    stages = _truncate(stages, feature_stage)
-    return Backbone(stages, _channels(stages), train_from=train_from)
+        stages = _truncate(stages, feature_stage)
+        # timm records each stage's width; a forward pass finds it otherwise
+        widths = {info["module"]: info["num_chs"] for info in getattr(model, "feature_info", [])}
+        channels = model.num_features if feature_stage in ("", "last") else widths.get(feature_stage)
+        channels = channels or _channels(stages)
+    return Backbone(stages, channels, train_from=train_from)
 
 
 class _ForwardFeatures(nn.Module):
@@ -225,7 +231,7 @@ def _check_sequential(model: nn.Module, stages, name: str) -> None:
     """Running the stages in order must equal timm's forward_features, else the cut is wrong."""
     was = model.training
     model.eval()
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     ok = torch.allclose(nn.Sequential(*stages.values())(x), model.forward_features(x), atol=1e-4)
     model.train(was)
     if not ok:

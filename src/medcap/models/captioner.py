@@ -26,6 +26,7 @@ Image size is a setting: when it differs from the size the vision encoder was bu
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -212,8 +213,9 @@ class Captioner:
             if (folder / METADATA_FILE).is_file():
                 meta = _read_metadata(folder / METADATA_FILE)
             try:
-                model = BlipForConditionalGeneration.from_pretrained(folder)
-                processor = BlipProcessor.from_pretrained(folder)
+                with _quiet_progress():
+                    model = BlipForConditionalGeneration.from_pretrained(folder)
+                    processor = BlipProcessor.from_pretrained(folder)
             except (OSError, ValueError, KeyError) as e:
                 raise MedcapError(f"cannot load the captioner from this folder: {_first_line(e)}", file=folder) from None
         elif _HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
@@ -245,8 +247,9 @@ class Captioner:
     def write_folder(self, folder: Path, model=None, training: dict | None = None) -> None:
         """Write the model folder's files into an existing (temporary) folder; ``model``: another
         module with the same architecture (the engine's unwrapped training model)."""
-        (model or self.model).save_pretrained(folder)
-        self.processor.save_pretrained(folder)
+        with _quiet_progress():
+            (model or self.model).save_pretrained(folder)
+            self.processor.save_pretrained(folder)
         meta = self.metadata()
         if training:
             meta["training"] = training
@@ -285,7 +288,8 @@ class Captioner:
 
     def caption_lengths(self, captions: Sequence[str]) -> list[int]:
         """Token count of each caption with its [DEC] and [SEP] tokens (before truncation)."""
-        return [len(ids) for ids in self.tokenizer(list(captions), truncation=False)["input_ids"]]
+        enc = self.tokenizer(list(captions), truncation=False, verbose=False)  # verbose: no too-long warning
+        return [len(ids) for ids in enc["input_ids"]]
 
     def encode_captions(self, captions: Sequence[str], padding: str = "longest") -> dict:
         """Training targets: ``input_ids``, ``attention_mask`` and ``labels`` (tensors [B, T]).
@@ -399,6 +403,20 @@ class Captioner:
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 _IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+@contextlib.contextmanager
+def _quiet_progress():
+    """No per-shard progress bars while reading or writing a local folder (it takes a moment)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 def _check_model_folder(folder: Path) -> None:

@@ -134,28 +134,59 @@ def read_metrics_csv(path: Path) -> list[dict[str, str]]:
         return [dict(r) for r in csv.DictReader(f)]
 
 
-def read_threshold_sweep(model_dir: Path) -> tuple[list[float], list[float], float | None, str]:
-    """(thresholds, validation F1, chosen global threshold, description) of a concept model.
-
-    Reads ``thresholds.json`` written by the concept trainer: the validation sweep is a
-    list of ``{"threshold": t, "f1": f}`` entries (or parallel lists) under ``sweep``.
-    """
+def read_thresholds(model_dir: Path) -> dict:
+    """The concept model's ``thresholds.json`` (medcap.thresholds: global, never_empty, per_concept)."""
     path = Path(model_dir) / "thresholds.json"
     if not path.is_file():
-        raise MissingPiece(f"{path} not found: the model folder has no threshold sweep")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    sweep = data.get("sweep") or data.get("global_sweep") or []
+        raise MissingPiece(f"{path} not found: the model folder has no thresholds")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise MedcapError(f"invalid JSON ({e})", file=path) from None
+
+
+def saved_sweep(thresholds: Mapping) -> tuple[list[float], list[float]] | None:
+    """(thresholds, F1) of a validation sweep stored in thresholds.json, if the trainer stored one.
+
+    Accepts ``sweep`` as a list of ``{"threshold", "f1"[, "never_empty"]}`` entries (the
+    report of medcap.thresholds.select_thresholds) or as parallel lists.
+    """
+    sweep = thresholds.get("sweep")
+    if not sweep:
+        return None
     if isinstance(sweep, Mapping):
-        ts = list(sweep.get("thresholds", []))
-        fs = list(sweep.get("f1", sweep.get("scores", [])))
-    else:
-        ts = [float(e["threshold"]) for e in sweep]
-        fs = [float(e.get("f1", e.get("score", math.nan))) for e in sweep]
-    if not ts:
-        raise MissingPiece(f"{path} holds no validation sweep")
-    chosen = data.get("threshold", data.get("global_threshold"))
-    mode = str(data.get("mode", "global"))
-    return ts, fs, None if chosen is None else float(chosen), mode
+        return [float(t) for t in sweep["thresholds"]], [float(f) for f in sweep["f1"]]
+    fallback = bool(thresholds.get("never_empty", False))
+    rows = [e for e in sweep if bool(e.get("never_empty", fallback)) == fallback]
+    return [float(e["threshold"]) for e in rows], [float(e["f1"]) for e in rows]
+
+
+def sweep_on_validation(model_dir: Path, split, thresholds: Mapping) -> tuple[list[float], list[float]]:
+    """Re-run the trainer's global threshold sweep on ``split`` (the validation split).
+
+    Same function and settings as training (medcap.thresholds.sweep_global, the model's grid
+    and top-1 fallback), so the chosen threshold sits at the curve's maximum.
+    """
+    import numpy as np
+
+    from ..tasks.concepts import ImageFolderItems, load_detector, predict_probabilities
+    from ..thresholds import sweep_global
+
+    if split.concepts is None:
+        raise MissingPiece(f"the {split.name} split has no concepts file")
+    ids = [i for i in split.ids if i in split.concepts and split.has_image(i)]
+    if not ids:
+        raise MissingPiece(f"no labelled images in the {split.name} split")
+    model = load_detector(model_dir)
+    _, probs = predict_probabilities(model, ImageFolderItems.from_split(split, ids))
+    gold, _ = model.vocabulary.encode_many(split.concepts[i] for i in ids)
+    # |G| counts CUIs outside the vocabulary too: they are missed, as in the official score.
+    sizes = np.array([len({c.strip().upper() for c in split.concepts[i] if c.strip()}) for i in ids])
+    fallback = "on" if thresholds.get("never_empty") else "off"
+    grid = thresholds.get("grid", "paper")
+    _, _, table = sweep_global(probs, gold > 0, sizes, grid=grid if grid in ("paper", "fine") else "paper",
+                               never_empty=fallback)
+    return [t for t, _, _ in table], [f for _, _, f in table]
 
 
 # ---------------------------------------------------------------------------------------
@@ -163,26 +194,27 @@ def read_threshold_sweep(model_dir: Path) -> tuple[list[float], list[float], flo
 # ---------------------------------------------------------------------------------------
 
 def _scores_section(ctx: _Context) -> str:
+    from .scoring import caption_score_notes, caption_scores, concept_scores
+
     scores = {task: dict(methods) for task, methods in ctx.inputs.scores.items()}
+    notes = list(ctx.inputs.score_notes)
     split = None
     try:
         split = ctx.split()
     except MissingPiece:
         pass
+    # Submission files given without their scores: score them (models first in the table).
     if split is not None and ctx.concept_pred is not None and split.concepts is not None:
-        scores.setdefault("concepts", {})
-        if ctx.inputs.concept_model_name not in scores["concepts"]:
-            from ..metrics.concepts import evaluate_concepts
-
-            scores["concepts"] = {ctx.inputs.concept_model_name: evaluate_concepts(
-                split.concepts, ctx.concept_pred, split.manual_concepts, allow_missing=True), **scores["concepts"]}
+        methods = scores.setdefault("concepts", {})
+        if ctx.inputs.concept_model_name not in methods:
+            scores["concepts"] = {ctx.inputs.concept_model_name: concept_scores(
+                split.concepts, ctx.concept_pred, split.manual_concepts, allow_missing=True), **methods}
     if split is not None and ctx.caption_pred is not None and split.captions is not None:
-        scores.setdefault("captions", {})
-        if ctx.inputs.caption_model_name not in scores["captions"]:
-            from ..metrics.captions import evaluate_captions
-
-            scores["captions"] = {ctx.inputs.caption_model_name: _caption_scores(evaluate_captions(
-                split.captions, ctx.caption_pred)), **scores["captions"]}
+        methods = scores.setdefault("captions", {})
+        if ctx.inputs.caption_model_name not in methods:
+            scores["captions"] = {ctx.inputs.caption_model_name: caption_scores(
+                split.captions, ctx.caption_pred, ctx.names, allow_missing=True), **methods}
+            notes = notes or caption_score_notes()
     if not any(scores.values()):
         raise MissingPiece("no scores: give submission files (--concept-pred/--caption-pred) for a split "
                            "with gold files, or scores from `medcap demo`")
@@ -212,16 +244,7 @@ def _scores_section(ctx: _Context) -> str:
     intro = (f"Official ImageCLEFmedical 2025 measures on the <b>{H.esc(ctx.inputs.split)}</b> split "
              "(per-image F1 for concepts; official text preprocessing for captions). "
              "The best method per table is in bold; baselines are there so that the numbers mean something.")
-    notes = "".join(H.note(n) for n in ctx.inputs.score_notes)
-    return H.section("scores", "Scores", "".join(parts) + notes, intro)
-
-
-def _caption_scores(result) -> dict:
-    """A flat {metric: value} from what evaluate_captions returns (a dict or an object)."""
-    if isinstance(result, Mapping):
-        return {k: v for k, v in result.items() if isinstance(v, (int, float)) or v is None}
-    summary = getattr(result, "summary", None)
-    return dict(summary) if isinstance(summary, Mapping) else {}
+    return H.section("scores", "Scores", "".join(parts) + "".join(H.note(n) for n in notes), intro)
 
 
 def _dataset_section(ctx: _Context) -> str:
@@ -231,39 +254,34 @@ def _dataset_section(ctx: _Context) -> str:
 
     stats_dir = ctx.out / "dataset"
     summary = dataset_stats(ctx.dataset, stats_dir)
-    parts = []
-    if isinstance(summary, Mapping):
-        parts.append(_stats_table(summary))
-    captions = {
-        "caption": "Caption length distribution (the paper's Figure 2)",
+    titles = {
+        "caption_lengths": "Caption length distribution (the paper's Figure 2)",
         "concepts_per_image": "Concepts per image (the paper's Figure 3)",
-        "concept": "Concept frequency (long tail)",
+        "concept_frequency": "Concept frequency: the long tail",
     }
-    pngs = sorted(stats_dir.glob("*.png"))
-    if not pngs:
-        raise MissingPiece("dataset statistics wrote no plots")
-    figs = []
-    for png in pngs:
-        label = next((v for k, v in captions.items() if png.stem.startswith(k)), png.stem.replace("_", " "))
-        figs.append(H.figure(png, label))
-    parts.append(f'<div class="grid2">{"".join(figs)}</div>')
-    intro = f"Dataset <code>{H.esc(ctx.inputs.data)}</code>."
-    return H.section("dataset", "Dataset", "".join(parts), intro)
+    files = summary.get("figures") or {p.stem: p.name for p in sorted(stats_dir.glob("*.png"))}
+    figs = [H.figure(stats_dir / name, titles.get(key, key.replace("_", " "))) for key, name in files.items()]
+    if not figs:
+        raise MissingPiece("the dataset has no labels to describe")
+    split_name = summary.get("figure_split") or "train"
+    intro = (f"Dataset <code>{H.esc(ctx.inputs.data)}</code>; figures from the {H.esc(split_name)} split "
+             f"(<code>dataset/stats.json</code> has every number).")
+    return H.section("dataset", "Dataset", _stats_table(summary) + f'<div class="grid2">{"".join(figs)}</div>', intro)
 
 
 def _stats_table(summary: Mapping) -> str:
-    """Per-split counts from the dataset_stats JSON summary, whatever its nesting."""
-    splits = summary.get("splits") if isinstance(summary.get("splits"), Mapping) else None
-    if not splits:
-        flat = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        return H.key_values(dict(list(flat.items())[:8])) if flat else ""
-    keys: list[str] = []
-    for s in splits.values():
-        for k, v in (s or {}).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in keys:
-                keys.append(k)
-    rows = [[name] + [(s or {}).get(k) for k in keys] for name, s in splits.items()]
-    return H.table(["Split"] + [k.replace("_", " ") for k in keys], rows)
+    """Images, concepts and caption lengths per split, from the dataset_stats summary."""
+    rows = []
+    for name, info in (summary.get("splits") or {}).items():
+        concepts = info.get("concepts") or {}
+        per_image = concepts.get("per_image") or {}
+        words = (info.get("captions") or {}).get("words") or {}
+        rows.append([name, info.get("images"), concepts.get("distinct_cuis"), per_image.get("mean"),
+                     per_image.get("max"), words.get("mean"), words.get("max")])
+    if not rows:
+        return ""
+    return H.table(["Split", "Images", "Distinct CUIs", "Concepts / image", "max", "Caption words", "max"], rows,
+                   digits=2)
 
 
 def _training_section(ctx: _Context) -> str:
@@ -291,13 +309,29 @@ def _training_section(ctx: _Context) -> str:
 def _threshold_section(ctx: _Context) -> str:
     if ctx.inputs.concept_model is None:
         raise MissingPiece("no concept model given (--concepts)")
-    ts, fs, chosen, mode = read_threshold_sweep(Path(ctx.inputs.concept_model))
-    png = figures.plot_threshold_curve(ts, fs, ctx.out / "threshold_f1.png", chosen=chosen)
+    model_dir = Path(ctx.inputs.concept_model)
+    thresholds = read_thresholds(model_dir)
+    sweep = saved_sweep(thresholds)
+    where = "the sweep saved with the model"
+    if sweep is None:
+        if ctx.dataset is None or "valid" not in ctx.dataset:
+            raise MissingPiece("thresholds.json holds no sweep; give the dataset (--data) with its validation "
+                               "split to recompute it")
+        sweep = sweep_on_validation(model_dir, ctx.dataset.split("valid"), thresholds)
+        where = "recomputed on the validation split with the saved model"
+    chosen = thresholds.get("global")
+    png = figures.plot_threshold_curve(*sweep, ctx.out / "threshold_f1.png",
+                                       chosen=None if chosen is None else float(chosen))
     intro = ("The decision threshold is picked on the validation split by the official per-image F1 "
-             "(the paper swept 0.05 to 0.55 in steps of 0.05 and kept 0.35). ")
+             f"(the paper swept 0.05 to 0.55 in steps of 0.05 and kept 0.35). Curve: {where}.")
     if chosen is not None:
-        intro += f"This model uses <b>{chosen:.2f}</b>"
-        intro += " (per-concept thresholds on top)." if "concept" in mode else "."
+        intro += f" This model uses <b>{float(chosen):.2f}</b>"
+        per_concept = thresholds.get("per_concept") or {}
+        if per_concept:
+            intro += f", with its own threshold for {len(per_concept)} concepts"
+        if thresholds.get("never_empty"):
+            intro += ", and predicts the most probable concept when none passes"
+        intro += "."
     return H.section("thresholds", "Decision threshold", H.figure(png, "Threshold vs validation F1"), intro)
 
 

@@ -71,7 +71,8 @@ def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, *, ti
 
     keys = [k for k in (rows[0].keys() if rows else []) if k != x_key]
     xs = _finite([r.get(x_key) for r in rows]) if rows and x_key in rows[0] else list(range(1, len(rows) + 1))
-    skip = {"step", "global_step", "time", "seconds", "elapsed", "elapsed_s", "epoch_time", "wall_s"}
+    skip = {"step", "global_step", "time", "seconds", "elapsed", "elapsed_s", "epoch_time", "wall_s", "threshold",
+            "never_empty"}
     loss_keys = [k for k in keys if "loss" in k.lower()]
     metric_keys = [k for k in keys if k not in loss_keys and k.lower() not in skip
                    and not k.lower().startswith(("lr", "learning_rate"))]
@@ -89,6 +90,9 @@ def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, *, ti
         ax.set_xlabel(x_key)
         ax.set_ylabel(label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        finite_x = [x for x in xs if not math.isnan(x)]
+        if finite_x and min(finite_x) == max(finite_x):  # one epoch: a readable axis around it
+            ax.set_xlim(finite_x[0] - 1, finite_x[0] + 1)
         if drawn:
             ax.legend(fontsize=8)
         else:

@@ -10,6 +10,7 @@ from ..errors import MedcapError
 from . import html as H
 
 THUMB_PX = 240  # gallery pictures are shown at most this wide (and saved at this size)
+MAX_CHIPS = 15  # predicted concepts shown per image (most probable first)
 
 
 def pick_ids(ids: list[str], n: int) -> list[str]:
@@ -48,8 +49,12 @@ def _concept_chips(gold: list[str] | None, pred: list[str], names: dict[str, str
         pred_chips = [(label(c), "plain") for c in pred]
     else:
         pred_chips = [(label(c), "hit" if c in gold_set else "extra") for c in pred]
+    more = ""
+    if len(pred_chips) > MAX_CHIPS:
+        more = f'<span class="na"> and {len(pred_chips) - MAX_CHIPS} more</span>'
+        pred_chips = pred_chips[:MAX_CHIPS]
     return (H.chips(gold_chips) if gold is not None else '<span class="na">no gold file</span>',
-            H.chips(pred_chips))
+            H.chips(pred_chips) + more)
 
 
 def build_cards(ctx, split, n: int) -> list[str]:
@@ -68,7 +73,9 @@ def build_cards(ctx, split, n: int) -> list[str]:
         except MedcapError as e:
             ctx.notes.append(f"Gallery: {e}")
             continue
-        analysis = pipeline.analyze_image(image) if pipeline is not None else None
+        analysis = None
+        if pipeline is not None:
+            analysis = pipeline.analyze_image(image, caption=ctx.caption_pred is None)
         if analysis is not None:
             names = {**names, **{c.cui: c.name for c in analysis.concepts if c.name}}
         probs = {c.cui: c.probability for c in analysis.concepts} if analysis is not None else {}

@@ -60,14 +60,14 @@ def fmt_number(value: object, digits: int = 4) -> str:
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], *, cls: str = "",
-          numeric_from: int = 1, highlight: Sequence[int] = ()) -> str:
+          numeric_from: int = 1, highlight: Sequence[int] = (), digits: int = 4) -> str:
     """An HTML table; cells are escaped unless they are already ``Markup`` strings."""
     head = "".join(f"<th{' class=num' if i >= numeric_from else ''}>{esc(h)}</th>" for i, h in enumerate(headers))
     body = []
     for r, row in enumerate(rows):
         cells = []
         for i, cell in enumerate(row):
-            content = cell if isinstance(cell, Markup) else fmt_number(cell)
+            content = cell if isinstance(cell, Markup) else fmt_number(cell, digits)
             cells.append(f"<td{' class=num' if i >= numeric_from else ''}>{content}</td>")
         body.append(f"<tr{' class=best' if r in highlight else ''}>{''.join(cells)}</tr>")
     return f'<table class="{esc(cls)}"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'

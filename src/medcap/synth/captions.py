@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import catalog as cat
-from .draw import FINDING_SIZE, FOV_MM
+from .anatomy import FOV_MM
+from .findings import FINDING_SIZE
 
 
 @dataclass

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import catalog as cat
-from .draw import FINDING_SIZE, FINDING_ZONE, FOV_MM, FindingSpec, Geometry, _oct_band, sample_geometry
+from .anatomy import FOV_MM, Geometry, oct_surface, sample_geometry
+from .findings import FINDING_SIZE, FINDING_ZONE, FindingSpec
 
 # Side / level bands (image fractions of the finding centre). Centres are never placed in
 # the gaps between bands, so a label never hangs on a pixel.
@@ -133,7 +134,7 @@ def _sample_point(rng, geo: Geometry, key: str, d: float, placed: list[FindingSp
     for _ in range(40):
         if geo.view == "oct":
             x = float(rng.uniform(0.15, 0.85))
-            y = _oct_band(geo, x) + float(rng.uniform(0.09, 0.14))
+            y = float(oct_surface(geo, x)) + float(rng.uniform(0.09, 0.14))
         elif zones is None:  # ultrasound: anywhere inside the fan
             half, r0, r1 = geo.extra["fan"]
             rad = float(rng.uniform(r0 + 0.15, r1 - 0.1))

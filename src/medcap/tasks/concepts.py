@@ -382,7 +382,7 @@ def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: st
                                          num_workers=num_workers)
     out = []
     with torch.inference_mode():
-        for x, _, _ in tqdm(loader, desc="predict", disable=not progress, leave=False):
+        for x, _, _ in tqdm(loader, desc="predict", disable=None if progress else True, leave=False):
             out.append(model(normalize_batch(x.to(dev), prep)).float().sigmoid().cpu().numpy())
     return items.ids, np.concatenate(out) if out else np.zeros((0, model.config.num_classes), np.float32)
 

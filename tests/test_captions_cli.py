@@ -1,0 +1,225 @@
+"""`medcap train|predict captions` and `medcap baseline captions ...` end to end on synthetic data.
+
+A tiny BLIP (hidden 32, 2 layers, 32 px) from scratch: an epoch over 48 images takes a
+second or two, so these tests check the plumbing (engine, files, submission rules, errors),
+not caption quality (bench/caption_synthetic.py measures that).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from medcap.submission import read_caption_submission, validate_caption_submission
+
+TINY = """\
+base: demo
+model: scratch:tiny
+image_size: 32
+vocab_size: 300
+batch_size: 16
+epochs: 1
+max_minutes: 0
+warmup_steps: 0
+eval_images: 4
+eval_max_new_tokens: 8
+max_new_tokens: 8
+num_beams: 1
+progress: false
+"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model runs fastest on one thread
+    yield
+    torch.set_num_threads(before)
+
+
+def _error_line(err: str) -> str:
+    """The last line written to stderr (progress bars use carriage returns before it)."""
+    return err.replace("\r", "\n").strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(synth_small, tiny_config, tmp_path_factory):
+    """One tiny training run shared by the tests that only read its outputs."""
+    from medcap.cli import main
+
+    out = tmp_path_factory.mktemp("run") / "run"
+    rc = main(["train", "captions", "--config", str(tiny_config), "--data", str(synth_small), "--out", str(out)])
+    assert rc == 0
+    return out
+
+
+def _test_ids(root):
+    with open(root / "test_captions.csv", newline="", encoding="utf-8") as f:
+        return [row["ID"] for row in csv.DictReader(f)]
+
+
+def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(trained):
+    model = trained / "model"
+    assert {"config.json", "model.safetensors", "tokenizer.json", "medcap_captioner.json"} <= \
+        {p.name for p in model.iterdir()}
+    meta = json.loads((model / "medcap_captioner.json").read_text())
+    assert meta["image_size"] == 32 and meta["training"]["train_images"] == 48
+    assert meta["training"]["max_length"] == 200 and meta["training"]["captions_truncated"] >= 0
+    with open(trained / "metrics.csv") as f:
+        row = next(csv.DictReader(f))
+    assert {"train_loss", "valid_loss", "rouge1"} <= set(row)
+    assert (trained / "checkpoints" / "epoch-000").is_dir()
+
+
+def test_predict_writes_an_official_submission_with_every_test_id_once(trained, synth_small, cli, tmp_path):
+    sub = tmp_path / "sub.csv"
+    rc, out, err = cli("predict", "captions", "--model", trained / "model", "--images", synth_small / "test",
+                       "--out", sub, "--beams", "2", "--batch-size", "5")
+    assert rc == 0, err
+    ids = _test_ids(synth_small)
+    assert validate_caption_submission(sub, gold_ids=ids) == []
+    assert sorted(read_caption_submission(sub)) == sorted(ids)
+    lines = sub.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "ID,Caption" and all(line.split(",", 1)[1].startswith('"') for line in lines[1:])
+    assert f"{len(ids)} captions" in out
+
+
+def test_predict_reads_png_and_dicom_files(trained, synth_small, cli, tmp_path):
+    from PIL import Image
+
+    pydicom_data = pytest.importorskip("pydicom.data")
+    src = next((synth_small / "test").iterdir())
+    Image.open(src).save(tmp_path / "scan_png.png")
+    shutil.copy(pydicom_data.get_testdata_file("CT_small.dcm"), tmp_path / "scan_dcm.dcm")
+    sub = tmp_path / "out" / "sub.csv"
+    rc, _, err = cli("predict", "captions", "--model", trained / "model", "--images", tmp_path / "scan_png.png",
+                     "--images", tmp_path / "scan_dcm.dcm", "--out", sub)
+    assert rc == 0, err
+    assert sorted(read_caption_submission(sub)) == ["scan_dcm", "scan_png"]
+
+
+def test_an_unreadable_image_is_a_one_line_error_and_no_submission_is_written(trained, synth_small, cli, tmp_path):
+    images = tmp_path / "images"
+    shutil.copytree(synth_small / "test", images)
+    (images / "broken.jpg").write_bytes(b"not a jpeg at all")
+    sub = tmp_path / "sub.csv"
+    rc, _, err = cli("predict", "captions", "--model", trained / "model", "--images", images, "--out", sub)
+    assert rc == 2
+    assert _error_line(err).startswith("error: ") and "broken.jpg" in _error_line(err)
+    assert not sub.exists() and list(tmp_path.iterdir()) == [images]
+
+
+def test_a_model_folder_missing_files_is_a_one_line_error(trained, synth_small, cli, tmp_path):
+    broken = tmp_path / "model"
+    shutil.copytree(trained / "model", broken)
+    (broken / "model.safetensors").unlink()
+    rc, _, err = cli("predict", "captions", "--model", broken, "--images", synth_small / "test",
+                     "--out", tmp_path / "sub.csv")
+    assert rc == 2 and "missing model.safetensors" in err and err.count("\n") == 1
+    assert not (tmp_path / "sub.csv").exists()
+
+
+def test_paper_config_without_weights_fails_with_how_to_get_them(synth_small, cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    out = tmp_path / "run"
+    rc, _, err = cli("train", "captions", "--config", "paper", "--data", synth_small, "--out", out)
+    assert rc == 2 and err.count("\n") == 1
+    assert "Salesforce/blip-image-captioning-large" in err and "hf download" in err
+    assert not (out / "model").exists()
+
+
+def test_resume_continues_an_interrupted_run_with_the_same_tokenizer(synth_small, tiny_config, cli, tmp_path):
+    out = tmp_path / "run"
+    # A time budget of ~0 stops the first epoch after one batch, as an interruption would.
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", synth_small, "--out", out,
+                     "--set", "epochs=2", "--set", "max_minutes=0.00001")
+    assert rc == 0, err
+    vocab = (out / "processor" / "tokenizer.json").read_text()
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", synth_small, "--out", out,
+                     "--set", "epochs=2")
+    assert rc == 2 and "--resume" in err                      # an existing run is never overwritten
+    rc, out_text, err = cli("train", "captions", "--config", tiny_config, "--data", synth_small, "--out", out,
+                            "--set", "epochs=2", "--resume")
+    assert rc == 0, err
+    with open(out / "metrics.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    assert (out / "model" / "tokenizer.json").read_text() == vocab
+    assert "at epoch" in out_text
+
+
+def _copy_dataset(src, dst):
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_long_captions_are_truncated_and_counted(synth_small, tiny_config, cli, tmp_path):
+    data = _copy_dataset(synth_small, tmp_path / "data")
+    path = data / "train_captions.csv"
+    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))
+    rows[1][1] = " ".join(["nodule"] * 1200)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f, quoting=csv.QUOTE_NONNUMERIC).writerows(rows)
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", data, "--out", tmp_path / "run",
+                     "--set", "max_length=1000", "--set", "eval_images=0")
+    assert rc == 0, err
+    assert "1 longer than 1000 tokens (truncated), longest 1202 tokens" in err
+    meta = json.loads((tmp_path / "run" / "model" / "medcap_captioner.json").read_text())
+    assert meta["training"]["captions_truncated"] == 1
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b'ID,Caption\nSYNTH_2025_train_000001,"caf\xe9 au lait spots"\n', "UTF-8"),
+    (b'ID,Caption\nSYNTH_2025_train_000001,""\n', "empty caption"),
+])
+def test_bad_caption_files_are_one_line_errors_naming_the_file(synth_small, tiny_config, cli, tmp_path, content,
+                                                                expected):
+    data = _copy_dataset(synth_small, tmp_path / "data")
+    (data / "train_captions.csv").write_bytes(content)
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", data, "--out", tmp_path / "run")
+    assert rc == 2 and err.count("\n") == 1
+    assert "train_captions.csv" in err and expected in err
+    assert not (tmp_path / "run" / "model").exists()
+
+
+def test_unknown_config_key_is_a_one_line_error(synth_small, cli, tmp_path):
+    rc, _, err = cli("train", "captions", "--config", "demo", "--data", synth_small, "--out", tmp_path / "run",
+                     "--set", "beams=3")
+    assert rc == 2 and "unknown config key 'beams'" in err
+
+
+def test_constant_baseline_gives_one_training_caption_to_every_image(synth_small, cli, tmp_path):
+    sub = tmp_path / "const.csv"
+    rc, out, err = cli("baseline", "captions", "constant", "--data", synth_small, "--out", sub)
+    assert rc == 0, err
+    captions = read_caption_submission(sub, gold_ids=_test_ids(synth_small))
+    train = read_caption_submission_like(synth_small / "train_captions.csv")
+    assert len(set(captions.values())) == 1 and next(iter(captions.values())) in train
+    assert "test ROUGE-1" in out
+
+
+def test_retrieval_baseline_gives_the_caption_of_the_nearest_training_image(trained, synth_small, cli, tmp_path):
+    sub = tmp_path / "ret.csv"
+    rc, out, err = cli("baseline", "captions", "retrieval", "--data", synth_small, "--out", sub,
+                       "--model", trained / "model", "--split", "train")
+    assert rc == 0, err
+    captions = read_caption_submission(sub)
+    train = read_caption_submission_like(synth_small / "train_captions.csv")
+    # Retrieving for the training images themselves: each one's nearest neighbour is itself.
+    assert sum(captions[i] == train[i] for i in train) >= 0.9 * len(train)
+
+
+def read_caption_submission_like(path):
+    from medcap.data import read_captions_csv
+
+    return read_captions_csv(path)
