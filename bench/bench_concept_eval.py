@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  matrix mean_per_image_f1     {t_matrix:8.3f} s  ({len(gold)} x {len(col)} dense bool)")
     extrapolated = f", extrapolated from {n_ref} images" if n_ref < len(gold) else ""
     print(f"official per-image sklearn loop (reading included{extrapolated}): {t_ref:.3f} s")
-    print(f"ratio: official loop / medcap scoring = {t_ref / t_score:.0f}x; / medcap total = {t_ref / medcap_total:.0f}x")
+    print(f"ratio: official loop / medcap scoring = {t_ref / t_score:.0f}x; "
+          f"/ medcap total = {t_ref / medcap_total:.0f}x")
     ok = abs(s["primary_f1"] - ref_primary) <= 1e-12 and abs(s["secondary_f1"] - ref_secondary) <= 1e-12
     return 0 if ok else 1
 

@@ -10,10 +10,10 @@ from medcap.errors import MedcapError
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, synth_small):
-    """Tiny models trained for one epoch on the small synthetic dataset (reloadable folders)."""
+    """Tiny models trained for one epoch on the small synthetic dataset (shared by the test files)."""
     from medcap.demo import train_tiny_models
 
-    return train_tiny_models(synth_small, tmp_path_factory.mktemp("models"))
+    return train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ def app_url(tmp_path_factory, synth_small):
     from medcap.app import serve
     from medcap.demo import train_tiny_models
 
-    models = train_tiny_models(synth_small, tmp_path_factory.mktemp("models"))
+    models = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
     port = _free_port()
     demo = serve(models.concepts, models.captions, port=port, max_file_mb=20, block=False)
     yield f"http://127.0.0.1:{port}/"

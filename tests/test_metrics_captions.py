@@ -33,7 +33,8 @@ OFFLINE = dict(bertscore_model=None, bleurt_model=None)
     ("CT scan, 12.5 mm (arrow)! Fig.3", "ct scan numbernumber mm arrow fignumber"),  # digits before punctuation
     ("T2-weighted MRI", "tnumberweighted mri"),
     ("Axial  CT\nimage", "axial  ct\nimage"),  # whitespace untouched
-    ("mass \u2013 lung\u2019s x\u00b2", "mass \u2013 lung\u2019s x\u00b2"),  # only ASCII punctuation goes; ² is no digit
+    # only ASCII punctuation goes; a superscript two is no decimal digit
+    ("mass \u2013 lung\u2019s x\u00b2", "mass \u2013 lung\u2019s x\u00b2"),
     ("\u0663 lesions", "number lesions"),  # any Unicode decimal digit run, as Python's \d
     ("", ""),
     ("...", ""),
@@ -247,16 +248,16 @@ BERT_PRED = ["CT chest with a nodule in the right lung", "Brain MRI, T2-weighted
 
 
 def test_batched_bertscore_equals_pair_by_pair_scoring_the_organisers_way(minilm):
-    from bert_score import BERTScorer
+    from bert_score.utils import get_idf_dict
 
     ours = BertScorer(minilm, idf_captions=BERT_GOLD, num_layers=6, batch_size=3, device="cpu")
-    batched = ours.score(BERT_GOLD, BERT_PRED)
+    # The organisers: one bert-score BERTScorer whose idf comes from all preprocessed gold
+    # captions (idf_sents), then one call per pair, F1 taken; two empty captions score 1.
+    theirs = ours._scorer  # the same model: only the way of calling differs
+    want_idf = get_idf_dict([preprocess_caption(c) for c in BERT_GOLD], theirs._tokenizer, nthreads=0)
+    assert dict(theirs._idf_dict) == dict(want_idf) and theirs._idf_dict[-1] == want_idf[-1]  # and the default
 
-    # The organisers: one BERTScorer with idf from all preprocessed gold captions, then one
-    # call per pair, F1 taken; a pair of two empty captions scores 1.
-    theirs = BERTScorer(model_type=minilm, num_layers=6, idf=True, nthreads=0, device="cpu")
-    _patch_tokenizer(theirs._tokenizer)  # transformers 5 compatibility, as in medcap
-    theirs.compute_idf([preprocess_caption(c) for c in BERT_GOLD])
+    batched = ours.score(BERT_GOLD, BERT_PRED)
     one_by_one = [1.0 if not g and not p else
                   theirs.score(cands=[preprocess_caption(p)], refs=[preprocess_caption(g)])[2].item()
                   for g, p in zip(BERT_GOLD, BERT_PRED)]
@@ -264,10 +265,11 @@ def test_batched_bertscore_equals_pair_by_pair_scoring_the_organisers_way(minilm
     assert batched[2] == 1.0  # both empty
     assert batched[4] == 0.0 and batched[5] == 0.0  # empty after preprocessing -> bert-score's 0
     assert batched[7] == pytest.approx(1.0, abs=1e-6)  # identical captions
+    assert len(set(np.round(batched, 6))) > 3  # real, different scores
     # recall is a setting (the paper), F1 the default (the public code)
-    recall = BertScorer(minilm, idf_captions=BERT_GOLD, num_layers=6, measure="recall", device="cpu")
+    ours.measure = "recall"
     want = theirs.score(cands=[preprocess_caption(BERT_PRED[0])], refs=[preprocess_caption(BERT_GOLD[0])])[1].item()
-    assert recall.score(BERT_GOLD[:1], BERT_PRED[:1])[0] == pytest.approx(want, abs=1e-6)
+    assert ours.score(BERT_GOLD[:1], BERT_PRED[:1])[0] == pytest.approx(want, abs=1e-6)
 
 
 def test_evaluate_captions_with_a_local_bertscore_folder_reports_its_settings(minilm):

@@ -28,9 +28,8 @@ CT, CHEST, MRI, US, ABDOMEN = "C0040405", "C0817096", "C0024485", "C0041618", "C
 # ---------------------------------------------------------------------------------------
 
 def reference_score(gold: dict, pred: dict, allowed: frozenset | None = None) -> float:
-    """Mean over images of sklearn's binary F1 on the union of CUIs; empty gold left out."""
-    from sklearn.metrics import f1_score
-
+    """The official loop with sets: per image precision, recall and their harmonic mean
+    (sklearn's binary F1 on the union of CUIs), averaged over images with gold CUIs."""
     total, count = 0.0, 0
     for image_id, gold_cuis in gold.items():
         g = {c.strip().upper() for c in gold_cuis if c.strip()}
@@ -39,10 +38,10 @@ def reference_score(gold: dict, pred: dict, allowed: frozenset | None = None) ->
             g, p = g & allowed, p & allowed
         if not g:
             continue
-        union = sorted(g | p)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            total += f1_score([int(c in g) for c in union], [int(c in p) for c in union], average="binary")
+        hits = len(g & p)
+        precision = hits / len(p) if p else 0.0
+        recall = hits / len(g)
+        total += 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         count += 1
     return total / count if count else float("nan")
 
@@ -218,7 +217,7 @@ def gold_and_pred(draw, max_images: int = 12):
     return gold, pred, manual
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(gold_and_pred())
 def test_dict_scores_equal_the_reference_loop(data):
     gold, pred, manual = data
@@ -231,7 +230,7 @@ def test_dict_scores_equal_the_reference_loop(data):
             assert abs(got - want) <= 1e-12
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(gold_and_pred())
 def test_matrix_scores_equal_the_reference_loop(data):
     gold, pred, _ = data
@@ -249,7 +248,7 @@ def test_matrix_scores_equal_the_reference_loop(data):
     assert (math.isnan(got) and math.isnan(want)) or abs(got - want) <= 1e-12
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(st.integers(0, 100), st.integers(1, 100), st.integers(0, 100))
 def test_hundred_concept_rows_equal_the_reference(n_pred, n_gold, shift):
     pool = [f"C{j:07d}" for j in range(250)]

@@ -135,3 +135,37 @@ def test_report_command_writes_the_page(cli, tmp_path):
     assert (tmp_path / "r" / "report.html").is_file() and "report.html" in out
     rc, out, err = cli("report", "--data", tmp_path / "missing", "--out", tmp_path / "r2")
     assert rc == 2 and "not found" in err and not (tmp_path / "r2").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory, synth_small):
+    """Tiny models trained for one epoch on the small synthetic dataset (shared by the test files)."""
+    from medcap.demo import train_tiny_models
+
+    return train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
+
+
+def test_full_report_on_a_dataset_with_models_and_submissions(tmp_path, synth_small, tiny_models):
+    from medcap.data.dataset import read_dataset
+    from medcap.submission import write_caption_submission, write_concept_submission
+
+    test = read_dataset(synth_small).split("test")
+    concept_csv = write_concept_submission(tmp_path / "c.csv", {i: test.concepts[i][:1] for i in test.ids})
+    caption_csv = write_caption_submission(tmp_path / "k.csv", {i: "CT of the chest." for i in test.ids})
+    html_path = build_report(ReportInputs(data=synth_small, concept_model=tiny_models.concepts,
+                                          caption_model=tiny_models.captions, concept_pred=concept_csv,
+                                          caption_pred=caption_csv, gallery_size=3), tmp_path / "report")
+    html = html_path.read_text(encoding="utf-8")
+    assert_self_contained(html)
+    for section in ("scores", "dataset", "training", "thresholds", "per-concept", "gallery"):
+        assert f'id="{section}"' in html
+    assert "Left out of this report" not in html
+    assert "Synthetic data." in html and "recomputed on the validation split" in html
+    assert "Figure 2" in html and "Figure 3" in html
+    # Submissions scored: the first gold CUI of every image gives precision 1.
+    assert "Concept model" in html and "Caption model" in html
+    assert html.count('class="card"') == 3 and html.count("heatmap:") == 3
+    assert "CT of the chest." in html  # the submitted caption, not a regenerated one
+    out = tmp_path / "report"
+    assert len(list((out / "gallery").glob("*_heatmap.png"))) == 3
+    assert {"caption_lengths.png", "concepts_per_image.png"} <= {p.name for p in (out / "dataset").iterdir()}

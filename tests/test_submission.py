@@ -105,7 +105,7 @@ def test_reader_refuses_an_invalid_file_naming_the_line(tmp_path):
 ])
 def test_each_concept_rule_has_a_failing_file(tmp_path, text, line, message):
     found = violations(write(tmp_path, text))
-    assert any(l == line and message in m for l, m in found), found
+    assert any(ln == line and message in m for ln, m in found), found
 
 
 def test_missing_ids_are_reported_for_the_whole_file(tmp_path):
@@ -121,13 +121,13 @@ def test_invalid_utf8_is_reported_on_its_line(tmp_path):
 def test_empty_concept_list_is_a_violation_only_under_the_2026_rule(tmp_path):
     path = write(tmp_path, f"ID,CUIs\n{A},\n{B},{CT}\n")
     assert violations(path) == []
-    assert [l for l, _ in violations(path, allow_empty=False)] == [2]
+    assert [ln for ln, _ in violations(path, allow_empty=False)] == [2]
 
 
 def test_every_violation_is_reported_not_only_the_first(tmp_path):
     text = f"\ufeffID,CUIs\n{A},c1;C2;C2;\n\n{A},C3\nx, C4\n"
     found = violations(write(tmp_path, text))
-    lines = [l for l, _ in found]
+    lines = [ln for ln, _ in found]
     assert lines == [1, 2, 2, 2, 3, 4, 5, 5, None]  # in file order, whole-file problems last
     assert len(found) == 9
 
@@ -197,13 +197,13 @@ def test_caption_writer_refuses_bad_ids_and_missing_ids(tmp_path):
 ])
 def test_each_caption_rule_has_a_failing_file(tmp_path, text, line, message):
     found = violations(write(tmp_path, text), kind="captions")
-    assert any(l == line and message in m for l, m in found), found
+    assert any(ln == line and message in m for ln, m in found), found
 
 
 def test_caption_line_numbers_count_the_lines_of_multi_line_captions(tmp_path):
     text = f'ID,Caption\n{A},"a\nb\nc"\n{B}," y"\n'
     found = violations(write(tmp_path, text), kind="captions")
-    assert [l for l, _ in found] == [2, 5]
+    assert [ln for ln, _ in found] == [2, 5]
 
 
 def test_unquoted_caption_without_comma_and_empty_caption_are_valid(tmp_path):

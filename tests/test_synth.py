@@ -75,7 +75,7 @@ def test_dataset_has_exactly_the_imageclef_layout(synth_small):
         m_header, m_rows = _read_csv(root / f"{split}_concepts_manual.csv")
         assert m_header == ["ID", "CUIs"]
         assert [r[0] for r in m_rows] == ids
-        for full, manual in zip(rows, m_rows):
+        for full, manual in zip(rows, m_rows, strict=True):
             assert manual[1].split(";") == [c for c in full[1].split(";") if c in SECONDARY_CUIS]
 
         c_header, c_rows = _read_csv(root / f"{split}_captions.csv")

@@ -20,6 +20,7 @@ from .errors import MedcapError
 
 DEFAULT_MAX_FILE_MB = 50.0
 TOP_K = 10  # concepts shown with their probabilities
+MAX_LISTED = 15  # predicted concepts named under them
 
 
 @dataclass
@@ -179,12 +180,13 @@ def _outputs_for(pipeline: Pipeline, file_path: str | None):
     except MedcapError as e:
         return None, None, "", "", None, f"⚠ **Cannot analyse this file.** {e.format()}"
     probs = {c.label: round(c.probability, 4) for c in analysis.concepts[:TOP_K]}
+    predicted = ""
     if analysis.concepts:
-        predicted = ", ".join(f"**{c.label}** {c.probability:.2f}" for c in analysis.predicted) or \
-            "none above the threshold"
-        predicted = f"Predicted concepts: {predicted}"
-    else:
-        predicted = ""
+        chosen = analysis.predicted
+        listed = ", ".join(f"**{c.label}** {c.probability:.2f}" for c in chosen[:MAX_LISTED])
+        if len(chosen) > MAX_LISTED:
+            listed += f" and {len(chosen) - MAX_LISTED} more"
+        predicted = f"Predicted ({len(chosen)} above the model's thresholds): {listed or 'none'}"
     status = "✓ Analysed " + Path(file_path).name
     if analysis.heatmap_concept:
         name = next((c.label for c in analysis.concepts if c.cui == analysis.heatmap_concept), "")
@@ -202,18 +204,19 @@ def build_ui(pipeline: Pipeline):
         gr.Markdown("# medcap: medical image concepts and captions")
         gr.Markdown(INTRO)
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1):
+            with gr.Column(scale=5):
                 upload = gr.File(label="Image file (JPEG, PNG or DICOM)", file_count="single", type="filepath",
-                                 elem_id="upload")
+                                 elem_id="upload", height=120)
                 status = gr.Markdown(elem_id="status")
-                preview = gr.Image(label="Image", type="pil", interactive=False, elem_id="preview", height=320)
-            with gr.Column(scale=1):
+                with gr.Row():
+                    preview = gr.Image(label="Image", type="pil", interactive=False, elem_id="preview", height=300)
+                    heatmap = gr.Image(label="Heatmap of the top concept", type="pil", interactive=False,
+                                       elem_id="heatmap", height=300)
+            with gr.Column(scale=4):
                 caption = gr.Textbox(label="Generated caption", interactive=False, lines=3, elem_id="caption")
                 concepts = gr.Label(label="Concepts (probability)", num_top_classes=TOP_K, show_heading=False,
                                     elem_id="concepts")
                 predicted = gr.Markdown(elem_id="predicted")
-                heatmap = gr.Image(label="Heatmap of the top concept", type="pil", interactive=False,
-                                   elem_id="heatmap", height=320)
         upload.change(lambda f: _outputs_for(pipeline, f), inputs=upload,
                       outputs=[preview, concepts, predicted, caption, heatmap, status],
                       api_name="analyze")

@@ -220,9 +220,16 @@ def train_models(data: Path, runs: Path, plan: DemoPlan, seed: int = 0, log: Cal
     return DemoModels(concepts=concept_run / "model", captions=caption_run / "model")
 
 
-def train_tiny_models(data: str | Path, out: str | Path) -> DemoModels:
-    """Tiny, barely trained models (one epoch of the FAST plan): for tests and smoke runs."""
-    return train_models(Path(data), Path(out), FAST, log=lambda _msg: None)
+def train_tiny_models(data: str | Path, out: str | Path, reuse: bool = True) -> DemoModels:
+    """Tiny, barely trained models (one epoch of the FAST plan) in ``out``: for tests and smoke runs.
+
+    With ``reuse``, models already in ``out`` (from an earlier call) are returned as they are.
+    """
+    out = Path(out)
+    models = DemoModels(concepts=out / "concepts" / "model", captions=out / "captions" / "model")
+    if reuse and (models.concepts / "config.json").is_file() and (models.captions / "config.json").is_file():
+        return models
+    return train_models(Path(data), out, FAST, log=lambda _msg: None)
 
 
 def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print) -> tuple[Path, Path]:
@@ -261,7 +268,7 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[d
     """
     from . import baselines as B
     from .submission import write_caption_submission, write_concept_submission
-    from .tasks.concepts import ImageFolderItems
+    from .tasks.concepts import ImageFolderItems, load_detector
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
 
@@ -270,10 +277,10 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[d
 
     train_ids, valid_ids = labelled(train, train.concepts), labelled(valid, valid.concepts)
     test_ids = [i for i in test.ids if test.has_image(i)]
+    detector = load_detector(models.concepts)
     embeddings = {}
     for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids)):
-        embeddings[name] = B.image_embeddings(models.concepts, ImageFolderItems.from_split(split, ids),
-                                              progress=True)[1]
+        embeddings[name] = B.image_embeddings(detector, ImageFolderItems.from_split(split, ids), progress=True)[1]
     concepts: dict[str, dict[str, list[str]]] = {}
     frequent, _ = B.fit_most_frequent({i: train.concepts[i] for i in train_ids}, valid.concepts)
     concepts["Most frequent concepts (baseline)"] = {i: list(frequent) for i in test_ids}

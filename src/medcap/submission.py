@@ -80,8 +80,8 @@ def _decode(data: bytes, violations: list[Violation]) -> str:
         violations.append(Violation(line, f"not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"))
         text = data.decode("utf-8", errors="replace")
     if text.startswith(_BOM):
-        violations.append(Violation(1, "the file starts with a UTF-8 byte-order mark (BOM); "
-                                       "the official checker reads it as part of the header: save as UTF-8 without BOM"))
+        violations.append(Violation(1, "the file starts with a UTF-8 byte-order mark (BOM); the official "
+                                       "checker reads it as part of the header: save as UTF-8 without BOM"))
         text = text[len(_BOM):]
     return text
 
@@ -89,7 +89,8 @@ def _decode(data: bytes, violations: list[Violation]) -> str:
 def _parse(text: str, header: tuple[str, str], violations: list[Violation]) -> list[_Record]:
     """Split ``text`` into CSV records, checking the header and blank lines."""
     if not text.strip():
-        violations.append(Violation(None, f"the file is empty; expected the header {','.join(header)} and one row per image"))
+        violations.append(Violation(None, f"the file is empty; expected the header {','.join(header)} "
+                                          "and one row per image"))
         return []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -121,7 +122,8 @@ def _parse(text: str, header: tuple[str, str], violations: list[Violation]) -> l
     if tuple(first.fields) == header:
         return records[1:]
     if first.fields and first.fields[0].strip() == header[0]:
-        violations.append(Violation(first.line, f"the header must be exactly {','.join(header)}, found {','.join(first.fields)}"))
+        violations.append(Violation(first.line, f"the header must be exactly {','.join(header)}, "
+                                                f"found {','.join(first.fields)}"))
         return records[1:]
     violations.append(Violation(first.line, f"missing header: the first line must be {','.join(header)}"))
     return records
@@ -143,7 +145,8 @@ def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | Non
         if image_id != image_id.strip():
             violations.append(Violation(r.line, f"the ID {image_id!r} has leading or trailing spaces"))
         if image_id in seen:
-            violations.append(Violation(r.line, f"the ID {image_id} appears again (first on line {seen[image_id].line})"))
+            first_line = seen[image_id].line
+            violations.append(Violation(r.line, f"the ID {image_id} appears again (first on line {first_line})"))
             continue
         seen[image_id] = r
         if expected is not None and image_id not in expected:
@@ -152,7 +155,8 @@ def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | Non
         missing = sorted(i for i in expected if i not in seen)
         if missing:
             examples = ", ".join(missing[:_MAX_EXAMPLES]) + (", ..." if len(missing) > _MAX_EXAMPLES else "")
-            violations.append(Violation(None, f"{len(missing)} of the {len(expected)} gold IDs have no row: {examples}"))
+            violations.append(Violation(None, f"{len(missing)} of the {len(expected)} gold IDs have no row: "
+                                              f"{examples}"))
     return seen
 
 
@@ -195,7 +199,8 @@ def _concept_violations(text: str, gold_ids, allow_empty: bool, violations: list
             violations.append(Violation(r.line, "empty CUI (a trailing ';' or ';;')"))
         bad = [c for c in cuis if c and not CUI_PATTERN.fullmatch(c)]
         if bad:
-            violations.append(Violation(r.line, f"not a CUI ('C' followed by digits): {', '.join(map(repr, bad[:_MAX_EXAMPLES]))}"))
+            shown = ", ".join(map(repr, bad[:_MAX_EXAMPLES]))
+            violations.append(Violation(r.line, f"not a CUI ('C' followed by digits): {shown}"))
         duplicates = sorted({c for c in cuis if c and cuis.count(c) > 1})
         if duplicates:
             violations.append(Violation(r.line, f"CUI given more than once: {', '.join(duplicates)}"))
@@ -282,7 +287,8 @@ def _caption_violations(text: str, gold_ids, violations: list[Violation]) -> dic
     return captions
 
 
-def check_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None) -> tuple[dict[str, str], list[Violation]]:
+def check_caption_submission(path: str | Path,
+                             gold_ids: Iterable[str] | None = None) -> tuple[dict[str, str], list[Violation]]:
     """Read a caption submission and list every broken rule: ``(captions, violations)``."""
     violations: list[Violation] = []
     text = _decode(_read_bytes(path), violations)
@@ -361,7 +367,9 @@ def _refuse(path, violations: list[Violation]) -> None:
 def _raise_first(path, violations: list[Violation]) -> None:
     if violations:
         v = violations[0]
-        more = f" (and {len(violations) - 1} more; run `medcap validate` to list them all)" if len(violations) > 1 else ""
+        more = ""
+        if len(violations) > 1:
+            more = f" (and {len(violations) - 1} more; run `medcap validate` to list them all)"
         raise MedcapError(v.message + more, file=path, line=v.line)
 
 

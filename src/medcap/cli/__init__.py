@@ -37,8 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:
         # Usage errors come as click's ClickException (typer vendors click, so match by
         # shape rather than by class): print click's short message, not a traceback.
-        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
-            e.show()
+        if callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int):
+            ctx = getattr(e, "ctx", None)
+            hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+            print(f"error: {e.format_message()}{hint}".replace("\n", " "), file=sys.stderr)
             return e.exit_code
         if type(e).__name__ == "Abort":
             return 1

@@ -19,7 +19,6 @@ from ..errors import MedcapError
 from ..fileio import atomic_write
 from .app import evaluate_app, validate_app
 
-
 # ---------------------------------------------------------------------------------------
 # Shared helpers
 # ---------------------------------------------------------------------------------------
@@ -90,7 +89,8 @@ def validate_concepts_command(
     submission: Path = typer.Argument(..., help="Concept submission CSV (ID,CUIs)."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="Gold concepts CSV: the IDs every submission must "
                                         "list exactly once (without it, the ID coverage is not checked)."),
-    gold_manual: Optional[Path] = typer.Option(None, "--gold-manual", help="Manual gold CSV; its IDs are expected too."),
+    gold_manual: Optional[Path] = typer.Option(None, "--gold-manual",
+                                               help="Manual gold CSV; its IDs are expected too."),
     allow_empty: bool = typer.Option(True, "--allow-empty/--no-empty", help="Accept rows without CUIs ('ID,'), "
                                      "as the 2025 rules do; --no-empty applies the 2026 checker's rule."),
 ) -> int:
@@ -144,7 +144,8 @@ def evaluate_concepts_command(
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write one CSV row per image here."),
     per_concept: Optional[Path] = typer.Option(None, "--per-concept", help="Write precision/recall/F1 of every "
                                                "concept as CSV here."),
-    cui_mapping: Optional[Path] = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: concept names in the tables."),
+    cui_mapping: Optional[Path] = typer.Option(None, "--cui-mapping",
+                                               help="cui_mapping.csv: concept names in the tables."),
     empty_gold: str = typer.Option("skip", "--empty-gold", help="Images whose gold list is empty: 'skip' (the "
                                    "official rule) or 'organisers-code' (what their code does with 'ID,' gold rows)."),
     top: int = typer.Option(10, "--top", min=0, help="Concepts shown in the best / worst tables."),
@@ -168,9 +169,9 @@ def evaluate_concepts_command(
     s = scores.summary
 
     typer.echo(f"Concept detection: {pred} against {gold}")
+    source = "manual gold" if gold_manual else "no --gold-manual: --gold used"
     rows = [["primary F1", s["primary_f1"], f"{s['n_scored']} of {s['n_images']} images"],
-            ["secondary F1", s["secondary_f1"], f"{s['n_scored_secondary']} images with one of the 15 CUIs "
-                                                f"({'manual gold' if gold_manual else 'no --gold-manual: --gold used'})"]]
+            ["secondary F1", s["secondary_f1"], f"{s['n_scored_secondary']} images with one of the 15 CUIs ({source})"]]
     typer.echo(_table(["score", "value", "scored"], rows))
     if s["n_empty_gold"]:
         typer.echo(f"note: {s['n_empty_gold']} gold rows are empty; they are "

@@ -42,6 +42,7 @@ __all__ = [
     "ScorerUnavailable",
     "aggregate_scores",
     "evaluate_captions",
+    "evaluate_concepts",
     "find_minilm_model",
     "mean_per_image_f1",
     "normalize_cui",

@@ -129,12 +129,12 @@ class BertScorer:
                  device: str | None = None, download: bool = False):
         if measure not in ("f1", "recall", "precision"):
             raise MedcapError(f"BERTScore measure must be f1, recall or precision, got {measure!r}")
+        self.model = str(model)
+        folder = _opt.resolve_model(self.model, download=download, what="BERTScore model")
         try:
             from bert_score import BERTScorer
         except ImportError:
             raise ScorerUnavailable("needs the bert-score package (pip install bert-score)") from None
-        self.model = str(model)
-        folder = _opt.resolve_model(self.model, download=download, what="BERTScore model")
         self.num_layers = num_layers if num_layers is not None else _default_num_layers(self.model, folder)
         self.measure = measure
         self.batch_size = batch_size

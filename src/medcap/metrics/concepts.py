@@ -84,7 +84,8 @@ def _row_intersections(pred, gold) -> np.ndarray:
         g = sp.csr_matrix(gold, dtype=bool)
         both = p.multiply(g)  # elementwise AND of two boolean matrices
         return _row_counts(both)
-    return np.count_nonzero(np.logical_and(np.asarray(pred, dtype=bool), np.asarray(gold, dtype=bool)), axis=1).astype(np.int64)
+    both = np.logical_and(np.asarray(pred, dtype=bool), np.asarray(gold, dtype=bool))
+    return np.count_nonzero(both, axis=1).astype(np.int64)
 
 
 def per_image_f1_matrix(pred, gold, gold_sizes: Sequence[int] | np.ndarray | None = None) -> np.ndarray:

@@ -20,10 +20,11 @@ and its labels), ``draw`` (the drawing), ``captions`` and ``generate`` (files on
 """
 from .captions import caption_from_concepts, mentioned_concepts
 from .catalog import CATALOG, SECONDARY_CUIS, Concept
-from .generate import SynthConfig, SynthImage, add_label_noise, generate_dataset, make_image
+from .generate import GENERATOR_VERSION, SynthConfig, SynthImage, add_label_noise, generate_dataset, make_image
 
 __all__ = [
     "CATALOG",
+    "GENERATOR_VERSION",
     "SECONDARY_CUIS",
     "Concept",
     "SynthConfig",

@@ -87,12 +87,8 @@ def _angio_vessels(cv: Canvas, rng: np.random.Generator, region: str, v: float) 
     stack = [(x, y, a, length, w, 0) for (x, y), a, length, w in roots]
     while stack:
         x, y, a, length, w, depth = stack.pop()
-        bend = rng.uniform(-0.35, 0.35)
-        xm, ym = x + math.cos(a) * length * 0.5, y + math.sin(a) * length * 0.5
-        a2 = a + bend
-        xe, ye = xm + math.cos(a2) * length * 0.5, ym + math.sin(a2) * length * 0.5
-        cv.capsule(x, y, xm, ym, w, v, soft=1.2)
-        cv.capsule(xm, ym, xe, ye, w * 0.9, v, soft=1.2)
+        xe, ye = x + math.cos(a) * length, y + math.sin(a) * length
+        cv.capsule(x, y, xe, ye, w, v, soft=1.2)
         if depth >= 3 or w < 0.006:
             continue
         if trunk_branches and depth == 0:  # side branches off a straight trunk
@@ -102,9 +98,10 @@ def _angio_vessels(cv: Canvas, rng: np.random.Generator, region: str, v: float) 
                     stack.append((bx, by, a + sgn * rng.uniform(1.0, 1.5), 0.18, w * 0.45, depth + 2))
             continue
         n_children = 2 if rng.random() < 0.8 else 3
+        bend = rng.uniform(-0.3, 0.3)  # the parent's course bends where it divides
         for j in range(n_children):
             da = (j - (n_children - 1) / 2) * rng.uniform(0.5, 0.8)
-            stack.append((xe, ye, a2 + da, length * rng.uniform(0.55, 0.75), w * 0.62, depth + 1))
+            stack.append((xe, ye, a + bend + da, length * rng.uniform(0.55, 0.75), w * 0.62, depth + 1))
 
 
 def _finish_ct(img, rng, S, g, geo):
@@ -147,9 +144,8 @@ def _finish_xray(img, rng, S, g, geo):
     img += 0.04 * bank_window(noise_bank(S, "smooth6"), S, rng)
     img += 0.014 * bank_window(noise_bank(S, "gauss"), S, rng)
     img *= g["vignette"]
-    gamma = float(rng.uniform(0.8, 1.2))
     np.clip(img, 0.0, 1.0, out=img)
-    img **= gamma
+    img += float(rng.uniform(-0.25, 0.25)) * img * (1.0 - img)  # film curve (a cheap gamma)
     # collimation: dark borders of random width
     m = rng.integers(0, max(S // 14, 1), size=4)
     if m[0]:
@@ -253,7 +249,9 @@ def render(scene, size: int, rng: np.random.Generator) -> tuple[np.ndarray, list
         cv.img = _blur3(cv.img)
     if geo.extra.get("mirror_breast"):
         cv.img = np.ascontiguousarray(cv.img[:, ::-1])
-    areas = [draw_finding(cv, f, m, lut, rng) for f in scene.findings]
+    for f in scene.findings:
+        f.area = draw_finding(cv, f, m, lut, rng)
+    areas = [f.area for f in scene.findings]
     img = _FINISH[m](cv.img, rng, S, g, geo)
     out = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     return out, areas

@@ -35,6 +35,8 @@ from .captions import caption_for_scene
 from .draw import render
 from .scene import sample_scene
 
+GENERATOR_VERSION = 1
+"""Bumped whenever the same config would draw different files (so caches can tell)."""
 SPLITS = ("train", "valid", "test")
 _SPLIT_CODE = {"train": 0, "valid": 1, "test": 2}
 _MIN_SIZE, _MAX_SIZE = 32, 2048
@@ -176,7 +178,7 @@ def _quote(text: str) -> str:
 
 def readme_text(cfg: SynthConfig) -> str:
     conf = json.dumps(dataclasses.asdict(cfg), indent=2)
-    return f"""SYNTHETIC DATA - these are procedurally drawn images, NOT real medical images and NOT from any patient. Made by `medcap synth` (medcap {__version__}) with seed {cfg.seed} for demos, tests and benchmarks of the ImageCLEFmedical Caption tools; nothing learned or measured on it says anything about real data.
+    return f"""SYNTHETIC DATA - these are procedurally drawn images, NOT real medical images and NOT from any patient. Made by `medcap synth` (medcap {__version__}, generator version {GENERATOR_VERSION}) with seed {cfg.seed} for demos, tests and benchmarks of the ImageCLEFmedical Caption tools; nothing learned or measured on it says anything about real data.
 
 Layout: the ImageCLEFmedical Caption 2025 layout (train/, valid/, test/ folders of <ID>.jpg;
 <split>_concepts.csv "ID,CUIs" with CUIs joined by ';'; <split>_concepts_manual.csv with only
@@ -188,8 +190,8 @@ What the images show: the modality (CT, MRI, plain X-ray, ultrasound, angiograph
 sets the global look, the body region (chest, abdomen, head, spine, pelvis, upper/lower
 extremity, breast; some images have none) the anatomy drawing, and findings (nodule, mass,
 cyst, fracture, calcification, stent, pleural effusion, plus rarer ones) are small local
-objects. Location labels (Right/Left/Upper/Lower/Bilateral) follow where findings are drawn,
-in the radiological convention: the patient's right is on the image's LEFT, so a horizontal
+objects. Location labels follow where findings are drawn: Right/Left/Bilateral everywhere,
+Upper/Lower on chest and abdomen images only, sides in the radiological convention: the patient's right is on the image's LEFT, so a horizontal
 flip changes the labels. Organ concepts such as Lung or Liver are a random tail and are not
 visible as such. The CUIs are real UMLS CUIs (see cui_mapping.csv).
 
@@ -198,7 +200,8 @@ Captions are written from the true concepts with varied templates. Label noise: 
 always follow the true concepts).
 
 Images per split: train {cfg.n_train}, valid {cfg.n_valid}, test {cfg.n_test}; {cfg.size} x {cfg.size} px.
-Regenerate exactly with:
+Regenerate exactly with (settings that have no command-line option are in the configuration below;
+the Python API is medcap.synth.generate_dataset(OUT, medcap.synth.SynthConfig(**configuration))):
   medcap synth OUT --n-train {cfg.n_train} --n-valid {cfg.n_valid} --n-test {cfg.n_test} --size {cfg.size} --seed {cfg.seed} --label-noise {cfg.label_noise}
 
 Configuration:
@@ -268,6 +271,7 @@ def generate_dataset(
     return {
         "root": str(root),
         "synthetic": True,
+        "generator_version": GENERATOR_VERSION,
         "splits": {s: cfg.count(s) for s in SPLITS},
         "n_images": total,
         "n_concepts": len(used),

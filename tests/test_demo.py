@@ -1,0 +1,90 @@
+"""`medcap demo --fast` end to end: report, valid submissions, scores, nothing outside --out."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from medcap.submission import validate_caption_submission, validate_concept_submission
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """Run the fast demo once from an empty working folder with an empty HOME."""
+    root = tmp_path_factory.mktemp("demo")
+    work, home = root / "work", root / "home"
+    work.mkdir()
+    home.mkdir()
+    saved = {k: os.environ.get(k) for k in ("HOME", "TMPDIR")}
+    cwd = os.getcwd()
+    os.environ["HOME"] = str(home)
+    os.chdir(work)
+    try:
+        from medcap.cli import main
+
+        rc = main(["demo", "--out", "out", "--fast"])
+    finally:
+        os.chdir(cwd)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return rc, work / "out", work, home
+
+
+def test_demo_writes_report_submissions_and_scores(demo_run, capsys):
+    rc, out, _, _ = demo_run
+    assert rc == 0
+    report = out / "report" / "report.html"
+    html = report.read_text(encoding="utf-8")
+    for section in ('id="scores"', 'id="dataset"', 'id="training"', 'id="thresholds"', 'id="per-concept"',
+                    'id="gallery"', "Synthetic data."):
+        assert section in html
+    scores = json.loads((out / "scores.json").read_text())
+    concepts, captions = scores["scores"]["concepts"], scores["scores"]["captions"]
+    assert {"MedCSRA (demo config)", "Most frequent concepts (baseline)"} <= set(concepts)
+    assert any(name.startswith("kNN retrieval") for name in concepts)
+    assert {"BLIP from scratch (demo config)", "Constant caption (baseline)",
+            "Nearest-neighbour caption (baseline)"} <= set(captions)
+    for s in concepts.values():
+        assert 0.0 <= s["primary_f1"] <= 1.0 and 0.0 <= s["secondary_f1"] <= 1.0
+    for s in captions.values():
+        assert 0.0 <= s["rouge1"] <= 1.0
+    assert scores["synthetic_data"] is True and scores["n_test_images"] == 24
+
+
+def test_demo_submissions_pass_the_official_rules(demo_run):
+    from medcap.data.csvio import read_concepts_csv
+
+    _, out, _, _ = demo_run
+    test_ids = list(read_concepts_csv(out / "data" / "test_concepts.csv"))
+    assert validate_concept_submission(out / "submissions" / "concepts.csv", test_ids) == []
+    assert validate_caption_submission(out / "submissions" / "captions.csv", test_ids) == []
+    for baseline in (out / "submissions" / "baselines").iterdir():
+        check = validate_concept_submission if baseline.name.startswith("concepts") else validate_caption_submission
+        assert check(baseline, test_ids) == [], baseline
+
+
+def test_demo_writes_nothing_outside_its_folder(demo_run):
+    _, out, work, home = demo_run
+    assert [p.name for p in work.iterdir()] == ["out"]
+    assert list(home.iterdir()) == []
+    assert not (out / ".cache" / "tmp").exists()  # scratch files cleaned up
+
+
+def test_demo_reuses_its_data_and_regenerates_it_when_the_settings_change(tmp_path):
+    from dataclasses import replace
+
+    from medcap.demo import FAST, prepare_data
+
+    plan = replace(FAST, n_train=8, n_valid=4, n_test=4, image_px=32)
+    messages = []
+    root = prepare_data(tmp_path, plan, seed=0, log=messages.append)
+    stamp = (root / "train_concepts.csv").stat().st_mtime_ns
+    assert prepare_data(tmp_path, plan, seed=0, log=messages.append) == root
+    assert "reusing" in messages[-1] and (root / "train_concepts.csv").stat().st_mtime_ns == stamp
+    prepare_data(tmp_path, replace(plan, n_test=5), seed=0, log=messages.append)
+    assert "generating" in messages[-1]
+    assert len(list((root / "test").iterdir())) == 5
