@@ -75,25 +75,20 @@ def image_embeddings(model, images, batch_size: int = 32, device: str | None = N
     ``ImageFolderItems`` (e.g. ``ImageFolderItems.from_split(split)`` for a dataset split).
     """
     import torch
-    from tqdm.auto import tqdm
 
-    from .tasks.concepts import ConceptImageDataset, _device, image_items, load_detector, normalize_batch
+    from .tasks.concepts import resolve_device, load_detector, map_images
 
-    if not hasattr(model, "forward_features") and not isinstance(model, torch.nn.Module):
+    if not isinstance(model, torch.nn.Module):
         model = load_detector(model)
-    items = image_items(images)
-    dev = _device(device)
+    dev = resolve_device(device)
     model = model.to(dev).eval()
     features = model.forward_features if hasattr(model, "forward_features") else model
-    prep = model.preprocessing
-    loader = torch.utils.data.DataLoader(ConceptImageDataset(items, prep), batch_size=batch_size,
-                                         num_workers=num_workers)
-    out = []
-    with torch.inference_mode():
-        for x, _, _ in tqdm(loader, desc="embed", disable=None if progress else True, leave=False):
-            f = features(normalize_batch(x.to(dev), prep)).float().mean(dim=(2, 3))   # [B, C]
-            out.append(torch.nn.functional.normalize(f, dim=1).cpu().numpy())
-    return items.ids, np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+    def embed(x):
+        f = features(x).float().mean(dim=(2, 3))                                    # [B, C]
+        return torch.nn.functional.normalize(f, dim=1)
+
+    return map_images(embed, images, model.preprocessing, batch_size, dev, num_workers, progress, desc="embed")
 
 
 def nearest_neighbours(train_embeddings: np.ndarray, query_embeddings: np.ndarray, k: int,

@@ -52,6 +52,16 @@ def _write_csv(path: Path, rows: Sequence[dict], columns: Sequence[str] | None =
             writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
 
 
+def _write_outputs(summary: dict, scores, json_path: Path | None, per_image: Path | None) -> None:
+    """The --json summary and the --per-image CSV of either task."""
+    if json_path is not None:
+        _write_json(json_path, summary)
+        typer.echo(f"\nscores: {json_path}")
+    if per_image is not None:
+        _write_csv(per_image, scores.per_image_rows())
+        typer.echo(f"per-image scores: {per_image}")
+
+
 def _fmt(value, digits: int = 4) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -190,12 +200,7 @@ def evaluate_concepts_command(
             typer.echo(f"\n{title} (of {len(supported)} concepts in the gold file):")
             typer.echo(_table(cols, [[r[c] for c in cols] for r in chosen], numeric=range(2, len(cols))))
 
-    if json_path is not None:
-        _write_json(json_path, s)
-        typer.echo(f"\nscores: {json_path}")
-    if per_image is not None:
-        _write_csv(per_image, scores.per_image_rows())
-        typer.echo(f"per-image scores: {per_image}")
+    _write_outputs(s, scores, json_path, per_image)
     if per_concept is not None:
         _write_csv(per_concept, concept_rows)
         typer.echo(f"per-concept scores: {per_concept}")
@@ -283,10 +288,5 @@ def evaluate_captions_command(
         typer.echo("\nnot available:")
         for key, how in s["not_available"].items():
             typer.echo(f"  {key}: {how}")
-    if json_path is not None:
-        _write_json(json_path, s)
-        typer.echo(f"\nscores: {json_path}")
-    if per_image is not None:
-        _write_csv(per_image, scores.per_image_rows())
-        typer.echo(f"per-image scores: {per_image}")
+    _write_outputs(s, scores, json_path, per_image)
     return 0

@@ -352,7 +352,7 @@ def load_detector(model_or_dir):
     return model_or_dir if isinstance(model_or_dir, ConceptDetector) else ConceptDetector.from_pretrained(model_or_dir)
 
 
-def _device(device: str | None):
+def resolve_device(device: str | None):
     import torch
 
     return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -367,24 +367,30 @@ def image_items(images) -> ImageFolderItems:
     return ImageFolderItems.from_files(list_images(images))
 
 
-def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: str | None = None,
-                          num_workers: int = 0, progress: bool = False) -> tuple[list[str], np.ndarray]:
-    """-> (image IDs, probabilities [N, K] over ``model.vocabulary.cuis``)."""
+def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=None, num_workers: int = 0,
+               progress: bool = False, desc: str = "predict") -> tuple[list[str], np.ndarray]:
+    """Run ``fn`` (normalised input batch -> [B, ...] tensor) over images in batches, without
+    autograd -> (IDs, stacked float32 results). Models must already be on ``device``."""
     import torch
     from tqdm.auto import tqdm
 
-    model = load_detector(model_or_dir)
     items = image_items(images)
-    dev = _device(device)
-    model = model.to(dev).eval()
-    prep = model.preprocessing
     loader = torch.utils.data.DataLoader(ConceptImageDataset(items, prep), batch_size=batch_size,
                                          num_workers=num_workers)
     out = []
     with torch.inference_mode():
-        for x, _, _ in tqdm(loader, desc="predict", disable=None if progress else True, leave=False):
-            out.append(model(normalize_batch(x.to(dev), prep)).float().sigmoid().cpu().numpy())
-    return items.ids, np.concatenate(out) if out else np.zeros((0, model.config.num_classes), np.float32)
+        for x, _, _ in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
+            out.append(fn(normalize_batch(x.to(device), prep)).float().cpu().numpy())
+    return items.ids, np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: str | None = None,
+                          num_workers: int = 0, progress: bool = False) -> tuple[list[str], np.ndarray]:
+    """-> (image IDs, probabilities [N, K] over ``model.vocabulary.cuis``)."""
+    dev = resolve_device(device)
+    model = load_detector(model_or_dir).to(dev).eval()
+    return map_images(lambda x: model(x).sigmoid(), images, model.preprocessing, batch_size, dev, num_workers,
+                      progress)
 
 
 def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
