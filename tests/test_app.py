@@ -58,7 +58,7 @@ def test_either_model_is_optional(tiny_models, png):
 
 
 @pytest.mark.parametrize("content, message", [
-    (b"this is a text file, not an image\n", "not a readable image"),
+    (b"this is a text file, not an image\n", "not an image file"),
     (b"", "the file is empty"),
     (b"\x00" * (1024 * 1024 + 1), "larger than the 1 MB limit"),
 ])
@@ -70,7 +70,8 @@ def test_bad_uploads_give_a_clear_message_not_a_traceback(tmp_path, content, mes
         bare.analyze(path)
     preview, concepts, predicted, caption, heatmap, status = _outputs_for(bare, str(path))
     assert preview is None and concepts is None and heatmap is None
-    assert "Cannot analyse this file" in status and message in status and "Traceback" not in status
+    assert "Cannot analyse this file" in status and "upload.jpg" in status and message in status
+    assert "Traceback" not in status and str(tmp_path) not in status
 
 
 def test_ui_outputs_show_probabilities_and_the_caption(pipeline, png):

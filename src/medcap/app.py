@@ -97,9 +97,8 @@ class Pipeline:
         path = self.check_file(path)
         try:
             return load_image(path)
-        except MedcapError as e:
-            raise MedcapError(f"not a readable image (JPEG, PNG or DICOM expected): {e.message}",
-                              file=path.name) from None
+        except MedcapError as e:  # name the upload, not the server's temporary path
+            raise MedcapError(e.message, file=path.name) from None
 
     # -- analysis -----------------------------------------------------------------------------
     def analyze(self, path: str | Path) -> Analysis:

@@ -58,9 +58,9 @@ class DemoPlan:
 # small BLIP plateaus after 2-4 minutes): the two trainings get 1.5 minutes each, which
 # leaves time for data, predictions, baselines, BERTScore and the report within 5 minutes.
 FULL = DemoPlan(
-    n_train=1000, n_valid=200, n_test=200, image_px=128,
-    concepts={"image_size": 96, "max_minutes": 1.5, "epochs": 6, "patience": 0},
-    captions={"max_minutes": 1.5, "epochs": 12, "eval_images": 48, "num_beams": 1},
+    n_train=1000, n_valid=200, n_test=200, image_px=96,
+    concepts={"image_size": 96, "max_minutes": 1.4, "epochs": 6, "patience": 0},
+    captions={"max_minutes": 1.4, "epochs": 12, "eval_images": 32, "eval_max_new_tokens": 60, "num_beams": 1},
 )
 FAST = DemoPlan(
     n_train=64, n_valid=24, n_test=24, image_px=64,

@@ -110,6 +110,52 @@ def train_wordpiece(captions: Iterable[str], vocab_size: int = 4000, lowercase: 
                          model_max_length=max_length)
 
 
+class ImageTransform:
+    """PIL RGB images -> BLIP pixel values [B, 3, S, S] (resize, rescale, CLIP mean/std)."""
+
+    def __init__(self, image_processor, pre_resize: int | None = None):
+        self.image_processor, self.pre_resize = image_processor, pre_resize
+
+    @property
+    def draft_size(self) -> int:
+        """The smallest side a JPEG may be decoded at (medcap.data.images.load_image's draft_size)."""
+        size = self.image_processor.size
+        return min(self.pre_resize or 10**6, size["height"] if isinstance(size, dict) else size.height)
+
+    def __call__(self, images: Sequence) -> "torch.Tensor":  # noqa: F821
+        if self.pre_resize:  # the authors' code squashed every image to 224 px before the processor
+            images = [im.resize((self.pre_resize, self.pre_resize)) for im in images]
+        return self.image_processor(list(images), return_tensors="pt")["pixel_values"]
+
+
+class CaptionEncoder:
+    """Captions -> training targets: ``input_ids``, ``attention_mask`` and ``labels`` (tensors [B, T]).
+
+    Captions are truncated to ``max_length`` tokens (the final [SEP] kept). ``padding`` is
+    "longest" (pad to the batch's longest caption) or "max_length" (to ``max_length``, as the
+    paper did); with the padding masked out of the loss both give the same loss. Labels:
+    padding and the prompt are -100 (ignored by the loss; the authors' code trained on the
+    padding, FACTS 2). The first token is [DEC], the token generation starts from (BLIP's
+    generate() puts it in place of [CLS]).
+    """
+
+    def __init__(self, tokenizer, bos_token_id: int, max_length: int, prompt: str = "", padding: str = "longest"):
+        self.tokenizer, self.bos_token_id, self.max_length = tokenizer, bos_token_id, max_length
+        self.prompt, self.padding = prompt.strip(), padding
+        # [DEC] + the prompt's tokens (without [CLS] / [SEP]) are inputs, not targets
+        self.prompt_length = len(tokenizer(self.prompt)["input_ids"]) - 1 if self.prompt else 0
+
+    def __call__(self, captions: Sequence[str]) -> dict:
+        texts = [f"{self.prompt} {c}".strip() if self.prompt else c for c in captions]
+        enc = self.tokenizer(texts, padding=self.padding, truncation=True, max_length=self.max_length,
+                             return_tensors="pt")
+        input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
+        input_ids[:, 0] = self.bos_token_id
+        labels = input_ids.masked_fill(attention_mask == 0, -100)
+        labels[:, :self.prompt_length] = -100
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -280,43 +326,31 @@ class Captioner:
         return count_parameters(self.model)
 
     # -- inputs -------------------------------------------------------------------------------
+    def image_transform(self) -> "ImageTransform":
+        """A picklable images -> pixel tensor function (for DataLoader workers)."""
+        return ImageTransform(self.processor.image_processor, self.pre_resize)
+
     def pixel_values(self, images: Sequence) -> "torch.Tensor":  # noqa: F821
         """PIL images (RGB) -> normalised tensor [B, 3, image_size, image_size]."""
-        if self.pre_resize:
-            images = [im.resize((self.pre_resize, self.pre_resize)) for im in images]
-        return self.processor.image_processor(list(images), return_tensors="pt")["pixel_values"]
+        return self.image_transform()(images)
 
     def caption_lengths(self, captions: Sequence[str]) -> list[int]:
         """Token count of each caption with its [DEC] and [SEP] tokens (before truncation)."""
         enc = self.tokenizer(list(captions), truncation=False, verbose=False)  # verbose: no too-long warning
         return [len(ids) for ids in enc["input_ids"]]
 
-    def encode_captions(self, captions: Sequence[str], padding: str = "longest") -> dict:
-        """Training targets: ``input_ids``, ``attention_mask`` and ``labels`` (tensors [B, T]).
+    def caption_encoder(self, padding: str = "longest") -> "CaptionEncoder":
+        """A picklable captions -> training targets function (for DataLoader workers)."""
+        return CaptionEncoder(self.tokenizer, self.model.config.text_config.bos_token_id, self.max_length,
+                              self.generation.prompt, padding)
 
-        Captions are truncated to ``max_length`` tokens (the final [SEP] kept). ``padding`` is
-        "longest" (pad to the batch's longest caption) or "max_length" (to ``max_length``, as
-        the paper did); with the padding masked out of the loss both give the same loss.
-        Labels: padding and the prompt are -100 (ignored by the loss). The first token is
-        [DEC], the token generation starts from (BLIP replaces [CLS] by it when decoding).
-        """
-        prompt = self.generation.prompt.strip()
-        texts = [f"{prompt} {c}".strip() if prompt else c for c in captions]
-        enc = self.tokenizer(texts, padding=padding, truncation=True, max_length=self.max_length,
-                             return_tensors="pt")
-        input_ids, attention_mask = enc["input_ids"], enc["attention_mask"]
-        input_ids[:, 0] = self.model.config.text_config.bos_token_id
-        labels = input_ids.masked_fill(attention_mask == 0, -100)
-        if prompt:  # the decoder is given the prompt; it is not a target (as in the original BLIP)
-            labels[:, :self._prompt_length()] = -100
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    def encode_captions(self, captions: Sequence[str], padding: str = "longest") -> dict:
+        """Training targets ``input_ids``, ``attention_mask``, ``labels`` [B, T]: see :class:`CaptionEncoder`."""
+        return self.caption_encoder(padding)(captions)
 
     def _prompt_ids(self) -> list[int]:
         """[CLS] prompt [SEP] ids; BLIP's generate() swaps [CLS] for [DEC] and drops the [SEP]."""
         return self.tokenizer(self.generation.prompt.strip())["input_ids"]
-
-    def _prompt_length(self) -> int:
-        return len(self._prompt_ids()) - 1
 
     # -- training -----------------------------------------------------------------------------
     def loss(self, model, batch: dict) -> "torch.Tensor":  # noqa: F821

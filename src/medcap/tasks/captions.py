@@ -114,28 +114,29 @@ def build_captioner(cfg: CaptionConfig, train_captions: Sequence[str] = (), toke
 class CaptionDataset:
     """(pixel tensor [3, S, S], caption, index) for each image ID of a split."""
 
-    def __init__(self, split, ids: Sequence[str], captioner: Captioner):
-        self.split, self.ids, self.captioner = split, list(ids), captioner
+    def __init__(self, split, ids: Sequence[str], transform):
+        self.split, self.ids, self.transform = split, list(ids), transform
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int):
         image_id = self.ids[i]
-        pixels = self.captioner.pixel_values([self.split.load_image(image_id)])[0]
-        return pixels, self.split.captions[image_id], i
+        # draft_size: a large JPEG is decoded at a reduced DCT scale, still >= the model's size
+        image = self.split.load_image(image_id, draft_size=self.transform.draft_size)
+        return self.transform([image])[0], self.split.captions[image_id], i
 
 
 class CaptionCollator:
     """Stacks images and turns captions into input_ids / attention_mask / labels (-100 on padding)."""
 
-    def __init__(self, captioner: Captioner, padding: str):
-        self.captioner, self.padding = captioner, padding
+    def __init__(self, encode):
+        self.encode = encode    # a CaptionEncoder
 
     def __call__(self, items):
         import torch
 
-        batch = self.captioner.encode_captions([c for _, c, _ in items], padding=self.padding)
+        batch = self.encode([c for _, c, _ in items])
         batch["pixel_values"] = torch.stack([p for p, _, _ in items])
         batch["index"] = torch.tensor([i for _, _, i in items])
         return batch
@@ -177,8 +178,9 @@ class CaptionTask:
         log(f"{len(self.train_ids)} training captions, {self.n_truncated} longer than {cfg.max_length} tokens "
             f"(truncated), longest {max(lengths)} tokens; model {self.captioner.source} "
             f"({self.captioner.num_parameters() / 1e6:.1f} M parameters), {cfg.image_size} px")
-        collate = CaptionCollator(self.captioner, cfg.padding)
-        self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, self.captioner), batch_size=cfg.batch_size,
+        collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
+        transform = self.captioner.image_transform()
+        self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform), batch_size=cfg.batch_size,
                                        shuffle=True, num_workers=cfg.num_workers, collate_fn=collate)
         self.valid_loader = None
         self.valid_ids: list[str] = []
@@ -187,7 +189,7 @@ class CaptionTask:
             self.valid_ids = _labelled_ids(valid, cfg.eval_images, cfg.seed)
             self.valid_captions = [valid.captions[i] for i in self.valid_ids]
             if self.valid_ids:
-                self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, self.captioner),
+                self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform),
                                                batch_size=cfg.batch_size, shuffle=False,
                                                num_workers=cfg.num_workers, collate_fn=collate)
         self.monitor = cfg.monitor
