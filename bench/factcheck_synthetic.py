@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/factcheck_synthetic.py --out bench-out/factcheck       # ~2 min on 2 CPU cores
 
-1. makes the synthetic dataset (1000 train / 400 valid / 600 test images, 64 px; or --data);
+1. makes the synthetic dataset (1000 train / 1000 valid / 600 test images, 64 px; or --data);
 2. concept probabilities for valid and test, in the exact format of
    `medcap predict concepts --json` (written by ``medcap.tasks.concepts.probabilities_json``):
    by default a SIMULATED detector: gold concepts + calibrated noise. Per image and CUI a
@@ -45,7 +45,7 @@ from types import SimpleNamespace
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from caption_synthetic import concept_naming  # noqa: E402  (the captioning benchmark's own measure)
+from caption_synthetic import concept_naming  # the captioning benchmark's own measure
 
 # Separation d of the simulated detector's score by concept kind (see the docstring): chosen so
 # that, as measured for a small detector trained from scratch on these images
@@ -258,22 +258,40 @@ def choose_settings(captioners: dict, evidence, kb, scorer, gold) -> tuple[dict,
 
 
 def change_counts(results, gold) -> dict:
-    """Were the replacements and additions right (the new concept in the image's gold)?"""
-    repl = [x for r in results for x in r.replacements]
-    added = [(r.image_id, c) for r in results for c in r.added]
-    return {"phrases_replaced": len(repl),
-            "replacements_right": sum(x["by"] in gold[r.image_id] for r in results for x in r.replacements),
-            "replaced_phrase_was_wrong": sum(x["cui"] not in gold[r.image_id] for r in results for x in r.replacements),
-            "concepts_added": len(added), "added_right": sum(c in gold[i] for i, c in added),
-            "captions_changed": sum(r.new_caption != r.caption for r in results)}
+    """Were the changes right? Replacements: the new concept is in the image's gold; captions
+    fixed / broken: naming exactly the true modality / region before vs after
+    (``medcap.synth.mentioned_concepts``); additions: the added concept is in the gold."""
+    from medcap.factcheck import exclusive_groups
+    from medcap.synth import mentioned_concepts
+
+    groups = exclusive_groups()
+    out = {"phrases_replaced": 0, "replacements_right": 0, "concepts_added": 0, "added_right": 0,
+           "captions_changed": 0, "captions_fixed": 0, "captions_broken": 0}
+    for r in results:
+        true = set(gold[r.image_id])
+        out["phrases_replaced"] += len(r.replacements)
+        out["replacements_right"] += sum(x["by"] in true for x in r.replacements)
+        out["concepts_added"] += len(r.added)
+        out["added_right"] += sum(c in true for c in r.added)
+        out["captions_changed"] += r.new_caption != r.caption
+        if r.replacements:
+            said_before, said_after = mentioned_concepts(r.caption), mentioned_concepts(r.new_caption)
+            for members in groups.values():
+                g = true & set(members)
+                ok_before, ok_after = (said_before & set(members)) == g, (said_after & set(members)) == g
+                out["captions_fixed"] += ok_after and not ok_before
+                out["captions_broken"] += ok_before and not ok_after
+    return out
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
-    lines = ["| captioner | captions | ROUGE-1 | UMLS F1 (approx.) | modality named | region named | "
-             "finding P / R / F1 | words | changes |", "|---|---|---|---|---|---|---|---|---|"]
+    header = ("| captioner | captions | ROUGE-1 | UMLS F1 (approx.) | modality named | region named | finding P / R / F1 "
+              "| words | phrases replaced (modality / region fixed, broken); concepts added |")
+    lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ch = r.get("changes")
-        changes = "" if not ch else (f"{ch['phrases_replaced']} phrases replaced ({ch['replacements_right']} right), "
+        changes = "" if not ch else (f"{ch['phrases_replaced']} replaced ({ch['replacements_right']} right; "
+                                     f"{ch['captions_fixed']} fixed, {ch['captions_broken']} broken), "
                                      f"{ch['concepts_added']} added ({ch['added_right']} right)")
         lines.append(f"| {r['captioner']} | {r['captions']} | {r['rouge1']:.4f} | {r['umls_f1_approx']:.4f} | "
                      f"{r['modality']:.1%} | {r['region']:.1%} | {r['finding_precision']:.2f} / "
@@ -286,7 +304,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench-out/factcheck"))
     p.add_argument("--data", type=Path, default=None, help="An existing synthetic dataset (default: make one).")
     p.add_argument("--n-train", type=int, default=1000)
-    p.add_argument("--n-valid", type=int, default=400)
+    p.add_argument("--n-valid", type=int, default=1000)
     p.add_argument("--n-test", type=int, default=600)
     p.add_argument("--size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -309,7 +327,8 @@ def main(argv=None) -> int:
                                                size=args.size, seed=args.seed), overwrite=True)
     ds = read_dataset(data_dir)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
-    rng = np.random.default_rng(args.seed + 1)
+    # Separate streams: the captions do not depend on whether the detector is simulated.
+    rng, caption_rng = np.random.default_rng([args.seed, 1]), np.random.default_rng([args.seed, 2])
 
     # -- detector ---------------------------------------------------------------------------
     if args.valid_probs is None:
@@ -321,7 +340,8 @@ def main(argv=None) -> int:
         thresholds = th.to_json(vocab.cuis)
         evidence = {"valid": parse_concept_probabilities(detector_json(vocab, thresholds, valid.ids, pv)),
                     "test": parse_concept_probabilities(detector_json(vocab, thresholds, test.ids, pt))}
-        (args.out / "test_probs.json").write_text(json.dumps(detector_json(vocab, thresholds, test.ids, pt)))
+        for name, ids, probs in (("valid", valid.ids, pv), ("test", test.ids, pt)):  # reusable: --valid-probs ...
+            (args.out / f"{name}_probs.json").write_text(json.dumps(detector_json(vocab, thresholds, ids, probs)))
         detector = {"kind": "simulated: gold concepts + calibrated noise", "separation": SEPARATION,
                     "threshold (chosen on valid)": thresholds["global"]}
         vocab_cuis = set(vocab.cuis)
@@ -338,8 +358,8 @@ def main(argv=None) -> int:
 
     # -- captioners ---------------------------------------------------------------------------
     captioners = {
-        "perturbed": {"valid": perturbed_captions(valid.ids, valid.concepts, rng),
-                      "test": perturbed_captions(test.ids, test.concepts, rng)},
+        "perturbed": {"valid": perturbed_captions(valid.ids, valid.concepts, caption_rng),
+                      "test": perturbed_captions(test.ids, test.concepts, caption_rng)},
         "retrieval": {"valid": retrieval(train, valid), "test": retrieval(train, test)},
     }
 

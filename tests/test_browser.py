@@ -96,3 +96,22 @@ def test_uploading_a_non_image_shows_a_clear_message(browser, app_url, tmp_path)
     assert "notes.txt" in status and "image" in status
     _screenshot(page, tmp_path, "medcap-app-not-an-image.png")
     page.close()
+
+
+def test_an_oversized_upload_is_refused_with_a_clear_message(browser, tmp_path):
+    from pydicom.data import get_testdata_file
+
+    from medcap.app import serve
+
+    port = _free_port()
+    demo = serve(None, None, port=port, max_file_mb=0.5, block=False)  # no models needed to refuse a file
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 700})
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.set_input_files("#upload input[type=file]", get_testdata_file(DICOM_FILE))  # 2 MB
+        page.get_by_text("exceed the maximum allowed size").wait_for(timeout=30_000)
+        assert "MR2_UNCR.dcm" in page.locator("body").inner_text()
+        _screenshot(page, tmp_path, "medcap-app-too-large.png")
+        page.close()
+    finally:
+        demo.close()

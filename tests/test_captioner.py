@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from medcap.errors import MedcapError, MissingWeightsError
-from medcap.models.captioner import (METADATA_FILE, Captioner, GenerationSettings, count_parameters,
+from medcap.models.captioner import (METADATA_FILE, SPECIAL_TOKENS, Captioner, GenerationSettings, count_parameters,
                                      large_sizes_config, train_wordpiece)
 
 CAPTIONS = ["axial ct of the chest shows a 2.3 cm nodule.", "plain x-ray of the knee (ap view).",
@@ -129,6 +129,10 @@ def test_the_tokenizer_is_learned_from_the_captions_with_blip_special_tokens():
     tok = train_wordpiece(CAPTIONS * 3, vocab_size=150)
     assert tok.pad_token_id == 0 and tok.bos_token == "[DEC]"
     assert tok.tokenize("Axial CT of the chest") == ["axial", "ct", "of", "the", "chest"]
+    assert tok.tokenize("chestnut") == ["chest", "##n", "##u", "##t"]   # unseen words are spelled
+    assert train_wordpiece(CAPTIONS * 3, vocab_size=150).get_vocab() == tok.get_vocab()  # deterministic
+    small = train_wordpiece(CAPTIONS, vocab_size=len(SPECIAL_TOKENS) + 2 * 30 + 3)
+    assert "the" in small.get_vocab() and "ultrasound" not in small.get_vocab()  # most frequent words first
     with pytest.raises(MedcapError, match="no non-empty training captions"):
         train_wordpiece(["", "  "])
 

@@ -69,13 +69,20 @@ def _test_ids(root):
         return [row["ID"] for row in csv.DictReader(f)]
 
 
-def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(trained):
+def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(trained, synth_small):
     model = trained / "model"
     assert {"config.json", "model.safetensors", "tokenizer.json", "medcap_captioner.json"} <= \
         {p.name for p in model.iterdir()}
     meta = json.loads((model / "medcap_captioner.json").read_text())
     assert meta["image_size"] == 32 and meta["training"]["train_images"] == 48
-    assert meta["training"]["max_length"] == 200 and meta["training"]["captions_truncated"] >= 0
+    from medcap.data import read_captions_csv
+    from medcap.models.captioner import Captioner
+
+    # the truncated captions are counted with the model's own tokenizer (demo: 48 tokens)
+    lengths = Captioner.from_pretrained(model).caption_lengths(
+        list(read_captions_csv(synth_small / "train_captions.csv").values()))
+    assert meta["training"]["max_length"] == 48
+    assert meta["training"]["captions_truncated"] == sum(n > 48 for n in lengths)
     with open(trained / "metrics.csv") as f:
         row = next(csv.DictReader(f))
     assert {"train_loss", "valid_loss", "rouge1"} <= set(row)
@@ -223,3 +230,17 @@ def read_caption_submission_like(path):
     from medcap.data import read_captions_csv
 
     return read_captions_csv(path)
+
+
+def test_named_configs_follow_the_paper_and_the_authors_code():
+    from medcap.tasks.captions import load_caption_config
+
+    paper = load_caption_config("paper")
+    assert (paper.model, paper.lr, paper.optimizer, paper.batch_size, paper.epochs) == \
+        ("Salesforce/blip-image-captioning-large", 1e-5, "adamw", 4, 2)            # FACTS 1
+    assert (paper.image_size, paper.max_length, paper.padding) == (224, 200, "max_length")
+    assert (paper.num_beams, paper.no_repeat_ngram_size, paper.max_new_tokens) == (5, 2, 200)  # FACTS 2
+    authors = load_caption_config("authors-code")
+    assert (authors.pre_resize, authors.image_size, authors.lr) == (224, 384, 1e-5)
+    demo = load_caption_config("demo", ["image_size=64"])
+    assert demo.model == "scratch:small" and demo.image_size == 64 and demo.max_minutes > 0

@@ -143,9 +143,9 @@ def test_the_paper_config_trains_a_step_and_predicts_with_random_weights(tmp_pat
     from medcap.tasks.concepts import predict_concepts, train_concepts
 
     root = tmp_path / "data"
-    generate_dataset(root, SynthConfig(n_train=4, n_valid=2, n_test=2, size=64, seed=1))
+    generate_dataset(root, SynthConfig(n_train=4, n_valid=2, n_test=2, size=32, seed=1))
     result = train_concepts("paper", root, tmp_path / "run", log=lambda m: None,
-                            overrides={"pretrained": False, "image_size": 64, "batch_size": 2, "epochs": 1,
+                            overrides={"pretrained": False, "image_size": 32, "batch_size": 2, "epochs": 1,
                                        "eval_batch_size": 2, "progress": False})
     assert result.epochs_run == 1 and result.history[0]["train_loss"] > 0
     preds = predict_concepts(result.best_dir, [root / "test"])

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -161,11 +162,10 @@ def test_reads_the_json_that_predict_concepts_writes(tmp_path, kb):
     from medcap.data import ConceptVocabulary
     from medcap.tasks.concepts import probabilities_json
 
-    class Model:  # what probabilities_json reads from a ConceptDetector
-        vocabulary = ConceptVocabulary([CT, MRI, CHEST, NODULE], {CT: "CT", MRI: "MRI", CHEST: "Chest"})
-        thresholds = {"global": 0.4, "never_empty": False, "per_concept": {NODULE: 0.8}}
-
-    data = probabilities_json(Model(), ["a"], np.array([[0.9, 0.1, 0.7, 0.75]]), top=3)
+    model = SimpleNamespace(  # what probabilities_json reads from a ConceptDetector
+        vocabulary=ConceptVocabulary([CT, MRI, CHEST, NODULE], {CT: "CT", MRI: "MRI", CHEST: "Chest"}),
+        thresholds={"global": 0.4, "never_empty": False, "per_concept": {NODULE: 0.8}})
+    data = probabilities_json(model, ["a"], np.array([[0.9, 0.1, 0.7, 0.75]]), top=3)
     (tmp_path / "p.json").write_text(json.dumps(data))
     ev = read_concept_probabilities(tmp_path / "p.json")
     assert ev.images["a"].predicted == {CT, CHEST}  # the nodule's own threshold is 0.8
@@ -177,8 +177,8 @@ def test_reads_the_json_that_predict_concepts_writes(tmp_path, kb):
     ("{\"images\": {", "not valid JSON"),
     ("[1, 2]", "expected a JSON object with an \"images\" object"),
     ("{\"images\": {}}", "expected \"thresholds\""),
-    ("{\"thresholds\": {\"global\": 0.3}, \"images\": {\"a\": {\"predicted\": [{\"cui\": \"C1\", "
-     "\"probability\": 2}]}}}", "images['a'].predicted[0].probability: expected a probability from 0 to 1"),
+    (json.dumps({"thresholds": {"global": 0.3}, "images": {"a": {"predicted": [{"cui": "C1", "probability": 2}]}}}),
+     "images['a'].predicted[0].probability: expected a probability from 0 to 1"),
 ])
 def test_malformed_probability_files_give_one_line_errors(tmp_path, text, message):
     path = tmp_path / "p.json"
@@ -244,7 +244,7 @@ def test_cli_bad_inputs_give_one_line_errors_and_leave_no_output(cli, files, bre
         args = args[:-4]
     else:
         args[args.index("repair")] = "fix"
-    rc, out, err = cli(*args)
+    rc, _, err = cli(*args)
     assert rc == 2 and message in err and err.count("\n") == 1
     assert not (files / "new.csv").exists() and not (files / "r.json").exists()
     assert sorted(p.name for p in files.iterdir()) == ["cui_mapping.csv", "probs.json", "sub.csv"]

@@ -162,8 +162,10 @@ def test_full_report_on_a_dataset_with_models_and_submissions(tmp_path, synth_sm
     assert "Left out of this report" not in html
     assert "Synthetic data." in html and "recomputed on the validation split" in html
     assert "Figure 2" in html and "Figure 3" in html
-    # Submissions scored: the first gold CUI of every image gives precision 1.
-    assert "Concept model" in html and "Caption model" in html
+    # The submissions are scored, with the cheap baselines beside them.
+    for method in ("Concept model", "Most frequent concepts (baseline)", "Caption model",
+                   "Constant caption (baseline)"):
+        assert method in html
     assert html.count('class="card"') == 3 and html.count("heatmap:") == 3
     assert "CT of the chest." in html  # the submitted caption, not a regenerated one
     out = tmp_path / "report"

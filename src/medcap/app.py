@@ -146,7 +146,7 @@ def overlay_heatmap(image, heat, alpha: float = 0.55):
     """``image`` with ``heat`` (a 2-D score map, any size) drawn over it in colour.
 
     Only the positive part counts (evidence for the concept), scaled to its maximum; the
-    colour is more opaque where the evidence is stronger, so the anatomy stays visible.
+    colour's opacity follows the evidence, so the image shows through where there is none.
     """
     from matplotlib import colormaps
     from PIL import Image
@@ -156,7 +156,7 @@ def overlay_heatmap(image, heat, alpha: float = 0.55):
         heat = heat / heat.max()
     heat = np.asarray(Image.fromarray(heat).resize(image.size, Image.Resampling.BILINEAR))
     colour = colormaps["jet"](heat)[..., :3] * 255.0                       # [H, W, 3]
-    weight = (alpha * (0.25 + 0.75 * heat))[..., None]
+    weight = (alpha * heat)[..., None]
     base = np.asarray(image.convert("RGB"), dtype=np.float32)
     return Image.fromarray((base * (1 - weight) + colour * weight).clip(0, 255).astype(np.uint8))
 
@@ -201,7 +201,7 @@ def build_ui(pipeline: Pipeline):
 
     with gr.Blocks(title="medcap", analytics_enabled=False) as demo:
         gr.Markdown("# medcap: medical image concepts and captions")
-        gr.Markdown(INTRO)
+        gr.Markdown(INTRO + f" Files up to {pipeline.max_file_mb:g} MB.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 upload = gr.File(label="Image file (JPEG, PNG or DICOM)", file_count="single", type="filepath",

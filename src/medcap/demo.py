@@ -60,7 +60,8 @@ class DemoPlan:
 FULL = DemoPlan(
     n_train=1000, n_valid=200, n_test=200, image_px=96,
     concepts={"image_size": 96, "max_minutes": 1.4, "epochs": 6, "patience": 0},
-    captions={"max_minutes": 1.4, "epochs": 12, "eval_images": 32, "eval_max_new_tokens": 60, "num_beams": 1},
+    captions={"max_minutes": 1.4, "epochs": 12, "eval_images": 32, "eval_max_new_tokens": 60, "num_beams": 1,
+              "max_new_tokens": 60},
 )
 FAST = DemoPlan(
     n_train=64, n_valid=24, n_test=24, image_px=64,
@@ -246,9 +247,10 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     test = dataset.split("test")
     ids = [i for i in test.ids if test.has_image(i)]
     concepts_csv, captions_csv = out / "concepts.csv", out / "captions.csv"
-    preds = predict_concepts(models.concepts, ImageFolderItems.from_split(test, ids), progress=True)
+    preds = predict_concepts(models.concepts, ImageFolderItems.from_split(test, ids), batch_size=64, progress=True)
     write_concept_submission(concepts_csv, {i: [c for c, _ in preds[i]] for i in ids}, gold_ids=ids)
-    captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, progress=True)
+    captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
+                                progress=True)
     if list(captions) != ids:
         raise MedcapError("caption IDs differ from the test split's image IDs", file=captions_csv)
     for path, check in ((concepts_csv, validate_concept_submission), (captions_csv, validate_caption_submission)):

@@ -38,7 +38,9 @@ Output folder written by :meth:`Trainer.fit`::
 Resuming (``resume=True``) loads the newest checkpoint and continues with the next epoch:
 model, optimiser, schedule, best score, early-stopping counter and RNG states are restored,
 and each epoch's shuffling and augmentation are seeded from ``seed + epoch``, so an
-interrupted run that resumes ends where an uninterrupted one would.
+interrupted run that resumes ends where an uninterrupted one would (without a time budget:
+with ``max_minutes`` the schedule follows the clock). The time budget counts the time of all
+sessions of a run, so a run that stopped on its budget continues only with a larger one.
 """
 from __future__ import annotations
 
@@ -334,8 +336,11 @@ class Trainer:
                 n_batches += 1
                 if n_batches % 10 == 0:
                     bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
-                # Stop early enough that the final evaluation still fits in the time budget.
+                # Stop early enough that the final evaluation still fits in the time budget;
+                # the trigger makes every process stop at the same step (DDP would hang otherwise).
                 if self._elapsed() + self.state["eval_s"] >= budget_s:
+                    acc.set_trigger()
+                if budget_s < math.inf and acc.check_trigger():
                     stop = "time_budget"
                     break
             bar.close()

@@ -101,7 +101,7 @@ class KnowledgeBase:
     kinds: dict[str, str] = field(default_factory=dict)
 
     @cached_property
-    def matcher(self) -> "MentionMatcher":
+    def matcher(self) -> MentionMatcher:
         return MentionMatcher(self.synonyms)
 
     @cached_property
@@ -392,7 +392,7 @@ class FactCheckSettings:
     margin: float = 0.3
     repair_min_probability: float = 0.5
     augment_min_probability: float = 0.7
-    max_added: int = 2
+    max_added: int = 3
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

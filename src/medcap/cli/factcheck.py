@@ -34,7 +34,7 @@ def factcheck_command(
     repair_min_prob: float = typer.Option(0.5, "--repair-min-prob", help="... and has at least this probability."),
     augment_min_prob: float = typer.Option(0.7, "--augment-min-prob", help="Augment names an omitted concept only "
                                            "with at least this probability."),
-    max_added: int = typer.Option(2, "--max-added", help="At most this many concepts appended per caption."),
+    max_added: int = typer.Option(3, "--max-added", help="At most this many concepts appended per caption."),
 ) -> int:
     """Fact-check captions against the concept detector: report, repair contradicted modality /
     body-region phrases, and/or append confidently detected findings the caption omits."""

@@ -89,24 +89,41 @@ def large_sizes_config() -> dict:
 
 def train_wordpiece(captions: Iterable[str], vocab_size: int = 4000, lowercase: bool = True,
                     max_length: int = 200):
-    """A BERT WordPiece tokenizer trained on ``captions``, set up the way BLIP expects.
+    """A BERT WordPiece tokenizer whose vocabulary is learned from ``captions``, set up as BLIP expects.
+
+    The vocabulary: BLIP's special tokens, every character seen (as a word start and as a
+    ``##`` continuation, so no word is unknown), then the most frequent words, ties in
+    alphabetical order, up to ``vocab_size``. A word outside it is spelled in pieces. It is
+    built here rather than with the ``tokenizers`` WordPiece trainer because that trainer is
+    not deterministic (three runs on the same captions gave three different vocabularies: it
+    breaks ties in hash-map order), and a seed must give the same model.
 
     ``[DEC]`` is the beginning-of-sequence token generation starts from, ``[SEP]`` ends a
     caption, ``[PAD]`` (id 0) pads. transformers 5 ignores ``vocab_file=`` on BertTokenizer, so
     the vocabulary is passed as a dict (``vocab=``).
     """
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
     from transformers import BertTokenizer
 
-    texts = [c for c in captions if c and c.strip()]
-    if not texts:
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for caption in captions:
+        if caption and caption.strip():
+            words.update(w for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(caption)))
+    if not words:
         raise MedcapError("cannot build a tokenizer: no non-empty training captions")
-    wp = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    wp.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    wp.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    wp.train_from_iterator(texts, trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS),
-                                                            show_progress=False))
-    return BertTokenizer(vocab=wp.get_vocab(), do_lower_case=lowercase, bos_token="[DEC]",
+    chars = sorted({ch for w in words for ch in w})
+    vocab = list(SPECIAL_TOKENS) + chars + [f"##{ch}" for ch in chars]
+    known = set(vocab)
+    for word, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size:
+            break
+        if word not in known:
+            vocab.append(word)
+    return BertTokenizer(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=lowercase, bos_token="[DEC]",
                          model_max_length=max_length)
 
 

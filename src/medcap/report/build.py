@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import json
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,7 +65,7 @@ class MissingPiece(Exception):
 class _Context:
     inputs: ReportInputs
     out: Path
-    dataset: object | None = None
+    dataset: object | None = None         # medcap.data.ImageCLEFDataset
     dataset_error: str | None = None
     concept_pred: dict[str, list[str]] | None = None
     caption_pred: dict[str, str] | None = None
@@ -74,8 +73,8 @@ class _Context:
 
     @property
     def names(self) -> dict[str, str]:
-        names = dict(getattr(self.dataset, "cui_names", {}) or {})
-        return names
+        """CUI -> canonical name from the dataset's cui_mapping.csv ({} without a dataset)."""
+        return dict(self.dataset.cui_names) if self.dataset is not None else {}
 
     def split(self):
         if self.dataset is None:
@@ -108,16 +107,18 @@ def _load(inputs: ReportInputs, out: Path) -> _Context:
 
 
 def is_synthetic(root: Path | None) -> str | None:
-    """The first paragraph of the dataset's README.txt when it says the data is synthetic."""
+    """The first paragraph of the dataset's README.txt when it declares the data SYNTHETIC.
+
+    ``medcap synth`` opens README.txt with "SYNTHETIC DATA - ..."; a real dataset's README
+    that merely mentions synthetic images (lower case) does not count.
+    """
     if root is None:
         return None
     readme = Path(root) / "README.txt"
     if not readme.is_file():
         return None
-    text = readme.read_text(encoding="utf-8", errors="replace").strip()
-    if "synthetic" not in text.lower():
-        return None
-    return text.split("\n\n")[0].strip()
+    first = readme.read_text(encoding="utf-8", errors="replace").strip().split("\n\n")[0].strip()
+    return first if "SYNTHETIC" in first else None
 
 
 def find_metrics_csv(model_dir: Path) -> Path | None:
@@ -203,17 +204,25 @@ def _scores_section(ctx: _Context) -> str:
         split = ctx.split()
     except MissingPiece:
         pass
-    # Submission files given without their scores: score them (models first in the table).
+    # Submission files given without their scores: score them, with the cheap baselines
+    # beside them when none are given (models first in the table).
     if split is not None and ctx.concept_pred is not None and split.concepts is not None:
         methods = scores.setdefault("concepts", {})
         if ctx.inputs.concept_model_name not in methods:
-            scores["concepts"] = {ctx.inputs.concept_model_name: concept_scores(
-                split.concepts, ctx.concept_pred, split.manual_concepts, allow_missing=True), **methods}
+            computed = {ctx.inputs.concept_model_name: ctx.concept_pred}
+            if not methods:
+                computed.update(_concept_baselines(ctx, split))
+            scores["concepts"] = {**{name: concept_scores(split.concepts, pred, split.manual_concepts,
+                                                          allow_missing=True) for name, pred in computed.items()},
+                                  **methods}
     if split is not None and ctx.caption_pred is not None and split.captions is not None:
         methods = scores.setdefault("captions", {})
         if ctx.inputs.caption_model_name not in methods:
-            scores["captions"] = {ctx.inputs.caption_model_name: caption_scores(
-                split.captions, ctx.caption_pred, ctx.names, allow_missing=True), **methods}
+            computed = {ctx.inputs.caption_model_name: ctx.caption_pred}
+            if not methods:
+                computed.update(_caption_baselines(ctx, split))
+            scores["captions"] = {**{name: caption_scores(split.captions, pred, ctx.names, allow_missing=True)
+                                     for name, pred in computed.items()}, **methods}
             notes = notes or caption_score_notes()
     if not any(scores.values()):
         raise MissingPiece("no scores: give submission files (--concept-pred/--caption-pred) for a split "
@@ -237,7 +246,7 @@ def _scores_section(ctx: _Context) -> str:
         block = H.table(headers, rows, highlight=best, cls="scores")
         if best_key is not None and len(methods) > 1:
             png = figures.plot_score_bars(methods, best_key, ctx.out / f"scores_{task}.png",
-                                          title=f"{title}: {known[best_key]} ({ctx.inputs.split} split)")
+                                          title=f"{known[best_key]} ({ctx.inputs.split} split)")
             block = f'<div class="grid2"><div>{block}</div>' \
                     f'{H.figure(png, f"{title}: {known[best_key]}, models and baselines")}</div>'
         parts.append(f"<h3>{H.esc(title)}</h3>{block}")
@@ -245,6 +254,41 @@ def _scores_section(ctx: _Context) -> str:
              "(per-image F1 for concepts; official text preprocessing for captions). "
              "The best method per table is in bold; baselines are there so that the numbers mean something.")
     return H.section("scores", "Scores", "".join(parts) + "".join(H.note(n) for n in notes), intro)
+
+
+def _training_split(ctx: _Context, scored, labels: str):
+    """The train split when it has ``labels`` ("concepts"/"captions") and is not the scored split."""
+    if ctx.dataset is None or "train" not in ctx.dataset:
+        return None
+    train = ctx.dataset.split("train")
+    return train if train is not scored and getattr(train, labels) else None
+
+
+def _concept_baselines(ctx: _Context, split) -> dict[str, dict[str, list[str]]]:
+    """The most-frequent-concepts baseline (k chosen on validation, else the median count)."""
+    from ..baselines import fit_most_frequent, most_frequent_concepts
+
+    train = _training_split(ctx, split, "concepts")
+    if train is None:
+        return {}
+    valid = ctx.dataset.split("valid") if "valid" in ctx.dataset else None
+    if valid is not None and valid is not split and valid.concepts:
+        cuis, _ = fit_most_frequent(train.concepts, valid.concepts)
+    else:
+        sizes = sorted(len(v) for v in train.concepts.values())
+        cuis = most_frequent_concepts(train.concepts)[:max(1, sizes[len(sizes) // 2])]
+    return {"Most frequent concepts (baseline)": {i: list(cuis) for i in split.concepts}}
+
+
+def _caption_baselines(ctx: _Context, split) -> dict[str, dict[str, str]]:
+    """The constant-caption baseline: the training caption closest to all others (ROUGE-1)."""
+    from ..baselines import constant_caption
+
+    train = _training_split(ctx, split, "captions")
+    if train is None:
+        return {}
+    caption = constant_caption(train.captions)
+    return {"Constant caption (baseline)": {i: caption for i in split.captions}}
 
 
 def _dataset_section(ctx: _Context) -> str:

@@ -110,7 +110,7 @@ def plot_threshold_curve(thresholds: Sequence[float], f1: Sequence[float], path:
     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, color=BLUE, linewidth=1.6)
     if chosen is not None:
         ax.axvline(chosen, color=RED, linestyle="--", linewidth=1.2, label=f"chosen {chosen:.2f}")
-        ax.legend(loc="lower center")
+        ax.legend(loc="upper right")
     ax.set_xlabel("threshold")
     ax.set_ylabel("per-image F1 (validation)")
     ax.set_title(title)
@@ -158,7 +158,7 @@ def plot_score_bars(scores: Mapping[str, Mapping[str, float | None]], metric: st
     """One horizontal bar per method for ``metric`` (models and baselines side by side)."""
     plt = _pyplot()
     items = [(name, s.get(metric)) for name, s in scores.items() if s.get(metric) is not None]
-    fig, ax = plt.subplots(figsize=(5.6, 0.42 * max(len(items), 2) + 0.9))
+    fig, ax = plt.subplots(figsize=(6.4, 0.42 * max(len(items), 2) + 0.9))
     names = [i[0] for i in items][::-1]
     values = [float(i[1]) for i in items][::-1]
     ax.barh(range(len(values)), values, color=[PALETTE[i % len(PALETTE)] for i in range(len(values))][::-1])

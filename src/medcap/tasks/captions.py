@@ -192,6 +192,8 @@ class CaptionTask:
                 self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform),
                                                batch_size=cfg.batch_size, shuffle=False,
                                                num_workers=cfg.num_workers, collate_fn=collate)
+        if self.valid_loader is None:
+            log("no validation (no valid split with captions, or eval_images=0): the last epoch is kept")
         self.monitor = cfg.monitor
         self.monitor_mode = "max" if cfg.monitor == "rouge1" else "min"
 
@@ -232,10 +234,13 @@ class CaptionTask:
 def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resume: bool = False, log=print):
     """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult."""
     from ..data import read_dataset
-    from ..engine import TrainConfig, Trainer
+    from ..engine import TrainConfig, Trainer, latest_checkpoint
     from ..fileio import atomic_dir, write_text_atomic
 
     out = Path(out)
+    if not resume and latest_checkpoint(out) is not None:  # before anything in `out` is touched
+        raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
+                          "or choose another --out", file=out)
     dataset = read_dataset(data)
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR
