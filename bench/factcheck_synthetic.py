@@ -235,8 +235,8 @@ def choose_settings(captioners: dict, evidence, kb, scorer, gold) -> tuple[dict,
         best = max(aug, key=lambda r: r["objective"])
         per_captioner[name] = {**rep, **{k: best[k] for k in AUGMENT_GRID}}
         table += [{"captioner": name, **r} for r in repair_rows[name] + aug]
-    pooled = [sum(rows[i]["objective"] for rows in repair_rows.values()) for i in range(len(next(iter(repair_rows.values()))))]
-    first = next(iter(repair_rows.values()))
+    first = next(iter(repair_rows.values()))  # every captioner ran the same grid, in the same order
+    pooled = [sum(rows[i]["objective"] for rows in repair_rows.values()) for i in range(len(first))]
     best_i = int(np.argmax(pooled))
     rep = {k: first[best_i][k] for k in REPAIR_GRID}
     aug = {name: grid(caps, evidence, kb, scorer, gold, {**rep, "mode": "repair+augment"}, AUGMENT_GRID)
@@ -249,7 +249,8 @@ def choose_settings(captioners: dict, evidence, kb, scorer, gold) -> tuple[dict,
     k_max = max(AUGMENT_GRID["max_added"])
     guarded = [r for r in pooled_rows if r["max_added"] == k_max and r["added"]
                and r["added_right"] / r["added"] >= PRECISION_GUARD]
-    amin = min(r["augment_min_probability"] for r in guarded) if guarded else max(AUGMENT_GRID["augment_min_probability"])
+    amin = (min(r["augment_min_probability"] for r in guarded) if guarded
+            else max(AUGMENT_GRID["augment_min_probability"]))
     at = [r for r in pooled_rows if r["augment_min_probability"] == amin]
     best = max(at, key=lambda r: r["objective"])
     defaults = {**rep, "augment_min_probability": amin, "max_added": best["max_added"]}
@@ -285,8 +286,8 @@ def change_counts(results, gold) -> dict:
 
 
 def markdown(meta: dict, rows: list[dict]) -> str:
-    header = ("| captioner | captions | ROUGE-1 | UMLS F1 (approx.) | modality named | region named | finding P / R / F1 "
-              "| words | phrases replaced (modality / region fixed, broken); concepts added |")
+    header = ("| captioner | captions | ROUGE-1 | UMLS F1 (approx.) | modality named | region named "
+              "| finding P / R / F1 | words | phrases replaced (modality / region fixed, broken); concepts added |")
     lines = [header, "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ch = r.get("changes")

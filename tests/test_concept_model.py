@@ -212,3 +212,9 @@ def test_every_named_config_builds_and_trains_a_step(name):
     logits.sum().backward()
     trained = [p for p in m.parameters() if p.requires_grad]
     assert trained and all(p.grad is not None for p in trained)
+
+
+def test_reset_classifier_changes_the_number_of_outputs_like_timm():
+    m = _detector("csra")
+    m.reset_classifier(7)
+    assert m(torch.randn(2, 3, 64, 64)).shape == (2, 7) and m.config.num_classes == 7

@@ -177,10 +177,12 @@ def _synth_config(plan: DemoPlan, seed: int):
 def prepare_data(out: Path, plan: DemoPlan, seed: int, log: Callable[[str], None] = print) -> Path:
     """The synthetic dataset in ``out/data``, regenerated only when its settings changed."""
     from .synth import generate_dataset
+    from .synth.generate import GENERATOR_VERSION
 
     cfg = _synth_config(plan, seed)
     root, marker = out / "data", out / "data-settings.json"
-    settings = json.dumps(asdict(cfg), sort_keys=True, default=str)
+    # A new generator version draws other images: that counts as changed settings too.
+    settings = json.dumps({"generator_version": GENERATOR_VERSION, **asdict(cfg)}, sort_keys=True, default=str)
     if root.is_dir() and marker.is_file() and marker.read_text(encoding="utf-8") == settings:
         log(f"synthetic data: reusing {root} (same settings)")
         return root
