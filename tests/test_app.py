@@ -100,3 +100,11 @@ def test_serve_command_needs_a_model_folder(cli, tmp_path):
     assert rc == 2 and "--concepts" in err
     rc, _, err = cli("serve", "--concepts", tmp_path / "nope")
     assert rc == 2 and "not found" in err
+
+
+def test_a_training_folder_stands_for_the_model_folder_inside_it(tiny_models):
+    from medcap.app import model_folder
+
+    assert model_folder(tiny_models.concepts.parent) == tiny_models.concepts
+    assert model_folder(tiny_models.captions) == tiny_models.captions
+    assert model_folder(None) is None

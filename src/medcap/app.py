@@ -51,6 +51,16 @@ class Analysis:
         return [c for c in self.concepts if c.predicted]
 
 
+def model_folder(path: str | Path | None) -> Path | None:
+    """A model folder, also when given the training folder that holds it (``out`` for ``out/model``)."""
+    if path is None:
+        return None
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
+        return path / "model"
+    return path
+
+
 class Pipeline:
     """Both models, loaded once; :meth:`analyze` runs them on one image file.
 
@@ -60,8 +70,8 @@ class Pipeline:
 
     def __init__(self, concepts: str | Path | None = None, captions: str | Path | None = None, *,
                  max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None):
-        self.concepts_dir = None if concepts is None else Path(concepts)
-        self.captions_dir = None if captions is None else Path(captions)
+        self.concepts_dir = model_folder(concepts)
+        self.captions_dir = model_folder(captions)
         self.max_file_mb = float(max_file_mb)
         self.device = device or "cpu"
         self.concept_model = None

@@ -9,6 +9,7 @@ models and the end of ``medcap demo``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
 import json
 from collections.abc import Callable, Mapping
@@ -86,6 +87,10 @@ class _Context:
 
 
 def _load(inputs: ReportInputs, out: Path) -> _Context:
+    from ..app import model_folder
+
+    inputs = dataclasses.replace(inputs, concept_model=model_folder(inputs.concept_model),
+                                 caption_model=model_folder(inputs.caption_model))
     ctx = _Context(inputs, out)
     if inputs.data is not None:
         try:
@@ -477,8 +482,8 @@ def _subtitle(inputs: ReportInputs) -> str:
     if inputs.data is not None:
         bits.append(f"data <code>{H.esc(Path(inputs.data).name)}</code>, {H.esc(inputs.split)} split")
     for label, p in (("concepts", inputs.concept_model), ("captions", inputs.caption_model)):
-        if p is not None:
-            bits.append(f"{label} <code>{H.esc(Path(p).name)}</code>")
+        if p is not None:  # the last two parts: "runs/concepts/model" -> "concepts/model"
+            bits.append(f"{label} <code>{H.esc('/'.join(Path(p).parts[-2:]))}</code>")
     return " · ".join(bits)
 
 
