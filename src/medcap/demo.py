@@ -54,14 +54,15 @@ class DemoPlan:
     knn_ks: tuple[int, ...] = (1, 3, 5, 10, 20)
 
 
-# Sized on this 2-core machine (ENVIRONMENT.md: resnet18 trains at ~18 img/s at 128 px, a
-# small BLIP plateaus after 2-4 minutes): the two trainings get 1.5 minutes each, which
-# leaves time for data, predictions, baselines, BERTScore and the report within 5 minutes.
+# Sized for a 2-core machine (ENVIRONMENT.md: resnet18 learns modality and region within one
+# epoch of 2,000 images at 96 px, about a minute; a small BLIP plateaus after 2-4 minutes):
+# 1.2 minutes for the detector and 1.8 for the captioner leave about 1.5 minutes for data,
+# predictions, baselines, BERTScore and the report within 5 minutes. Greedy decoding and 48
+# new tokens (the captioner trains on captions cut at 48 tokens) bound the prediction time.
 FULL = DemoPlan(
     n_train=1000, n_valid=200, n_test=200, image_px=96,
-    concepts={"image_size": 96, "max_minutes": 1.4, "epochs": 6, "patience": 0},
-    captions={"max_minutes": 1.4, "epochs": 12, "eval_images": 32, "eval_max_new_tokens": 60, "num_beams": 1,
-              "max_new_tokens": 60},
+    concepts={"image_size": 96, "max_minutes": 1.2},
+    captions={"max_minutes": 1.8, "eval_images": 32, "num_beams": 1, "max_new_tokens": 48},
 )
 FAST = DemoPlan(
     n_train=64, n_valid=24, n_test=24, image_px=64,
