@@ -53,6 +53,7 @@ def app_url(tmp_path_factory, synth_small):
     models = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
     port = _free_port()
     demo = serve(models.concepts, models.captions, port=port, max_file_mb=20, block=False)
+    assert demo.server_name == "127.0.0.1"  # never on the network unless --host says so
     yield f"http://127.0.0.1:{port}/"
     demo.close()
 

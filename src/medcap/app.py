@@ -155,15 +155,16 @@ class Pipeline:
 def overlay_heatmap(image, heat, alpha: float = 0.55):
     """``image`` with ``heat`` (a 2-D score map, any size) drawn over it in colour.
 
-    Only the positive part counts (evidence for the concept), scaled to its maximum; the
-    colour's opacity follows the evidence, so the image shows through where there is none.
+    Only the positive part counts (evidence for the concept), scaled from its minimum to its
+    maximum (where the evidence is strongest relative to the rest of the image); the colour's
+    opacity follows it, so the image shows through where there is least.
     """
     from matplotlib import colormaps
     from PIL import Image
 
     heat = np.clip(np.asarray(heat, dtype=np.float32), 0, None)
-    if heat.max() > 0:
-        heat = heat / heat.max()
+    span = float(heat.max() - heat.min())
+    heat = (heat - heat.min()) / span if span > 0 else np.zeros_like(heat)
     heat = np.asarray(Image.fromarray(heat).resize(image.size, Image.Resampling.BILINEAR))
     colour = colormaps["jet"](heat)[..., :3] * 255.0                       # [H, W, 3]
     weight = (alpha * heat)[..., None]

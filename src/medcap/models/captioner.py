@@ -210,7 +210,8 @@ class Captioner:
     @classmethod
     def from_scratch(cls, size: str | dict = "tiny", captions: Iterable[str] = (), *, image_size: int = 96,
                      vocab_size: int = 4000, max_length: int = 200, lowercase: bool = True, seed: int | None = None,
-                     generation: GenerationSettings | None = None, tokenizer=None) -> "Captioner":
+                     generation: GenerationSettings | None = None, tokenizer=None,
+                     patch_size: int | None = None) -> "Captioner":
         """A randomly initialised BLIP of a named size (or a BlipConfig dict), tokenizer from ``captions``.
 
         ``large`` keeps blip-large's vocabulary size (30524) and builds the vision encoder for
@@ -247,6 +248,8 @@ class Captioner:
         # pretrained weights): a model trained from scratch needs the usual 0.02.
         vision_cfg.setdefault("initializer_range", 0.02)
         vision_cfg.setdefault("image_size", image_size)
+        if patch_size:
+            vision_cfg["patch_size"] = patch_size
         config = BlipConfig(**config_dict)
         if seed is not None:
             torch.manual_seed(seed)

@@ -115,14 +115,20 @@ def build_cards(ctx, split, n: int) -> list[str]:
                 f1 = f'<span class="f1">F1 {2 * len(g & p) / (len(g) + len(p)):.2f}</span>'
         gold_caption = split.captions.get(image_id) if split.captions is not None else None
         if gold_caption is not None:
-            rows.append(f'<div class="row"><span class="lbl">Gold caption</span>'
-                        f'<span class="val caption">{H.esc(gold_caption)}</span></div>')
+            rows.append(f'<div class="row"><span class="lbl">Gold caption</span><span class="val caption" '
+                        f'title="{H.esc(gold_caption)}">{H.esc(_shorten(gold_caption))}</span></div>')
         if caption is not None:
             rows.append(f'<div class="row"><span class="lbl">Generated</span>'
                         f'<span class="val caption gen">{H.esc(caption)}</span></div>')
         cards.append(f'<div class="card"><div class="id">{H.esc(image_id)}{f1}</div>'
                      f'<div class="pics">{"".join(pics)}</div>{"".join(rows)}</div>')
     return cards
+
+
+def _shorten(text: str, words: int = 60) -> str:
+    """At most ``words`` words (long case narratives would make one card the height of the page)."""
+    parts = text.split()
+    return text if len(parts) <= words else " ".join(parts[:words]) + " …"
 
 
 def _pipeline(ctx):

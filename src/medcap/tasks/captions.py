@@ -43,6 +43,7 @@ class CaptionConfig:
     max_length: int = 200            # FACTS 1: captions truncated to 200 tokens
     padding: str = "max_length"      # max_length (FACTS 1: padded to 200) | longest (same loss, faster)
     vocab_size: int = 4000           # scratch models: WordPiece vocabulary learned from the captions
+    patch_size: int = 0              # scratch models: ViT patch size (0: the size's, 16)
     lowercase: bool = True           # scratch models: uncased tokenizer, like blip-large's
     prompt: str = ""                 # text the decoder starts from (cut from the output)
     gradient_checkpointing: bool = False
@@ -102,7 +103,7 @@ def build_captioner(cfg: CaptionConfig, train_captions: Sequence[str] = (), toke
         return Captioner.from_scratch(cfg.model.split(":", 1)[1], train_captions, image_size=cfg.image_size,
                                       vocab_size=cfg.vocab_size, max_length=cfg.max_length,
                                       lowercase=cfg.lowercase, seed=cfg.seed, generation=cfg.generation,
-                                      tokenizer=tokenizer)
+                                      tokenizer=tokenizer, patch_size=cfg.patch_size or None)
     captioner = Captioner.from_pretrained(cfg.model, image_size=cfg.image_size, max_length=cfg.max_length,
                                           generation=cfg.generation, pre_resize=cfg.pre_resize or None)
     if tokenizer is not None:
