@@ -97,3 +97,10 @@ def test_cli_usage_error_is_short_and_nonzero(cli):
     rc, out, err = cli("no-such-command")
     assert rc != 0
     assert "Traceback" not in out + err
+
+
+def test_every_public_name_of_the_package_resolves():
+    import medcap
+
+    for name in medcap.__all__:
+        assert getattr(medcap, name) is not None, name

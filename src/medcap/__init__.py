@@ -1,2 +1,71 @@
-"""medcap: medical image concept detection and captioning for ImageCLEFmedical Caption."""
+"""medcap: medical image concept detection and captioning for ImageCLEFmedical Caption.
+
+The Python API behind the ``medcap`` command. Names are imported lazily, so
+``import medcap`` stays fast and torch/transformers load only when a model is used::
+
+    import medcap
+    ds = medcap.read_dataset("synth-data")                      # ImageCLEF folder layout
+    medcap.train_concepts("demo", "synth-data", "runs/concepts")  # MedCSRA, named config
+    det = medcap.ConceptDetector.from_pretrained("runs/concepts")
+    preds = medcap.predict_concepts(det, "synth-data/test")       # thresholds come with the model
+    scores = medcap.evaluate_concepts(gold, {i: [c for c, _ in p] for i, p in preds.items()})
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    # data
+    "read_dataset": "medcap.data",
+    "read_concepts_csv": "medcap.data",
+    "read_captions_csv": "medcap.data",
+    "read_cui_mapping": "medcap.data",
+    "load_image": "medcap.data",
+    "list_images": "medcap.data",
+    "ConceptVocabulary": "medcap.data",
+    "check_dataset": "medcap.data",
+    "dataset_stats": "medcap.data",
+    "SynthConfig": "medcap.synth",
+    "generate_dataset": "medcap.synth",
+    # models
+    "ConceptDetector": "medcap.models.concept_detector",
+    "create_backbone": "medcap.models.backbones",
+    "Captioner": "medcap.models.captioner",
+    # training and prediction
+    "Trainer": "medcap.engine",
+    "train_concepts": "medcap.tasks.concepts",
+    "predict_concepts": "medcap.tasks.concepts",
+    "load_concept_config": "medcap.tasks.concepts",
+    "train_captioner": "medcap.tasks.captions",
+    "predict_captions": "medcap.tasks.captions",
+    "load_caption_config": "medcap.tasks.captions",
+    # submissions and metrics
+    "write_concept_submission": "medcap.submission",
+    "write_caption_submission": "medcap.submission",
+    "validate_concept_submission": "medcap.submission",
+    "validate_caption_submission": "medcap.submission",
+    "evaluate_concepts": "medcap.metrics.concepts",
+    "evaluate_captions": "medcap.metrics.captions",
+    # beyond the paper
+    "fact_check": "medcap.factcheck",
+    "MedcapError": "medcap.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'medcap' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + __all__)
