@@ -126,15 +126,19 @@ def main(argv=None) -> int:
     train_s = time.monotonic() - t
     captioner = Captioner.from_pretrained(run / "model")
 
+    def decoding(beams: int) -> str:
+        return "greedy" if beams == 1 else f"{beams} beams"
+
     rows = []
     t = time.monotonic()
     model_caps = predict_captions(captioner, ImageFolderItems.from_split(test), out / "model.csv", batch_size=32)
     predict_s = time.monotonic() - t
+    beams = captioner.generation.num_beams
     rows.append(score(f"BLIP {cfg.model} from scratch ({args.minutes:g} min, {result.epochs_run} epochs, "
-                      f"{captioner.generation.num_beams} beams)", model_caps, gold_captions, gold_concepts,
-                      predict_s=round(predict_s, 1)))
-    greedy = predict_captions(captioner, ImageFolderItems.from_split(test), None, batch_size=32, num_beams=1)
-    rows.append(score("  same model, greedy", greedy, gold_captions, gold_concepts))
+                      f"{decoding(beams)})", model_caps, gold_captions, gold_concepts, predict_s=round(predict_s, 1)))
+    other_beams = 3 if beams == 1 else 1
+    other = predict_captions(captioner, ImageFolderItems.from_split(test), None, batch_size=32, num_beams=other_beams)
+    rows.append(score(f"  same model, {decoding(other_beams)}", other, gold_captions, gold_concepts))
 
     train = read_dataset(data).split("train")
     const = constant_caption(train.captions)

@@ -220,6 +220,7 @@ class ConceptData:
 
 
 def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = print) -> ConceptData:
+    from ..data.csvio import normalize_cui
     from ..data.dataset import read_dataset
     from ..data.vocab import ConceptVocabulary
 
@@ -250,7 +251,7 @@ def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = 
                                             cfg.min_concept_count)
     train_targets, _ = vocab.encode_many(train.concepts[i] for i in train_ids)
     valid_targets, unknown = vocab.encode_many(valid_concepts[i] for i in valid_ids)
-    gold_sizes = np.array([len({c.strip().upper() for c in valid_concepts[i] if c.strip()}) for i in valid_ids])
+    gold_sizes = np.array([len({normalize_cui(c) for c in valid_concepts[i] if c.strip()}) for i in valid_ids])
     if unknown:
         n_occ = int(gold_sizes.sum() - valid_targets.sum())
         log(f"{len(unknown)} validation CUIs ({n_occ} occurrences) are not in the training vocabulary "
@@ -294,6 +295,8 @@ class ConceptTask:
         return loss_value(self.loss, model(normalize_batch(x, self.prep)), y)
 
     def evaluate(self, model, loader, accelerator) -> dict[str, float]:
+        import torch
+
         from ..losses import loss_value
         from ..thresholds import select_thresholds
 
@@ -311,8 +314,6 @@ class ConceptTask:
             probs_np, self.data.valid_targets > 0, self.data.valid_gold_sizes, grid=cfg.threshold_grid,
             never_empty=cfg.never_empty, per_concept=cfg.per_concept_thresholds,
             min_positives=cfg.per_concept_min_positives, shrinkage=cfg.per_concept_shrinkage, seed=cfg.seed)
-        import torch
-
         valid_loss = accelerator.reduce(torch.cat(losses).mean(), reduction="mean").item()
         return {"f1": self.threshold_report["f1"], "threshold": self.thresholds.global_threshold,
                 "never_empty": int(self.thresholds.never_empty), "valid_loss": valid_loss}
