@@ -13,6 +13,17 @@ from medcap.engine import TrainConfig, Trainer, latest_checkpoint, seed_everythi
 from medcap.errors import MedcapError
 
 
+class ToyModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+        self.frozen = nn.Linear(2, 2)  # a frozen part must stay exactly as it was
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x):
+        return self.net(x).squeeze(-1)
+
+
 class ToyTask:
     """y = x @ w; monitor is the negative validation MSE (so "max" is better)."""
     monitor = "score"
@@ -23,10 +34,8 @@ class ToyTask:
         g = torch.Generator().manual_seed(1)
         x = torch.randn(n, 4, generator=g)
         y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.01 * torch.randn(n, generator=g)
-        self.model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-        self.frozen = nn.Linear(2, 2)  # a frozen part must stay exactly as it was
-        self.frozen.requires_grad_(False)
-        self.model.add_module("frozen", self.frozen)
+        self.model = ToyModel()
+        self.frozen = self.model.frozen
         self.train_loader = DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=True)
         self.valid_loader = DataLoader(TensorDataset(x[:16], y[:16]), batch_size=8)
         self.crash_after_steps, self.steps, self.scores, self.saved = crash_after_steps, 0, scores, 0
@@ -36,12 +45,12 @@ class ToyTask:
         if self.crash_after_steps is not None and self.steps > self.crash_after_steps:
             raise RuntimeError("simulated crash")
         x, y = batch
-        return nn.functional.mse_loss(model[:3](x).squeeze(-1), y)
+        return nn.functional.mse_loss(model(x), y)
 
     def evaluate(self, model, loader, accelerator):
         errs = []
         for x, y in loader:
-            errs.append(accelerator.gather_for_metrics((model[:3](x).squeeze(-1) - y) ** 2))
+            errs.append(accelerator.gather_for_metrics((model(x) - y) ** 2))
         mse = torch.cat(errs).mean().item()
         if self.scores is not None:  # scripted scores, one per epoch
             return {"score": self.scores.pop(0), "mse": mse}
@@ -172,3 +181,31 @@ def test_bad_settings_are_one_line_errors():
 def test_train_config_takes_its_fields_from_a_larger_task_config():
     cfg = TrainConfig.from_config({"lr": 0.5, "epochs": 3, "backbone": "resnet18"})
     assert cfg.lr == 0.5 and cfg.epochs == 3 and cfg.seed == 42
+
+
+@pytest.mark.slow
+def test_two_processes_train_stop_on_the_budget_together_and_save_every_rank_state(tmp_path):
+    """`torchrun --nproc_per_node 2` on the CPU (gloo): the DDP path of the engine."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_engine import ToyTask, _cfg\n"
+        "from medcap.engine import Trainer\n"
+        "budget = float(sys.argv[2])\n"
+        "r = Trainer(ToyTask(), _cfg(epochs=3, max_minutes=budget), sys.argv[1]).fit()\n"
+        "print('RESULT', r.epochs_run, r.stop_reason)\n")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)]
+    done = subprocess.run([*torchrun, str(tmp_path / "a"), "0"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("RESULT 3 epochs") == 2
+    ckpt = latest_checkpoint(tmp_path / "a")
+    assert {"random_states_0.pkl", "random_states_1.pkl"} <= {p.name for p in ckpt.iterdir()}
+    assert json.loads((ckpt / "trainer_state.json").read_text())["step"] == 3 * 4  # 8 batches / 2 ranks
+    done = subprocess.run([*torchrun, str(tmp_path / "b"), "1e-6"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("RESULT 1 time_budget") == 2

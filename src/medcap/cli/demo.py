@@ -54,19 +54,20 @@ def report_command(
     """
     from ..report import ReportInputs, build_report
 
-    score_dict = {}
+    score_dict, score_notes = {}, []
     if scores is not None:
         try:
             score_dict = json.loads(scores.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as e:
             raise MedcapError(f"cannot read the scores JSON: {e}", file=scores) from None
+        score_notes = score_dict.get("notes", []) if "scores" in score_dict else []
         score_dict = score_dict.get("scores", score_dict)
     for path in (data, concepts, captions, concept_pred, caption_pred):
         if path is not None and not path.exists():
             raise MedcapError("not found", file=path)
     inputs = ReportInputs(data=data, concept_model=concepts, caption_model=captions, concept_pred=concept_pred,
-                          caption_pred=caption_pred, split=split, scores=score_dict, title=title,
-                          gallery_size=gallery)
+                          caption_pred=caption_pred, split=split, scores=score_dict, score_notes=score_notes,
+                          title=title, gallery_size=gallery)
     html = build_report(inputs, out, progress=True)
     typer.echo(f"report: {html}")
     return 0

@@ -209,26 +209,19 @@ def _scores_section(ctx: _Context) -> str:
         split = ctx.split()
     except MissingPiece:
         pass
-    # Submission files given without their scores: score them, with the cheap baselines
-    # beside them when none are given (models first in the table).
-    if split is not None and ctx.concept_pred is not None and split.concepts is not None:
-        methods = scores.setdefault("concepts", {})
-        if ctx.inputs.concept_model_name not in methods:
-            computed = {ctx.inputs.concept_model_name: ctx.concept_pred}
-            if not methods:
-                computed.update(_concept_baselines(ctx, split))
-            scores["concepts"] = {**{name: concept_scores(split.concepts, pred, split.manual_concepts,
-                                                          allow_missing=True) for name, pred in computed.items()},
-                                  **methods}
-    if split is not None and ctx.caption_pred is not None and split.captions is not None:
-        methods = scores.setdefault("captions", {})
-        if ctx.inputs.caption_model_name not in methods:
-            computed = {ctx.inputs.caption_model_name: ctx.caption_pred}
-            if not methods:
-                computed.update(_caption_baselines(ctx, split))
-            scores["captions"] = {**{name: caption_scores(split.captions, pred, ctx.names, allow_missing=True)
-                                     for name, pred in computed.items()}, **methods}
-            notes = notes or caption_score_notes()
+    # A task without given scores whose submission file is given: score the file, with the
+    # cheap baselines beside it (given scores, e.g. from medcap demo, are shown as they are).
+    if split is not None and ctx.concept_pred is not None and split.concepts is not None \
+            and not scores.get("concepts"):
+        computed = {ctx.inputs.concept_model_name: ctx.concept_pred, **_concept_baselines(ctx, split)}
+        scores["concepts"] = {name: concept_scores(split.concepts, pred, split.manual_concepts, allow_missing=True)
+                              for name, pred in computed.items()}
+    if split is not None and ctx.caption_pred is not None and split.captions is not None \
+            and not scores.get("captions"):
+        computed = {ctx.inputs.caption_model_name: ctx.caption_pred, **_caption_baselines(ctx, split)}
+        scores["captions"] = {name: caption_scores(split.captions, pred, ctx.names, allow_missing=True)
+                              for name, pred in computed.items()}
+        notes = notes or caption_score_notes()
     if not any(scores.values()):
         raise MissingPiece("no scores: give submission files (--concept-pred/--caption-pred) for a split "
                            "with gold files, or scores from `medcap demo`")
