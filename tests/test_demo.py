@@ -20,10 +20,14 @@ def demo_run(tmp_path_factory):
     cwd = os.getcwd()
     os.environ["HOME"] = str(home)
     os.chdir(work)
+    import torch
+
+    threads = torch.get_num_threads()
     try:
         from medcap.cli import main
 
         rc = main(["demo", "--out", "out", "--fast"])
+        assert torch.get_num_threads() == threads  # the demo gives back the threads it changed
     finally:
         os.chdir(cwd)
         for k, v in saved.items():
@@ -34,7 +38,7 @@ def demo_run(tmp_path_factory):
     return rc, work / "out", work, home
 
 
-def test_demo_writes_report_submissions_and_scores(demo_run, capsys):
+def test_demo_writes_report_submissions_and_scores(demo_run):
     rc, out, _, _ = demo_run
     assert rc == 0
     report = out / "report" / "report.html"
@@ -88,3 +92,21 @@ def test_demo_reuses_its_data_and_regenerates_it_when_the_settings_change(tmp_pa
     prepare_data(tmp_path, replace(plan, n_test=5), seed=0, log=messages.append)
     assert "generating" in messages[-1]
     assert len(list((root / "test").iterdir())) == 5
+
+
+def test_summary_says_where_everything_is_and_ends_with_the_score_table(tmp_path):
+    from medcap.demo import DemoResult
+
+    scores = {"concepts": {"MedCSRA": {"primary_f1": 0.61, "secondary_f1": 0.9},
+                           "Most frequent": {"primary_f1": 0.25, "secondary_f1": None}},
+              "captions": {"BLIP": {"rouge1": 0.4, "bertscore": 0.5, "bleurt": None}}}
+    result = DemoResult(out=tmp_path, report=tmp_path / "report" / "report.html",
+                        concept_submission=tmp_path / "c.csv", caption_submission=tmp_path / "k.csv",
+                        scores_file=tmp_path / "scores.json", scores=scores, seconds=187.4)
+    text = result.summary()
+    assert "finished in 3 min 07 s" in text
+    for path in ("report.html", "c.csv", "k.csv", "scores.json"):
+        assert path in text
+    table = text[text.index("Concept detection"):]
+    assert "0.6100" in table and "n/a" in table and "ROUGE-1" in table and "BLEURT" not in table
+    assert text.rstrip().endswith("real ImageCLEFmedical images.")

@@ -115,20 +115,19 @@ class Pipeline:
         """Check, load and analyse an image file (JPEG, PNG, DICOM, ...)."""
         return self.analyze_image(self.load(path))
 
-    def analyze_image(self, image, *, concepts: bool = True, caption: bool = True) -> Analysis:
-        """Analyse an RGB PIL image with whichever models are loaded (``concepts`` / ``caption``
-        False skip that part, e.g. when a submission file already has it)."""
+    def analyze_image(self, image) -> Analysis:
+        """Analyse an RGB PIL image with whichever models are loaded."""
         import torch
 
         result = Analysis(image=image)
         with torch.inference_mode():
             if self.concept_model is None:
                 result.notes.append("no concept model loaded (medcap serve --concepts DIR)")
-            elif concepts:
+            else:
                 self._concepts(image, result)
             if self.caption_model is None:
                 result.notes.append("no caption model loaded (medcap serve --captions DIR)")
-            elif caption:
+            else:
                 result.caption = self.caption_model.generate([image], batch_size=1)[0]
         return result
 

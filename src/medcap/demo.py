@@ -98,10 +98,10 @@ class DemoResult:
         lines = [
             "",
             f"medcap demo finished in {minutes} min {seconds:02d} s",
-            f"  report:      {self.report}",
-            f"  submissions: {self.concept_submission}",
-            f"               {self.caption_submission}",
-            f"  scores:      {self.scores_file}",
+            f"  report:      {_shown(self.report)}",
+            f"  submissions: {_shown(self.concept_submission)}",
+            f"               {_shown(self.caption_submission)}",
+            f"  scores:      {_shown(self.scores_file)}",
             "",
             score_table(self.scores),
         ]
@@ -109,6 +109,14 @@ class DemoResult:
             lines.append("Synthetic data: these scores show that the pipeline works, not how it does on "
                          "real ImageCLEFmedical images.")
         return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the working folder when it is inside it (shorter to read and copy)."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def score_table(scores: dict) -> str:
@@ -147,6 +155,20 @@ def torch_threads() -> int:
     except OSError:  # not available on every platform
         busy = 0.0
     return max(1, min(cores, cores - int(busy + 0.5)))
+
+
+@contextlib.contextmanager
+def free_cores():
+    """Run torch on :func:`torch_threads` threads inside the block (the old number after it)."""
+    import torch
+
+    before = torch.get_num_threads()
+    threads = torch_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(before)
 
 
 # ---------------------------------------------------------------------------------------
@@ -361,11 +383,7 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
     say = log or (lambda msg: print(msg, flush=True))
     start = time.monotonic()
     timings: dict[str, float] = {}
-    with contained_in(out):
-        import torch
-
-        threads = torch_threads()
-        torch.set_num_threads(threads)
+    with contained_in(out), free_cores() as threads:
         steps = ["synthetic data", "concept detector", "captioner", "test predictions",
                  "baselines and scores", "report"]
 

@@ -73,9 +73,7 @@ def build_cards(ctx, split, n: int) -> list[str]:
         except MedcapError as e:
             ctx.notes.append(f"Gallery: {e}")
             continue
-        analysis = None
-        if pipeline is not None:
-            analysis = pipeline.analyze_image(image, caption=ctx.caption_pred is None)
+        analysis = pipeline.analyze_image(image) if pipeline is not None else None
         if analysis is not None:
             names = {**names, **{c.cui: c.name for c in analysis.concepts if c.name}}
         probs = {c.cui: c.probability for c in analysis.concepts} if analysis is not None else {}
@@ -132,9 +130,11 @@ def _shorten(text: str, words: int = 60) -> str:
 
 
 def _pipeline(ctx):
-    """The app's pipeline over the given models, or None when no model was given."""
-    if ctx.inputs.concept_model is None and ctx.inputs.caption_model is None:
+    """The app's pipeline over the given models (the captioner only when no caption submission
+    is given), or None when there is nothing to run."""
+    captions = ctx.inputs.caption_model if ctx.caption_pred is None else None
+    if ctx.inputs.concept_model is None and captions is None:
         return None
     from ..app import Pipeline
 
-    return Pipeline(ctx.inputs.concept_model, ctx.inputs.caption_model)
+    return Pipeline(ctx.inputs.concept_model, captions)
