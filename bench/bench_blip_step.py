@@ -91,8 +91,8 @@ def estimate(rows: list[dict]) -> list[str]:
     """GPU memory estimate from CPU peaks: fixed part + per-image slope (labelled as an estimate)."""
     params = rows[0]["parameters_M"] * 1e6
     state = params * 16 / 1e9   # fp32 weights 4 + gradients 4 + AdamW moments 8 bytes per parameter
-    lines = [f"parameter arithmetic: {params / 1e6:.0f} M parameters x 16 bytes (fp32 weights, gradients, "
-             f"AdamW moments) = {state:.1f} GB before activations"]
+    lines = [(f"parameter arithmetic: {params / 1e6:.0f} M parameters x 16 bytes (fp32 weights, gradients, "
+              f"AdamW moments) = {state:.1f} GB before activations")]
     for mode in sorted({r["mode"] for r in rows}):
         pts = sorted((r["batch"], r["peak_rss_GB"]) for r in rows if r["mode"] == mode)
         if len(pts) < 2:
@@ -142,7 +142,7 @@ def main(argv=None) -> int:
             cmd = [sys.executable, __file__, "--one", str(b), mode, "--device", device, "--image-size",
                    str(args.image_size), "--max-length", str(args.max_length), "--steps", str(steps),
                    "--warmup", str(args.warmup), "--threads", str(args.threads)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
             line = next((x for x in proc.stdout.splitlines() if x.startswith("RESULT ")), None)
             if line is None:
                 oom = "out of memory" in proc.stderr.lower()

@@ -97,11 +97,16 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from medcap.baselines import constant_caption, plain_backbone
     from medcap.data import read_dataset
-    from medcap.synth import SynthConfig, caption_from_concepts, generate_dataset
-    from medcap.tasks.captions import (caption_baseline, captioner_embedder, load_caption_config,
-                                       predict_captions, train_captioner)
-    from medcap.tasks.concepts import ImageFolderItems
     from medcap.models.captioner import Captioner
+    from medcap.synth import SynthConfig, caption_from_concepts, generate_dataset
+    from medcap.tasks.captions import (
+        caption_baseline,
+        captioner_embedder,
+        load_caption_config,
+        predict_captions,
+        train_captioner,
+    )
+    from medcap.tasks.concepts import ImageFolderItems
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from medcap.metrics.captions import preprocess_caption
-from medcap.text import (ACRONYMS, normalize_whitespace, postprocess_caption, repair_wordpiece_spacing,
-                         restore_acronyms)
+from medcap.text import (
+    ACRONYMS,
+    normalize_whitespace,
+    postprocess_caption,
+    repair_wordpiece_spacing,
+    restore_acronyms,
+)
 
 # (what a BERT WordPiece decode gives, what the caption said)
 DECODE_CASES = [

@@ -13,8 +13,15 @@ import torch
 from PIL import Image
 
 from medcap.errors import MedcapError, MissingWeightsError
-from medcap.models.captioner import (METADATA_FILE, SPECIAL_TOKENS, Captioner, GenerationSettings, count_parameters,
-                                     large_sizes_config, train_wordpiece)
+from medcap.models.captioner import (
+    METADATA_FILE,
+    SPECIAL_TOKENS,
+    Captioner,
+    GenerationSettings,
+    count_parameters,
+    large_sizes_config,
+    train_wordpiece,
+)
 
 CAPTIONS = ["axial ct of the chest shows a 2.3 cm nodule.", "plain x-ray of the knee (ap view).",
             "mri of the brain, t2-weighted.", "ultrasound of the liver"]

@@ -217,7 +217,7 @@ def test_constant_baseline_gives_one_training_caption_to_every_image(synth_small
 
 def test_retrieval_baseline_gives_the_caption_of_the_nearest_training_image(trained, synth_small, cli, tmp_path):
     sub = tmp_path / "ret.csv"
-    rc, out, err = cli("baseline", "captions", "retrieval", "--data", synth_small, "--out", sub,
+    rc, _, err = cli("baseline", "captions", "retrieval", "--data", synth_small, "--out", sub,
                        "--model", trained / "model", "--split", "train")
     assert rc == 0, err
     captions = read_caption_submission(sub)

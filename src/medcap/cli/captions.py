@@ -4,7 +4,6 @@ Thin layer over :mod:`medcap.tasks.captions`.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
 
 import typer
 
@@ -27,7 +26,7 @@ def train_captions_command(
                               show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder: model/, checkpoints/, metrics.csv.",
                              show_default=False),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set image_size=384, "
+    set_: list[str] | None = typer.Option(None, "--set", help="Override a config key: --set image_size=384, "
                                              "--set model=/path/to/blip-folder, --set mixed_precision=bf16 "
                                              "(repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
@@ -53,14 +52,14 @@ def train_captions_command(
 def predict_captions_command(
     model: Path = typer.Option(..., "--model", "-m", help="Captioner folder (OUT/model of a training run).",
                                show_default=False),
-    images: List[Path] = typer.Option(..., "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); "
+    images: list[Path] = typer.Option(..., "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); "
                                       "the image ID is the file name without extension.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,Caption).", show_default=False),
-    beams: Optional[int] = typer.Option(None, "--beams", help="Beam width (1 = greedy); default: the model's "
+    beams: int | None = typer.Option(None, "--beams", help="Beam width (1 = greedy); default: the model's "
                                         "setting (paper: 5)."),
-    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Longest caption in tokens."),
+    max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest caption in tokens."),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)."),
+    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)."),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
     from ..tasks.captions import predict_captions
@@ -105,7 +104,7 @@ def constant_command(
 def retrieval_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
-    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Embed images with this captioner's image "
+    model: Path | None = typer.Option(None, "--model", "-m", help="Embed images with this captioner's image "
                                          "encoder or this concept detector's backbone (a model folder)."),
     backbone: str = typer.Option("resnet18", "--backbone", help="Otherwise a plain backbone (random or --pretrained)."),
     image_size: int = typer.Option(224, "--image-size"),

@@ -30,10 +30,11 @@ import contextlib
 import dataclasses
 import json
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
@@ -44,20 +45,20 @@ METADATA_FILE = "medcap_captioner.json"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]")  # [PAD] gets id 0
 LARGE_SIZES_FILE = "blip-large-sizes.json"
 
-# Named sizes of a from-scratch BLIP: (vision encoder, text decoder) settings. ``large`` comes
-# from LARGE_SIZES_FILE. ``small`` is the CPU demo model (ENVIRONMENT.md: hidden 192, 3 layers,
-# patch 16 learned modality and region of the synthetic data in minutes).
+
+def _layers(hidden: int, layers: int, heads: int, intermediate: int) -> dict[str, int]:
+    return {"hidden_size": hidden, "num_hidden_layers": layers, "num_attention_heads": heads,
+            "intermediate_size": intermediate}
+
+
+# Named sizes of a from-scratch BLIP: vision encoder and text decoder settings. ``large`` comes
+# from LARGE_SIZES_FILE. ``small`` is the CPU demo model, sized after ENVIRONMENT.md's
+# prototype (hidden 192, 3 layers, 16 px patches); ``base`` is blip-image-captioning-base's
+# ViT-B/16 + BERT-base.
 SIZES: dict[str, dict[str, dict[str, int]]] = {
-    "tiny": {"vision": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-                            patch_size=8),
-             "text": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)},
-    "small": {"vision": dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=3, intermediate_size=768,
-                             patch_size=16),
-              "text": dict(hidden_size=192, num_hidden_layers=3, num_attention_heads=3, intermediate_size=768)},
-    # blip-image-captioning-base: ViT-B/16 and BERT-base
-    "base": {"vision": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
-                            patch_size=16),
-             "text": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)},
+    "tiny": {"vision": {**_layers(32, 2, 2, 64), "patch_size": 8}, "text": _layers(32, 2, 2, 64)},
+    "small": {"vision": {**_layers(192, 3, 3, 768), "patch_size": 16}, "text": _layers(192, 3, 3, 768)},
+    "base": {"vision": {**_layers(768, 12, 12, 3072), "patch_size": 16}, "text": _layers(768, 12, 12, 3072)},
 }
 
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -75,7 +76,7 @@ class GenerationSettings:
     postprocess: bool = True            # repair WordPiece spacing, restore acronyms (medcap.text)
 
     @classmethod
-    def from_dict(cls, values: dict | None) -> "GenerationSettings":
+    def from_dict(cls, values: dict | None) -> GenerationSettings:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in (values or {}).items() if k in names})
 
@@ -139,7 +140,7 @@ class ImageTransform:
         size = self.image_processor.size
         return min(self.pre_resize or 10**6, size["height"] if isinstance(size, dict) else size.height)
 
-    def __call__(self, images: Sequence) -> "torch.Tensor":  # noqa: F821
+    def __call__(self, images: Sequence) -> torch.Tensor:  # noqa: F821
         if self.pre_resize:  # the authors' code squashed every image to 224 px before the processor
             images = [im.resize((self.pre_resize, self.pre_resize)) for im in images]
         return self.image_processor(list(images), return_tensors="pt")["pixel_values"]
@@ -211,7 +212,7 @@ class Captioner:
     def from_scratch(cls, size: str | dict = "tiny", captions: Iterable[str] = (), *, image_size: int = 96,
                      vocab_size: int = 4000, max_length: int = 200, lowercase: bool = True, seed: int | None = None,
                      generation: GenerationSettings | None = None, tokenizer=None,
-                     patch_size: int | None = None) -> "Captioner":
+                     patch_size: int | None = None) -> Captioner:
         """A randomly initialised BLIP of a named size (or a BlipConfig dict), tokenizer from ``captions``.
 
         ``large`` keeps blip-large's vocabulary size (30524) and builds the vision encoder for
@@ -219,7 +220,12 @@ class Captioner:
         ``vocab_size`` WordPieces learned from ``captions``.
         """
         import torch
-        from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+        from transformers import (
+            BlipConfig,
+            BlipForConditionalGeneration,
+            BlipImageProcessor,
+            BlipProcessor,
+        )
 
         if isinstance(size, dict):
             config_dict = json.loads(json.dumps(size))
@@ -262,7 +268,7 @@ class Captioner:
     @classmethod
     def from_pretrained(cls, name_or_folder: str | Path = DEFAULT_MODEL, *, image_size: int | None = None,
                         max_length: int | None = None, generation: GenerationSettings | None = None,
-                        pre_resize: int | None = None) -> "Captioner":
+                        pre_resize: int | None = None) -> Captioner:
         """Load a hub model (``Salesforce/blip-image-captioning-large``) or a saved folder.
 
         Settings saved by medcap in the folder are used unless given here. A hub name whose
@@ -346,11 +352,11 @@ class Captioner:
         return count_parameters(self.model)
 
     # -- inputs -------------------------------------------------------------------------------
-    def image_transform(self) -> "ImageTransform":
+    def image_transform(self) -> ImageTransform:
         """A picklable images -> pixel tensor function (for DataLoader workers)."""
         return ImageTransform(self.processor.image_processor, self.pre_resize)
 
-    def pixel_values(self, images: Sequence) -> "torch.Tensor":  # noqa: F821
+    def pixel_values(self, images: Sequence) -> torch.Tensor:  # noqa: F821
         """PIL images (RGB) -> normalised tensor [B, 3, image_size, image_size]."""
         return self.image_transform()(images)
 
@@ -359,7 +365,7 @@ class Captioner:
         enc = self.tokenizer(list(captions), truncation=False, verbose=False)  # verbose: no too-long warning
         return [len(ids) for ids in enc["input_ids"]]
 
-    def caption_encoder(self, padding: str = "longest") -> "CaptionEncoder":
+    def caption_encoder(self, padding: str = "longest") -> CaptionEncoder:
         """A picklable captions -> training targets function (for DataLoader workers)."""
         return CaptionEncoder(self.tokenizer, self.model.config.text_config.bos_token_id, self.max_length,
                               self.generation.prompt, padding)
@@ -373,14 +379,14 @@ class Captioner:
         return self.tokenizer(self.generation.prompt.strip())["input_ids"]
 
     # -- training -----------------------------------------------------------------------------
-    def loss(self, model, batch: dict) -> "torch.Tensor":  # noqa: F821
+    def loss(self, model, batch: dict) -> torch.Tensor:  # noqa: F821
         """Mean token cross-entropy of a batch from :meth:`encode_captions` + ``pixel_values``."""
         return model(pixel_values=batch["pixel_values"], input_ids=batch["input_ids"],
                      attention_mask=batch["attention_mask"], labels=batch["labels"],
                      interpolate_pos_encoding=self.interpolate_pos_encoding).loss
 
     # -- generation ---------------------------------------------------------------------------
-    def generate_ids(self, pixel_values, model=None, **overrides) -> "torch.Tensor":  # noqa: F821
+    def generate_ids(self, pixel_values, model=None, **overrides) -> torch.Tensor:  # noqa: F821
         """Generated token ids [B, T] after the prompt (batched greedy or beam search)."""
         import torch
 
@@ -388,8 +394,8 @@ class Captioner:
         g = dataclasses.replace(self.generation, **overrides)
         prompt = self._prompt_ids()
         input_ids = torch.tensor([prompt] * pixel_values.shape[0], device=pixel_values.device)
-        kwargs = dict(num_beams=g.num_beams, max_new_tokens=g.max_new_tokens, do_sample=False,
-                      repetition_penalty=g.repetition_penalty)
+        kwargs = {"num_beams": g.num_beams, "max_new_tokens": g.max_new_tokens, "do_sample": False,
+                  "repetition_penalty": g.repetition_penalty}
         if g.num_beams > 1:
             kwargs["length_penalty"] = g.length_penalty
         if g.no_repeat_ngram_size > 0:

@@ -21,9 +21,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..config import load_config
 from ..errors import MedcapError
@@ -310,7 +311,7 @@ def captioner_embedder(captioner: Captioner):
         def forward_features(self, x):
             tokens = self.vision(pixel_values=x, interpolate_pos_encoding=captioner.interpolate_pos_encoding)
             patches = tokens.last_hidden_state[:, 1:]                     # [B, h*w, C] (no [CLS])
-            side = int(round(patches.shape[1] ** 0.5))
+            side = round(patches.shape[1] ** 0.5)
             return patches.transpose(1, 2).reshape(x.shape[0], -1, side, patches.shape[1] // side)
 
     return BlipImageFeatures()
