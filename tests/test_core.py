@@ -104,3 +104,25 @@ def test_every_public_name_of_the_package_resolves():
 
     for name in medcap.__all__:
         assert getattr(medcap, name) is not None, name
+
+
+def test_a_config_built_on_a_base_is_named_after_itself(tmp_path):
+    base = _write(tmp_path, "lr: 0.5\n")
+    child = tmp_path / "mine.yaml"
+    child.write_text(f"base: {base}\n")
+    assert load_config(_Cfg, child, "concepts").name == "mine"
+
+
+def test_atomic_writes_get_normal_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with atomic_write(tmp_path / "f.csv") as f:
+            f.write("x")
+        with atomic_dir(tmp_path / "d") as d:
+            (d / "a").write_text("1")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "f.csv").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755

@@ -135,6 +135,7 @@ def load_config(cls: type[T], name_or_path: str | Path, task: str, overrides: di
     if base is not None:
         base_cfg = load_config(cls, base, task)
         merged.update(dataclasses.asdict(base_cfg))
+        merged.pop("name", None)  # a config built on `base: X` is named after itself, not X
     build_dataclass(cls, data, label)  # validate this file's own keys with its own label
     merged.update(data)
     if isinstance(overrides, list):
@@ -144,7 +145,8 @@ def load_config(cls: type[T], name_or_path: str | Path, task: str, overrides: di
         merged.update(overrides)
     cfg = build_dataclass(cls, merged, label)
     if hasattr(cfg, "name") and not getattr(cfg, "name", None):
-        cfg.name = str(name_or_path)  # type: ignore[attr-defined]
+        p = Path(name_or_path)
+        cfg.name = p.stem if p.suffix in (".yaml", ".yml") else str(name_or_path)  # type: ignore[attr-defined]
     return cfg
 
 

@@ -29,3 +29,8 @@ app.add_typer(predict_app, name="predict")
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(validate_app, name="validate")
 app.add_typer(baseline_app, name="baseline")
+
+
+def log(msg: str) -> None:
+    """Progress messages of CLI commands go to stderr, so stdout stays machine-readable."""
+    typer.echo(msg, err=True)

@@ -7,15 +7,11 @@ from pathlib import Path
 
 import typer
 
-from .app import baseline_app, predict_app, train_app
+from .app import baseline_app, log, predict_app, train_app
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(captions_baseline_app, name="captions")
-
-
-def _log(msg: str) -> None:
-    typer.echo(msg, err=True)
 
 
 @train_app.command("captions")
@@ -41,7 +37,7 @@ def train_captions_command(
     from ..tasks.captions import load_caption_config, train_captioner
 
     cfg = load_caption_config(config, set_)
-    result = train_captioner(cfg, data, out, resume=resume, log=_log)
+    result = train_captioner(cfg, data, out, resume=resume, log=log)
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(f"best validation {cfg.monitor} {score} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")

@@ -10,15 +10,11 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, baseline_app, predict_app, train_app
+from .app import app, baseline_app, log, predict_app, train_app
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(concepts_baseline_app, name="concepts")
-
-
-def _log(msg: str) -> None:
-    typer.echo(msg, err=True)
 
 
 @train_app.command("concepts")
@@ -52,7 +48,7 @@ def train_concepts_command(
         overrides["valid_fraction"] = valid_fraction
     if pretrained is not None:
         overrides["pretrained"] = pretrained
-    result = train_concepts(config, data, out, overrides, resume=resume, log=_log)
+    result = train_concepts(config, data, out, overrides, resume=resume, log=log)
     typer.echo(f"best validation F1 {result.best_score:.4f} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")
     return 0

@@ -81,9 +81,6 @@ class ConceptConfig(TrainConfig, LossConfig):
 
 def load_concept_config(name_or_path: str | Path, overrides: dict | list[str] | None = None) -> ConceptConfig:
     cfg = load_config(ConceptConfig, name_or_path, TASK, overrides)
-    p = Path(name_or_path)
-    # A config built on `base: paper` would otherwise carry the base's name.
-    cfg.name = p.stem if p.suffix in (".yaml", ".yml") else str(name_or_path)
     return cfg
 
 
