@@ -190,6 +190,28 @@ def test_frozen_vision_encoder_stays_unchanged_and_checkpointing_gives_the_same_
     assert not torch.equal(text_before, captioner.model.text_decoder.bert.embeddings.word_embeddings.weight)
 
 
+def test_concept_probe_adds_its_weighted_loss_and_trains_the_image_encoder():
+    import torch
+
+    from medcap.models.guided import ConceptGuidedBlip, captioning_model
+
+    captioner = _tiny()
+    batch = captioner.encode_captions(["ct of the chest", "mri of the brain"])
+    batch["pixel_values"] = captioner.pixel_values(_images()[:2])
+    concepts = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    guided = ConceptGuidedBlip(captioner.model, n_concepts=3, weight=2.0)
+    total, caption = guided(**batch, concepts=concepts)
+    assert torch.allclose(caption, captioner.loss(captioner.model, batch))
+    probe = torch.nn.functional.binary_cross_entropy_with_logits(
+        guided.probe(captioner.model(**batch).image_embeds.mean(1)), concepts)
+    assert torch.allclose(total, caption + 2.0 * probe)
+    (total - caption).backward()  # the probe's loss alone reaches the image encoder, not the decoder
+    assert captioner.model.vision_model.embeddings.patch_embedding.weight.grad.abs().sum() > 0
+    decoder_grad = captioner.model.text_decoder.bert.encoder.layer[0].output.dense.weight.grad
+    assert decoder_grad is None or decoder_grad.abs().sum() == 0
+    assert captioning_model(guided) is captioner.model and captioning_model(captioner.model) is captioner.model
+
+
 def test_missing_pretrained_weights_fail_with_how_to_get_them(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))

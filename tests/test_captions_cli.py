@@ -27,6 +27,8 @@ eval_images: 4
 eval_max_new_tokens: 8
 max_new_tokens: 8
 num_beams: 1
+concept_loss: 0
+dropout: 0
 progress: false
 """
 
@@ -78,11 +80,14 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(traine
     from medcap.data import read_captions_csv
     from medcap.models.captioner import Captioner
 
-    # the truncated captions are counted with the model's own tokenizer (demo: 48 tokens)
+    from medcap.tasks.captions import load_caption_config
+
+    # the truncated captions are counted with the model's own tokenizer (max_length from `demo`)
+    limit = load_caption_config("demo").max_length
     lengths = Captioner.from_pretrained(model).caption_lengths(
         list(read_captions_csv(synth_small / "train_captions.csv").values()))
-    assert meta["training"]["max_length"] == 48
-    assert meta["training"]["captions_truncated"] == sum(n > 48 for n in lengths)
+    assert meta["training"]["max_length"] == limit and meta["training"]["concept_loss"] == 0
+    assert meta["training"]["captions_truncated"] == sum(n > limit for n in lengths) > 0
     with open(trained / "metrics.csv") as f:
         row = next(csv.DictReader(f))
     assert {"train_loss", "valid_loss", "rouge1"} <= set(row)
@@ -163,6 +168,37 @@ def test_resume_continues_an_interrupted_run_with_the_same_tokenizer(synth_small
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
     assert (out / "model" / "tokenizer.json").read_text() == vocab
     assert "at epoch" in out_text
+
+
+def test_concept_guided_training_saves_a_plain_blip_and_resumes(synth_small, tiny_config, cli, tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "run"
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", synth_small, "--out", out,
+                     "--set", "concept_loss=1.0", "--set", "dropout=0.1", "--set", "epochs=2",
+                     "--set", "max_minutes=0.00001")
+    assert rc == 0, err
+    assert "concept probe:" in err and "CUIs, weight 1.0" in err
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", synth_small, "--out", out,
+                     "--set", "concept_loss=1.0", "--set", "dropout=0.1", "--set", "epochs=2", "--resume")
+    assert rc == 0, err
+    with safe_open(out / "model" / "model.safetensors", "pt") as f:  # the probe is training-only
+        assert not [k for k in f.keys() if "probe" in k] and any(k.startswith("vision_model") for k in f.keys())
+    meta = json.loads((out / "model" / "medcap_captioner.json").read_text())
+    assert meta["training"]["concept_loss"] == 1.0
+    rc, _, err = cli("predict", "captions", "--model", out / "model", "--images", synth_small / "test",
+                     "--out", tmp_path / "sub.csv")
+    assert rc == 0, err
+
+
+def test_concept_guided_training_without_training_concepts_is_a_one_line_error(synth_small, tiny_config, cli,
+                                                                                  tmp_path):
+    data = _copy_dataset(synth_small, tmp_path / "data")
+    (data / "train_concepts.csv").unlink()
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", data, "--out", tmp_path / "run",
+                     "--set", "concept_loss=1.0")
+    assert rc == 2 and err.count("\n") == 1 and "train_concepts.csv" in err
+    assert not (tmp_path / "run" / "model").exists()
 
 
 def _copy_dataset(src, dst):

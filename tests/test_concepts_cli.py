@@ -36,6 +36,9 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoints(train
                                                  "thresholds.json", "preprocessing.json"}
     th = json.loads((model / "thresholds.json").read_text())
     assert 0 < th["global"] < 1 and th["grid"] == "fine" and "valid_f1" in th
+    chosen = [e for e in th["sweep"] if e["never_empty"] == th["never_empty"]]  # the validation sweep
+    assert th["global"] in [e["threshold"] for e in chosen]
+    assert max(e["f1"] for e in chosen) == pytest.approx(th["valid_f1"], abs=1e-6)
     rows = list(csv.DictReader(open(trained / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and "f1" in rows[0]
     assert (trained / "checkpoints" / "epoch-001" / "trainer_state.json").is_file()
@@ -56,6 +59,12 @@ def test_predict_writes_a_valid_submission_for_every_test_image_and_probabilitie
     first = data["images"][ids[0]]
     assert [p["cui"] for p in first["predicted"]] == preds[ids[0]]
     assert len(first["top"]) == 10 and data["thresholds"]["global"] > 0
+    assert "probabilities" not in first and "vocabulary" not in data
+    rc, _, err = cli("predict", "concepts", "--model", trained / "model", "--images", synth_small / "test",
+                     "--out", sub, "--json", probs, "--all-probabilities")
+    assert rc == 0, err
+    data = json.loads(probs.read_text())
+    assert set(data["images"][ids[0]]["probabilities"]) == set(data["vocabulary"])
 
 
 def test_predict_reads_dicom_files_and_explicit_file_lists(cli, trained, tmp_path, synth_small):

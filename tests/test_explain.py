@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from medcap.data.vocab import ConceptVocabulary
-from medcap.explain import _content_region, concept_heatmaps, explain_image
+from medcap.explain import concept_heatmaps, content_region, explain_image
 from medcap.models.concept_detector import ConceptDetector, DetectorConfig
 
 CUIS = ["C0000726", "C0817096", "C0040405"]
@@ -54,8 +54,8 @@ def test_heatmaps_cover_the_input_and_follow_the_score_map(tmp_path):
 
 def test_letterboxed_inputs_crop_the_map_to_the_image():
     maps = np.zeros((1, 64, 64))
-    assert _content_region(maps, (128, 64), {"resize": "pad"}).shape == (1, 32, 64)
-    assert _content_region(maps, (128, 64), {"resize": "squash"}).shape == (1, 64, 64)
+    assert content_region(maps, (128, 64), {"resize": "pad"}).shape == (1, 32, 64)
+    assert content_region(maps, (128, 64), {"resize": "squash"}).shape == (1, 64, 64)
 
 
 def test_explain_cli_top_n(cli, tmp_path):

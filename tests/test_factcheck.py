@@ -173,6 +173,22 @@ def test_reads_the_json_that_predict_concepts_writes(tmp_path, kb):
     assert ev.probability("a", MRI) == (0.4, False)  # not in the top 3: below its threshold, bounded
 
 
+def test_the_full_json_makes_every_probability_exact(tmp_path, kb):
+    import numpy as np
+
+    from medcap.data import ConceptVocabulary
+    from medcap.tasks.concepts import probabilities_json
+
+    model = SimpleNamespace(vocabulary=ConceptVocabulary([CT, MRI, CHEST, NODULE], {CT: "CT"}),
+                            thresholds={"global": 0.4, "never_empty": False, "per_concept": {}})
+    data = probabilities_json(model, ["a"], np.array([[0.9, 0.1, 0.7, 0.75]]), top=1, full=True)
+    assert data["vocabulary"] == [CT, MRI, CHEST, NODULE]
+    (tmp_path / "p.json").write_text(json.dumps(data))
+    ev = read_concept_probabilities(tmp_path / "p.json")
+    assert ev.probability("a", MRI) == (0.1, True)  # outside the top 1, still exact
+    assert ev.probability("a", US)[0] == 0.0  # not in the vocabulary: the detector cannot see it
+
+
 @pytest.mark.parametrize("text, message", [
     ("{\"images\": {", "not valid JSON"),
     ("[1, 2]", "expected a JSON object with an \"images\" object"),

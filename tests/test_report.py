@@ -160,7 +160,7 @@ def test_full_report_on_a_dataset_with_models_and_submissions(tmp_path, synth_sm
     for section in ("scores", "dataset", "training", "thresholds", "per-concept", "gallery"):
         assert f'id="{section}"' in html
     assert "Left out of this report" not in html
-    assert "Synthetic data." in html and "recomputed on the validation split" in html
+    assert "Synthetic data." in html and "the sweep saved with the model" in html
     assert "Figure 2" in html and "Figure 3" in html
     # The submissions are scored, with the cheap baselines beside them.
     for method in ("Concept model", "Most frequent concepts (baseline)", "Caption model",
@@ -171,3 +171,15 @@ def test_full_report_on_a_dataset_with_models_and_submissions(tmp_path, synth_sm
     out = tmp_path / "report"
     assert len(list((out / "gallery").glob("*_heatmap.png"))) == 3
     assert {"caption_lengths.png", "concepts_per_image.png"} <= {p.name for p in (out / "dataset").iterdir()}
+
+
+def test_a_model_without_a_saved_sweep_gets_it_recomputed_on_validation(tmp_path, synth_small, tiny_models):
+    import shutil
+
+    model = shutil.copytree(tiny_models.concepts, tmp_path / "concepts")
+    th = json.loads((model / "thresholds.json").read_text())
+    del th["sweep"]  # a model folder from before thresholds.json kept the sweep
+    (model / "thresholds.json").write_text(json.dumps(th))
+    html = build_report(ReportInputs(data=synth_small, concept_model=model, gallery_size=1),
+                        tmp_path / "report").read_text(encoding="utf-8")
+    assert "recomputed on the validation split" in html

@@ -133,7 +133,7 @@ class Pipeline:
 
     def _concepts(self, image, result: Analysis) -> None:
         """Probabilities of every concept, the saved thresholds' decision, the top concept's heatmap."""
-        from .explain import _content_region, concept_heatmaps
+        from .explain import concept_heatmaps, content_region
         from .tasks.concepts import decide
 
         model = self.concept_model
@@ -146,7 +146,7 @@ class Pipeline:
         if len(order):
             # The most probable predicted concept (per-concept thresholds may skip the top one).
             top = next((int(k) for k in order if vocab.cuis[k] in predicted), int(order[0]))
-            maps = _content_region(maps, image.size, model.preprocessing)
+            maps = content_region(maps, image.size, model.preprocessing)
             result.heatmap = overlay_heatmap(image, maps[top])
             result.heatmap_concept = vocab.cuis[top]
 

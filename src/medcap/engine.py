@@ -48,6 +48,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -62,6 +63,16 @@ from .fileio import atomic_dir, write_text_atomic
 CHECKPOINTS = "checkpoints"
 BEST = "model"
 STATE_FILE = "trainer_state.json"
+
+
+class _TiedWeightsNotice(logging.Filter):
+    """Drops Accelerate's "Removed shared tensor ... while saving" warning, logged at every
+    checkpoint of a model with tied weights (BLIP's decoder ties its output layer to the word
+    embeddings). safetensors stores a tied tensor once and load_state re-ties it, which the
+    resume tests check, so the warning says nothing the user must act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Removed shared tensor" not in record.getMessage()
 
 
 @dataclass
@@ -210,7 +221,12 @@ class Trainer:
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         acc.wait_for_everyone()
-        acc.save_state(str(tmp))  # model, optimizer, scheduler, scaler, RNG of every process
+        notice, logger = _TiedWeightsNotice(), logging.getLogger("accelerate.utils.other")
+        logger.addFilter(notice)
+        try:
+            acc.save_state(str(tmp))  # model, optimizer, scheduler, scaler, RNG of every process
+        finally:
+            logger.removeFilter(notice)
         acc.wait_for_everyone()
         if acc.is_main_process:
             write_text_atomic(tmp / STATE_FILE, json.dumps(self.state, indent=1))

@@ -34,7 +34,7 @@ def concept_heatmaps(model, image) -> tuple[np.ndarray, np.ndarray]:
     return probs.numpy(), maps[0].numpy()
 
 
-def _content_region(maps: np.ndarray, image_size: tuple[int, int], prep: dict) -> np.ndarray:
+def content_region(maps: np.ndarray, image_size: tuple[int, int], prep: dict) -> np.ndarray:
     """With letterboxing (resize: pad) keep the part of the square that shows the image."""
     if prep.get("resize") != "pad":
         return maps
@@ -86,7 +86,7 @@ def explain_image(model_or_dir, image_path: str | Path, out_dir: str | Path, top
     shown = image.resize((max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))),
                          Image.BILINEAR)
     col = {c: i for i, c in enumerate(vocab.cuis)}
-    maps = _content_region(maps, image.size, model.preprocessing)
+    maps = content_region(maps, image.size, model.preprocessing)
     entries = []
     with atomic_dir(out_dir) as tmp:
         for rank, (cui, p) in enumerate(chosen, 1):

@@ -309,8 +309,9 @@ def parse_concept_probabilities(data, path: str | Path | None = None) -> Concept
          "images": {ID: {"predicted": [{"cui", "name", "probability"}, ...],
                          "top": [{"cui", "probability"}, ...]}}}
 
-    Optional (not written by ``predict`` today): per image ``"probabilities": {CUI: p}`` with
-    every probability, and a top-level ``"vocabulary": [CUI, ...]``.
+    Optional (written by ``predict concepts --json F --all-probabilities``): per image
+    ``"probabilities": {CUI: p}`` with every probability, and a top-level ``"vocabulary": [CUI, ...]``;
+    with them every probability is exact, without them an unlisted CUI gets an upper bound.
     """
     if not isinstance(data, dict) or not isinstance(data.get("images"), dict):
         raise MedcapError("expected a JSON object with an \"images\" object (the --json file of "

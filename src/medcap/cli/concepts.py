@@ -62,6 +62,9 @@ def predict_concepts_command(
                                       "the image ID is the file name without extension.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,CUIs).", show_default=False),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write probabilities (predicted + top 10)."),
+    all_probabilities: bool = typer.Option(False, "--all-probabilities",
+                                           help="The --json file lists every concept's probability and the "
+                                                "vocabulary (exact fact-checking; large for big vocabularies)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)."),
 ) -> int:
@@ -74,7 +77,7 @@ def predict_concepts_command(
     decided = decide(detector, probs)
     write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided)})
     if json_out is not None:
-        write_json(json_out, probabilities_json(detector, ids, probs))
+        write_json(json_out, probabilities_json(detector, ids, probs, full=all_probabilities))
     n = sum(len(r) for r in decided)
     typer.echo(f"wrote {out}: {len(ids)} images, {n / max(1, len(ids)):.2f} concepts per image")
     return 0

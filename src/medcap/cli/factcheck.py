@@ -21,7 +21,8 @@ def factcheck_command(
     captions: Path = typer.Option(..., "--captions", "-c", help="Caption submission to check (ID,Caption).",
                                   show_default=False),
     concept_probs: Path = typer.Option(..., "--concept-probs", "-p", show_default=False,
-                                       help="The --json file of `medcap predict concepts` for the same images."),
+                                       help="The --json file of `medcap predict concepts` for the same images "
+                                            "(with --all-probabilities every probability is exact)."),
     cui_mapping: Optional[Path] = typer.Option(None, "--cui-mapping", help="cui_mapping.csv (CUI,Canonical name): "
                                                "more concept names to match (the built-in synonyms always apply)."),
     mode: str = typer.Option("report", "--mode", help="report | repair | augment | repair+augment."),

@@ -212,7 +212,7 @@ class Captioner:
     def from_scratch(cls, size: str | dict = "tiny", captions: Iterable[str] = (), *, image_size: int = 96,
                      vocab_size: int = 4000, max_length: int = 200, lowercase: bool = True, seed: int | None = None,
                      generation: GenerationSettings | None = None, tokenizer=None,
-                     patch_size: int | None = None) -> Captioner:
+                     patch_size: int | None = None, dropout: float = 0.0) -> Captioner:
         """A randomly initialised BLIP of a named size (or a BlipConfig dict), tokenizer from ``captions``.
 
         ``large`` keeps blip-large's vocabulary size (30524) and builds the vision encoder for
@@ -256,6 +256,9 @@ class Captioner:
         vision_cfg.setdefault("image_size", image_size)
         if patch_size:
             vision_cfg["patch_size"] = patch_size
+        if dropout:  # BLIP's configs default to no dropout (pretrained on 129 M pairs)
+            text_cfg.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+            vision_cfg.update(attention_dropout=dropout)
         config = BlipConfig(**config_dict)
         if seed is not None:
             torch.manual_seed(seed)

@@ -46,9 +46,11 @@ class CaptionConfig:
     vocab_size: int = 4000           # scratch models: WordPiece vocabulary learned from the captions
     patch_size: int = 0              # scratch models: ViT patch size (0: the size's, 16)
     lowercase: bool = True           # scratch models: uncased tokenizer, like blip-large's
+    dropout: float = 0.0             # scratch models: dropout in both transformers (BLIP's default: 0)
     prompt: str = ""                 # text the decoder starts from (cut from the output)
     gradient_checkpointing: bool = False
     freeze_vision: bool = False      # train the text decoder only
+    concept_loss: float = 0.0        # weight of the auxiliary concept probe (medcap.models.guided; 0: off)
     # generation (FACTS 2: the authors' run)
     num_beams: int = 5
     no_repeat_ngram_size: int = 2
@@ -87,6 +89,8 @@ class CaptionConfig:
             raise MedcapError(f"monitor: expected rouge1 or valid_loss, got {self.monitor!r}")
         if self.max_length < 4 or self.batch_size < 1 or self.image_size < 16:
             raise MedcapError("max_length must be at least 4, batch_size at least 1, image_size at least 16")
+        if not 0 <= self.dropout < 1 or self.concept_loss < 0:
+            raise MedcapError("dropout must be in [0, 1) and concept_loss at least 0")
 
     @property
     def generation(self) -> GenerationSettings:
@@ -104,7 +108,8 @@ def build_captioner(cfg: CaptionConfig, train_captions: Sequence[str] = (), toke
         return Captioner.from_scratch(cfg.model.split(":", 1)[1], train_captions, image_size=cfg.image_size,
                                       vocab_size=cfg.vocab_size, max_length=cfg.max_length,
                                       lowercase=cfg.lowercase, seed=cfg.seed, generation=cfg.generation,
-                                      tokenizer=tokenizer, patch_size=cfg.patch_size or None)
+                                      tokenizer=tokenizer, patch_size=cfg.patch_size or None,
+                                      dropout=cfg.dropout)
     captioner = Captioner.from_pretrained(cfg.model, image_size=cfg.image_size, max_length=cfg.max_length,
                                           generation=cfg.generation, pre_resize=cfg.pre_resize or None)
     if tokenizer is not None:
@@ -114,10 +119,14 @@ def build_captioner(cfg: CaptionConfig, train_captions: Sequence[str] = (), toke
 
 # -- data ---------------------------------------------------------------------------------------
 class CaptionDataset:
-    """(pixel tensor [3, S, S], caption, index) for each image ID of a split."""
+    """(pixel tensor [3, S, S], caption, index, concepts) for each image ID of a split.
 
-    def __init__(self, split, ids: Sequence[str], transform):
-        self.split, self.ids, self.transform = split, list(ids), transform
+    ``concepts``: an optional multi-hot matrix [len(ids), K] (the concept probe's targets);
+    without it the fourth item is None.
+    """
+
+    def __init__(self, split, ids: Sequence[str], transform, concepts=None):
+        self.split, self.ids, self.transform, self.concepts = split, list(ids), transform, concepts
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -126,11 +135,13 @@ class CaptionDataset:
         image_id = self.ids[i]
         # draft_size: a large JPEG is decoded at a reduced DCT scale, still >= the model's size
         image = self.split.load_image(image_id, draft_size=self.transform.draft_size)
-        return self.transform([image])[0], self.split.captions[image_id], i
+        concepts = None if self.concepts is None else self.concepts[i]
+        return self.transform([image])[0], self.split.captions[image_id], i, concepts
 
 
 class CaptionCollator:
-    """Stacks images and turns captions into input_ids / attention_mask / labels (-100 on padding)."""
+    """Stacks images and turns captions into input_ids / attention_mask / labels (-100 on padding);
+    ``concepts`` [B, K] when the dataset has them."""
 
     def __init__(self, encode):
         self.encode = encode    # a CaptionEncoder
@@ -138,9 +149,11 @@ class CaptionCollator:
     def __call__(self, items):
         import torch
 
-        batch = self.encode([c for _, c, _ in items])
-        batch["pixel_values"] = torch.stack([p for p, _, _ in items])
-        batch["index"] = torch.tensor([i for _, _, i in items])
+        batch = self.encode([c for _, c, _, _ in items])
+        batch["pixel_values"] = torch.stack([p for p, _, _, _ in items])
+        batch["index"] = torch.tensor([i for _, _, i, _ in items])
+        if items[0][3] is not None:
+            batch["concepts"] = torch.stack([torch.as_tensor(k) for _, _, _, k in items])
         return batch
 
 
@@ -175,6 +188,18 @@ class CaptionTask:
         if cfg.gradient_checkpointing:
             self.captioner.enable_gradient_checkpointing()
         self.model = self.captioner.model
+        train_concepts = None
+        if cfg.concept_loss > 0:  # knowledge-guided training (medcap.models.guided)
+            from ..data.vocab import ConceptVocabulary
+            from ..models.guided import ConceptGuidedBlip
+
+            if train.concepts is None:
+                raise MedcapError("concept_loss needs the training concepts (train_concepts.csv)", file=dataset.root)
+            known = {i: train.concepts.get(i, []) for i in self.train_ids}
+            vocab = ConceptVocabulary.from_concepts(known)
+            train_concepts, _ = vocab.encode_many(known.values())
+            self.model = ConceptGuidedBlip(self.captioner.model, len(vocab), cfg.concept_loss)
+            log(f"concept probe: {len(vocab)} CUIs, weight {cfg.concept_loss}")
         lengths = self.captioner.caption_lengths(captions)
         self.n_truncated = sum(n > cfg.max_length for n in lengths)
         log(f"{len(self.train_ids)} training captions, {self.n_truncated} longer than {cfg.max_length} tokens "
@@ -182,7 +207,8 @@ class CaptionTask:
             f"({self.captioner.num_parameters() / 1e6:.1f} M parameters), {cfg.image_size} px")
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
-        self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform), batch_size=cfg.batch_size,
+        self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts),
+                                       batch_size=cfg.batch_size,
                                        shuffle=True, num_workers=cfg.num_workers, collate_fn=collate)
         self.valid_loader = None
         self.valid_ids: list[str] = []
@@ -200,6 +226,10 @@ class CaptionTask:
         self.monitor_mode = "max" if cfg.monitor == "rouge1" else "min"
 
     def training_step(self, model, batch):
+        if "concepts" in batch:  # a ConceptGuidedBlip: caption loss + weighted probe loss
+            return model(**{k: batch[k] for k in ("pixel_values", "input_ids", "attention_mask", "labels",
+                                                  "concepts")},
+                         interpolate_pos_encoding=self.captioner.interpolate_pos_encoding)[0]
         return self.captioner.loss(model, batch)
 
     def evaluate(self, model, loader, accelerator) -> dict[str, float]:
@@ -207,7 +237,9 @@ class CaptionTask:
         import torch
 
         from ..metrics.captions import rouge1_scores
+        from ..models.guided import captioning_model
 
+        model = captioning_model(model)  # validation scores the caption model alone
         token_loss, token_count, rouge = [], [], []
         for batch in loader:
             with accelerator.autocast():
@@ -226,10 +258,12 @@ class CaptionTask:
                 "rouge1": torch.cat(rouge).mean().item()}
 
     def save_best(self, model, folder: Path) -> None:
-        self.captioner.write_folder(folder, model=model, training=self.training_summary())
+        from ..models.guided import captioning_model
+
+        self.captioner.write_folder(folder, model=captioning_model(model), training=self.training_summary())
 
     def training_summary(self) -> dict[str, Any]:
-        return {"config": self.cfg.name, "train_images": len(self.train_ids),
+        return {"config": self.cfg.name, "train_images": len(self.train_ids), "concept_loss": self.cfg.concept_loss,
                 "captions_truncated": self.n_truncated, "max_length": self.cfg.max_length}
 
 

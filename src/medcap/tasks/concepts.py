@@ -320,6 +320,10 @@ class ConceptTask:
         model.thresholds = self.thresholds.to_json(self.data.vocabulary.cuis)
         model.thresholds["valid_f1"] = self.threshold_report.get("f1")
         model.thresholds["grid"] = self.cfg.threshold_grid
+        # the validation sweep behind the global threshold (the report's threshold vs F1 curve)
+        model.thresholds["sweep"] = [{"threshold": round(float(e["threshold"]), 6),
+                                      "never_empty": bool(e["never_empty"]), "f1": round(float(e["f1"]), 6)}
+                                     for e in self.threshold_report["sweep"]]
         model.save_pretrained(folder)
 
 
@@ -414,8 +418,13 @@ def predict_concepts(model_or_dir, images, batch_size: int = 32, device: str | N
     return dict(zip(ids, decide(model, probs)))
 
 
-def probabilities_json(model, ids: list[str], probs: np.ndarray, top: int = 10) -> dict:
-    """The --json file: thresholds, and per image the predicted concepts and the top candidates."""
+def probabilities_json(model, ids: list[str], probs: np.ndarray, top: int = 10, full: bool = False) -> dict:
+    """The --json file: thresholds, and per image the predicted concepts and the top candidates.
+
+    ``full``: also the top-level ``vocabulary`` and every probability of every image (per image
+    ``probabilities: {CUI: p}``), which makes the fact-check exact (medcap.factcheck reads both);
+    about 20 bytes per image and concept.
+    """
     decided = decide(model, probs)
     vocab = model.vocabulary
     images = {}
@@ -424,7 +433,12 @@ def probabilities_json(model, ids: list[str], probs: np.ndarray, top: int = 10) 
         images[image_id] = {
             "predicted": [{"cui": c, "name": vocab.name(c), "probability": round(q, 6)} for c, q in chosen],
             "top": [{"cui": vocab.cuis[k], "probability": round(float(p[k]), 6)} for k in best]}
-    return {"thresholds": model.thresholds, "images": images}
+        if full:
+            images[image_id]["probabilities"] = {c: round(float(q), 6) for c, q in zip(vocab.cuis, p)}
+    data = {"thresholds": model.thresholds, "images": images}
+    if full:
+        data["vocabulary"] = list(vocab.cuis)
+    return data
 
 
 def write_json(path: str | Path, data: dict) -> None:
