@@ -110,3 +110,14 @@ def test_summary_says_where_everything_is_and_ends_with_the_score_table(tmp_path
     table = text[text.index("Concept detection"):]
     assert "0.6100" in table and "n/a" in table and "ROUGE-1" in table and "BLEURT" not in table
     assert text.rstrip().endswith("real ImageCLEFmedical images.")
+
+
+def test_torch_threads_leave_the_cores_other_jobs_are_using(monkeypatch):
+    import medcap.demo as demo
+
+    cores = os.cpu_count() or 1
+    assert 0 <= demo.busy_cores(interval=0.05) <= cores + 0.01  # sampled from /proc/stat here
+    monkeypatch.setattr(demo.os, "cpu_count", lambda: 4)
+    for busy, threads in ((0.0, 4), (0.4, 4), (1.0, 3), (2.6, 1), (9.0, 1)):
+        monkeypatch.setattr(demo, "busy_cores", lambda interval=0.5, b=busy: b)
+        assert demo.torch_threads() == threads

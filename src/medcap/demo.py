@@ -147,20 +147,42 @@ def score_table(scores: dict) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def busy_cores(interval: float = 0.5) -> float:
+    """Cores other jobs keep busy now: CPU time not idle over ``interval`` seconds (/proc/stat).
+
+    Where /proc/stat is missing, the 1-minute load average. The load average lags by a
+    minute: right after ``make demo``'s install it still counts pip's work, which the
+    sampled figure does not.
+    """
+    def sample():
+        with open("/proc/stat", encoding="ascii") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return values[3] + values[4], sum(values)  # idle + iowait, total (clock ticks)
+
+    try:
+        idle0, total0 = sample()
+        time.sleep(interval)
+        idle1, total1 = sample()
+        if total1 > total0:
+            return (os.cpu_count() or 1) * (1 - (idle1 - idle0) / (total1 - total0))
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.getloadavg()[0]
+    except OSError:  # not available on every platform
+        return 0.0
+
+
 def torch_threads() -> int:
     """Threads for torch: every core on an idle machine, fewer when other jobs use them.
 
     On a shared machine, two processes that each run a thread per core slow each other down
     several times over (threads wait for each other at every parallel region): measured here,
     a resnet18 step took 5.8 s with 2 threads and 2.9 s with 1 beside other jobs (load 4.5 on
-    2 cores). The 1-minute load average stands for the cores other jobs are using.
+    2 cores).
     """
     cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:  # not available on every platform
-        busy = 0.0
-    return max(1, min(cores, cores - int(busy + 0.5)))
+    return max(1, min(cores, cores - int(busy_cores() + 0.5)))
 
 
 @contextlib.contextmanager
