@@ -239,6 +239,9 @@ def test_reads_the_hugging_face_parquet_layout_with_images_as_bytes(tmp_path):
     assert clone._columns == {} and clone["ROCOv2_2023_train_000000"] == train.image_bytes["ROCOv2_2023_train_000000"]
     clone.preload()
     assert len(clone._columns) == 2
+    train.image_bytes._columns.clear()
+    train.preload()  # before forking data-loader workers (tasks call it when num_workers > 0)
+    assert len(train.image_bytes._columns) == 2
 
 
 def test_parquet_split_folders_of_the_converted_layout(tmp_path):

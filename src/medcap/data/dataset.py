@@ -108,6 +108,15 @@ class Split:
             return self.image_bytes[image_id]
         raise MedcapError(f"no image for ID {image_id!r} in split {self.name!r}")
 
+    def preload(self) -> None:
+        """Read a parquet split's images into memory now (a no-op for image folders).
+
+        Call it before forking data-loader workers: they then share the parent's copy instead
+        of each reading the parquet files again (ParquetImages pickles only its index).
+        """
+        if isinstance(self.image_bytes, ParquetImages):
+            self.image_bytes.preload()
+
     def load_image(self, image_id: str, **kwargs) -> Image.Image:
         """The image of ``image_id`` as 8-bit RGB (see :func:`medcap.data.images.load_image`)."""
         src = self.image_source(image_id)

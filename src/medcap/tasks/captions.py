@@ -205,6 +205,8 @@ class CaptionTask:
         log(f"{len(self.train_ids)} training captions, {self.n_truncated} longer than {cfg.max_length} tokens "
             f"(truncated), longest {max(lengths)} tokens; model {self.captioner.source} "
             f"({self.captioner.num_parameters() / 1e6:.1f} M parameters), {cfg.image_size} px")
+        if cfg.num_workers > 0:  # forked workers share the parent's parquet images
+            train.preload()
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
         self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts),
@@ -214,6 +216,8 @@ class CaptionTask:
         self.valid_ids: list[str] = []
         if cfg.eval_images > 0 and "valid" in dataset:
             valid = dataset.split("valid")
+            if cfg.num_workers > 0:
+                valid.preload()
             self.valid_ids = _labelled_ids(valid, cfg.eval_images, cfg.seed)
             self.valid_captions = [valid.captions[i] for i in self.valid_ids]
             if self.valid_ids:
