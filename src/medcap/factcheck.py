@@ -224,19 +224,10 @@ class MentionMatcher(ConceptNameMatcher):
     def find(self, text: str) -> list[Mention]:
         """Every concept phrase in ``text``, left to right, longest match first, no overlaps."""
         tokens = list(_WORD.finditer(_lower_same_length(text)))
-        words = [t.group() for t in tokens]
         found: list[Mention] = []
-        i = 0
-        while i < len(words):
-            for n in range(min(self.max_words, len(words) - i), 0, -1):
-                hit = self.phrases.get(tuple(words[i:i + n]))
-                if hit:
-                    start, end = tokens[i].start(), tokens[i + n - 1].end()
-                    found.append(Mention(start, end, text[start:end], tuple(sorted(hit))))
-                    i += n
-                    break
-            else:
-                i += 1
+        for i, n, hit in self.longest_matches([t.group() for t in tokens]):
+            start, end = tokens[i].start(), tokens[i + n - 1].end()
+            found.append(Mention(start, end, text[start:end], tuple(sorted(hit))))
         return found
 
 

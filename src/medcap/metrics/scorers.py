@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -253,20 +253,22 @@ class ConceptNameMatcher:
                 self.phrases.setdefault(words, set()).add(cui.strip().upper())
         self.max_words = max((len(p) for p in self.phrases), default=0)
 
-    def cuis(self, text: str) -> set[str]:
-        words = _words(text)
-        found: set[str] = set()
+    def longest_matches(self, words: Sequence[str]) -> Iterator[tuple[int, int, set[str]]]:
+        """(first word, number of words, CUIs) of each known phrase in ``words``: left to right,
+        the longest phrase first at each position, no overlaps."""
         i = 0
         while i < len(words):
             for n in range(min(self.max_words, len(words) - i), 0, -1):
                 hit = self.phrases.get(tuple(words[i:i + n]))
                 if hit:
-                    found |= hit
+                    yield i, n, hit
                     i += n
                     break
             else:
                 i += 1
-        return found
+
+    def cuis(self, text: str) -> set[str]:
+        return set().union(*(hit for _, _, hit in self.longest_matches(_words(text))))
 
     def scores(self, gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
         """Per pair: F1 of the matched CUI sets, with the official empty rules of the UMLS F1."""
