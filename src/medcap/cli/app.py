@@ -34,3 +34,22 @@ app.add_typer(baseline_app, name="baseline")
 def log(msg: str) -> None:
     """Progress messages of CLI commands go to stderr, so stdout stays machine-readable."""
     typer.echo(msg, err=True)
+
+
+# -- options shared by the train / predict commands of both tasks ------------------------------
+def run_folder_option():
+    return typer.Option(..., "--out", "-o", help="Run folder: model/, checkpoints/, metrics.csv.",
+                        show_default=False)
+
+
+def resume_option():
+    return typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint.")
+
+
+def images_option():
+    return typer.Option(..., "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); the image ID "
+                        "is the file name without extension.", show_default=False)
+
+
+def device_option():
+    return typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from .app import baseline_app, log, predict_app, train_app
+from .app import (baseline_app, device_option, images_option, log, predict_app, resume_option,
+                  run_folder_option, train_app)
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
                                     no_args_is_help=True)
@@ -20,12 +21,11 @@ def train_captions_command(
                                help="Named config (paper, authors-code, demo) or a YAML file."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_captions.csv).",
                               show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model/, checkpoints/, metrics.csv.",
-                             show_default=False),
+    out: Path = run_folder_option(),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a config key: --set image_size=384, "
                                              "--set model=/path/to/blip-folder, --set mixed_precision=bf16 "
                                              "(repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+    resume: bool = resume_option(),
 ) -> int:
     """Fine-tune BLIP (or train a small one from scratch) on the captions; keep the best epoch.
 
@@ -48,14 +48,13 @@ def train_captions_command(
 def predict_captions_command(
     model: Path = typer.Option(..., "--model", "-m", help="Captioner folder (OUT/model of a training run).",
                                show_default=False),
-    images: list[Path] = typer.Option(..., "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); "
-                                      "the image ID is the file name without extension.", show_default=False),
+    images: list[Path] = images_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,Caption).", show_default=False),
     beams: int | None = typer.Option(None, "--beams", help="Beam width (1 = greedy); default: the model's "
                                         "setting (paper: 5)."),
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest caption in tokens."),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
-    device: str | None = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)."),
+    device: str | None = device_option(),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
     from ..tasks.captions import predict_captions

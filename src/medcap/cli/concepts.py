@@ -10,7 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from .app import app, baseline_app, log, predict_app, train_app
+from .app import (app, baseline_app, device_option, images_option, log, predict_app,
+                  resume_option, run_folder_option, train_app)
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
@@ -24,10 +25,9 @@ def train_concepts_command(
                                     "or a YAML file."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_concepts.csv).",
                               show_default=False),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder: model/, checkpoints/, metrics.csv.",
-                             show_default=False),
+    out: Path = run_folder_option(),
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set lr=3e-4 (repeatable)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its newest checkpoint."),
+    resume: bool = resume_option(),
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
                                                    help="Hold out this share of train when there is no valid split."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--random-init",
@@ -58,15 +58,14 @@ def train_concepts_command(
 def predict_concepts_command(
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (OUT/model of a training run).",
                                show_default=False),
-    images: List[Path] = typer.Option(..., "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); "
-                                      "the image ID is the file name without extension.", show_default=False),
+    images: List[Path] = images_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,CUIs).", show_default=False),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write probabilities (predicted + top 10)."),
     all_probabilities: bool = typer.Option(False, "--all-probabilities",
                                            help="The --json file lists every concept's probability and the "
                                                 "vocabulary (exact fact-checking; large for big vocabularies)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
-    device: Optional[str] = typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any)."),
+    device: Optional[str] = device_option(),
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission."""
     from ..submission import write_concept_submission
