@@ -110,12 +110,12 @@ def test_a_bad_submission_file_fails_and_keeps_the_previous_report(tmp_path):
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
-def test_saved_threshold_sweep_reads_lists_and_entries(tmp_path):
-    (tmp_path / "thresholds.json").write_text(json.dumps(
-        {"global": 0.3, "sweep": {"thresholds": [0.1, 0.3], "f1": [0.4, 0.6]}}))
-    assert saved_sweep(read_thresholds(tmp_path)) == ([0.1, 0.3], [0.4, 0.6])
+def test_saved_threshold_sweep_draws_the_models_fallback_setting(tmp_path):
     # select_thresholds' report: entries for both fallback settings; the model's one is drawn
-    entries = [{"threshold": 0.1, "never_empty": False, "f1": 0.4}, {"threshold": 0.1, "never_empty": True, "f1": 0.5}]
+    entries = [{"threshold": 0.1, "never_empty": False, "f1": 0.4}, {"threshold": 0.1, "never_empty": True, "f1": 0.5},
+               {"threshold": 0.3, "never_empty": False, "f1": 0.6}]
+    (tmp_path / "thresholds.json").write_text(json.dumps({"global": 0.3, "never_empty": False, "sweep": entries}))
+    assert saved_sweep(read_thresholds(tmp_path)) == ([0.1, 0.3], [0.4, 0.6])
     assert saved_sweep({"never_empty": True, "sweep": entries}) == ([0.1], [0.5])
     assert saved_sweep({"global": 0.3}) is None
 

@@ -54,10 +54,10 @@ class DemoPlan:
     knn_ks: tuple[int, ...] = (1, 3, 5, 10, 20)
 
 
-# Sized for a 2-core machine (measured on the idle machine, 2 threads; BENCHMARKS.md):
-# - the detector trains at 64 px: in the same 1.7 minutes it made 81 steps of 32 images and
-#   reached 0.67 validation F1, against 33 steps and 0.32 at 96 px (BENCHMARKS.md: it needs
-#   about 60 steps to pass 0.5); its heatmaps are coarser (2 x 2 ResNet-18 cells, upsampled);
+# Sized for a 2-core machine (BENCHMARKS.md, demo section):
+# - the detector trains at 64 px: in 1.7 minutes (1 thread, beside other jobs) it made 81
+#   steps of 32 images and reached 0.67 validation F1, against 33 steps and 0.32 at 96 px (it
+#   needs about 60 steps to pass 0.5); its heatmaps are coarser (2 x 2 ResNet-18 cells);
 # - the small BLIP keeps the `demo` config's 96 px and makes about 220 steps in 1.7 minutes;
 #   20 warm-up steps instead of the config's 100 (half of the run) lowered its validation
 #   loss (1.38 -> 1.08 in a 2.2-minute trial, which named the modality in 53 % of validation

@@ -152,16 +152,13 @@ def read_thresholds(model_dir: Path) -> dict:
 
 
 def saved_sweep(thresholds: Mapping) -> tuple[list[float], list[float]] | None:
-    """(thresholds, F1) of a validation sweep stored in thresholds.json, if the trainer stored one.
-
-    Accepts ``sweep`` as a list of ``{"threshold", "f1"[, "never_empty"]}`` entries (the
-    report of medcap.thresholds.select_thresholds) or as parallel lists.
+    """(thresholds, F1) of the validation sweep the trainer stored in thresholds.json (None in
+    folders from before it did): ``sweep`` is select_thresholds' list of ``{"threshold",
+    "never_empty", "f1"}`` entries; the curve drawn is the model's fallback setting's.
     """
     sweep = thresholds.get("sweep")
     if not sweep:
         return None
-    if isinstance(sweep, Mapping):
-        return [float(t) for t in sweep["thresholds"]], [float(f) for f in sweep["f1"]]
     fallback = bool(thresholds.get("never_empty", False))
     rows = [e for e in sweep if bool(e.get("never_empty", fallback)) == fallback]
     return [float(e["threshold"]) for e in rows], [float(e["f1"]) for e in rows]

@@ -80,8 +80,7 @@ class ConceptConfig(TrainConfig, LossConfig):
 
 
 def load_concept_config(name_or_path: str | Path, overrides: dict | list[str] | None = None) -> ConceptConfig:
-    cfg = load_config(ConceptConfig, name_or_path, TASK, overrides)
-    return cfg
+    return load_config(ConceptConfig, name_or_path, TASK, overrides)
 
 
 def detector_config(cfg: ConceptConfig, num_classes: int):
@@ -324,9 +323,7 @@ class ConceptTask:
         model.thresholds["valid_f1"] = self.threshold_report.get("f1")
         model.thresholds["grid"] = self.cfg.threshold_grid
         # the validation sweep behind the global threshold (the report's threshold vs F1 curve)
-        model.thresholds["sweep"] = [{"threshold": round(float(e["threshold"]), 6),
-                                      "never_empty": bool(e["never_empty"]), "f1": round(float(e["f1"]), 6)}
-                                     for e in self.threshold_report["sweep"]]
+        model.thresholds["sweep"] = self.threshold_report["sweep"]
         model.save_pretrained(folder)
 
 
