@@ -89,6 +89,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     p.add_argument("--no-resnet", action="store_true", help="skip the random ResNet-18 retrieval baseline")
     p.add_argument("--resume", action="store_true", help="continue an interrupted training run in OUT/run")
+    p.add_argument("--concepts", type=Path, default=None,
+                   help="a concept submission for the test split (`medcap predict concepts` of a detector): the "
+                        "prompts of a concept_prompt model; it is also scored with the gold concepts (oracle)")
     args = p.parse_args(argv)
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -135,15 +138,36 @@ def main(argv=None) -> int:
         return "greedy" if beams == 1 else f"{beams} beams"
 
     rows = []
+    prompts, detector = None, {}
+    if captioner.concept_prompt is not None:
+        from medcap.metrics.concepts import evaluate_concepts
+        from medcap.submission import read_concept_submission
+
+        if args.concepts is None:
+            raise SystemExit("this config uses concept prompts: pass --concepts (the test split's predicted concepts)")
+        prompts = read_concept_submission(args.concepts)
+        manual = {i: test.manual_concepts.get(i, []) for i in test.ids} if test.manual_concepts else None
+        detector = {k: v for k, v in evaluate_concepts(gold_concepts, prompts, manual).items()
+                    if k in ("primary_f1", "secondary_f1")}
+        print(f"detector's test concepts ({args.concepts}): {detector}", flush=True)
     t = time.monotonic()
-    model_caps = predict_captions(captioner, ImageFolderItems.from_split(test), out / "model.csv", batch_size=32)
+    model_caps = predict_captions(captioner, ImageFolderItems.from_split(test), out / "model.csv", batch_size=32,
+                                  concepts=prompts)
     predict_s = time.monotonic() - t
     beams = captioner.generation.num_beams
+    given = ", prompted with the detector's concepts" if prompts else ""
     rows.append(score(f"BLIP {cfg.model} from scratch ({args.minutes:g} min, {result.epochs_run} epochs, "
-                      f"{decoding(beams)})", model_caps, gold_captions, gold_concepts, predict_s=round(predict_s, 1)))
+                      f"{decoding(beams)}{given})", model_caps, gold_captions, gold_concepts,
+                      predict_s=round(predict_s, 1)))
     other_beams = 3 if beams == 1 else 1
-    other = predict_captions(captioner, ImageFolderItems.from_split(test), None, batch_size=32, num_beams=other_beams)
+    other = predict_captions(captioner, ImageFolderItems.from_split(test), None, batch_size=32, num_beams=other_beams,
+                             concepts=prompts)
     rows.append(score(f"  same model, {decoding(other_beams)}", other, gold_captions, gold_concepts))
+    if prompts:
+        oracle = predict_captions(captioner, ImageFolderItems.from_split(test), None, batch_size=32,
+                                  concepts=gold_concepts)
+        rows.append(score(f"  same model, {decoding(beams)}, prompted with the true concepts (oracle)", oracle,
+                          gold_captions, gold_concepts))
 
     train = read_dataset(data).split("train")
     const = constant_caption(train.captions)
@@ -162,6 +186,7 @@ def main(argv=None) -> int:
             "predict_s": round(predict_s, 1), "epochs": result.epochs_run, "stop": result.stop_reason,
             "best_valid_rouge1_greedy": result.best_score, "parameters_M": round(captioner.num_parameters() / 1e6, 2),
             "threads": args.threads, "config": cfg.name, "synth": repr(synth), "torch": torch.__version__,
+            "detector_concepts": str(args.concepts) if args.concepts else None, "detector_test_f1": detector or None,
             "history": result.history}
     (out / "results.json").write_text(json.dumps({"rows": rows, "meta": meta}, indent=1))
     (out / "results.md").write_text(markdown(rows, {k: v for k, v in meta.items() if k != "history"}))

@@ -108,3 +108,18 @@ def test_a_training_folder_stands_for_the_model_folder_inside_it(tiny_models):
     assert model_folder(tiny_models.concepts.parent) == tiny_models.concepts
     assert model_folder(tiny_models.captions) == tiny_models.captions
     assert model_folder(None) is None
+
+
+def test_a_concept_prompted_captioner_starts_from_the_detected_concepts(tiny_models, png, tmp_path):
+    from medcap.models.captioner import Captioner, ConceptPrompt
+
+    pipeline = Pipeline(tiny_models.concepts, None)
+    vocab = pipeline.concept_model.vocabulary
+    captioner = Captioner.from_pretrained(tiny_models.captions)
+    captioner.concept_prompt = ConceptPrompt.from_vocabulary(vocab, max_tokens=8)
+    folder = captioner.save_pretrained(tmp_path / "prompted")
+    result = Pipeline(tiny_models.concepts, folder).analyze(png)
+    detected = [c.cui for c in result.predicted]
+    assert result.caption == captioner.generate([result.image], batch_size=1, concepts=[detected])[0]
+    alone = Pipeline(None, folder).analyze(png)
+    assert alone.caption is None and any("load a concept model too" in n for n in alone.notes)

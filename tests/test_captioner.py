@@ -17,6 +17,7 @@ from medcap.models.captioner import (
     METADATA_FILE,
     SPECIAL_TOKENS,
     Captioner,
+    ConceptPrompt,
     GenerationSettings,
     count_parameters,
     large_sizes_config,
@@ -172,6 +173,81 @@ def test_a_prompt_is_given_to_the_decoder_masked_in_labels_and_cut_from_the_outp
     raw = captioner.model.generate(pixel_values=pixels, input_ids=prompt, max_new_tokens=6, num_beams=1)
     assert raw[0, 1:4].tolist() == prompt[0, 1:4].tolist()   # the raw output repeats the prompt
     assert ours[0].tolist() == raw[0, 4:].tolist()           # ours starts after it
+
+
+PROMPT = ConceptPrompt([("C1", "axial ct"), ("C2", "chest"), ("C3", "brain nodule")], max_tokens=5)
+# (the training task adds the prompt text to the captions a scratch tokenizer learns from, so ";" is known)
+
+
+def test_concept_prompt_names_known_concepts_most_frequent_first_and_ends_with_sep():
+    from medcap.data.vocab import ConceptVocabulary
+
+    vocab = ConceptVocabulary.from_concepts({"a": ["C2", "C1"], "b": ["C1"], "c": ["C3", "C1"]},
+                                            names={"C1": "computed tomography", "C3": "small nodule"})
+    prompt = ConceptPrompt.from_vocabulary(vocab, max_tokens=6)
+    assert prompt.concepts == [("C1", "computed tomography"), ("C2", "C2"), ("C3", "small nodule")]  # C2: no name
+    assert prompt.text(["C3", "C9", "C1"]) == "computed tomography; small nodule"   # C9 unseen in training
+    tok = Captioner.from_scratch("tiny", CAPTIONS + [PROMPT.text(["C1", "C2"])], image_size=32).tokenizer
+    ids = PROMPT.ids(tok, ["C3", "C2", "C1"])
+    assert tok.decode(ids) == "axial ct ; chest ; [SEP]"            # cut to 5 WordPieces, then [SEP]
+    assert PROMPT.ids(tok, []) == [tok.sep_token_id]
+    assert ConceptPrompt.from_dict(PROMPT.to_dict()).concepts == PROMPT.concepts
+    with pytest.raises(MedcapError, match="concept_prompt"):
+        ConceptPrompt.from_dict({"concepts": [["C1"]]})
+
+
+def test_concept_prompts_are_inputs_not_targets_and_captions_follow_them():
+    captioner = _tiny()
+    tok = captioner.tokenizer
+    prompts = [PROMPT.ids(tok, ["C1", "C2"]), PROMPT.ids(tok, [])]
+    batch = captioner.encode_captions(["the chest", "mri of the brain"])
+    with_prompts = captioner.caption_encoder()(["the chest", "mri of the brain"], prompts)
+    ids, mask, labels = with_prompts["input_ids"], with_prompts["attention_mask"], with_prompts["labels"]
+    for row, prompt in enumerate(prompts):
+        n = int(batch["attention_mask"][row].sum())                  # [DEC] caption [SEP]
+        start = 1 + len(prompt)
+        assert ids[row, 1:start].tolist() == prompt                  # [DEC] prompt caption [SEP] [PAD]...
+        assert ids[row, start:start + n - 1].tolist() == batch["input_ids"][row, 1:n].tolist()
+        assert (labels[row, :start] == -100).all()                   # the prompt is never a target
+        assert labels[row, start:start + n - 1].tolist() == batch["input_ids"][row, 1:n].tolist()
+        assert mask[row].sum() == start + n - 1 and (labels[row][mask[row] == 0] == -100).all()
+
+
+def test_concept_prompted_generation_is_the_same_batched_and_alone_and_continues_training_positions():
+    captioner = _tiny()
+    captioner.model.eval()
+    tok = captioner.tokenizer
+    prompts = [PROMPT.ids(tok, ["C1", "C2", "C3"]), PROMPT.ids(tok, ["C2"]), PROMPT.ids(tok, [])]
+    pixels = captioner.pixel_values(_images()[:3])
+    settings = {"num_beams": 1, "max_new_tokens": 5, "no_repeat_ngram_size": 0}
+    with torch.no_grad():
+        batched = captioner.generate_ids(pixels, prompts=prompts, **settings)
+        for i, prompt in enumerate(prompts):  # alone: no padding at all
+            alone = captioner.generate_ids(pixels[i:i + 1], prompts=[prompt], **settings)
+            assert alone[0].tolist() == batched[i, :alone.shape[1]].tolist()
+            # the first generated token is what the training layout ([DEC] prompt, right-aligned
+            # positions from 0) predicts next: left padding kept every token's position
+            row = torch.tensor([[captioner.model.config.text_config.bos_token_id, *prompt]])
+            logits = captioner.model(pixel_values=pixels[i:i + 1], input_ids=row).logits
+            assert alone[0, 0].item() == logits[0, -1].argmax().item()
+
+
+def test_a_concept_prompted_model_needs_concepts_and_keeps_its_prompt_when_saved(tmp_path):
+    captioner = _tiny(generation=GenerationSettings(num_beams=1, max_new_tokens=4))
+    captioner.concept_prompt = PROMPT
+    with pytest.raises(MedcapError, match="trained with concept prompts"):
+        captioner.generate(_images()[:1])
+    with pytest.raises(MedcapError, match="concepts for 2 images, expected 1"):
+        captioner.generate(_images()[:1], concepts=[["C1"], ["C2"]])
+    expected = captioner.generate(_images()[:2], concepts=[["C1"], ["C2", "C3"]])
+    loaded = Captioner.from_pretrained(captioner.save_pretrained(tmp_path / "model"))
+    assert loaded.concept_prompt.to_dict() == PROMPT.to_dict()
+    assert loaded.generate(_images()[:2], concepts=[["C1"], ["C2", "C3"]]) == expected
+    meta = json.loads((tmp_path / "model" / METADATA_FILE).read_text())
+    meta["concept_prompt"] = {"max_tokens": "many"}
+    (tmp_path / "model" / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(MedcapError, match=METADATA_FILE):
+        Captioner.from_pretrained(tmp_path / "model")
 
 
 def test_frozen_vision_encoder_stays_unchanged_and_checkpointing_gives_the_same_loss():

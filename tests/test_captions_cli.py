@@ -201,6 +201,38 @@ def test_concept_guided_training_without_training_concepts_is_a_one_line_error(s
     assert not (tmp_path / "run" / "model").exists()
 
 
+def test_concept_prompted_training_and_prediction_from_a_concept_submission(synth_small, tiny_config, cli, tmp_path):
+    out = tmp_path / "run"
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", synth_small, "--out", out,
+                     "--set", "concept_prompt=true", "--set", "concept_prompt_drop=0.2")
+    assert rc == 0, err
+    meta = json.loads((out / "model" / "medcap_captioner.json").read_text())
+    names = dict(meta["concept_prompt"]["concepts"])
+    with open(synth_small / "cui_mapping.csv", newline="", encoding="utf-8") as f:
+        mapping = {row[0]: row[1] for row in csv.reader(f) if row and row[0] != "CUI"}
+    assert names and all(names[c] == mapping[c] for c in names)      # prompts use the canonical names
+    assert meta["training"]["concept_prompt"] is True
+    model, test, sub = out / "model", synth_small / "test", tmp_path / "sub.csv"
+
+    rc, _, err = cli("predict", "captions", "--model", model, "--images", test, "--out", sub)
+    assert rc == 2 and "trained with concept prompts" in _error_line(err) and not sub.exists()
+    partial = tmp_path / "partial.csv"
+    lines = (synth_small / "test_concepts.csv").read_text().splitlines()
+    partial.write_text("\n".join(lines[:-1]) + "\n")                 # the last image has no row
+    rc, _, err = cli("predict", "captions", "--model", model, "--images", test, "--out", sub, "--concepts", partial)
+    assert rc == 2 and "no concepts for 1 of" in _error_line(err) and "partial.csv" in err and not sub.exists()
+    rc, _, err = cli("predict", "captions", "--model", model, "--images", test, "--out", sub,
+                     "--concepts", synth_small / "test_concepts.csv")
+    assert rc == 0, err
+    assert not validate_caption_submission(sub, _test_ids(synth_small))
+
+
+def test_concept_prompt_beside_a_text_prompt_is_a_one_line_error(synth_small, tiny_config, cli, tmp_path):
+    rc, _, err = cli("train", "captions", "--config", tiny_config, "--data", synth_small, "--out", tmp_path / "run",
+                     "--set", "concept_prompt=true", "--set", "prompt=a picture of")
+    assert rc == 2 and err.count("\n") == 1 and "concept_prompt" in err and not (tmp_path / "run").exists()
+
+
 def _copy_dataset(src, dst):
     shutil.copytree(src, dst)
     return dst

@@ -127,8 +127,12 @@ class Pipeline:
                 self._concepts(image, result)
             if self.caption_model is None:
                 result.notes.append("no caption model loaded (medcap serve --captions DIR)")
-            else:
-                result.caption = self.caption_model.generate([image], batch_size=1)[0]
+            elif self.caption_model.concept_prompt is not None and self.concept_model is None:
+                result.notes.append("this caption model starts from the detected concepts: load a concept model "
+                                    "too (medcap serve --concepts DIR)")
+            else:  # a concept-prompted captioner starts from the concepts just detected
+                detected = [[c.cui for c in result.predicted]]
+                result.caption = self.caption_model.generate([image], batch_size=1, concepts=detected)[0]
         return result
 
     def _concepts(self, image, result: Analysis) -> None:

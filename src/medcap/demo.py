@@ -320,7 +320,7 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     preds = predict_concepts(models.concepts, ImageFolderItems.from_split(test, ids), batch_size=64, progress=True)
     write_concept_submission(concepts_csv, {i: [c for c, _ in preds[i]] for i in ids}, gold_ids=ids)
     captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
-                                progress=True)
+                                progress=True, concepts={i: [c for c, _ in preds[i]] for i in ids})
     if list(captions) != ids:
         raise MedcapError("caption IDs differ from the test split's image IDs", file=captions_csv)
     for path, check in ((concepts_csv, validate_concept_submission), (captions_csv, validate_caption_submission)):

@@ -55,12 +55,15 @@ def predict_captions_command(
     max_new_tokens: int | None = typer.Option(None, "--max-new-tokens", help="Longest caption in tokens."),
     batch_size: int = typer.Option(8, "--batch-size", "-b"),
     device: str | None = device_option(),
+    concepts: Path | None = typer.Option(None, "--concepts", help="Concept submission for the same images "
+                                            "(`medcap predict concepts`): needed by a model trained with "
+                                            "concept_prompt, whose captions start from these concepts."),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
     from ..tasks.captions import predict_captions
 
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, device=device, progress=True)
+                                max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts)
     words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
     typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average")
     return 0

@@ -17,6 +17,9 @@ BERT-base decoder with cross-attention to the image) on the ImageCLEF captions (
   the token generation starts from (as in the original BLIP);
 - ``generate``: greedy or beam search, batched, with an optional text prompt that is cut
   from the output, and decoded text repaired (:mod:`medcap.text`);
+- ``concept_prompt`` (:class:`ConceptPrompt`, optional): knowledge-guided captions, the
+  decoder starts from the names of each image's concepts (gold ones in training, a concept
+  detector's in prediction);
 - ``save_pretrained(folder)``: model + processor + ``medcap_captioner.json`` (image size,
   caption length, generation settings), written atomically.
 
@@ -128,6 +131,53 @@ def train_wordpiece(captions: Iterable[str], vocab_size: int = 4000, lowercase: 
                          model_max_length=max_length)
 
 
+class ConceptPrompt:
+    """An image's concepts as the decoder's prompt (knowledge-guided captioning, the paper's future work).
+
+    The prompt is the canonical names of the image's CUIs, the most frequent in training first,
+    joined by "; " and cut to ``max_tokens`` WordPieces, then [SEP]; the caption follows it.
+    Training uses each image's gold CUIs, prediction a concept detector's (a concept
+    submission), so the caption can name what the detector found. CUIs not seen in training
+    are left out (the model never learned them). ``concepts``: (CUI, name) pairs in prompt
+    order. Kept in the model folder's medcap_captioner.json.
+    """
+
+    def __init__(self, concepts: Sequence[tuple[str, str]], max_tokens: int = 24):
+        if max_tokens < 1:
+            raise MedcapError(f"concept prompts need at least 1 token, got max_tokens={max_tokens}")
+        self.concepts = [(str(c), str(n)) for c, n in concepts]
+        self.max_tokens = int(max_tokens)
+        self.rank = {c: i for i, (c, _) in enumerate(self.concepts)}
+        self.names = dict(self.concepts)
+
+    @classmethod
+    def from_vocabulary(cls, vocab, max_tokens: int = 24) -> ConceptPrompt:
+        """From a :class:`~medcap.data.vocab.ConceptVocabulary`: most frequent CUI first, its
+        name from cui_mapping.csv (the CUI itself where the mapping has none)."""
+        order = sorted(vocab.cuis, key=lambda c: (-vocab.counts.get(c, 0), c))
+        return cls([(c, vocab.names.get(c, c)) for c in order], max_tokens)
+
+    def text(self, cuis: Iterable[str]) -> str:
+        known = sorted({c for c in cuis if c in self.rank}, key=self.rank.__getitem__)
+        return "; ".join(self.names[c] for c in known)
+
+    def ids(self, tokenizer, cuis: Iterable[str]) -> list[int]:
+        """Token ids of the prompt (without [DEC]): at most ``max_tokens`` WordPieces, then [SEP]."""
+        text = self.text(cuis)
+        pieces = tokenizer(text, add_special_tokens=False)["input_ids"][:self.max_tokens] if text else []
+        return pieces + [tokenizer.sep_token_id]
+
+    def to_dict(self) -> dict:
+        return {"max_tokens": self.max_tokens, "concepts": [list(pair) for pair in self.concepts]}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> ConceptPrompt:
+        try:
+            return cls([tuple(pair) for pair in values["concepts"]], int(values["max_tokens"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise MedcapError(f"concept_prompt: expected max_tokens and (CUI, name) pairs ({e})") from None
+
+
 class ImageTransform:
     """PIL RGB images -> BLIP pixel values [B, 3, S, S] (resize, rescale, CLIP mean/std)."""
 
@@ -149,6 +199,9 @@ class ImageTransform:
 class CaptionEncoder:
     """Captions -> training targets: ``input_ids``, ``attention_mask`` and ``labels`` (tensors [B, T]).
 
+    With ``prompts`` (one list of token ids per caption, from :meth:`ConceptPrompt.ids`) each
+    sequence is [DEC] + its prompt + the caption; the prompt is an input, not a target.
+
     Captions are truncated to ``max_length`` tokens (the final [SEP] kept). ``padding`` is
     "longest" (pad to the batch's longest caption) or "max_length" (to ``max_length``, as the
     paper did); with the padding masked out of the loss both give the same loss. Labels:
@@ -163,7 +216,9 @@ class CaptionEncoder:
         # [DEC] + the prompt's tokens (without [CLS] / [SEP]) are inputs, not targets
         self.prompt_length = len(tokenizer(self.prompt)["input_ids"]) - 1 if self.prompt else 0
 
-    def __call__(self, captions: Sequence[str]) -> dict:
+    def __call__(self, captions: Sequence[str], prompts: Sequence[Sequence[int]] | None = None) -> dict:
+        if prompts is not None:
+            return self._with_prompts(captions, prompts)
         texts = [f"{self.prompt} {c}".strip() if self.prompt else c for c in captions]
         enc = self.tokenizer(texts, padding=self.padding, truncation=True, max_length=self.max_length,
                              return_tensors="pt")
@@ -171,6 +226,25 @@ class CaptionEncoder:
         input_ids[:, 0] = self.bos_token_id
         labels = input_ids.masked_fill(attention_mask == 0, -100)
         labels[:, :self.prompt_length] = -100
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+    def _with_prompts(self, captions: Sequence[str], prompts: Sequence[Sequence[int]]) -> dict:
+        """[DEC] + prompt + caption tokens (caption truncated to max_length), padded on the right."""
+        import torch
+
+        caption_ids = self.tokenizer(list(captions), truncation=True, max_length=self.max_length)["input_ids"]
+        rows = [[self.bos_token_id, *p, *ids[1:]] for p, ids in zip(prompts, caption_ids)]
+        starts = [1 + len(p) for p in prompts]           # first caption token: the first target
+        longest = max(len(r) for r in rows)
+        width = longest if self.padding == "longest" else max(longest, self.max_length + max(starts) - 1)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        for i, (row, start) in enumerate(zip(rows, starts)):
+            input_ids[i, :len(row)] = torch.tensor(row)
+            attention_mask[i, :len(row)] = 1
+            labels[i, start:len(row)] = input_ids[i, start:len(row)]
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
@@ -184,11 +258,14 @@ class Captioner:
     Attributes: ``model`` (BlipForConditionalGeneration), ``processor`` (BlipProcessor),
     ``image_size`` (pixels fed to the model), ``max_length`` (caption tokens, longer ones are
     truncated), ``pre_resize`` (None, or a square size every image is first squashed to, as the
-    authors' code did before the processor), ``generation`` (:class:`GenerationSettings`).
+    authors' code did before the processor), ``generation`` (:class:`GenerationSettings`),
+    ``concept_prompt`` (None, or the :class:`ConceptPrompt` the model was trained with: then
+    every image needs its concepts).
     """
 
     def __init__(self, model, processor, *, image_size: int | None = None, max_length: int = 200,
-                 pre_resize: int | None = None, generation: GenerationSettings | None = None, source: str = ""):
+                 pre_resize: int | None = None, generation: GenerationSettings | None = None, source: str = "",
+                 concept_prompt: ConceptPrompt | None = None):
         self.model = model
         self.processor = processor
         self.image_size = image_size or model.config.vision_config.image_size
@@ -196,6 +273,7 @@ class Captioner:
         self.pre_resize = pre_resize
         self.generation = generation or GenerationSettings()
         self.source = source
+        self.concept_prompt = concept_prompt
         processor.tokenizer.model_max_length = self.max_length
 
     @property
@@ -309,8 +387,14 @@ class Captioner:
         size = processor.image_processor.size
         image_size = image_size or meta.get("image_size") or getattr(size, "height", None) or size["height"]
         pre_resize = pre_resize if pre_resize is not None else meta.get("pre_resize")
+        concept_prompt = None
+        if meta.get("concept_prompt"):
+            try:
+                concept_prompt = ConceptPrompt.from_dict(meta["concept_prompt"])
+            except MedcapError as e:
+                raise MedcapError(str(e), file=folder / METADATA_FILE) from None
         return cls(model, processor, image_size=image_size, max_length=max_length, pre_resize=pre_resize,
-                   generation=generation, source=meta.get("source", name))
+                   generation=generation, source=meta.get("source", name), concept_prompt=concept_prompt)
 
     def save_pretrained(self, folder: str | Path, **extra) -> Path:
         """Write model (safetensors), processor and medcap settings; the folder appears whole or not at all."""
@@ -333,9 +417,12 @@ class Captioner:
     def metadata(self) -> dict:
         from .. import __version__
 
-        return {"format": 1, "medcap_version": __version__, "source": self.source, "image_size": self.image_size,
+        meta = {"format": 1, "medcap_version": __version__, "source": self.source, "image_size": self.image_size,
                 "pre_resize": self.pre_resize, "max_length": self.max_length,
                 "generation": dataclasses.asdict(self.generation)}
+        if self.concept_prompt is not None:
+            meta["concept_prompt"] = self.concept_prompt.to_dict()
+        return meta
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -381,6 +468,21 @@ class Captioner:
         """[CLS] prompt [SEP] ids; BLIP's generate() swaps [CLS] for [DEC] and drops the [SEP]."""
         return self.tokenizer(self.generation.prompt.strip())["input_ids"]
 
+    def concept_prompt_ids(self, concepts: Sequence[Iterable[str]] | None, n_images: int) -> list[list[int]] | None:
+        """Each image's concept prompt ids (:class:`ConceptPrompt`), or None for a model without one.
+
+        A model trained with concept prompts needs ``concepts`` (one CUI list per image); a model
+        without them ignores ``concepts``.
+        """
+        if self.concept_prompt is None:
+            return None
+        if concepts is None:
+            raise MedcapError("this captioner was trained with concept prompts: give every image's concepts "
+                              "(a concept submission, e.g. --concepts from `medcap predict concepts`)")
+        if len(concepts) != n_images:
+            raise MedcapError(f"got concepts for {len(concepts)} images, expected {n_images}")
+        return [self.concept_prompt.ids(self.tokenizer, cuis) for cuis in concepts]
+
     # -- training -----------------------------------------------------------------------------
     def loss(self, model, batch: dict) -> torch.Tensor:  # noqa: F821
         """Mean token cross-entropy of a batch from :meth:`encode_captions` + ``pixel_values``."""
@@ -389,14 +491,32 @@ class Captioner:
                      interpolate_pos_encoding=self.interpolate_pos_encoding).loss
 
     # -- generation ---------------------------------------------------------------------------
-    def generate_ids(self, pixel_values, model=None, **overrides) -> torch.Tensor:  # noqa: F821
-        """Generated token ids [B, T] after the prompt (batched greedy or beam search)."""
+    def generate_ids(self, pixel_values, model=None, prompts: Sequence[Sequence[int]] | None = None,
+                     **overrides) -> torch.Tensor:  # noqa: F821
+        """Generated token ids [B, T] after the prompt (batched greedy or beam search).
+
+        ``prompts``: one concept prompt per image (:meth:`concept_prompt_ids`). They are padded
+        on the left, so every caption starts right after its own prompt; generate() numbers the
+        positions from the attention mask, which gives each token the position it had in
+        training (prompt and caption padded on the right there).
+        """
         import torch
 
         model = model or self.model
         g = dataclasses.replace(self.generation, **overrides)
-        prompt = self._prompt_ids()
-        input_ids = torch.tensor([prompt] * pixel_values.shape[0], device=pixel_values.device)
+        attention_mask = None
+        if prompts is None:
+            prompt = self._prompt_ids()
+            input_ids = torch.tensor([prompt] * pixel_values.shape[0], device=pixel_values.device)
+        else:  # [PAD]... [DEC] prompt [SEP]; BLIP's generate() drops the last column, the way it drops [SEP]
+            bos, sep, pad = self.model.config.text_config.bos_token_id, self.tokenizer.sep_token_id, \
+                self.tokenizer.pad_token_id
+            rows = [[bos, *p, sep] for p in prompts]
+            width = max(len(r) for r in rows)
+            input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=pixel_values.device)
+            attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows],
+                                          device=pixel_values.device)
+            prompt = input_ids[0]
         kwargs = {"num_beams": g.num_beams, "max_new_tokens": g.max_new_tokens, "do_sample": False,
                   "repetition_penalty": g.repetition_penalty}
         if g.num_beams > 1:
@@ -404,7 +524,7 @@ class Captioner:
         if g.no_repeat_ngram_size > 0:
             kwargs["no_repeat_ngram_size"] = g.no_repeat_ngram_size
         unwrapped = getattr(model, "module", model)
-        out = unwrapped.generate(pixel_values=pixel_values, input_ids=input_ids,
+        out = unwrapped.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                                  interpolate_pos_encoding=self.interpolate_pos_encoding, **kwargs)
         return out[:, len(prompt) - 1:]
 
@@ -414,10 +534,13 @@ class Captioner:
         post = self.generation.postprocess if postprocess is None else postprocess
         return [postprocess_caption(t) if post else " ".join(t.split()) for t in texts]
 
-    def generate(self, images: Sequence, batch_size: int = 8, **overrides) -> list[str]:
-        """Captions for PIL images, ``batch_size`` at a time. ``overrides``: GenerationSettings fields."""
+    def generate(self, images: Sequence, batch_size: int = 8, concepts: Sequence[Iterable[str]] | None = None,
+                 **overrides) -> list[str]:
+        """Captions for PIL images, ``batch_size`` at a time. ``concepts``: each image's CUIs (needed by
+        a model trained with concept prompts). ``overrides``: GenerationSettings fields."""
         import torch
 
+        prompts = self.concept_prompt_ids(concepts, len(images))
         postprocess = overrides.pop("postprocess", None)
         was_training = self.model.training
         self.model.eval()
@@ -426,13 +549,14 @@ class Captioner:
             with torch.inference_mode():
                 for start in range(0, len(images), batch_size):
                     pixels = self.pixel_values(images[start:start + batch_size]).to(self.device)
-                    captions += self.decode(self.generate_ids(pixels, **overrides), postprocess)
+                    rows = None if prompts is None else prompts[start:start + batch_size]
+                    captions += self.decode(self.generate_ids(pixels, prompts=rows, **overrides), postprocess)
         finally:
             self.model.train(was_training)
         return captions
 
     def caption_files(self, paths: Sequence[str | Path], batch_size: int = 8, progress: bool = False,
-                      **overrides) -> list[str]:
+                      concepts: Sequence[Iterable[str]] | None = None, **overrides) -> list[str]:
         """Captions for image files (JPEG, PNG, DICOM, ... via medcap.data.images.load_image)."""
         from tqdm.auto import tqdm
 
@@ -442,7 +566,8 @@ class Captioner:
         starts = range(0, len(paths), batch_size)
         for start in tqdm(starts, desc="captioning", disable=not progress, unit="batch"):
             images = [load_image(p) for p in paths[start:start + batch_size]]
-            out += self.generate(images, batch_size=batch_size, **overrides)
+            batch_concepts = None if concepts is None else concepts[start:start + batch_size]
+            out += self.generate(images, batch_size=batch_size, concepts=batch_concepts, **overrides)
         return out
 
     # -- training options ---------------------------------------------------------------------

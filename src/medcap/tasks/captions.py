@@ -7,7 +7,8 @@
 - :class:`CaptionTask`: the engine's Task protocol (loaders, ``training_step``, ``evaluate``
   with validation loss and ROUGE-1 on a subset, ``save_best``); :func:`train_captioner` runs it
   through :class:`medcap.engine.Trainer`, the one training loop of the project;
-- :func:`predict_captions`: captions for image files -> official submission file;
+- :func:`predict_captions`: captions for image files -> official submission file (with a
+  concept submission for a model trained with concept prompts);
 - :func:`caption_baseline`: the constant-caption and nearest-neighbour retrieval baselines.
 
 Bad input: an empty caption or a non-UTF-8 caption file stops at reading the dataset with
@@ -51,6 +52,9 @@ class CaptionConfig:
     gradient_checkpointing: bool = False
     freeze_vision: bool = False      # train the text decoder only
     concept_loss: float = 0.0        # weight of the auxiliary concept probe (medcap.models.guided; 0: off)
+    concept_prompt: bool = False     # the decoder starts from the image's concept names (models.captioner.ConceptPrompt)
+    concept_prompt_tokens: int = 24  # longest concept prompt, in tokens
+    concept_prompt_drop: float = 0.0  # training: leave each gold concept out of the prompt with this probability
     # generation (FACTS 2: the authors' run)
     num_beams: int = 5
     no_repeat_ngram_size: int = 2
@@ -89,8 +93,10 @@ class CaptionConfig:
             raise MedcapError(f"monitor: expected rouge1 or valid_loss, got {self.monitor!r}")
         if self.max_length < 4 or self.batch_size < 1 or self.image_size < 16:
             raise MedcapError("max_length must be at least 4, batch_size at least 1, image_size at least 16")
-        if not 0 <= self.dropout < 1 or self.concept_loss < 0:
-            raise MedcapError("dropout must be in [0, 1) and concept_loss at least 0")
+        if not 0 <= self.dropout < 1 or self.concept_loss < 0 or not 0 <= self.concept_prompt_drop < 1:
+            raise MedcapError("dropout and concept_prompt_drop must be in [0, 1), concept_loss at least 0")
+        if self.concept_prompt and (self.prompt or self.concept_prompt_tokens < 1):
+            raise MedcapError("concept_prompt: needs concept_prompt_tokens >= 1 and no text prompt (prompt: \"\")")
 
     @property
     def generation(self) -> GenerationSettings:
@@ -119,14 +125,18 @@ def build_captioner(cfg: CaptionConfig, train_captions: Sequence[str] = (), toke
 
 # -- data ---------------------------------------------------------------------------------------
 class CaptionDataset:
-    """(pixel tensor [3, S, S], caption, index, concepts) for each image ID of a split.
+    """(pixel tensor [3, S, S], caption, index, concepts, prompt) for each image ID of a split.
 
     ``concepts``: an optional multi-hot matrix [len(ids), K] (the concept probe's targets);
-    without it the fourth item is None.
+    ``prompt``: an optional :class:`ConceptPrompt` with the ``tokenizer`` to encode it and
+    ``cuis`` (each image's CUIs), of which each is left out with probability ``drop`` (training
+    only: the detector misses concepts at prediction time). Absent items are None.
     """
 
-    def __init__(self, split, ids: Sequence[str], transform, concepts=None):
+    def __init__(self, split, ids: Sequence[str], transform, concepts=None, prompt=None, tokenizer=None,
+                 cuis: Sequence[Sequence[str]] | None = None, drop: float = 0.0):
         self.split, self.ids, self.transform, self.concepts = split, list(ids), transform, concepts
+        self.prompt, self.tokenizer, self.cuis, self.drop = prompt, tokenizer, cuis, drop
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -136,12 +146,16 @@ class CaptionDataset:
         # draft_size: a large JPEG is decoded at a reduced DCT scale, still >= the model's size
         image = self.split.load_image(image_id, draft_size=self.transform.draft_size)
         concepts = None if self.concepts is None else self.concepts[i]
-        return self.transform([image])[0], self.split.captions[image_id], i, concepts
+        prompt = None
+        if self.prompt is not None:
+            cuis = [c for c in self.cuis[i] if not self.drop or random.random() >= self.drop]
+            prompt = self.prompt.ids(self.tokenizer, cuis)
+        return self.transform([image])[0], self.split.captions[image_id], i, concepts, prompt
 
 
 class CaptionCollator:
     """Stacks images and turns captions into input_ids / attention_mask / labels (-100 on padding);
-    ``concepts`` [B, K] when the dataset has them."""
+    ``concepts`` [B, K] and ``prompts`` (a list of token-id lists) when the dataset has them."""
 
     def __init__(self, encode):
         self.encode = encode    # a CaptionEncoder
@@ -149,11 +163,15 @@ class CaptionCollator:
     def __call__(self, items):
         import torch
 
-        batch = self.encode([c for _, c, _, _ in items])
-        batch["pixel_values"] = torch.stack([p for p, _, _, _ in items])
-        batch["index"] = torch.tensor([i for _, _, i, _ in items])
-        if items[0][3] is not None:
-            batch["concepts"] = torch.stack([torch.as_tensor(k) for _, _, _, k in items])
+        pixels, captions, index, concepts, prompts = zip(*items)
+        prompts = None if prompts[0] is None else list(prompts)
+        batch = self.encode(list(captions), prompts)
+        batch["pixel_values"] = torch.stack(pixels)
+        batch["index"] = torch.tensor(index)
+        if concepts[0] is not None:
+            batch["concepts"] = torch.stack([torch.as_tensor(k) for k in concepts])
+        if prompts is not None:
+            batch["prompts"] = prompts
         return batch
 
 
@@ -181,8 +199,18 @@ class CaptionTask:
         if not self.train_ids:
             raise MedcapError("no training images with a caption", file=dataset.root)
         captions = [train.captions[i] for i in self.train_ids]
+        prompt = None
+        if cfg.concept_prompt:  # knowledge-guided captions: names of the gold concepts as the prompt
+            from ..data.vocab import ConceptVocabulary
+            from ..models.captioner import ConceptPrompt
+
+            known = self._concepts(train, self.train_ids, "concept_prompt", dataset.root)
+            prompt = ConceptPrompt.from_vocabulary(ConceptVocabulary.from_concepts(known, dataset.cui_names),
+                                                   cfg.concept_prompt_tokens)
         seed_everything(cfg.seed)
-        self.captioner = captioner or build_captioner(cfg, captions, tokenizer=tokenizer)
+        vocab_text = captions + [prompt.text(c for c, _ in prompt.concepts)] if prompt else captions
+        self.captioner = captioner or build_captioner(cfg, vocab_text, tokenizer=tokenizer)
+        self.captioner.concept_prompt = prompt
         if cfg.freeze_vision:
             self.captioner.freeze_vision()
         if cfg.gradient_checkpointing:
@@ -193,9 +221,7 @@ class CaptionTask:
             from ..data.vocab import ConceptVocabulary
             from ..models.guided import ConceptGuidedBlip
 
-            if train.concepts is None:
-                raise MedcapError("concept_loss needs the training concepts (train_concepts.csv)", file=dataset.root)
-            known = {i: train.concepts.get(i, []) for i in self.train_ids}
+            known = self._concepts(train, self.train_ids, "concept_loss", dataset.root)
             vocab = ConceptVocabulary.from_concepts(known)
             train_concepts, _ = vocab.encode_many(known.values())
             self.model = ConceptGuidedBlip(self.captioner.model, len(vocab), cfg.concept_loss)
@@ -209,7 +235,16 @@ class CaptionTask:
             train.preload()
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
-        self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts),
+        tokenizer = self.captioner.tokenizer
+
+        def prompts_of(split, ids, drop=0.0):  # CaptionDataset's concept-prompt arguments
+            if prompt is None:
+                return {}
+            known = self._concepts(split, ids, "concept_prompt", dataset.root)
+            return {"prompt": prompt, "tokenizer": tokenizer, "cuis": [known[i] for i in ids], "drop": drop}
+
+        self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts,
+                                                      **prompts_of(train, self.train_ids, cfg.concept_prompt_drop)),
                                        batch_size=cfg.batch_size,
                                        shuffle=True, num_workers=cfg.num_workers, collate_fn=collate)
         self.valid_loader = None
@@ -221,13 +256,22 @@ class CaptionTask:
             self.valid_ids = _labelled_ids(valid, cfg.eval_images, cfg.seed)
             self.valid_captions = [valid.captions[i] for i in self.valid_ids]
             if self.valid_ids:
-                self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform),
+                self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform,
+                                                              **prompts_of(valid, self.valid_ids)),
                                                batch_size=cfg.batch_size, shuffle=False,
                                                num_workers=cfg.num_workers, collate_fn=collate)
         if self.valid_loader is None:
             log("no validation (no valid split with captions, or eval_images=0): the last epoch is kept")
         self.monitor = cfg.monitor
         self.monitor_mode = "max" if cfg.monitor == "rouge1" else "min"
+
+    @staticmethod
+    def _concepts(split, ids: Sequence[str], setting: str, root) -> dict[str, list[str]]:
+        """{ID: gold CUIs} of ``ids``; MedcapError when the split has no concepts."""
+        if split.concepts is None:
+            raise MedcapError(f"{setting} needs the {split.name} split's concepts ({split.name}_concepts.csv, or a "
+                              "concepts column in parquet data)", file=root)
+        return {i: split.concepts.get(i, []) for i in ids}
 
     def training_step(self, model, batch):
         if "concepts" in batch:  # a ConceptGuidedBlip: caption loss + weighted probe loss
@@ -248,7 +292,7 @@ class CaptionTask:
         for batch in loader:
             with accelerator.autocast():
                 loss = self.captioner.loss(model, batch)
-                ids = self.captioner.generate_ids(batch["pixel_values"], model=model,
+                ids = self.captioner.generate_ids(batch["pixel_values"], model=model, prompts=batch.get("prompts"),
                                                   num_beams=self.cfg.eval_num_beams,
                                                   max_new_tokens=self.cfg.eval_max_new_tokens)
             n = (batch["labels"][:, 1:] != -100).sum()
@@ -268,6 +312,7 @@ class CaptionTask:
 
     def training_summary(self) -> dict[str, Any]:
         return {"config": self.cfg.name, "train_images": len(self.train_ids), "concept_loss": self.cfg.concept_loss,
+                "concept_prompt": self.cfg.concept_prompt,
                 "captions_truncated": self.n_truncated, "max_length": self.cfg.max_length}
 
 
@@ -299,12 +344,15 @@ def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resum
 # -- prediction ---------------------------------------------------------------------------------
 def predict_captions(model: str | Path | Captioner, images, out: str | Path | None = None, *,
                      num_beams: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
-                     device: str | None = None, progress: bool = False) -> dict[str, str]:
+                     device: str | None = None, progress: bool = False,
+                     concepts: str | Path | dict[str, Sequence[str]] | None = None) -> dict[str, str]:
     """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
 
     ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
     extension) or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
-    before anything is written, so an unreadable image leaves no file behind.
+    before anything is written, so an unreadable image leaves no file behind. ``concepts``:
+    {ID: CUIs} or a concept submission file (``medcap predict concepts``), for a model trained
+    with concept prompts (``concept_prompt: true``); every image needs its row there.
     """
     from tqdm.auto import tqdm
 
@@ -316,14 +364,34 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     if device or _cuda_available():
         captioner.model.to(device or "cuda")
     overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
+    per_image = _image_concepts(concepts, items.ids) if captioner.concept_prompt is not None else None
     captions: list[str] = []
     for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
-        batch = [items.load(i) for i in items.ids[start:start + batch_size]]
-        captions += captioner.generate(batch, batch_size=batch_size, **overrides)
+        ids = items.ids[start:start + batch_size]
+        batch_concepts = None if per_image is None else [per_image[i] for i in ids]
+        captions += captioner.generate([items.load(i) for i in ids], batch_size=batch_size, concepts=batch_concepts,
+                                       **overrides)
     result = dict(zip(items.ids, captions))
     if out is not None:
         write_caption_submission(out, result)
     return result
+
+
+def _image_concepts(concepts, ids: Sequence[str]) -> dict[str, Sequence[str]]:
+    """{ID: CUIs} for every image of ``ids``, from a mapping or a concept submission file."""
+    from ..submission import read_concept_submission
+
+    if concepts is None:
+        raise MedcapError("this captioner was trained with concept prompts: give the images' concepts "
+                          "(--concepts FILE, a concept submission from `medcap predict concepts` on the same images)")
+    source = None
+    if not isinstance(concepts, dict):
+        source, concepts = concepts, read_concept_submission(concepts)
+    missing = [i for i in ids if i not in concepts]
+    if missing:
+        raise MedcapError(f"no concepts for {len(missing)} of {len(ids)} images (first: {missing[0]}); "
+                          "predict concepts on the same images", file=source)
+    return concepts
 
 
 def _cuda_available() -> bool:
