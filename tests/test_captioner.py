@@ -18,6 +18,7 @@ from medcap.models.captioner import (
     SPECIAL_TOKENS,
     Captioner,
     ConceptPrompt,
+    GeneratedNoRepeatNGram,
     GenerationSettings,
     count_parameters,
     large_sizes_config,
@@ -230,6 +231,23 @@ def test_concept_prompted_generation_is_the_same_batched_and_alone_and_continues
             row = torch.tensor([[captioner.model.config.text_config.bos_token_id, *prompt]])
             logits = captioner.model(pixel_values=pixels[i:i + 1], input_ids=row).logits
             assert alone[0, 0].item() == logits[0, -1].argmax().item()
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_no_repeat_ngrams_count_the_caption_not_the_prompt(n):
+    from transformers import NoRepeatNGramLogitsProcessor
+
+    rng = np.random.default_rng(n)
+    for _ in range(50):  # without a prompt: exactly transformers' rule
+        ids = torch.tensor(rng.integers(0, 4, (3, int(rng.integers(0, 9)))))
+        scores = torch.zeros(3, 4)
+        ours = GeneratedNoRepeatNGram(n, 0)(ids, scores.clone())
+        assert torch.equal(ours, NoRepeatNGramLogitsProcessor(n)(ids, scores.clone()))
+    prompt, caption = [7, 8, 9], [5, 7, 8]        # the caption copies "7 8" from the prompt: 9 may follow
+    scores = GeneratedNoRepeatNGram(3, len(prompt))(torch.tensor([prompt + caption]), torch.zeros(1, 10))
+    assert not torch.isinf(scores).any()
+    scores = GeneratedNoRepeatNGram(3, len(prompt))(torch.tensor([prompt + [7, 8, 9, 7, 8]]), torch.zeros(1, 10))
+    assert torch.isinf(scores[0, 9]) and torch.isinf(scores).sum() == 1   # a repeat inside the caption is banned
 
 
 def test_a_concept_prompted_model_needs_concepts_and_keeps_its_prompt_when_saved(tmp_path):

@@ -312,3 +312,7 @@ def test_named_configs_follow_the_paper_and_the_authors_code():
     assert (authors.pre_resize, authors.image_size, authors.lr) == (224, 384, 1e-5)
     demo = load_caption_config("demo", ["image_size=64"])
     assert demo.model == "scratch:small" and demo.image_size == 64 and demo.max_minutes > 0
+    prompted = load_caption_config("demo-prompted")
+    assert prompted.concept_prompt and prompted.name == "demo-prompted"
+    assert {k: v for k, v in vars(prompted).items() if not k.startswith(("concept_prompt", "name"))} == \
+        {k: v for k, v in vars(load_caption_config("demo")).items() if not k.startswith(("concept_prompt", "name"))}

@@ -126,3 +126,20 @@ def test_atomic_writes_get_normal_permissions(tmp_path):
         os.umask(mask)
     assert (tmp_path / "f.csv").stat().st_mode & 0o777 == 0o644
     assert (tmp_path / "d").stat().st_mode & 0o777 == 0o755
+
+
+def test_the_umask_is_read_without_changing_it_for_other_threads(monkeypatch):
+    import os
+    import sys
+
+    from medcap import fileio
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("/proc/self/status is Linux's")
+    mask = os.umask(0o027)
+    try:
+        monkeypatch.setattr(fileio.os, "umask", lambda *_: pytest.fail("os.umask called"))
+        assert fileio._umask() == 0o027
+    finally:
+        monkeypatch.undo()
+        os.umask(mask)

@@ -10,6 +10,16 @@ from typing import Iterator
 
 
 def _umask() -> int:
+    """The process's umask. Linux reports it in /proc/self/status; elsewhere it can only be read by
+    setting it, which for an instant changes it for every thread (a server writing files from
+    several threads could then create one with 0666 / 0777 permissions)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask

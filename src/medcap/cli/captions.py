@@ -18,7 +18,7 @@ baseline_app.add_typer(captions_baseline_app, name="captions")
 @train_app.command("captions")
 def train_captions_command(
     config: str = typer.Option("paper", "--config", "-c",
-                               help="Named config (paper, authors-code, demo) or a YAML file."),
+                               help="Named config (paper, authors-code, demo, demo-prompted) or a YAML file."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_captions.csv).",
                               show_default=False),
     out: Path = run_folder_option(),

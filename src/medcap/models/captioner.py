@@ -178,6 +178,31 @@ class ConceptPrompt:
             raise MedcapError(f"concept_prompt: expected max_tokens and (CUI, name) pairs ({e})") from None
 
 
+class GeneratedNoRepeatNGram:
+    """``no_repeat_ngram_size`` over the generated tokens only (a transformers LogitsProcessor).
+
+    transformers' own processor also counts the prompt, so a caption could not repeat a
+    concept name its prompt holds: with n = 3, a prompt "plain x-ray" made the decoder write
+    "plain x 2.8 cm-ray" and "optical coherence tomography" became "optical coherence
+    publication". ``start``: the number of prompt columns in ``input_ids``.
+    """
+
+    def __init__(self, n: int, start: int):
+        self.n, self.start = int(n), int(start)
+
+    def __call__(self, input_ids, scores):
+        n = self.n
+        generated = input_ids[:, self.start:].tolist()
+        for row, tokens in enumerate(generated):
+            if len(tokens) < n:  # no whole n-gram generated yet
+                continue
+            prefix = tuple(tokens[len(tokens) - n + 1:]) if n > 1 else ()
+            banned = {tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i:i + n - 1]) == prefix}
+            if banned:
+                scores[row, list(banned)] = -float("inf")
+        return scores
+
+
 class ImageTransform:
     """PIL RGB images -> BLIP pixel values [B, 3, S, S] (resize, rescale, CLIP mean/std)."""
 
@@ -521,8 +546,11 @@ class Captioner:
                   "repetition_penalty": g.repetition_penalty}
         if g.num_beams > 1:
             kwargs["length_penalty"] = g.length_penalty
-        if g.no_repeat_ngram_size > 0:
-            kwargs["no_repeat_ngram_size"] = g.no_repeat_ngram_size
+        if g.no_repeat_ngram_size > 0:  # counted over the caption, not the prompt (GeneratedNoRepeatNGram)
+            from transformers import LogitsProcessorList
+
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [GeneratedNoRepeatNGram(g.no_repeat_ngram_size, input_ids.shape[1] - 1)])
         unwrapped = getattr(model, "module", model)
         out = unwrapped.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                                  interpolate_pos_encoding=self.interpolate_pos_encoding, **kwargs)
