@@ -546,7 +546,10 @@ class Captioner:
                   "repetition_penalty": g.repetition_penalty}
         if g.num_beams > 1:
             kwargs["length_penalty"] = g.length_penalty
-        if g.no_repeat_ngram_size > 0:  # counted over the caption, not the prompt (GeneratedNoRepeatNGram)
+        # n-gram repeats are counted over the caption, not the prompt (GeneratedNoRepeatNGram); 0 keeps
+        # transformers' own rule (or a value in the model's generation_config) from applying too
+        kwargs["no_repeat_ngram_size"] = 0
+        if g.no_repeat_ngram_size > 0:
             from transformers import LogitsProcessorList
 
             kwargs["logits_processor"] = LogitsProcessorList(

@@ -255,7 +255,7 @@ class CaptionTask:
                 valid.preload()
             self.valid_ids = _labelled_ids(valid, cfg.eval_images, cfg.seed)
             self.valid_captions = [valid.captions[i] for i in self.valid_ids]
-            if self.valid_ids:
+            if self.valid_ids:  # a concept-prompted model is validated with the valid split's gold concepts
                 self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform,
                                                               **prompts_of(valid, self.valid_ids)),
                                                batch_size=cfg.batch_size, shuffle=False,
