@@ -121,3 +121,12 @@ def test_torch_threads_leave_the_cores_other_jobs_are_using(monkeypatch):
     for busy, threads in ((0.0, 4), (0.4, 4), (1.0, 3), (2.6, 1), (9.0, 1)):
         monkeypatch.setattr(demo, "busy_cores", lambda interval=0.5, b=busy: b)
         assert demo.torch_threads() == threads
+
+
+def test_the_full_demo_captioner_starts_from_the_detected_concepts():
+    from medcap.demo import FAST, FULL, caption_model_name
+    from medcap.tasks.captions import load_caption_config
+
+    assert load_caption_config(FULL.caption_config, FULL.captions).concept_prompt
+    assert not load_caption_config(FAST.caption_config, FAST.captions).concept_prompt
+    assert caption_model_name(FULL) == "BLIP from scratch (demo-prompted config)"
