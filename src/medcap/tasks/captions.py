@@ -357,12 +357,11 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     from tqdm.auto import tqdm
 
     from ..submission import write_caption_submission
-    from .concepts import image_items
+    from .concepts import image_items, resolve_device
 
     items = image_items(images)
     captioner = model if isinstance(model, Captioner) else Captioner.from_pretrained(model)
-    if device or _cuda_available():
-        captioner.model.to(device or "cuda")
+    captioner.model.to(resolve_device(device))
     overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
     per_image = _image_concepts(concepts, items.ids) if captioner.concept_prompt is not None else None
     captions: list[str] = []
@@ -392,12 +391,6 @@ def _image_concepts(concepts, ids: Sequence[str]) -> dict[str, Sequence[str]]:
         raise MedcapError(f"no concepts for {len(missing)} of {len(ids)} images (first: {missing[0]}); "
                           "predict concepts on the same images", file=source)
     return concepts
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 # -- baselines ----------------------------------------------------------------------------------
