@@ -541,7 +541,6 @@ class Captioner:
             input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], device=pixel_values.device)
             attention_mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows],
                                           device=pixel_values.device)
-            prompt = input_ids[0]
         kwargs = {"num_beams": g.num_beams, "max_new_tokens": g.max_new_tokens, "do_sample": False,
                   "repetition_penalty": g.repetition_penalty}
         if g.num_beams > 1:
@@ -557,7 +556,7 @@ class Captioner:
         unwrapped = getattr(model, "module", model)
         out = unwrapped.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                                  interpolate_pos_encoding=self.interpolate_pos_encoding, **kwargs)
-        return out[:, len(prompt) - 1:]
+        return out[:, input_ids.shape[1] - 1:]   # generate() was given all columns but the last
 
     def decode(self, ids, postprocess: bool | None = None) -> list[str]:
         """Token ids -> caption strings (special tokens dropped, spacing repaired)."""
