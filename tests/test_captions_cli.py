@@ -215,7 +215,8 @@ def test_concept_prompted_training_and_prediction_from_a_concept_submission(synt
     model, test, sub = out / "model", synth_small / "test", tmp_path / "sub.csv"
 
     rc, _, err = cli("predict", "captions", "--model", model, "--images", test, "--out", sub)
-    assert rc == 2 and "trained with concept prompts" in _error_line(err) and not sub.exists()
+    line = _error_line(err)
+    assert rc == 2 and "trained with concept prompts" in line and str(model) in line and not sub.exists()
     partial = tmp_path / "partial.csv"
     lines = (synth_small / "test_concepts.csv").read_text().splitlines()
     partial.write_text("\n".join(lines[:-1]) + "\n")                 # the last image has no row

@@ -59,14 +59,13 @@ class DemoPlan:
 # - the detector trains at 64 px: in 1.7 minutes (1 thread, beside other jobs) it made 81
 #   steps of 32 images and reached 0.67 validation F1, against 33 steps and 0.32 at 96 px (it
 #   needs about 60 steps to pass 0.5); its heatmaps are coarser (2 x 2 ResNet-18 cells);
-# - the small BLIP keeps the `demo` config's 96 px and makes about 220 steps in 1.7 minutes;
-#   20 warm-up steps instead of the config's 100 (half of the run) lowered its validation
-#   loss (1.38 -> 1.08 in a 2.2-minute trial, which named the modality in 53 % of validation
-#   captions). It does not beat the constant caption's ROUGE-1 in this budget (2.1 minutes
-#   did not either; the 10-minute benchmark does); the report shows it beside the baselines.
+# - the small BLIP keeps the `demo` config's 96 px; 20 warm-up steps instead of the config's
+#   100 (half of the run) lowered its validation loss (1.38 -> 1.08 in a 2.2-minute trial of
+#   the unprompted `demo` captioner, which never beat the constant caption's ROUGE-1 in 1.6-2.1
+#   minutes);
 # - the captioner is `demo-prompted`: its decoder starts from the concepts the detector found
 #   (medcap.models.captioner.ConceptPrompt). In two full runs (idle, 2026-11-28, about 196
-#   steps) it scored ROUGE-1 0.287 and 0.299 against the constant caption's 0.286, BERTScore
+#   steps in 1.7 minutes) it scored ROUGE-1 0.287 and 0.299 against the constant caption's 0.286, BERTScore
 #   0.48-0.49 against 0.36, where the unprompted `demo` captioner scored 0.21-0.24; the whole
 #   demo took 3 min 50 s.
 # 1.4 + 1.7 minutes of training leave about 1 minute (idle machine) for data, predictions,
@@ -329,9 +328,10 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     ids = [i for i in test.ids if test.has_image(i)]
     concepts_csv, captions_csv = out / "concepts.csv", out / "captions.csv"
     preds = predict_concepts(models.concepts, ImageFolderItems.from_split(test, ids), batch_size=64, progress=True)
-    write_concept_submission(concepts_csv, {i: [c for c, _ in preds[i]] for i in ids}, gold_ids=ids)
+    detected = {i: [c for c, _ in preds[i]] for i in ids}
+    write_concept_submission(concepts_csv, detected, gold_ids=ids)
     captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
-                                progress=True, concepts={i: [c for c, _ in preds[i]] for i in ids})
+                                progress=True, concepts=detected)  # a demo-prompted captioner starts from them
     if list(captions) != ids:
         raise MedcapError("caption IDs differ from the test split's image IDs", file=captions_csv)
     for path, check in ((concepts_csv, validate_concept_submission), (captions_csv, validate_caption_submission)):

@@ -57,7 +57,8 @@ def predict_captions_command(
     device: str | None = device_option(),
     concepts: Path | None = typer.Option(None, "--concepts", help="Concept submission for the same images "
                                             "(`medcap predict concepts`): needed by a model trained with "
-                                            "concept_prompt, whose captions start from these concepts."),
+                                            "concept_prompt, whose captions start from these concepts (other models "
+                                            "do not use them)."),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
     from ..tasks.captions import predict_captions

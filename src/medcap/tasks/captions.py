@@ -363,7 +363,9 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     captioner = model if isinstance(model, Captioner) else Captioner.from_pretrained(model)
     captioner.model.to(resolve_device(device))
     overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
-    per_image = _image_concepts(concepts, items.ids) if captioner.concept_prompt is not None else None
+    per_image = None
+    if captioner.concept_prompt is not None:
+        per_image = _image_concepts(concepts, items.ids, None if isinstance(model, Captioner) else model)
     captions: list[str] = []
     for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
         ids = items.ids[start:start + batch_size]
@@ -376,13 +378,14 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     return result
 
 
-def _image_concepts(concepts, ids: Sequence[str]) -> dict[str, Sequence[str]]:
+def _image_concepts(concepts, ids: Sequence[str], model_folder=None) -> dict[str, Sequence[str]]:
     """{ID: CUIs} for every image of ``ids``, from a mapping or a concept submission file."""
     from ..submission import read_concept_submission
 
     if concepts is None:
         raise MedcapError("this captioner was trained with concept prompts: give the images' concepts "
-                          "(--concepts FILE, a concept submission from `medcap predict concepts` on the same images)")
+                          "(--concepts FILE, a concept submission from `medcap predict concepts` on the same images)",
+                          file=model_folder)
     source = None
     if not isinstance(concepts, dict):
         source, concepts = concepts, read_concept_submission(concepts)
