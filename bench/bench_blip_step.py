@@ -5,7 +5,7 @@
 
 The model is ``Captioner.from_scratch("large")``: ViT-L/16 image encoder + BERT-base decoder,
 446 M parameters, random weights (the numbers do not depend on the weights). Each step is
-the paper's (FACTS 1): 224 px images (position embeddings interpolated from 384), captions
+the paper's (REFERENCE §1): 224 px images (position embeddings interpolated from 384), captions
 padded to 200 tokens, AdamW over every parameter. Modes:
 
 - ``fp32``: plain float32;

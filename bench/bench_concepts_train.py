@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", type=int, default=224)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--num-classes", type=int, default=2479, help="FACTS 5: 2,479 CUIs in 2025")
+    ap.add_argument("--num-classes", type=int, default=2479, help="REFERENCE §5: 2,479 CUIs in 2025")
     ap.add_argument("--json", help="also write the rows here")
     args = ap.parse_args(argv)
 

@@ -49,7 +49,7 @@ from caption_synthetic import concept_naming  # the captioning benchmark's own m
 
 # Separation d of the simulated detector's score by concept kind (see the docstring): chosen so
 # that, as measured for a small detector trained from scratch on these images
-# (shared/reference/ENVIRONMENT.md), modality comes out best, body region next, findings worse
+# (REFERENCE §8), modality comes out best, body region next, findings worse
 # and the "other" organ labels (random, not drawn) near chance.
 SEPARATION = {"modality": 3.5, "region": 2.5, "core_finding": 2.0, "finding": 1.0, "location": 1.0,
               "contrast": 2.0, "other": 0.3}

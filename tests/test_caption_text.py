@@ -87,7 +87,7 @@ def test_acronyms_are_restored_as_whole_words(text, expected):
                                   "impact", "dwindle", "mrs", "tap", "apex", "pace", "hue", "thumb", "spa",
                                   "ctx", "xct", "ct2", "2ct", "ct_a", "attempt", "petals", "cts"])
 def test_acronyms_never_change_letters_inside_words(word):
-    # The authors' post-processing replaced substrings: "fracture" -> "fraCTure" (FACTS 2).
+    # The authors' post-processing replaced substrings: "fracture" -> "fraCTure" (REFERENCE §2).
     text = f"a {word} here"
     assert restore_acronyms(text) == text
     assert postprocess_caption(text) == text

@@ -101,7 +101,7 @@ def test_labels_mask_padding_to_minus_100_and_decoding_starts_from_dec():
     dec = captioner.tokenizer.convert_tokens_to_ids("[DEC]")
     assert (ids[:, 0] == dec).all() and dec == captioner.model.config.text_config.bos_token_id
     assert mask[0].sum() == 3                          # [DEC] a [SEP]
-    assert (labels[0, 3:] == -100).all()               # the padding is out of the loss (FACTS 2 bug)
+    assert (labels[0, 3:] == -100).all()               # the padding is out of the loss (REFERENCE §2 bug)
     assert (labels[mask == 1] == ids[mask == 1]).all()
     assert not (labels[1] == -100).any()
 
@@ -347,7 +347,7 @@ def test_large_size_config_has_blip_large_dimensions():
 @pytest.mark.slow
 def test_real_size_blip_takes_a_training_step_at_batch_1_on_cpu():
     captioner = Captioner.from_scratch("large", CAPTIONS, image_size=224, seed=0)
-    assert captioner.interpolate_pos_encoding            # built for 384 px, fed 224 px (FACTS 1)
+    assert captioner.interpolate_pos_encoding            # built for 384 px, fed 224 px (REFERENCE §1)
     assert captioner.num_parameters() == pytest.approx(446.3e6, rel=1e-3)
     batch = dict(captioner.encode_captions(CAPTIONS[:1], padding="max_length"),
                  pixel_values=captioner.pixel_values(_images(224)[:1]))

@@ -306,9 +306,9 @@ def test_named_configs_follow_the_paper_and_the_authors_code():
 
     paper = load_caption_config("paper")
     assert (paper.model, paper.lr, paper.optimizer, paper.batch_size, paper.epochs) == \
-        ("Salesforce/blip-image-captioning-large", 1e-5, "adamw", 4, 2)            # FACTS 1
+        ("Salesforce/blip-image-captioning-large", 1e-5, "adamw", 4, 2)            # REFERENCE §1
     assert (paper.image_size, paper.max_length, paper.padding) == (224, 200, "max_length")
-    assert (paper.num_beams, paper.no_repeat_ngram_size, paper.max_new_tokens) == (5, 2, 200)  # FACTS 2
+    assert (paper.num_beams, paper.no_repeat_ngram_size, paper.max_new_tokens) == (5, 2, 200)  # REFERENCE §2
     authors = load_caption_config("authors-code")
     assert (authors.pre_resize, authors.image_size, authors.lr) == (224, 384, 1e-5)
     demo = load_caption_config("demo", ["image_size=64"])

@@ -39,7 +39,7 @@ def write_csv(path: Path, text: str, encoding="utf-8") -> Path:
 
 def write_dataset(root: Path, *, n_train=4, n_valid=2, n_test=2, test_labels=True, mapping=True,
                   prefix="", image_dirs=None) -> Path:
-    """A tiny dataset in the FACTS 5 layout; IDs are ``<split>_<i>``; every CUI is named."""
+    """A tiny dataset in the REFERENCE §5 layout; IDs are ``<split>_<i>``; every CUI is named."""
     root.mkdir(parents=True, exist_ok=True)
     image_dirs = image_dirs or {}
     cuis = list(CUI_NAMES)

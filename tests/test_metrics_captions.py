@@ -68,7 +68,7 @@ def test_both_empty_scores_one_but_one_empty_side_scores_zero():
 # ---------------------------------------------------------------------------------------
 
 def test_aggregates_reproduce_the_papers_table():
-    # FACTS 1: Relevance 50.76 = mean(87.98, 59.51, 25.35, 30.20); Factuality 13.46;
+    # REFERENCE §1: Relevance 50.76 = mean(87.98, 59.51, 25.35, 30.20); Factuality 13.46;
     # Overall 32.11 (fractions here, as the evaluator reports them)
     s = {"similarity": 0.8798, "bertscore": 0.5951, "rouge1": 0.2535, "bleurt": 0.3020,
          "umls_f1": 0.1672, "alignscore": 0.1021}

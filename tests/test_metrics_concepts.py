@@ -1,4 +1,4 @@
-"""Concept scores equal the organisers' evaluator (FACTS 4), by hand and property-based."""
+"""Concept scores equal the organisers' evaluator (REFERENCE §4), by hand and property-based."""
 from __future__ import annotations
 
 import csv

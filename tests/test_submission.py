@@ -1,4 +1,4 @@
-"""Submission files: every official rule (FACTS 4) has a failing file, every violation is
+"""Submission files: every official rule (REFERENCE §4) has a failing file, every violation is
 reported with its line, and the writers refuse to write an invalid file."""
 from __future__ import annotations
 

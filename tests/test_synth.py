@@ -28,8 +28,8 @@ from medcap.synth import catalog as cat
 SPLITS = ("train", "valid", "test")
 CUI_RE = re.compile(r"C\d{7}")
 
-# FACTS section 4: the official secondary-score CUIs and their canonical names.
-FACTS_SECONDARY_NAMES = {
+# REFERENCE §4: the official secondary-score CUIs and their canonical names.
+OFFICIAL_SECONDARY_NAMES = {
     "C0040405": "X-Ray Computed Tomography", "C0024485": "Magnetic Resonance Imaging",
     "C1306645": "Plain x-ray", "C0041618": "Ultrasonography", "C0002978": "angiogram",
     "C0032743": "Positron-Emission Tomography", "C0817096": "Chest", "C0000726": "Abdomen",
@@ -97,7 +97,7 @@ def test_cui_mapping_names_every_catalogue_cui_with_facts_names(synth_small):
     assert header == ["CUI", "Canonical name"]
     names = dict(rows)
     assert set(names) == set(CATALOG)
-    for cui, name in FACTS_SECONDARY_NAMES.items():
+    for cui, name in OFFICIAL_SECONDARY_NAMES.items():
         assert names[cui] == name
     assert "C0920367" in names  # OCT, the 15th secondary CUI
 

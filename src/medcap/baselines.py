@@ -1,4 +1,4 @@
-"""Baselines that give the models' numbers a meaning (standard in ImageCLEFmedical, FACTS 6).
+"""Baselines that give the models' numbers a meaning (standard in ImageCLEFmedical, REFERENCE §6).
 
 Concepts:
 - most frequent: the k most frequent training concepts for every image, k chosen on

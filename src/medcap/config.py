@@ -1,6 +1,6 @@
 """Named configurations: YAML files shipped in ``medcap/configs/<task>/``, or a path.
 
-A configuration is data, not a code path (see STYLE.md): a dataclass gives every key, its
+A configuration is data, not a code path (REFERENCE §9): a dataclass gives every key, its
 type and its default; a YAML file sets some of them; ``key=value`` overrides from the
 command line set more. Unknown keys are an error naming the file and the key.
 """

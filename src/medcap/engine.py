@@ -78,9 +78,9 @@ class _TiedWeightsNotice(logging.Filter):
 @dataclass
 class TrainConfig:
     """Settings of the training loop (task configs carry the same keys, flat; see from_config)."""
-    epochs: int = 100                 # epoch budget; the cosine schedule spans all of it (FACTS 1: 100)
-    lr: float = 1e-4                  # FACTS 1: Adam 1e-4
-    weight_decay: float = 1e-5        # FACTS 1: 1e-5
+    epochs: int = 100                 # epoch budget; the cosine schedule spans all of it (REFERENCE §1: 100)
+    lr: float = 1e-4                  # REFERENCE §1: Adam 1e-4
+    weight_decay: float = 1e-5        # REFERENCE §1: 1e-5
     optimizer: str = "adam"           # adam | adamw
     schedule: str = "cosine"          # cosine | constant (both after the warm-up)
     warmup_steps: int = 0             # linear warm-up from 0 over this many optimiser steps
@@ -92,7 +92,7 @@ class TrainConfig:
     patience: int = 5                 # epochs without improvement before stopping; 0 = never
     max_minutes: float = 0.0          # wall-clock budget; 0 = none. With a budget the schedule
                                       # follows time too (whichever of steps/time is further on)
-    seed: int = 42                    # FACTS 1: seed 42
+    seed: int = 42                    # REFERENCE §1: seed 42
     cpu: bool = False                 # force the CPU even when a GPU is present
     keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
     progress: bool = True             # tqdm progress bars

@@ -3,7 +3,7 @@
 The paper's captioner scored 16.72 on the UMLS concept F1 and its authors propose, as future
 work, to "infuse external medical knowledge" and to add "a fact-checking module ... which would
 validate generated statements against a trusted medical knowledge base" (paper section 7.2);
-the captioning leaders use concept-guided decoding and retrieval-augmented captions (FACTS 6).
+the captioning leaders use concept-guided decoding and retrieval-augmented captions (REFERENCE §6).
 This module does both after decoding, so it composes with any captioner and any concept
 detector:
 
@@ -12,7 +12,7 @@ detector:
    given several names per concept and character spans). The knowledge base
    (:func:`knowledge_base`) holds the ``cui_mapping.csv`` canonical names, the synonyms of
    :data:`medcap.synth.CATALOG` and two groups of mutually exclusive concepts: the 7 imaging
-   modalities and the 8 body regions of the official secondary score (FACTS 4). A figure
+   modalities and the 8 body regions of the official secondary score (REFERENCE §4). A figure
    normally shows one modality (and mostly one region).
 2. **Verify** each mention against the concept detector's probabilities (the JSON written by
    ``medcap predict concepts --json``): ``supported`` (the detector predicts it: probability at
@@ -67,11 +67,11 @@ _ADJECTIVE_ENDINGS = ("al", "ic", "ary")
 
 def exclusive_groups() -> dict[str, tuple[str, ...]]:
     """The mutually exclusive concept groups: the modality and body-region CUIs of the
-    official secondary score (FACTS 4), split by kind with the synthetic catalogue's labels."""
+    official secondary score (REFERENCE §4), split by kind with the synthetic catalogue's labels."""
     from .synth.catalog import CATALOG, SECONDARY_CUIS
 
     groups = {kind: tuple(c for c in SECONDARY_CUIS if CATALOG[c].kind == kind) for kind in ("modality", "region")}
-    assert len(groups["modality"]) == 7 and len(groups["region"]) == 8, groups  # FACTS 4: 7 + 8 = 15
+    assert len(groups["modality"]) == 7 and len(groups["region"]) == 8, groups  # REFERENCE §4: 7 + 8 = 15
     return groups
 
 

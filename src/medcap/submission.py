@@ -1,4 +1,4 @@
-"""ImageCLEFmedical submission files: write, read and validate them (FACTS 4).
+"""ImageCLEFmedical submission files: write, read and validate them (REFERENCE §4).
 
 The rules are those of the organisers' submission checkers and evaluators:
 

@@ -4,12 +4,12 @@ A BERT WordPiece tokenizer (BLIP's, and the one :func:`medcap.models.captioner.t
 builds) splits every punctuation mark into its own token, and decoding joins tokens with
 spaces: "2.3" comes back as "2. 3" (or "2 . 3"), "x-ray" as "x - ray", "(arrow)" as
 "( arrow )". That changes the official scores: the evaluator lower-cases, turns digit runs
-into "number" and deletes ASCII punctuation (FACTS 4), so "2.3" is one word and "2. 3" two,
+into "number" and deletes ASCII punctuation (REFERENCE §4), so "2.3" is one word and "2. 3" two,
 "x-ray" is "xray" and "x - ray" is "x" + "ray". :func:`repair_wordpiece_spacing` puts the
 characters back together.
 
 Acronyms are restored only as whole words (:func:`restore_acronyms`): the authors' code
-replaced substrings, so "fracture" became "fraCTure" (FACTS 2); here a letter inside a word
+replaced substrings, so "fracture" became "fraCTure" (REFERENCE §2); here a letter inside a word
 is never changed.
 """
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""Decision thresholds chosen on validation by the OFFICIAL per-image F1 (FACTS 4).
+"""Decision thresholds chosen on validation by the OFFICIAL per-image F1 (REFERENCE §4).
 
 The paper sweeps one global threshold from 0.05 to 0.55 in steps of 0.05 and picks the best
-on validation (0.35 won, FACTS 1); the authors' code scored that sweep with micro-F1 and
-made users pass the threshold by hand (FACTS 2). Here every choice is scored with
+on validation (0.35 won, REFERENCE §1); the authors' code scored that sweep with micro-F1 and
+made users pass the threshold by hand (REFERENCE §2). Here every choice is scored with
 ``medcap.metrics.concepts.mean_per_image_f1`` and saved in the model folder
 (``thresholds.json``), so prediction applies it by itself.
 

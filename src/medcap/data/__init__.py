@@ -1,5 +1,5 @@
 """Reading ImageCLEFmedical Caption / ROCOv2 data: CSVs, dataset folders, images, the
-concept vocabulary, the dataset checker and dataset statistics (FACTS.md section 5).
+concept vocabulary, the dataset checker and dataset statistics (REFERENCE §5).
 
 Importing this package is cheap: numpy, PIL, pydicom, pyarrow and matplotlib are
 imported by the functions that need them.

@@ -1,9 +1,9 @@
-"""Readers for the ImageCLEFmedical Caption CSV files (FACTS.md section 5).
+"""Readers for the ImageCLEFmedical Caption CSV files (REFERENCE §5).
 
 Four kinds of file, all ``ID``-keyed two-column CSVs:
 
 * ``*_concepts.csv`` and ``*_concepts_manual.csv``: ``ID,CUIs`` with the CUIs joined by
-  ``;`` (upper-cased and stripped here, as the official evaluator does, FACTS section 4);
+  ``;`` (upper-cased and stripped here, as the official evaluator does, REFERENCE §4);
 * ``*_captions.csv``: ``ID,Caption``, quoted CSV whose captions may hold commas, quotes
   and newlines;
 * ``cui_mapping.csv``: ``CUI,Canonical name``.
@@ -46,7 +46,7 @@ __all__ = [
     "split_cuis",
 ]
 
-# A UMLS concept unique identifier; the official submission rules require this form (FACTS 4).
+# A UMLS concept unique identifier; the official submission rules require this form (REFERENCE §4).
 CUI_PATTERN = re.compile(r"C\d+")
 
 # The header's first field names the key column ("ID", "image_id", "CUI"). A data row's
@@ -322,7 +322,7 @@ def read_concepts_csv(path: str | Path) -> dict[str, list[str]]:
     """ID -> CUIs in file order (upper-cased, stripped, repeats dropped).
 
     An image with an empty CUI list (``ID,``) is kept with ``[]``: the official evaluator
-    leaves such images out of the average (FACTS 4), it does not reject them.
+    leaves such images out of the average (REFERENCE §4), it does not reject them.
     Raises :class:`MedcapError` (file, line, what was expected) at the first bad row.
     """
     table = scan_concepts_csv(path)

@@ -1,4 +1,4 @@
-"""Read an ImageCLEFmedical Caption / ROCOv2 dataset folder (FACTS.md section 5).
+"""Read an ImageCLEFmedical Caption / ROCOv2 dataset folder (REFERENCE §5).
 
 Two layouts are read:
 
@@ -211,7 +211,7 @@ def locate_dataset(root: str | Path) -> DatasetLayout:
     if parquet:
         return DatasetLayout(root, "parquet", parquet, cui_mapping)
     raise MedcapError("no ImageCLEF dataset found: expected train/valid/test image folders with "
-                      "train_concepts.csv / train_captions.csv (FACTS 5 layout), or Hugging Face "
+                      "train_concepts.csv / train_captions.csv (REFERENCE §5 layout), or Hugging Face "
                       "*.parquet files", file=root)
 
 

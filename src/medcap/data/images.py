@@ -1,6 +1,6 @@
 """Image loading that never surprises: every file becomes an 8-bit RGB ``PIL.Image``.
 
-ImageCLEFmedical images are PubMed Central figures (FACTS 5), almost all JPEG, but users
+ImageCLEFmedical images are PubMed Central figures (REFERENCE §5), almost all JPEG, but users
 bring their own: PNG/TIFF/BMP/WebP/GIF, grayscale, 16-bit, palette, transparency, CMYK,
 phone photos with an EXIF rotation, and DICOM straight from a scanner. The rules:
 

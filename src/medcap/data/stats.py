@@ -3,7 +3,7 @@
 * Figure 2 of the paper: caption length distribution, in words, of the training split;
 * Figure 3 of the paper: number of concepts per image, training split;
 * the concept-frequency long tail: images per concept against the concept's rank (log
-  scale); FACTS 5 gives the real 2025 numbers for comparison (2,479 CUIs, captions of
+  scale); REFERENCE §5 gives the real 2025 numbers for comparison (2,479 CUIs, captions of
   about 21 words on average, 1-4 concepts for most images).
 
 The figure functions take plain numbers and return a ``matplotlib.figure.Figure`` (no

@@ -1,7 +1,7 @@
 """The concept vocabulary: which CUIs a model predicts, in a fixed order.
 
 Built from the *training* concepts, so every training CUI can be predicted (the authors'
-code built classes from concept names and silently lost CUIs without a name, FACTS 2).
+code built classes from concept names and silently lost CUIs without a name, REFERENCE §2).
 Saved as ``concepts.json`` in every concept model folder, so prediction uses exactly the
 training order. :meth:`ConceptVocabulary.encode` returns the CUIs it does not know
 instead of dropping them, so callers can report them.

@@ -1,4 +1,4 @@
-"""Official ImageCLEFmedical 2025 scores (FACTS 4).
+"""Official ImageCLEFmedical 2025 scores (REFERENCE §4).
 
 - :mod:`medcap.metrics.concepts`: per-image F1 (primary, secondary), vectorised;
 - :mod:`medcap.metrics.captions`: text preprocessing, ROUGE-1, BERTScore and the

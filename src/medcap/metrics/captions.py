@@ -1,4 +1,4 @@
-"""Caption prediction scores, as the ImageCLEFmedical 2025 evaluator computes them (FACTS 4).
+"""Caption prediction scores, as the ImageCLEFmedical 2025 evaluator computes them (REFERENCE §4).
 
 Per image pair (gold caption, predicted caption), then averaged over images:
 
@@ -188,7 +188,7 @@ def _patch_tokenizer(tokenizer) -> None:
 
 def aggregate_scores(scores: Mapping[str, float | None], *, relevance: str = "public-2025",
                      partial: bool = False) -> dict:
-    """Relevance, Factuality and Overall from the per-metric means (FACTS 4).
+    """Relevance, Factuality and Overall from the per-metric means (REFERENCE §4).
 
     Each aggregate is None when one of its terms is None, unless ``partial=True``: then it
     is the mean of the terms present and ``<name>_partial`` is True. ``<name>_terms`` lists

@@ -1,12 +1,12 @@
 """Concept detection scores, exactly as the ImageCLEFmedical 2025 evaluator computes them.
 
-The organisers' evaluator (FACTS 4) loops over images, builds the union of predicted and
+The organisers' evaluator (REFERENCE §4) loops over images, builds the union of predicted and
 gold CUIs, and calls ``sklearn.metrics.f1_score`` once per image. For sets that is
 ``2 |P & G| / (|P| + |G|)``, so everything here is computed at once over all images:
 
 - CUIs are stripped and upper-cased on both sides (the evaluator strips when reading
   and upper-cases when scoring); duplicates inside a row count once (it works on sets);
-- an image whose gold set is empty is left out of the mean (FACTS 4);
+- an image whose gold set is empty is left out of the mean (REFERENCE §4);
 - the secondary score filters both sides to :data:`SECONDARY_CUIS` and scores against
   the manual gold file; images whose filtered gold set is empty are left out, whatever
   was predicted for them.
@@ -39,7 +39,7 @@ import numpy as np
 from ..data.csvio import normalize_cui  # the evaluator's: strip (reading), upper-case (scoring)
 from ..errors import MedcapError
 
-# FACTS 4: the 15 curated modality / body-region CUIs of the secondary score.
+# REFERENCE §4: the 15 curated modality / body-region CUIs of the secondary score.
 SECONDARY_CUIS: frozenset[str] = frozenset({
     "C0002978",  # angiography
     "C0040405",  # X-ray computed tomography
@@ -89,7 +89,7 @@ def _row_intersections(pred, gold) -> np.ndarray:
 
 
 def per_image_f1_matrix(pred, gold, gold_sizes: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
-    """Official per-image F1 = 2|P & G| / (|P| + |G|) for every row at once (FACTS 4).
+    """Official per-image F1 = 2|P & G| / (|P| + |G|) for every row at once (REFERENCE §4).
 
     ``pred`` and ``gold`` are [N, K] bool (or 0/1) arrays or scipy.sparse matrices over the
     same vocabulary. ``gold_sizes`` optionally gives |G| per image when some gold CUIs lie
@@ -290,7 +290,7 @@ def score_concepts(
 
     ``allow_missing=True`` treats an image without a prediction as an empty prediction
     (the official evaluator refuses such a submission). ``empty_gold`` is ``"skip"`` (the
-    documented rule, FACTS 4) or ``"organisers-code"`` (what their code does with ``ID,``
+    documented rule, REFERENCE §4) or ``"organisers-code"`` (what their code does with ``ID,``
     gold rows: such an image counts, 1 if predicted empty, else 0); see the module notes.
     """
     if empty_gold not in EMPTY_GOLD_MODES:
@@ -325,7 +325,7 @@ def score_concepts(
     n_gold, n_pred = g.counts(), p.counts()
     f1 = _f1_from_counts(tp, n_pred, n_gold)
 
-    # Secondary score: both sides filtered to the 15 CUIs, manual gold (FACTS 4).
+    # Secondary score: both sides filtered to the 15 CUIs, manual gold (REFERENCE §4).
     allowed = np.fromiter((c in SECONDARY_CUIS for c in index.cuis), dtype=bool, count=vocab)
     g2 = _encode(m_rows, m_cols, n, vocab, keep=allowed)
     p2 = _encode(p_rows, p_cols, n, vocab, keep=allowed)
@@ -375,7 +375,7 @@ def evaluate_concepts(
     allow_missing: bool = False,
     empty_gold: str = "skip",
 ) -> dict:
-    """Official primary and secondary F1 of ``pred`` against ``gold`` (FACTS 4).
+    """Official primary and secondary F1 of ``pred`` against ``gold`` (REFERENCE §4).
 
     Returns a dict with ``primary_f1``, ``secondary_f1`` (against ``gold_manual``, or
     against ``gold`` itself when no manual file is given: ``secondary_gold`` says which),

@@ -1,4 +1,4 @@
-"""Optional caption scorers of the official 2025 evaluation (FACTS 4).
+"""Optional caption scorers of the official 2025 evaluation (REFERENCE §4).
 
 Each needs a package and a model that this project does not ship (some are licensed):
 BLEURT-20-D12, AlignScore, MedCAT with a UMLS model pack, MedImageInsight. A scorer runs
@@ -42,7 +42,7 @@ class ScorerUnavailable(Exception):
 
 
 def both_empty(gold: str, pred: str) -> bool:
-    """The official rule: a pair whose two captions are both empty scores 1 (FACTS 4)."""
+    """The official rule: a pair whose two captions are both empty scores 1 (REFERENCE §4)."""
     return len(gold) == 0 and len(pred) == 0
 
 

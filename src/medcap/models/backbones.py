@@ -14,7 +14,7 @@ two settings stay simple:
   for ResNet-101 that is layer4 (2048 channels, 7x7 at 224 px). The paper's text speaks of
   1024 channels, which is layer3's width, but the authors' code (and its 2048x2048 attention
   layer) uses layer4, and layer4 is the block the paper says it fine-tunes; training a block
-  whose output is never used would make no sense, so layer4 it is (FACTS 2). ``layer3``
+  whose output is never used would make no sense, so layer4 it is (REFERENCE §2). ``layer3``
   gives the 1024-channel map for whoever wants to test the text's reading.
 - ``train_from``: the first stage that is trained; every stage before it is frozen and runs
   under ``torch.no_grad()`` in eval mode (batch-norm statistics stay ImageNet's), so no

@@ -1,7 +1,7 @@
 """BLIP image captioner: transformers' ``BlipForConditionalGeneration`` + ``BlipProcessor``.
 
 The paper fine-tunes ``Salesforce/blip-image-captioning-large`` (ViT-L/16 image encoder, a
-BERT-base decoder with cross-attention to the image) on the ImageCLEF captions (FACTS 1).
+BERT-base decoder with cross-attention to the image) on the ImageCLEF captions (REFERENCE §1).
 :class:`Captioner` wraps the model and its processor with what a caption run needs:
 
 - ``Captioner.from_pretrained(name_or_folder)``: a hub name or a local folder; offline and
@@ -13,7 +13,7 @@ BERT-base decoder with cross-attention to the image) on the ImageCLEF captions (
   ``configs/captions/blip-large-sizes.json`` (446 M parameters), for honest speed and memory
   measurements;
 - ``encode_captions``: the training targets, with padding masked to -100 in the labels (the
-  authors' code left padding in the loss, FACTS 2) and the first token set to ``[DEC]``,
+  authors' code left padding in the loss, REFERENCE §2) and the first token set to ``[DEC]``,
   the token generation starts from (as in the original BLIP);
 - ``generate``: greedy or beam search, batched, with an optional text prompt that is cut
   from the output, and decoded text repaired (:mod:`medcap.text`);
@@ -55,7 +55,7 @@ def _layers(hidden: int, layers: int, heads: int, intermediate: int) -> dict[str
 
 
 # Named sizes of a from-scratch BLIP: vision encoder and text decoder settings. ``large`` comes
-# from LARGE_SIZES_FILE. ``small`` is the CPU demo model, sized after ENVIRONMENT.md's
+# from LARGE_SIZES_FILE. ``small`` is the CPU demo model, sized after REFERENCE §8's
 # prototype (hidden 192, 3 layers, 16 px patches); ``base`` is blip-image-captioning-base's
 # ViT-B/16 + BERT-base.
 SIZES: dict[str, dict[str, dict[str, int]]] = {
@@ -69,7 +69,7 @@ _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass
 class GenerationSettings:
-    """How captions are generated (defaults: the authors' submitted run, FACTS 2)."""
+    """How captions are generated (defaults: the authors' submitted run, REFERENCE §2)."""
     num_beams: int = 5                  # 1 = greedy
     no_repeat_ngram_size: int = 2       # 0 = off
     max_new_tokens: int = 200
@@ -231,7 +231,7 @@ class CaptionEncoder:
     "longest" (pad to the batch's longest caption) or "max_length" (to ``max_length``, as the
     paper did); with the padding masked out of the loss both give the same loss. Labels:
     padding and the prompt are -100 (ignored by the loss; the authors' code trained on the
-    padding, FACTS 2). The first token is [DEC], the token generation starts from (BLIP's
+    padding, REFERENCE §2). The first token is [DEC], the token generation starts from (BLIP's
     generate() puts it in place of [CLS]).
     """
 

@@ -1,6 +1,6 @@
 """ConceptDetector: a CNN backbone plus a multi-label head (MedCSRA, CSRA, ablations).
 
-Sources (FACTS 1-3; our own code):
+Sources (REFERENCE §1-§3; our own code):
 - MedCSRA, UIT-Oggy at ImageCLEFmedical 2025 (paper section 5.2): a global branch
   (GAP + FC) fused with an attention branch, ``L = (1 - lam) L_global + lam L_csra``.
   The attention branch is written as the paper's text and the authors' code describe it:
@@ -37,7 +37,7 @@ from ..fileio import atomic_dir, write_text_atomic
 from .backbones import create_backbone
 
 HEADS = ("medcsra", "global", "attention", "csra")
-# FACTS 3: temperatures of Fang et al.'s multi-head CSRA (inf = max pooling over positions).
+# REFERENCE §3: temperatures of Fang et al.'s multi-head CSRA (inf = max pooling over positions).
 CSRA_TEMPERATURES = {1: [1.0], 2: [1.0, math.inf], 4: [1.0, 2.0, 4.0, math.inf],
                      6: [1.0, 2.0, 3.0, 4.0, 5.0, math.inf], 8: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, math.inf]}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -65,7 +65,7 @@ class GlobalBranch(nn.Module):
 
 
 class PaperAttentionBranch(nn.Module):
-    """Paper 5.2.3.2 as the authors implement it (FACTS 2).
+    """Paper 5.2.3.2 as the authors implement it (REFERENCE §2).
 
     A = sigmoid(W_att x_n + b_att)      for every position n      A: [B, C, N]
     z = sum_n A[:, :, n] * x[:, :, n]    (torch.einsum)            z: [B, C]
@@ -125,7 +125,7 @@ class MedCSRAHead(nn.Module):
 
 
 class CSRAHead(nn.Module):
-    """Fang et al. (FACTS 3), one head with temperature T.
+    """Fang et al. (REFERENCE §3), one head with temperature T.
 
     S = conv1x1(x) / ||w_k||            (no bias)                      S: [B, K, N]
     base = mean_n S;  att = sum_n S * softmax_n(T S)  (max_n S when T = inf)

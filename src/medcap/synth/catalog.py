@@ -2,14 +2,14 @@
 what kind of concept each is, and the words the synthetic captions use for it.
 
 The 15 modality / body-region CUIs are exactly the secondary-score list of the official
-ImageCLEFmedical 2025 evaluator (FACTS section 4). The other CUIs are real UMLS concepts
+ImageCLEFmedical 2025 evaluator (REFERENCE §4). The other CUIs are real UMLS concepts
 chosen because they are common in ROCOv2-style captions; the two whose CUI could not be
 checked against a public source here are marked below.
 
-Target frequencies are "fraction of images" and make a long tail (FACTS 5: most images
+Target frequencies are "fraction of images" and make a long tail (REFERENCE §5: most images
 carry 1-4 concepts, a few carry 10): the modality and region concepts are the head, seven
 core findings sit at 5-14 % (learnable: each at least a few % of images, see
-shared/reference/ENVIRONMENT.md "Measured on throwaway prototypes"), then a tail of rarer
+REFERENCE §8 "Measured on throwaway prototypes"), then a tail of rarer
 findings and "other" concepts below 3 %.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _c(cui: str, name: str, kind: str, key: str, *words: str) -> Concept:
 
 # Order matters only for cui_mapping.csv (written in this order) and for readability.
 _CONCEPTS: tuple[Concept, ...] = (
-    # --- modalities (FACTS 4 secondary list) ---
+    # --- modalities (REFERENCE §4 secondary list) ---
     _c("C0040405", "X-Ray Computed Tomography", "modality", "ct",
        "CT", "computed tomography", "CT scan", "CT image"),
     _c("C0024485", "Magnetic Resonance Imaging", "modality", "mri",
@@ -56,7 +56,7 @@ _CONCEPTS: tuple[Concept, ...] = (
        "PET", "positron emission tomography", "PET scan"),
     _c("C0920367", "Optical Coherence Tomography", "modality", "oct",
        "OCT", "optical coherence tomography"),
-    # --- body regions (FACTS 4 secondary list) ---
+    # --- body regions (REFERENCE §4 secondary list) ---
     _c("C0817096", "Chest", "region", "chest", "chest", "thorax", "thoracic"),
     _c("C0000726", "Abdomen", "region", "abdomen", "abdomen", "abdominal"),
     _c("C0037303", "Bone structure of cranium", "region", "skull",
@@ -121,7 +121,7 @@ BY_KEY: dict[str, Concept] = {c.key: c for c in _CONCEPTS}
 """Internal key (``"ct"``, ``"nodule"``, ...) -> :class:`Concept`."""
 assert len(CATALOG) == len(BY_KEY) == len(_CONCEPTS), "CUIs and keys must be unique"
 
-# FACTS 4: the 15 CUIs of the official secondary score, in the evaluator's order.
+# REFERENCE §4: the 15 CUIs of the official secondary score, in the evaluator's order.
 SECONDARY_CUIS: tuple[str, ...] = (
     "C0002978", "C0040405", "C0024485", "C0032743", "C0041618", "C1306645", "C1140618",
     "C0037949", "C0030797", "C0023216", "C0037303", "C0817096", "C0006141", "C0000726",
@@ -202,4 +202,4 @@ OTHER_RATES: dict[str, dict[str, float]] = {
 CONTRAST_RATE = {"ct": 0.30, "mri": 0.25}  # Contrast Media: brighter vessels and organs
 
 MAX_FINDINGS = 4
-MAX_CONCEPTS = 10  # FACTS 5 / the paper's Figure 3: 1 to about 10 concepts per image
+MAX_CONCEPTS = 10  # REFERENCE §5 / the paper's Figure 3: 1 to about 10 concepts per image

@@ -1,6 +1,6 @@
 """Findings of the SYNTHETIC images: small local objects, clearly brighter or darker than
 the tissue around them, each at most 5 % of the image and about 8 px or more across at
-128 px (what made findings learnable on the prototypes, shared/reference/ENVIRONMENT.md).
+128 px (what made findings learnable on the prototypes, REFERENCE §8).
 """
 from __future__ import annotations
 

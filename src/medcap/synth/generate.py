@@ -1,4 +1,4 @@
-"""Write a complete SYNTHETIC dataset in the ImageCLEFmedical Caption layout (FACTS 5).
+"""Write a complete SYNTHETIC dataset in the ImageCLEFmedical Caption layout (REFERENCE §5).
 
 Layout written (the test split's gold files too, which the real data withholds)::
 
@@ -6,7 +6,7 @@ Layout written (the test split's gold files too, which the real data withholds):
     OUT/cui_mapping.csv                 CUI,Canonical name
     OUT/{train,valid,test}/<ID>.jpg     8-bit grayscale JPEG, quality 90 by default
     OUT/{split}_concepts.csv            ID,CUIs   (CUIs joined by ';')
-    OUT/{split}_concepts_manual.csv     the same rows, only the 15 secondary-list CUIs (FACTS 4)
+    OUT/{split}_concepts_manual.csv     the same rows, only the 15 secondary-list CUIs (REFERENCE §4)
     OUT/{split}_captions.csv            ID,Caption (captions always quoted)
 
 Each image is a pure function of (seed, split, index): its own ``numpy`` generator is

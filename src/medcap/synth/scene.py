@@ -195,7 +195,7 @@ def sample_scene(rng: np.random.Generator) -> Scene:
         if p and rng.random() < p:
             others.append(key)
     scene = Scene(modality, region, geo, contrast, findings, others)
-    # FACTS 5 / Figure 3: at most 10 concepts per image. Drop organ labels first (they
+    # REFERENCE §5 / Figure 3: at most 10 concepts per image. Drop organ labels first (they
     # are not drawn), then findings (undrawn findings would be wrong labels).
     while len(scene.concept_keys()) > cat.MAX_CONCEPTS:
         if scene.others:

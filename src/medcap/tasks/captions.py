@@ -40,10 +40,10 @@ class CaptionConfig:
     name: str = ""
     # model
     model: str = DEFAULT_MODEL       # hub name, model folder, or scratch:tiny|small|base|large
-    image_size: int = 224            # FACTS 1: 224 px; position embeddings interpolated if needed
+    image_size: int = 224            # REFERENCE §1: 224 px; position embeddings interpolated if needed
     pre_resize: int = 0              # squash images to this size before the processor (0: no)
-    max_length: int = 200            # FACTS 1: captions truncated to 200 tokens
-    padding: str = "max_length"      # max_length (FACTS 1: padded to 200) | longest (same loss, faster)
+    max_length: int = 200            # REFERENCE §1: captions truncated to 200 tokens
+    padding: str = "max_length"      # max_length (REFERENCE §1: padded to 200) | longest (same loss, faster)
     vocab_size: int = 4000           # scratch models: WordPiece vocabulary learned from the captions
     patch_size: int = 0              # scratch models: ViT patch size (0: the size's, 16)
     lowercase: bool = True           # scratch models: uncased tokenizer, like blip-large's
@@ -55,12 +55,12 @@ class CaptionConfig:
     concept_prompt: bool = False     # the decoder starts from the image's concept names (models.captioner.ConceptPrompt)
     concept_prompt_tokens: int = 24  # longest concept prompt, in tokens
     concept_prompt_drop: float = 0.0  # training: leave each gold concept out of the prompt with this probability
-    # generation (FACTS 2: the authors' run)
+    # generation (REFERENCE §2: the authors' run)
     num_beams: int = 5
     no_repeat_ngram_size: int = 2
     max_new_tokens: int = 200
     # data
-    batch_size: int = 4              # FACTS 1
+    batch_size: int = 4              # REFERENCE §1
     num_workers: int = 0
     max_train_images: int = 0        # 0 = all (a smaller number for quick trials)
     # validation each epoch, on a fixed random subset of the valid split
@@ -69,10 +69,10 @@ class CaptionConfig:
     eval_max_new_tokens: int = 60
     monitor: str = "rouge1"          # rouge1 (higher is better) | valid_loss (lower is better)
     # engine (medcap.engine.TrainConfig)
-    epochs: int = 2                  # FACTS 1
-    lr: float = 1e-5                 # FACTS 1
+    epochs: int = 2                  # REFERENCE §1
+    lr: float = 1e-5                 # REFERENCE §1
     weight_decay: float = 0.01       # torch AdamW's default, what the authors' code used
-    optimizer: str = "adamw"         # FACTS 1
+    optimizer: str = "adamw"         # REFERENCE §1
     schedule: str = "constant"       # the authors' code has no schedule
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0

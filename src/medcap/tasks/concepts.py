@@ -36,7 +36,7 @@ class ConceptConfig(TrainConfig, LossConfig):
     name: str = ""
     # -- model (medcap.models.concept_detector.DetectorConfig) --------------------------------
     backbone: str = "resnet101"       # timm name, or tv/<torchvision name>
-    pretrained: bool = False          # ImageNet weights from the local cache (FACTS 1: yes)
+    pretrained: bool = False          # ImageNet weights from the local cache (REFERENCE §1: yes)
     pretrained_path: str = ""         # ... or from this file
     feature_stage: str = "last"       # "last" = layer4 (2048 ch for ResNet-101); "layer3" = 1024
     train_from: str = ""              # first trained backbone stage; "layer4" = paper; "" = all
@@ -45,7 +45,7 @@ class ConceptConfig(TrainConfig, LossConfig):
     csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8
     dropout: float = 0.0
     # -- images ---------------------------------------------------------------------------------
-    image_size: int = 224             # square input side (FACTS 1: 224)
+    image_size: int = 224             # square input side (REFERENCE §1: 224)
     resize: str = "squash"            # squash (ignore aspect ratio) | pad (letterbox)
     normalize: str = "imagenet"       # imagenet (mean/std) | none (inputs in [0, 1], authors' code)
     crop_scale_min: float = 1.0       # RandomResizedCrop scale (min, 1); 1 = no crop
@@ -55,7 +55,7 @@ class ConceptConfig(TrainConfig, LossConfig):
     cache_images: bool = False        # keep decoded, resized images in memory (small datasets)
     num_workers: int = 0              # DataLoader workers
     # -- data -----------------------------------------------------------------------------------
-    batch_size: int = 16              # FACTS 1: 16
+    batch_size: int = 16              # REFERENCE §1: 16
     eval_batch_size: int = 64
     min_concept_count: int = 1        # vocabulary: CUIs in at least this many training images
     valid_fraction: float = 0.0       # hold out this share of train when there is no valid split
@@ -131,7 +131,7 @@ def normalize_batch(x, prep: dict):
 
 def train_augmentation(cfg: ConceptConfig) -> Callable | None:
     """Augmentations on uint8 tensors (authors' code: RandomResizedCrop 0.8-1, flip, rotation 15,
-    colour jitter 0.2, FACTS 2). None when every one is off."""
+    colour jitter 0.2, REFERENCE §2). None when every one is off."""
     from torchvision.transforms import v2
 
     steps = []
@@ -211,7 +211,7 @@ class ConceptData:
     train_targets: np.ndarray
     valid: ImageFolderItems
     valid_targets: np.ndarray
-    valid_gold_sizes: np.ndarray      # |G| per validation image, unknown CUIs included (FACTS 4)
+    valid_gold_sizes: np.ndarray      # |G| per validation image, unknown CUIs included (REFERENCE §4)
     valid_unknown: list[str]          # validation CUIs that no training image has
 
 
@@ -261,7 +261,7 @@ def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = 
 
 class ConceptTask:
     """The engine's Task for concept detection (see medcap.engine for the protocol)."""
-    monitor = "f1"                     # the OFFICIAL mean per-image F1 on validation (FACTS 4)
+    monitor = "f1"                     # the OFFICIAL mean per-image F1 on validation (REFERENCE §4)
     monitor_mode = "max"
 
     def __init__(self, cfg: ConceptConfig, data: ConceptData):
@@ -405,7 +405,7 @@ def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
     out = []
     for row, p in zip(pred, probs):
         cols = np.flatnonzero(row)
-        cols = cols[np.argsort(-p[cols], kind="stable")][:100]  # FACTS 4: at most 100 per image
+        cols = cols[np.argsort(-p[cols], kind="stable")][:100]  # REFERENCE §4: at most 100 per image
         out.append([(cuis[k], float(p[k])) for k in cols])
     return out
 
