@@ -28,7 +28,8 @@ def bench(cfg_name: str, batch: int, precision: str, image_size: int, steps: int
 
     from medcap.losses import build_loss
     from medcap.models.concept_detector import ConceptDetector
-    from medcap.tasks.concepts import detector_config, load_concept_config, normalize_batch, preprocessing_of
+    from medcap.data.transforms import normalize_batch
+    from medcap.tasks.concepts import detector_config, load_concept_config, preprocessing_of
 
     cfg = load_concept_config(cfg_name, {"pretrained": False, "image_size": image_size})
     torch.manual_seed(0)

@@ -109,7 +109,7 @@ def main(argv=None) -> int:
         predict_captions,
         train_captioner,
     )
-    from medcap.tasks.concepts import ImageFolderItems
+    from medcap.data.items import ImageFolderItems
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

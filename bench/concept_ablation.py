@@ -43,7 +43,9 @@ def main(argv=None) -> int:
     from medcap.config import parse_overrides
     from medcap.data.dataset import read_dataset
     from medcap.metrics.concepts import evaluate_concepts
-    from medcap.tasks.concepts import ImageFolderItems, predict_concepts, train_concepts
+    from medcap.data.items import ImageFolderItems
+    from medcap.inference import predict_concepts
+    from medcap.tasks.concepts import train_concepts
 
     ds = read_dataset(args.data)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")

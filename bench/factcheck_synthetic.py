@@ -4,7 +4,7 @@
 
 1. makes the synthetic dataset (1000 train / 1000 valid / 600 test images, 64 px; or --data);
 2. concept probabilities for valid and test, in the exact format of
-   `medcap predict concepts --json` (written by ``medcap.tasks.concepts.probabilities_json``):
+   `medcap predict concepts --json` (written by ``medcap.inference.probabilities_json``):
    by default a SIMULATED detector: gold concepts + calibrated noise. Per image and CUI a
    score s ~ N(d * y, 1) (y = gold label, d = the separation of the concept's kind, below) and
    p = P(y = 1 | s), the exact Bayes posterior with the CUI's training frequency as prior, so
@@ -90,7 +90,7 @@ def simulate_probabilities(ids, gold, vocab_cuis, priors, rng) -> np.ndarray:
 
 def detector_json(vocab, thresholds: dict, ids, probs) -> dict:
     """The `medcap predict concepts --json` file, written by the predict code itself."""
-    from medcap.tasks.concepts import probabilities_json
+    from medcap.inference import probabilities_json
 
     return probabilities_json(SimpleNamespace(vocabulary=vocab, thresholds=thresholds), ids, probs)
 

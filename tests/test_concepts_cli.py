@@ -149,7 +149,8 @@ def test_unknown_validation_cuis_are_reported_not_dropped(synth_small, tmp_path)
 
 def test_the_paper_config_trains_a_step_and_predicts_with_random_weights(tmp_path):
     from medcap.synth import SynthConfig, generate_dataset
-    from medcap.tasks.concepts import predict_concepts, train_concepts
+    from medcap.inference import predict_concepts
+    from medcap.tasks.concepts import train_concepts
 
     root = tmp_path / "data"
     generate_dataset(root, SynthConfig(n_train=4, n_valid=2, n_test=2, size=32, seed=1))
@@ -168,7 +169,7 @@ def test_the_paper_config_without_weights_says_how_to_get_them(cli, synth_small,
 
 
 def test_predict_api_returns_cuis_with_probabilities_most_probable_first(trained, synth_small):
-    from medcap.tasks.concepts import predict_concepts
+    from medcap.inference import predict_concepts
 
     preds = predict_concepts(trained / "model", [synth_small / "test"])
     for row in preds.values():
@@ -177,7 +178,7 @@ def test_predict_api_returns_cuis_with_probabilities_most_probable_first(trained
 
 
 def test_load_detector_refuses_a_missing_folder(tmp_path):
-    from medcap.tasks.concepts import load_detector
+    from medcap.inference import load_detector
 
     with pytest.raises(MedcapError, match="model folder not found"):
         load_detector(tmp_path / "nope")

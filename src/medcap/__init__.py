@@ -38,7 +38,7 @@ _EXPORTS = {
     # training and prediction
     "Trainer": "medcap.engine",
     "train_concepts": "medcap.tasks.concepts",
-    "predict_concepts": "medcap.tasks.concepts",
+    "predict_concepts": "medcap.inference",
     "load_concept_config": "medcap.tasks.concepts",
     "train_captioner": "medcap.tasks.captions",
     "predict_captions": "medcap.tasks.captions",

@@ -77,7 +77,7 @@ class Pipeline:
         self.concept_model = None
         self.caption_model = None
         if self.concepts_dir is not None:
-            from .tasks.concepts import load_detector
+            from .inference import load_detector
 
             self.concept_model = load_detector(self.concepts_dir).to(self.device).eval()
         if self.captions_dir is not None:
@@ -138,7 +138,7 @@ class Pipeline:
     def _concepts(self, image, result: Analysis) -> None:
         """Probabilities of every concept, the saved thresholds' decision, the top concept's heatmap."""
         from .explain import concept_heatmaps, content_region
-        from .tasks.concepts import decide
+        from .inference import decide
 
         model = self.concept_model
         probs, maps = concept_heatmaps(model, image)            # [K], [K, S, S]

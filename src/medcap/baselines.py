@@ -76,7 +76,7 @@ def image_embeddings(model, images, batch_size: int = 32, device: str | None = N
     """
     import torch
 
-    from .tasks.concepts import resolve_device, load_detector, map_images
+    from .inference import load_detector, map_images, resolve_device
 
     if not isinstance(model, torch.nn.Module):
         model = load_detector(model)

@@ -322,7 +322,8 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
         write_concept_submission,
     )
     from .tasks.captions import predict_captions
-    from .tasks.concepts import ImageFolderItems, predict_concepts
+    from .data.items import ImageFolderItems
+    from .inference import predict_concepts
 
     test = dataset.split("test")
     ids = [i for i in test.ids if test.has_image(i)]
@@ -351,7 +352,8 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[d
     """
     from . import baselines as B
     from .submission import write_caption_submission, write_concept_submission
-    from .tasks.concepts import ImageFolderItems, load_detector
+    from .data.items import ImageFolderItems
+    from .inference import load_detector
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
 

@@ -22,7 +22,7 @@ def concept_heatmaps(model, image) -> tuple[np.ndarray, np.ndarray]:
     """PIL image -> (probabilities [K], score maps [K, S, S] upsampled to the input size S)."""
     import torch
 
-    from .tasks.concepts import normalize_batch, resize_image
+    from .data.transforms import normalize_batch, resize_image
 
     prep = model.preprocessing
     x = normalize_batch(resize_image(image, prep)[None], prep)
@@ -71,7 +71,7 @@ def explain_image(model_or_dir, image_path: str | Path, out_dir: str | Path, top
     from PIL import Image
 
     from .data.images import load_image
-    from .tasks.concepts import decide, load_detector
+    from .inference import decide, load_detector
 
     model = load_detector(model_or_dir)
     image = load_image(image_path)

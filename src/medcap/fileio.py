@@ -70,3 +70,10 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_write(path) as f:
         f.write(text)
+
+
+def write_json(path: str | Path, data) -> None:
+    """Indented UTF-8 JSON, written atomically."""
+    import json
+
+    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")

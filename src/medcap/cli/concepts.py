@@ -69,7 +69,8 @@ def predict_concepts_command(
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission."""
     from ..submission import write_concept_submission
-    from ..tasks.concepts import decide, load_detector, predict_probabilities, probabilities_json, write_json
+    from ..fileio import write_json
+    from ..inference import decide, load_detector, predict_probabilities, probabilities_json
 
     detector = load_detector(model)
     ids, probs = predict_probabilities(detector, images, batch_size=batch_size, device=device, progress=True)
@@ -160,7 +161,8 @@ def knn_command(
 ) -> int:
     """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
     from ..baselines import fit_knn, image_embeddings, knn_concepts, plain_backbone
-    from ..tasks.concepts import ImageFolderItems, load_detector
+    from ..data.items import ImageFolderItems
+    from ..inference import load_detector
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)

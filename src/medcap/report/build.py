@@ -172,7 +172,8 @@ def sweep_on_validation(model_dir: Path, split, thresholds: Mapping) -> tuple[li
     """
     import numpy as np
 
-    from ..tasks.concepts import ImageFolderItems, load_detector, predict_probabilities
+    from ..data.items import ImageFolderItems
+    from ..inference import load_detector, predict_probabilities
     from ..thresholds import sweep_global
 
     if split.concepts is None:

@@ -357,7 +357,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     from tqdm.auto import tqdm
 
     from ..submission import write_caption_submission
-    from .concepts import image_items, resolve_device
+    from ..inference import image_items, resolve_device
 
     items = image_items(images)
     captioner = model if isinstance(model, Captioner) else Captioner.from_pretrained(model)
@@ -430,7 +430,7 @@ def load_embedder(model: str | Path | None = None, backbone: str = "resnet18", i
         return plain_backbone(backbone, image_size, pretrained)
     if (Path(model) / METADATA_FILE).is_file():
         return captioner_embedder(Captioner.from_pretrained(model))
-    from .concepts import load_detector
+    from ..inference import load_detector
 
     return load_detector(model)
 
@@ -446,7 +446,7 @@ def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = 
     from .. import baselines
     from ..data import read_dataset
     from ..submission import write_caption_submission
-    from .concepts import ImageFolderItems
+    from ..data.items import ImageFolderItems
 
     dataset = read_dataset(data)
     train, target = dataset.split("train"), dataset.split(split)

@@ -1,8 +1,9 @@
-"""Concept detection glue: config, datasets, the engine Task, training and prediction.
+"""Concept detection glue: config, datasets, the engine Task and training (prediction: medcap.inference).
 
 Python API (the CLI in ``medcap.cli.concepts`` is a thin layer over it)::
 
-    from medcap.tasks.concepts import train_concepts, predict_concepts
+    from medcap.tasks.concepts import train_concepts
+    from medcap.inference import predict_concepts
     result = train_concepts("demo", "synth-data", "runs/demo", overrides=["epochs=3"])
     preds = predict_concepts("runs/demo/model", ["synth-data/test"])   # {id: [(cui, prob), ...]}
 
@@ -26,6 +27,8 @@ from ..engine import TrainConfig, TrainResult, Trainer, seed_everything
 from ..errors import MedcapError
 from ..fileio import write_text_atomic
 from ..losses import LossConfig
+from ..data.items import ConceptImageDataset, ImageFolderItems
+from ..data.transforms import normalize_batch
 
 TASK = "concepts"
 
@@ -103,32 +106,6 @@ def preprocessing_of(cfg: ConceptConfig) -> dict:
             "mean": list(IMAGENET_MEAN) if imagenet else None, "std": list(IMAGENET_STD) if imagenet else None}
 
 
-def resize_image(img, prep: dict):
-    """PIL RGB -> uint8 tensor [3, S, S] (squashed or letterboxed to S x S)."""
-    import torch
-    from PIL import Image, ImageOps
-
-    size = int(prep["image_size"])
-    if prep.get("resize", "squash") == "pad":
-        img = ImageOps.pad(img, (size, size), method=Image.BILINEAR, color=(0, 0, 0))
-    else:
-        img = img.resize((size, size), Image.BILINEAR)
-    arr = np.asarray(img, dtype=np.uint8)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()
-
-
-def normalize_batch(x, prep: dict):
-    """uint8 [B, 3, S, S] -> float model input: /255, then ImageNet mean/std when set."""
-    import torch
-
-    x = x.float().div_(255)
-    if prep.get("mean") is not None:
-        mean = torch.tensor(prep["mean"], device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(prep["std"], device=x.device).view(1, 3, 1, 1)
-        x = (x - mean) / std
-    return x
-
-
 def train_augmentation(cfg: ConceptConfig) -> Callable | None:
     """Augmentations on uint8 tensors (authors' code: RandomResizedCrop 0.8-1, flip, rotation 15,
     colour jitter 0.2, REFERENCE §2). None when every one is off."""
@@ -145,58 +122,6 @@ def train_augmentation(cfg: ConceptConfig) -> Callable | None:
         j = cfg.color_jitter
         steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
     return v2.Compose(steps) if steps else None
-
-
-class ImageFolderItems:
-    """A list of images to read: (ID, loader) pairs over a medcap Split or plain files."""
-
-    def __init__(self, ids: list[str], load: Callable[[str], Any]):
-        self.ids, self.load = ids, load
-
-    @classmethod
-    def from_split(cls, split, ids: list[str] | None = None) -> "ImageFolderItems":
-        return cls(list(split.ids if ids is None else ids), split.load_image)
-
-    @classmethod
-    def from_files(cls, paths: Sequence[Path]) -> "ImageFolderItems":
-        from ..data.images import load_image
-
-        by_id: dict[str, Path] = {}
-        for p in paths:
-            if p.stem in by_id:  # the ImageCLEF ID is the file name without extension
-                raise MedcapError(f"two images share the ID {p.stem!r}: {by_id[p.stem]} and {p}")
-            by_id[p.stem] = p
-        return cls(list(by_id), lambda image_id, **kw: load_image(by_id[image_id], **kw))
-
-
-class ConceptImageDataset:
-    """torch Dataset: item i -> (uint8 image [3, S, S], target [K] float32, i)."""
-
-    def __init__(self, items: ImageFolderItems, prep: dict, targets: np.ndarray | None = None,
-                 augment: Callable | None = None, cache: bool = False):
-        self.items, self.prep, self.targets, self.augment = items, prep, targets, augment
-        self._cache: dict[int, Any] | None = {} if cache else None
-
-    def __len__(self) -> int:
-        return len(self.items.ids)
-
-    def image(self, i: int):
-        if self._cache is not None and i in self._cache:
-            return self._cache[i]
-        # draft_size: JPEGs decode at the smallest DCT scale that still covers the input size.
-        img = resize_image(self.items.load(self.items.ids[i], draft_size=self.prep["image_size"]), self.prep)
-        if self._cache is not None:
-            self._cache[i] = img
-        return img
-
-    def __getitem__(self, i: int):
-        import torch
-
-        x = self.image(i)
-        if self.augment is not None:
-            x = self.augment(x)
-        y = torch.from_numpy(self.targets[i]) if self.targets is not None else torch.zeros(0)
-        return x, y, i
 
 
 # ------------------------------------------------------------------------------------------
@@ -342,108 +267,3 @@ def train_concepts(config: str | Path | ConceptConfig, data_dir: str | Path, out
 
     write_text_atomic(out_dir / "config.yaml", yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     return result
-
-
-# ------------------------------------------------------------------------------------------
-# Prediction
-# ------------------------------------------------------------------------------------------
-
-def load_detector(model_or_dir):
-    from ..models.concept_detector import ConceptDetector
-
-    return model_or_dir if isinstance(model_or_dir, ConceptDetector) else ConceptDetector.from_pretrained(model_or_dir)
-
-
-def resolve_device(device: str | None):
-    import torch
-
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def image_items(images) -> ImageFolderItems:
-    """Folders / files / an ImageFolderItems -> ImageFolderItems (ID = file name stem)."""
-    if isinstance(images, ImageFolderItems):
-        return images
-    from ..data.images import list_images
-
-    return ImageFolderItems.from_files(list_images(images))
-
-
-def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=None, num_workers: int = 0,
-               progress: bool = False, desc: str = "predict") -> tuple[list[str], np.ndarray]:
-    """Run ``fn`` (normalised input batch -> [B, ...] tensor) over images in batches, without
-    autograd -> (IDs, stacked float32 results). Models must already be on ``device``."""
-    import torch
-    from tqdm.auto import tqdm
-
-    items = image_items(images)
-    loader = torch.utils.data.DataLoader(ConceptImageDataset(items, prep), batch_size=batch_size,
-                                         num_workers=num_workers)
-    out = []
-    with torch.inference_mode():
-        for x, _, _ in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
-            out.append(fn(normalize_batch(x.to(device), prep)).float().cpu().numpy())
-    return items.ids, np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-
-
-def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: str | None = None,
-                          num_workers: int = 0, progress: bool = False) -> tuple[list[str], np.ndarray]:
-    """-> (image IDs, probabilities [N, K] over ``model.vocabulary.cuis``)."""
-    dev = resolve_device(device)
-    model = load_detector(model_or_dir).to(dev).eval()
-    return map_images(lambda x: model(x).sigmoid(), images, model.preprocessing, batch_size, dev, num_workers,
-                      progress)
-
-
-def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
-    """Apply the model's saved thresholds -> per image [(CUI, prob), ...], most probable first."""
-    from ..thresholds import Thresholds
-
-    th = Thresholds.from_json(model.thresholds, model.vocabulary.cuis)
-    pred = th.apply(probs)
-    cuis = model.vocabulary.cuis
-    out = []
-    for row, p in zip(pred, probs):
-        cols = np.flatnonzero(row)
-        cols = cols[np.argsort(-p[cols], kind="stable")][:100]  # REFERENCE §4: at most 100 per image
-        out.append([(cuis[k], float(p[k])) for k in cols])
-    return out
-
-
-def predict_concepts(model_or_dir, images, batch_size: int = 32, device: str | None = None,
-                     num_workers: int = 0, progress: bool = False) -> dict[str, list[tuple[str, float]]]:
-    """Images (folders, files) -> {ID: [(CUI, probability), ...]} with the saved thresholds."""
-    model = load_detector(model_or_dir)
-    ids, probs = predict_probabilities(model, images, batch_size, device, num_workers, progress)
-    return dict(zip(ids, decide(model, probs)))
-
-
-def probabilities_json(model, ids: list[str], probs: np.ndarray, top: int = 10, full: bool = False) -> dict:
-    """The --json file: thresholds, and per image the predicted concepts and the top candidates.
-
-    ``full``: also the top-level ``vocabulary`` and every probability of every image (per image
-    ``probabilities: {CUI: p}``), which makes the fact-check exact (medcap.factcheck reads both);
-    about 20 bytes per image and concept.
-    """
-    decided = decide(model, probs)
-    vocab = model.vocabulary
-    images = {}
-    for image_id, p, chosen in zip(ids, probs, decided):
-        best = np.argsort(-p, kind="stable")[:top]
-        images[image_id] = {
-            "predicted": [{"cui": c, "name": vocab.name(c), "probability": round(q, 6)} for c, q in chosen],
-            "top": [{"cui": vocab.cuis[k], "probability": round(float(p[k]), 6)} for k in best]}
-        if full:
-            images[image_id]["probabilities"] = {c: round(float(q), 6) for c, q in zip(vocab.cuis, p)}
-    data = {"thresholds": model.thresholds, "images": images}
-    if full:
-        data["vocabulary"] = list(vocab.cuis)
-    return data
-
-
-def write_json(path: str | Path, data: dict) -> None:
-    write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
-
-
-def log_to_stderr(msg: str) -> None:
-    print(msg, file=sys.stderr)

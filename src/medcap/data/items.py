@@ -1,0 +1,62 @@
+"""Lists of images to read (a dataset split or plain files) and the torch Dataset over them."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..errors import MedcapError
+from .transforms import resize_image
+
+
+class ImageFolderItems:
+    """A list of images to read: (ID, loader) pairs over a medcap Split or plain files."""
+
+    def __init__(self, ids: list[str], load: Callable[[str], Any]):
+        self.ids, self.load = ids, load
+
+    @classmethod
+    def from_split(cls, split, ids: list[str] | None = None) -> "ImageFolderItems":
+        return cls(list(split.ids if ids is None else ids), split.load_image)
+
+    @classmethod
+    def from_files(cls, paths: Sequence[Path]) -> "ImageFolderItems":
+        from .images import load_image
+
+        by_id: dict[str, Path] = {}
+        for p in paths:
+            if p.stem in by_id:  # the ImageCLEF ID is the file name without extension
+                raise MedcapError(f"two images share the ID {p.stem!r}: {by_id[p.stem]} and {p}")
+            by_id[p.stem] = p
+        return cls(list(by_id), lambda image_id, **kw: load_image(by_id[image_id], **kw))
+
+
+class ConceptImageDataset:
+    """torch Dataset: item i -> (uint8 image [3, S, S], target [K] float32, i)."""
+
+    def __init__(self, items: ImageFolderItems, prep: dict, targets: np.ndarray | None = None,
+                 augment: Callable | None = None, cache: bool = False):
+        self.items, self.prep, self.targets, self.augment = items, prep, targets, augment
+        self._cache: dict[int, Any] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.items.ids)
+
+    def image(self, i: int):
+        if self._cache is not None and i in self._cache:
+            return self._cache[i]
+        # draft_size: JPEGs decode at the smallest DCT scale that still covers the input size.
+        img = resize_image(self.items.load(self.items.ids[i], draft_size=self.prep["image_size"]), self.prep)
+        if self._cache is not None:
+            self._cache[i] = img
+        return img
+
+    def __getitem__(self, i: int):
+        import torch
+
+        x = self.image(i)
+        if self.augment is not None:
+            x = self.augment(x)
+        y = torch.from_numpy(self.targets[i]) if self.targets is not None else torch.zeros(0)
+        return x, y, i
