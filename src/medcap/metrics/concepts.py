@@ -40,13 +40,18 @@ from ..data.csvio import normalize_cui  # the evaluator's: strip (reading), uppe
 from ..errors import MedcapError
 
 # REFERENCE §4: the 15 curated modality / body-region CUIs of the secondary score.
-SECONDARY_CUIS: frozenset[str] = frozenset({
+# REFERENCE §4: the 15 CUIs of the official secondary score, in the evaluator's order within
+# each group: 7 imaging modalities and 8 body regions (a figure mostly shows one of each).
+MODALITY_CUIS: tuple[str, ...] = (
     "C0002978",  # angiography
     "C0040405",  # X-ray computed tomography
     "C0024485",  # magnetic resonance imaging
     "C0032743",  # positron emission tomography
     "C0041618",  # ultrasonography
     "C1306645",  # plain X-ray
+    "C0920367",  # optical coherence tomography
+)
+REGION_CUIS: tuple[str, ...] = (
     "C1140618",  # upper extremity
     "C0037949",  # spine
     "C0030797",  # pelvis
@@ -55,8 +60,8 @@ SECONDARY_CUIS: frozenset[str] = frozenset({
     "C0817096",  # chest
     "C0006141",  # breast
     "C0000726",  # abdomen
-    "C0920367",  # optical coherence tomography
-})
+)
+SECONDARY_CUIS: frozenset[str] = frozenset(MODALITY_CUIS + REGION_CUIS)
 
 EMPTY_GOLD_MODES = ("skip", "organisers-code")
 
