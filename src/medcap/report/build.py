@@ -87,7 +87,7 @@ class _Context:
 
 
 def _load(inputs: ReportInputs, out: Path) -> _Context:
-    from ..app import model_folder
+    from ..pipeline import model_folder
 
     inputs = dataclasses.replace(inputs, concept_model=model_folder(inputs.concept_model),
                                  caption_model=model_folder(inputs.caption_model))

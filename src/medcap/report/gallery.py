@@ -135,6 +135,6 @@ def _pipeline(ctx):
     captions = ctx.inputs.caption_model if ctx.caption_pred is None else None
     if ctx.inputs.concept_model is None and captions is None:
         return None
-    from ..app import Pipeline
+    from ..pipeline import Pipeline
 
     return Pipeline(ctx.inputs.concept_model, captions)
