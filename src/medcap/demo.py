@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from .errors import MedcapError
 from .fileio import write_text_atomic
+from .metrics.tables import score_table
 
 CONCEPT_MODEL_NAME = "MedCSRA (demo config)"
 
@@ -133,28 +134,6 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def score_table(scores: dict) -> str:
-    """Plain-text table of {"concepts": {method: {...}}, "captions": {method: {...}}}."""
-    from .report.build import CAPTION_METRICS, CONCEPT_METRICS
-
-    blocks = []
-    for task, known, title in (("concepts", CONCEPT_METRICS, "Concept detection"),
-                               ("captions", CAPTION_METRICS, "Caption prediction")):
-        methods = scores.get(task) or {}
-        if not methods:
-            continue
-        keys = [k for k in known if any(m.get(k) is not None for m in methods.values())]
-        width = max(len(title), *(len(m) for m in methods)) + 2
-        header = title.ljust(width) + "".join(known[k].rjust(max(11, len(known[k]) + 2)) for k in keys)
-        rows = [header, "-" * len(header)]
-        for name, m in methods.items():
-            cells = "".join(("n/a" if m.get(k) is None else f"{m[k]:.4f}").rjust(max(11, len(known[k]) + 2))
-                            for k in keys)
-            rows.append(name.ljust(width) + cells)
-        blocks.append("\n".join(rows))
-    return "\n\n".join(blocks) + "\n"
 
 
 def busy_cores(interval: float = 0.5) -> float:
@@ -318,7 +297,6 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     from .submission import (
         validate_caption_submission,
         validate_concept_submission,
-        write_caption_submission,
         write_concept_submission,
     )
     from .tasks.captions import predict_captions
@@ -351,37 +329,21 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[d
     (the usual kNN of ImageCLEF); k and the vote share are chosen on validation.
     """
     from . import baselines as B
-    from .submission import write_caption_submission, write_concept_submission
-    from .data.items import ImageFolderItems
     from .inference import load_detector
+    from .submission import write_caption_submission, write_concept_submission
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
-
-    def labelled(split, labels):
-        return [i for i in split.ids if split.has_image(i) and i in labels]
-
-    train_ids, valid_ids = labelled(train, train.concepts), labelled(valid, valid.concepts)
-    test_ids = [i for i in test.ids if test.has_image(i)]
-    detector = load_detector(models.concepts)
-    embeddings = {}
-    for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids)):
-        embeddings[name] = B.image_embeddings(detector, ImageFolderItems.from_split(split, ids), progress=True)[1]
+    test_ids = B.image_ids(test)
+    embed = B.SplitEmbeddings(load_detector(models.concepts), progress=True)
     concepts: dict[str, dict[str, list[str]]] = {}
-    frequent, _ = B.fit_most_frequent({i: train.concepts[i] for i in train_ids}, valid.concepts)
+    frequent, _ = B.most_frequent_baseline(train, valid)
     concepts["Most frequent concepts (baseline)"] = {i: list(frequent) for i in test_ids}
-    train_lists = [train.concepts[i] for i in train_ids]
-    knn = B.fit_knn(embeddings["train"], train_lists, embeddings["valid"], valid_ids, valid.concepts,
-                    ks=plan.knn_ks)
-    concepts[f"kNN retrieval, k={knn['k']} (baseline)"] = dict(zip(
-        test_ids, B.knn_concepts(embeddings["train"], train_lists, embeddings["test"], knn["k"], knn["vote"])))
-
-    captions: dict[str, dict[str, str]] = {}
-    # 150 x 150 ROUGE comparisons instead of the default 300 x 300: a quarter of the time.
-    constant = B.constant_caption({i: train.captions[i] for i in train_ids if i in train.captions}, sample=150)
-    captions["Constant caption (baseline)"] = {i: constant for i in test_ids}
-    with_caption = [k for k, i in enumerate(train_ids) if i in train.captions]
-    captions["Nearest-neighbour caption (baseline)"] = dict(zip(test_ids, B.retrieval_captions(
-        embeddings["train"][with_caption], [train.captions[train_ids[k]] for k in with_caption], embeddings["test"])))
+    knn, report = B.knn_baseline(embed, train, valid, test, ks=plan.knn_ks)
+    concepts[f"kNN retrieval, k={report['k']} (baseline)"] = knn
+    captions: dict[str, dict[str, str]] = {
+        "Constant caption (baseline)": B.constant_caption_baseline(train, test_ids)[0],
+        "Nearest-neighbour caption (baseline)": B.retrieval_caption_baseline(embed, train, test),
+    }
 
     out.mkdir(parents=True, exist_ok=True)
     for name, preds in concepts.items():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import MedcapError
 from .app import (baseline_app, device_option, images_option, log, predict_app, resume_option,
                   run_folder_option, train_app)
 
@@ -70,17 +71,29 @@ def predict_captions_command(
     return 0
 
 
-def _report(out: Path, data: Path, split: str, preds: dict[str, str], what: str) -> None:
+def _splits(data: Path, split: str):
+    """(train split with captions, the split to predict)."""
     from ..data import read_dataset
-    from ..metrics.captions import rouge1_scores
 
+    dataset = read_dataset(data)
+    train = dataset.split("train")
+    if train.captions is None:
+        raise MedcapError("the train split has no captions file", file=dataset.root)
+    return train, dataset.split(split)
+
+
+def _finish_baseline(out: Path, target, preds: dict[str, str], what: str) -> None:
+    """Write the submission; score it with ROUGE-1 when ``target`` has captions."""
+    from ..metrics.captions import rouge1_scores
+    from ..submission import write_caption_submission
+
+    write_caption_submission(out, preds)
     line = f"{what}: wrote {out} ({len(preds)} images)"
-    target = read_dataset(data).split(split)
     if target.captions is not None:
         ids = [i for i in preds if i in target.captions]
         if ids:
             rouge = rouge1_scores([target.captions[i] for i in ids], [preds[i] for i in ids]).mean()
-            line += f"; {split} ROUGE-1 {rouge:.4f} (official preprocessing)"
+            line += f"; {target.name} ROUGE-1 {rouge:.4f} (official preprocessing)"
     typer.echo(line)
 
 
@@ -91,11 +104,12 @@ def constant_command(
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
 ) -> int:
     """The training caption that scores best (ROUGE-1) against the other training captions, for every image."""
-    from ..tasks.captions import caption_baseline
+    from ..baselines import constant_caption_baseline
 
-    preds = caption_baseline("constant", data, out, split)
-    _report(out, data, split, preds, "constant caption")
-    typer.echo(f"caption: {next(iter(preds.values()), '')!r}")
+    train, target = _splits(data, split)
+    preds, caption = constant_caption_baseline(train, target.ids)
+    _finish_baseline(out, target, preds, "constant caption")
+    typer.echo(f"caption: {caption!r}")
     return 0
 
 
@@ -112,9 +126,11 @@ def retrieval_command(
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
 ) -> int:
     """Nearest-neighbour retrieval: the caption of the most similar training image (cosine of embeddings)."""
-    from ..tasks.captions import caption_baseline, load_embedder
+    from ..baselines import SplitEmbeddings, retrieval_caption_baseline
+    from ..tasks.captions import load_embedder
 
     embedder = load_embedder(model, backbone, image_size, pretrained)
-    preds = caption_baseline("retrieval", data, out, split, embedder=embedder, batch_size=batch_size, progress=True)
-    _report(out, data, split, preds, "retrieval")
+    train, target = _splits(data, split)
+    preds = retrieval_caption_baseline(SplitEmbeddings(embedder, batch_size, progress=True), train, target)
+    _finish_baseline(out, target, preds, "retrieval")
     return 0

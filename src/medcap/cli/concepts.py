@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import MedcapError
 from .app import (app, baseline_app, device_option, images_option, log, predict_app,
                   resume_option, run_folder_option, train_app)
 
@@ -123,8 +124,6 @@ def _finish_baseline(out: Path, target, preds: dict, what: str, report: dict) ->
 
 
 def _need_concepts(ds, *splits) -> None:
-    from ..errors import MedcapError
-
     for s in splits:
         if s.concepts is None:
             raise MedcapError(f"the {s.name} split has no concepts file", file=ds.root)
@@ -138,11 +137,11 @@ def most_frequent_command(
     max_k: int = typer.Option(10, "--max-k", help="Largest k tried on validation."),
 ) -> int:
     """The k most frequent training concepts for every image (k chosen on validation)."""
-    from ..baselines import fit_most_frequent
+    from ..baselines import most_frequent_baseline
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
-    cuis, report = fit_most_frequent(train.concepts, {i: valid.concepts[i] for i in valid.ids}, max_k)
+    cuis, report = most_frequent_baseline(train, valid, max_k)
     _finish_baseline(out, target, {i: cuis for i in target.ids}, "most-frequent", report)
     return 0
 
@@ -160,21 +159,12 @@ def knn_command(
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
 ) -> int:
     """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
-    from ..baselines import fit_knn, image_embeddings, knn_concepts, plain_backbone
-    from ..data.items import ImageFolderItems
+    from ..baselines import SplitEmbeddings, knn_baseline, plain_backbone
     from ..inference import load_detector
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
     embedder = load_detector(model) if model is not None else plain_backbone(backbone, image_size, pretrained)
-    emb = {}
-    for s in {train.name: train, valid.name: valid, target.name: target}.values():
-        emb[s.name] = image_embeddings(embedder, ImageFolderItems.from_split(s), batch_size=batch_size, progress=True)
-    train_ids, train_emb = emb[train.name]
-    train_lists = [train.concepts.get(i, []) for i in train_ids]
-    valid_ids, valid_emb = emb[valid.name]
-    report = fit_knn(train_emb, train_lists, valid_emb, valid_ids, valid.concepts)
-    target_ids, target_emb = emb[target.name]
-    preds = dict(zip(target_ids, knn_concepts(train_emb, train_lists, target_emb, report["k"], report["vote"])))
+    preds, report = knn_baseline(SplitEmbeddings(embedder, batch_size, progress=True), train, valid, target)
     _finish_baseline(out, target, preds, "knn", report)
     return 0

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -60,26 +59,6 @@ def _write_outputs(summary: dict, scores, json_path: Path | None, per_image: Pat
     if per_image is not None:
         _write_csv(per_image, scores.per_image_rows())
         typer.echo(f"per-image scores: {per_image}")
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[int] = (1,)) -> str:
-    """A plain-text table; the ``numeric`` columns are right-aligned."""
-    rows = [[_fmt(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def _gold_ids(*tables: dict | None) -> set[str]:
@@ -164,6 +143,7 @@ def evaluate_concepts_command(
     """Score a concept submission exactly as the official evaluator: primary and secondary F1."""
     from ..data.csvio import read_concepts_csv, read_cui_mapping
     from ..metrics.concepts import EMPTY_GOLD_MODES, score_concepts
+    from ..metrics.tables import format_value, text_table
     from ..submission import check_concept_submission
 
     if empty_gold not in EMPTY_GOLD_MODES:
@@ -182,11 +162,11 @@ def evaluate_concepts_command(
     source = "manual gold" if gold_manual else "no --gold-manual: --gold used"
     rows = [["primary F1", s["primary_f1"], f"{s['n_scored']} of {s['n_images']} images"],
             ["secondary F1", s["secondary_f1"], f"{s['n_scored_secondary']} images with one of the 15 CUIs ({source})"]]
-    typer.echo(_table(["score", "value", "scored"], rows))
+    typer.echo(text_table(["score", "value", "scored"], rows))
     if s["n_empty_gold"]:
         typer.echo(f"note: {s['n_empty_gold']} gold rows are empty; they are "
                    f"{'left out' if empty_gold == 'skip' else 'scored'} (the organisers' code would print "
-                   f"{_fmt(s['primary_f1_organisers_code'])}; see --empty-gold)")
+                   f"{format_value(s['primary_f1_organisers_code'])}; see --empty-gold)")
     typer.echo(f"mean concepts per image: gold {s['mean_gold_concepts']:.2f}, predicted {s['mean_pred_concepts']:.2f}; "
                f"{s['n_empty_pred']} images with no prediction")
 
@@ -198,7 +178,7 @@ def evaluate_concepts_command(
         cols = ["CUI", "name", "support", "predicted", "precision", "recall", "f1"]
         for title, chosen in ((f"best {top} concepts by F1", best), (f"worst {top} concepts by F1", worst)):
             typer.echo(f"\n{title} (of {len(supported)} concepts in the gold file):")
-            typer.echo(_table(cols, [[r[c] for c in cols] for r in chosen], numeric=range(2, len(cols))))
+            typer.echo(text_table(cols, [[r[c] for c in cols] for r in chosen], numeric=range(2, len(cols))))
 
     _write_outputs(s, scores, json_path, per_image)
     if per_concept is not None:
@@ -244,6 +224,7 @@ def evaluate_captions_command(
     """Score a caption submission with the official preprocessing and measures."""
     from ..data.csvio import read_captions_csv, read_cui_mapping
     from ..metrics.captions import DEFAULT_BERTSCORE_MODEL, score_captions
+    from ..metrics.tables import text_table
     from ..submission import check_caption_submission
 
     gold_captions = read_captions_csv(gold)
@@ -283,7 +264,7 @@ def evaluate_captions_command(
         else:
             note = f"mean of {', '.join(s[key + '_terms'])}" + (" (PARTIAL)" if s[key + "_partial"] else "")
         rows.append([key.capitalize(), s[key], note])
-    typer.echo(_table(["measure", "value", ""], rows))
+    typer.echo(text_table(["measure", "value", ""], rows))
     if s["not_available"]:
         typer.echo("\nnot available:")
         for key, how in s["not_available"].items():
