@@ -191,6 +191,28 @@ def evaluate_concepts_command(
 # evaluate captions
 # ---------------------------------------------------------------------------------------
 
+def _print_caption_summary(s: dict) -> None:
+    """One row per scorer and aggregate (value, and how it was computed or how to enable it)."""
+    from ..metrics.scorers import AGGREGATE_TITLES, SCORERS
+    from ..metrics.tables import text_table
+
+    rows = [[scorer.label.format(**s["settings"]), s[key], scorer.describe(s)]
+            for key, scorer in SCORERS.items() if key in s]
+    for key in AGGREGATE_TITLES:
+        if key not in s:
+            continue
+        if s[key] is None:
+            note = f"needs {', '.join(s[key + '_missing'])}"
+        else:
+            note = f"mean of {', '.join(s[key + '_terms'])}" + (" (PARTIAL)" if s[key + "_partial"] else "")
+        rows.append([key.capitalize(), s[key], note])
+    typer.echo(text_table(["measure", "value", ""], rows))
+    if s["not_available"]:
+        typer.echo("\nnot available:")
+        for key, how in s["not_available"].items():
+            typer.echo(f"  {key}: {how}")
+
+
 @evaluate_app.command("captions")
 def evaluate_captions_command(
     gold: Path = typer.Option(..., "--gold", help="Gold captions CSV (ID,Caption)."),
@@ -223,8 +245,7 @@ def evaluate_captions_command(
 ) -> int:
     """Score a caption submission with the official preprocessing and measures."""
     from ..data.csvio import read_captions_csv, read_cui_mapping
-    from ..metrics.captions import DEFAULT_BERTSCORE_MODEL, score_captions
-    from ..metrics.tables import text_table
+    from ..metrics.captions import CaptionSettings, score_captions
     from ..submission import check_caption_submission
 
     gold_captions = read_captions_csv(gold)
@@ -234,40 +255,18 @@ def evaluate_captions_command(
         return refused
     if bertscore_measure not in ("f1", "recall"):
         raise MedcapError(f"--bertscore-measure must be f1 or recall, got {bertscore_measure!r}")
-    names = read_cui_mapping(cui_mapping) if cui_mapping is not None else None
     none = {"", "none", "off"}
-    scores = score_captions(
-        gold_captions, captions,
+    settings = CaptionSettings(
         bertscore_model=None if bertscore_model.lower() in none else bertscore_model,
         bertscore_num_layers=bertscore_layers, bertscore_measure=bertscore_measure, batch_size=batch_size,
-        device=device, images_dir=images, cui_names=names,
+        device=device, images_dir=images, cui_names=None if cui_mapping is None else read_cui_mapping(cui_mapping),
         bleurt_model=None if bleurt_model.lower() in none else bleurt_model,
         alignscore_checkpoint=alignscore_ckpt, medcat_model=medcat_model, medimageinsight_dir=medimageinsight,
         relevance=relevance, partial_aggregates=partial, download=download,
     )
+    scores = score_captions(gold_captions, captions, settings)
     s = scores.summary
     typer.echo(f"Caption prediction: {pred} against {gold} ({s['n_images']} images)")
-    labels = {"rouge1": "ROUGE-1 F", "bertscore": f"BERTScore {bertscore_measure}", "bleurt": "BLEURT",
-              "similarity": "Similarity", "umls_f1": "UMLS concept F1", "umls_f1_approx": "UMLS F1 (approximate)",
-              "alignscore": "AlignScore"}
-    rows = []
-    for key, label in labels.items():
-        note = "not available" if s[key] is None else ""
-        if key == "umls_f1_approx" and s[key] is not None:
-            note = "cui_mapping names matched in the text, not MedCAT"
-        if key == "bertscore" and s[key] is not None and s["settings"]["bertscore_model"] != DEFAULT_BERTSCORE_MODEL:
-            note = f"not the official model: {s['settings']['bertscore_model']}"
-        rows.append([label, s[key], note])
-    for key in ("relevance", "factuality", "overall"):
-        if s[key] is None:
-            note = f"needs {', '.join(s[key + '_missing'])}"
-        else:
-            note = f"mean of {', '.join(s[key + '_terms'])}" + (" (PARTIAL)" if s[key + "_partial"] else "")
-        rows.append([key.capitalize(), s[key], note])
-    typer.echo(text_table(["measure", "value", ""], rows))
-    if s["not_available"]:
-        typer.echo("\nnot available:")
-        for key, how in s["not_available"].items():
-            typer.echo(f"  {key}: {how}")
+    _print_caption_summary(s)
     _write_outputs(s, scores, json_path, per_image)
     return 0

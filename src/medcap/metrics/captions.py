@@ -25,6 +25,7 @@ asks for the mean of the terms that ran, which the result then labels as partial
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import re
 import string
@@ -37,16 +38,13 @@ import numpy as np
 
 from ..errors import MedcapError
 from . import scorers as _opt
-from .scorers import ScorerUnavailable, both_empty
+from .scorers import PRESET_2025, PRESETS, SCORERS, CaptionPairs, CaptionPreset, ScorerUnavailable, both_empty
 
 DEFAULT_BERTSCORE_MODEL = "microsoft/deberta-xlarge-mnli"
-RELEVANCE_TERMS = {
-    "public-2025": ("similarity", "bertscore", "rouge1"),  # the organisers' public code
-    "paper": ("similarity", "bertscore", "rouge1", "bleurt"),  # what the paper's numbers fit
-}
-FACTUALITY_TERMS = ("umls_f1", "alignscore")
-SCORE_KEYS = ("rouge1", "bertscore", "bleurt", "similarity", "umls_f1", "umls_f1_approx", "alignscore")
-AGGREGATE_KEYS = ("relevance", "factuality", "overall")
+RELEVANCE_TERMS = dict(PRESET_2025.relevance)
+FACTUALITY_TERMS = dict(PRESET_2025.aggregates)["factuality"]
+SCORE_KEYS = PRESET_2025.scorers
+AGGREGATE_KEYS = tuple(name for name, _ in PRESET_2025.aggregates)
 
 _DIGITS = re.compile(r"\d+")
 _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -68,7 +66,7 @@ def rouge1_scores(gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
     scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
     return np.asarray([
         1.0 if both_empty(g, p) else scorer.score(preprocess_caption(g), preprocess_caption(p))["rouge1"].fmeasure
-        for g, p in zip(gold, pred)
+        for g, p in zip(gold, pred, strict=True)
     ], dtype=np.float64)
 
 
@@ -187,31 +185,27 @@ def _patch_tokenizer(tokenizer) -> None:
 # ---------------------------------------------------------------------------------------
 
 def aggregate_scores(scores: Mapping[str, float | None], *, relevance: str = "public-2025",
-                     partial: bool = False) -> dict:
-    """Relevance, Factuality and Overall from the per-metric means (REFERENCE §4).
+                     partial: bool = False, preset: CaptionPreset = PRESET_2025) -> dict:
+    """Relevance, Factuality and Overall (the ``preset``'s aggregates) from the per-metric means (REFERENCE §4).
 
     Each aggregate is None when one of its terms is None, unless ``partial=True``: then it
     is the mean of the terms present and ``<name>_partial`` is True. ``<name>_terms`` lists
     the terms actually averaged, ``<name>_missing`` the ones that were not available.
     """
-    if relevance not in RELEVANCE_TERMS:
-        raise MedcapError(f"relevance must be one of {', '.join(RELEVANCE_TERMS)}, got {relevance!r}")
+    if preset.relevance and relevance not in preset.relevance:
+        raise MedcapError(f"relevance must be one of {', '.join(preset.relevance)}, got {relevance!r}")
     out: dict = {}
-
-    def combine(name: str, terms: Sequence[str], values: Mapping[str, float | None]) -> None:
+    values = dict(scores)
+    for name, terms in preset.aggregate_terms(relevance):
         present = [t for t in terms if values.get(t) is not None]
         missing = [t for t in terms if values.get(t) is None]
         value = None
         if present and (not missing or partial):
             value = float(np.mean([values[t] for t in present]))
-        out[name] = value
+        values[name] = out[name] = value
         out[f"{name}_terms"] = present if value is not None else []
         out[f"{name}_missing"] = missing
         out[f"{name}_partial"] = bool(value is not None and missing)
-
-    combine("relevance", RELEVANCE_TERMS[relevance], scores)
-    combine("factuality", FACTUALITY_TERMS, scores)
-    combine("overall", ("relevance", "factuality"), out)
     return out
 
 
@@ -252,27 +246,9 @@ def _check_ids(gold: Mapping[str, str], pred: Mapping[str, str], allow_missing: 
         raise MedcapError("the gold file has no images")
 
 
-def score_captions(
-    gold: Mapping[str, str],
-    pred: Mapping[str, str],
-    *,
-    bertscore_model: str | Path | None = DEFAULT_BERTSCORE_MODEL,
-    bertscore_num_layers: int | None = None,
-    bertscore_measure: str = "f1",
-    batch_size: int = 32,
-    device: str | None = None,
-    images_dir: str | Path | None = None,
-    cui_names: Mapping[str, str] | None = None,
-    bleurt_model: str | None = _opt.DEFAULT_BLEURT_MODEL,
-    alignscore_checkpoint: str | Path | None = None,
-    medcat_model: str | Path | None = None,
-    medimageinsight_dir: str | Path | None = None,
-    relevance: str = "public-2025",
-    partial_aggregates: bool = False,
-    allow_missing: bool = False,
-    download: bool = False,
-) -> CaptionScores:
-    """Every caption score the evaluator reports, per image and averaged.
+@dataclass
+class CaptionSettings:
+    """How :func:`score_captions` scores.
 
     ``bertscore_model``: a model name or a local folder (None skips BERTScore);
     ``cui_names`` (``{CUI: name}`` from cui_mapping.csv) enables ``umls_f1_approx``;
@@ -280,72 +256,93 @@ def score_captions(
     ``medimageinsight_dir`` + ``images_dir`` enable the optional scorers when their packages
     are installed. ``allow_missing`` scores an image without a prediction as an empty caption.
     Models are looked up locally only (a folder or the Hugging Face cache) unless ``download``.
+    ``preset``: the edition's scorers and aggregates (:data:`medcap.metrics.scorers.PRESETS`).
     """
-    if relevance not in RELEVANCE_TERMS:
-        raise MedcapError(f"relevance must be one of {', '.join(RELEVANCE_TERMS)}, got {relevance!r}")
-    _check_ids(gold, pred, allow_missing)
+
+    bertscore_model: str | Path | None = DEFAULT_BERTSCORE_MODEL
+    bertscore_num_layers: int | None = None
+    bertscore_measure: str = "f1"
+    batch_size: int = 32
+    device: str | None = None
+    images_dir: str | Path | None = None
+    cui_names: Mapping[str, str] | None = None
+    bleurt_model: str | None = _opt.DEFAULT_BLEURT_MODEL
+    alignscore_checkpoint: str | Path | None = None
+    medcat_model: str | Path | None = None
+    medimageinsight_dir: str | Path | None = None
+    relevance: str = "public-2025"
+    partial_aggregates: bool = False
+    allow_missing: bool = False
+    download: bool = False
+    preset: str = PRESET_2025.name
+
+    def __post_init__(self) -> None:
+        if self.preset not in PRESETS:
+            raise MedcapError(f"caption preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
+        relevance = PRESETS[self.preset].relevance
+        if relevance and self.relevance not in relevance:
+            raise MedcapError(f"relevance must be one of {', '.join(relevance)}, got {self.relevance!r}")
+
+
+def _pairs(gold: Mapping[str, str], pred: Mapping[str, str], settings: CaptionSettings) -> CaptionPairs:
+    """The pairs in gold order; an image without a prediction gets the empty caption."""
     ids = list(gold)
     g = [gold[i] for i in ids]
     p = [pred.get(i, "") for i in ids]
-    g_pre = [preprocess_caption(c) for c in g]
-    p_pre = [preprocess_caption(c) for c in p]
+    return CaptionPairs(ids, g, p, [preprocess_caption(c) for c in g], [preprocess_caption(c) for c in p], settings)
 
-    per_image: dict[str, np.ndarray | None] = {k: None for k in SCORE_KEYS}
+
+def _run_scorers(pairs: CaptionPairs, keys: Sequence[str]) -> tuple[dict[str, np.ndarray | None], dict[str, str]]:
+    """-> (key -> per-image scores or None, key -> how to enable each scorer that did not run)."""
+    per_image: dict[str, np.ndarray | None] = {k: None for k in keys}
     not_available: dict[str, str] = {}
-
-    def run(key: str, compute) -> None:
+    for key in keys:
         try:
-            per_image[key] = np.asarray(compute(), dtype=np.float64)
+            per_image[key] = np.asarray(SCORERS[key].score(pairs), dtype=np.float64)
         except ScorerUnavailable as e:
             not_available[key] = str(e)
+    return per_image, not_available
 
-    run("rouge1", lambda: rouge1_scores(g, p))
 
-    bert_layers = bertscore_num_layers
-
-    if bertscore_model is None:
-        not_available["bertscore"] = "switched off (pass a model name or folder to enable it)"
-    else:
-        def bertscore() -> np.ndarray:
-            nonlocal bert_layers
-            scorer = BertScorer(str(bertscore_model), idf_captions=g, num_layers=bertscore_num_layers,
-                                measure=bertscore_measure, batch_size=batch_size, device=device, download=download)
-            bert_layers = scorer.num_layers
-            return scorer.score(g, p)
-
-        run("bertscore", bertscore)
-    if bleurt_model is None:
-        not_available["bleurt"] = "switched off (pass a BLEURT model to enable it)"
-    else:
-        run("bleurt", lambda: _opt.bleurt_scores(g_pre, p_pre, model=bleurt_model, device=device,
-                                                          download=download))
-    run("similarity", lambda: _opt.similarity_scores(ids, p, images_dir=images_dir, model_dir=medimageinsight_dir))
-    run("umls_f1", lambda: _opt.medcat_scores(g, p, model_pack=medcat_model))
-    if cui_names:
-        run("umls_f1_approx", lambda: _opt.ConceptNameMatcher(cui_names).scores(g, p))
-    else:
-        not_available["umls_f1_approx"] = "needs the concept names: pass cui_mapping.csv (--cui-mapping)"
-    run("alignscore", lambda: _opt.alignscore_scores(g, p, checkpoint=alignscore_checkpoint, device=device))
-
+def _summary(pairs: CaptionPairs, per_image: Mapping[str, np.ndarray | None], not_available: dict[str, str]) -> dict:
+    """Means, aggregates, counts and the settings: the JSON of ``medcap evaluate captions``."""
+    s = pairs.settings
     means = {k: (None if v is None else float(np.mean(v))) for k, v in per_image.items()}
     summary: dict = dict(means)
-    summary.update(aggregate_scores(means, relevance=relevance, partial=partial_aggregates))
+    summary.update(aggregate_scores(means, relevance=s.relevance, partial=s.partial_aggregates,
+                                    preset=PRESETS[s.preset]))
     summary.update({
-        "n_images": len(ids),
-        "n_both_empty": sum(both_empty(a, b) for a, b in zip(g, p)),
-        "n_empty_pred": sum(len(b) == 0 for b in p),
+        "n_images": len(pairs.ids),
+        "n_both_empty": sum(both_empty(a, b) for a, b in zip(pairs.gold, pairs.pred, strict=True)),
+        "n_empty_pred": sum(len(b) == 0 for b in pairs.pred),
         "not_available": not_available,
         "umls_f1_approx_note": "approximation: cui_mapping.csv names matched in both captions, not MedCAT",
         "settings": {
-            "bertscore_model": None if bertscore_model is None else str(bertscore_model),
-            "bertscore_num_layers": bert_layers,
-            "bertscore_measure": bertscore_measure,
+            "bertscore_model": None if s.bertscore_model is None else str(s.bertscore_model),
+            "bertscore_num_layers": pairs.info.get("bertscore_num_layers", s.bertscore_num_layers),
+            "bertscore_measure": s.bertscore_measure,
             "bertscore_idf": "preprocessed gold captions",
-            "relevance": relevance,
-            "partial_aggregates": partial_aggregates,
+            "relevance": s.relevance,
+            "partial_aggregates": s.partial_aggregates,
         },
     })
-    return CaptionScores(ids, g, p, per_image, summary)
+    return summary
+
+
+def score_captions(gold: Mapping[str, str], pred: Mapping[str, str], settings: CaptionSettings | None = None,
+                   **options) -> CaptionScores:
+    """Every caption score of the preset, per image and averaged.
+
+    ``settings`` (:class:`CaptionSettings`), or its fields as keyword arguments.
+    """
+    if settings is None:
+        settings = CaptionSettings(**options)
+    elif options:
+        settings = dataclasses.replace(settings, **options)
+    _check_ids(gold, pred, settings.allow_missing)
+    pairs = _pairs(gold, pred, settings)
+    per_image, not_available = _run_scorers(pairs, PRESETS[settings.preset].scorers)
+    return CaptionScores(pairs.ids, pairs.gold, pairs.pred, per_image, _summary(pairs, per_image, not_available))
 
 
 def evaluate_captions(gold: Mapping[str, str], pred: Mapping[str, str], **settings) -> dict:

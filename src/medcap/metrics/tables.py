@@ -8,13 +8,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-# Known metric keys, in the order score tables show them, with their column titles.
+from .scorers import AGGREGATE_TITLES, SCORERS
+
+# Known metric keys, in the order score tables show them, with their column titles; the
+# caption metrics are the scorer registry's (REFERENCE §4), then the aggregates.
 CONCEPT_METRICS = {"primary_f1": "Primary F1", "secondary_f1": "Secondary F1"}
-CAPTION_METRICS = {
-    "rouge1": "ROUGE-1", "bertscore": "BERTScore", "bleurt": "BLEURT", "similarity": "Similarity",
-    "umls_f1": "UMLS F1", "umls_f1_approx": "UMLS F1 (approx.)", "alignscore": "AlignScore",
-    "relevance": "Relevance", "factuality": "Factuality", "overall": "Overall",
-}
+CAPTION_METRICS = {**{key: scorer.title for key, scorer in SCORERS.items()}, **AGGREGATE_TITLES}
 # task -> (its metrics, the table's title, the metric that ranks the methods)
 TASKS = {
     "concepts": (CONCEPT_METRICS, "Concept detection", "primary_f1"),
