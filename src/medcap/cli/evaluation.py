@@ -172,19 +172,26 @@ def evaluate_concepts_command(
 
     concept_rows = scores.per_concept_rows(names)
     if top and concept_rows:
-        supported = [r for r in concept_rows if r["support"] > 0]
-        best = sorted(supported, key=lambda r: (-r["f1"], -r["support"], r["CUI"]))[:top]
-        worst = sorted(supported, key=lambda r: (r["f1"], -r["support"], r["CUI"]))[:top]
-        cols = ["CUI", "name", "support", "predicted", "precision", "recall", "f1"]
-        for title, chosen in ((f"best {top} concepts by F1", best), (f"worst {top} concepts by F1", worst)):
-            typer.echo(f"\n{title} (of {len(supported)} concepts in the gold file):")
-            typer.echo(text_table(cols, [[r[c] for c in cols] for r in chosen], numeric=range(2, len(cols))))
+        _print_best_and_worst(concept_rows, top)
 
     _write_outputs(s, scores, json_path, per_image)
     if per_concept is not None:
         _write_csv(per_concept, concept_rows)
         typer.echo(f"per-concept scores: {per_concept}")
     return 0
+
+
+def _print_best_and_worst(concept_rows: list[dict], top: int) -> None:
+    """The ``top`` best and worst concepts by F1, among those in the gold file."""
+    from ..metrics.tables import text_table
+
+    supported = [r for r in concept_rows if r["support"] > 0]
+    best = sorted(supported, key=lambda r: (-r["f1"], -r["support"], r["CUI"]))[:top]
+    worst = sorted(supported, key=lambda r: (r["f1"], -r["support"], r["CUI"]))[:top]
+    cols = ["CUI", "name", "support", "predicted", "precision", "recall", "f1"]
+    for title, chosen in ((f"best {top} concepts by F1", best), (f"worst {top} concepts by F1", worst)):
+        typer.echo(f"\n{title} (of {len(supported)} concepts in the gold file):")
+        typer.echo(text_table(cols, [[r[c] for c in cols] for r in chosen], numeric=range(2, len(cols))))
 
 
 # ---------------------------------------------------------------------------------------
