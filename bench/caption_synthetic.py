@@ -100,6 +100,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     from medcap.baselines import constant_caption, plain_backbone
     from medcap.data import read_dataset
+    from medcap.data.items import ImageFolderItems
     from medcap.models.captioner import Captioner
     from medcap.synth import SynthConfig, caption_from_concepts, generate_dataset
     from medcap.tasks.captions import (
@@ -109,7 +110,6 @@ def main(argv=None) -> int:
         predict_captions,
         train_captioner,
     )
-    from medcap.data.items import ImageFolderItems
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

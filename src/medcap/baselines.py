@@ -65,8 +65,8 @@ def fit_most_frequent(train_concepts, valid_concepts, max_k: int = 10) -> tuple[
 def plain_backbone(name: str = "resnet18", image_size: int = 224, pretrained: bool = False,
                    pretrained_path: str | None = None):
     """A backbone without a trained head, shaped like a ConceptDetector for image_embeddings."""
-    from .models.concept_detector import IMAGENET_MEAN, IMAGENET_STD
     from .models.backbones import create_backbone
+    from .models.concept_detector import IMAGENET_MEAN, IMAGENET_STD
 
     backbone = create_backbone(name, pretrained=pretrained, pretrained_path=pretrained_path)
     backbone.preprocessing = {"image_size": image_size, "resize": "squash",
@@ -136,7 +136,7 @@ def fit_knn(train_embeddings, train_lists: Sequence[Sequence[str]], valid_embedd
     for k in ks:
         neighbours = [[train_lists[j] for j in row[:k]] for row in idx]
         for v in votes:
-            pred = dict(zip(valid_ids, knn_vote(neighbours, v)))
+            pred = dict(zip(valid_ids, knn_vote(neighbours, v), strict=True))
             table.append({"k": k, "vote": v, "f1": _f1(valid_concepts, pred)})
     best = max(table, key=lambda r: r["f1"])
     return {"k": best["k"], "vote": best["vote"], "valid_f1": best["f1"], "table": table}

@@ -294,14 +294,14 @@ def train_tiny_models(data: str | Path, out: str | Path, reuse: bool = True) -> 
 
 def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print) -> tuple[Path, Path]:
     """Both official submission files for the test split, checked against every rule."""
+    from .data.items import ImageFolderItems
+    from .inference import predict_concepts
     from .submission import (
         validate_caption_submission,
         validate_concept_submission,
         write_concept_submission,
     )
     from .tasks.captions import predict_captions
-    from .data.items import ImageFolderItems
-    from .inference import predict_concepts
 
     test = dataset.split("test")
     ids = [i for i in test.ids if test.has_image(i)]

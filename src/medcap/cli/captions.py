@@ -8,8 +8,16 @@ from pathlib import Path
 import typer
 
 from ..errors import MedcapError
-from .app import (baseline_app, device_option, images_option, log, predict_app, resume_option,
-                  run_folder_option, train_app)
+from .app import (
+    baseline_app,
+    device_option,
+    images_option,
+    log,
+    predict_app,
+    resume_option,
+    run_folder_option,
+    train_app,
+)
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
                                     no_args_is_help=True)

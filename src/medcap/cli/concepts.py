@@ -11,8 +11,17 @@ from typing import List, Optional
 import typer
 
 from ..errors import MedcapError
-from .app import (app, baseline_app, device_option, images_option, log, predict_app,
-                  resume_option, run_folder_option, train_app)
+from .app import (
+    app,
+    baseline_app,
+    device_option,
+    images_option,
+    log,
+    predict_app,
+    resume_option,
+    run_folder_option,
+    train_app,
+)
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
@@ -69,14 +78,14 @@ def predict_concepts_command(
     device: Optional[str] = device_option(),
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission."""
-    from ..submission import write_concept_submission
     from ..fileio import write_json
     from ..inference import decide, load_detector, predict_probabilities, probabilities_json
+    from ..submission import write_concept_submission
 
     detector = load_detector(model)
     ids, probs = predict_probabilities(detector, images, batch_size=batch_size, device=device, progress=True)
     decided = decide(detector, probs)
-    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided)})
+    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided, strict=True)})
     if json_out is not None:
         write_json(json_out, probabilities_json(detector, ids, probs, full=all_probabilities))
     n = sum(len(r) for r in decided)

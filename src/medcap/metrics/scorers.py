@@ -12,11 +12,7 @@ approximation and is reported under its own key (``umls_f1_approx``).
 All functions take parallel lists ``gold`` and ``pred`` (one caption pair per image) and
 return one score per pair, applying each metric's official preprocessing and empty rules.
 
-The last section is the registry: one :class:`CaptionScorer` object per metric
-(:data:`SCORERS`, ROUGE-1 and BERTScore included) and the presets (:data:`PRESETS`: which
-scorers an edition runs and how they aggregate). A new metric is one scorer class here and
-its key in a preset; :func:`medcap.metrics.captions.score_captions`, the score tables and
-``medcap evaluate captions`` pick it up.
+:mod:`medcap.metrics.registry` wraps each of them (and ROUGE-1, BERTScore) in a scorer object.
 """
 from __future__ import annotations
 
@@ -24,9 +20,7 @@ import base64
 import re
 import sys
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -282,170 +276,3 @@ class ConceptNameMatcher:
         """Per pair: F1 of the matched CUI sets, with the official empty rules of the UMLS F1."""
         return np.asarray([1.0 if both_empty(g, p) else set_f1(self.cuis(g), self.cuis(p))
                            for g, p in zip(gold, pred, strict=True)])
-
-
-# ---------------------------------------------------------------------------------------
-# The registry: one scorer object per caption metric, and presets of them
-# ---------------------------------------------------------------------------------------
-
-@dataclass
-class CaptionPairs:
-    """What every scorer sees: the submission's caption pairs in gold order (raw and with the
-    official preprocessing), the settings, and ``info`` where a scorer records what it used."""
-
-    ids: list[str]
-    gold: list[str]
-    pred: list[str]
-    gold_pre: list[str]
-    pred_pre: list[str]
-    settings: Any  # medcap.metrics.captions.CaptionSettings
-    info: dict = field(default_factory=dict)
-
-
-class CaptionScorer:
-    """One caption metric: ``key`` in the scores, ``title`` in score tables, ``label`` in
-    ``medcap evaluate captions`` (its ``{setting}`` fields filled from the summary's settings).
-    :meth:`score` returns one score per pair, or raises :class:`ScorerUnavailable` saying how
-    to enable it."""
-
-    key: str = ""
-    title: str = ""
-    label: str = ""
-
-    def score(self, pairs: CaptionPairs) -> np.ndarray:
-        raise NotImplementedError
-
-    def describe(self, summary: Mapping) -> str:
-        """The evaluate command's note beside this metric's value."""
-        return "not available" if summary.get(self.key) is None else ""
-
-
-SCORERS: dict[str, CaptionScorer] = {}
-"""key -> scorer, for every caption metric medcap knows."""
-
-
-def register(cls: type[CaptionScorer]) -> type[CaptionScorer]:
-    """Class decorator: add one instance of ``cls`` to :data:`SCORERS`."""
-    SCORERS[cls.key] = cls()
-    return cls
-
-
-@register
-class Rouge1(CaptionScorer):
-    key, title, label = "rouge1", "ROUGE-1", "ROUGE-1 F"
-
-    def score(self, pairs):
-        from .captions import rouge1_scores
-
-        return rouge1_scores(pairs.gold, pairs.pred)
-
-
-@register
-class BertScore(CaptionScorer):
-    key, title, label = "bertscore", "BERTScore", "BERTScore {bertscore_measure}"
-
-    def score(self, pairs):
-        from .captions import BertScorer
-
-        s = pairs.settings
-        if s.bertscore_model is None:
-            raise ScorerUnavailable("switched off (pass a model name or folder to enable it)")
-        scorer = BertScorer(str(s.bertscore_model), idf_captions=pairs.gold, num_layers=s.bertscore_num_layers,
-                            measure=s.bertscore_measure, batch_size=s.batch_size, device=s.device,
-                            download=s.download)
-        pairs.info["bertscore_num_layers"] = scorer.num_layers
-        return scorer.score(pairs.gold, pairs.pred)
-
-    def describe(self, summary):
-        from .captions import DEFAULT_BERTSCORE_MODEL
-
-        model = summary["settings"]["bertscore_model"]
-        if summary.get(self.key) is not None and model != DEFAULT_BERTSCORE_MODEL:
-            return f"not the official model: {model}"
-        return super().describe(summary)
-
-
-@register
-class Bleurt(CaptionScorer):
-    key, title, label = "bleurt", "BLEURT", "BLEURT"
-
-    def score(self, pairs):
-        s = pairs.settings
-        if s.bleurt_model is None:
-            raise ScorerUnavailable("switched off (pass a BLEURT model to enable it)")
-        return bleurt_scores(pairs.gold_pre, pairs.pred_pre, model=s.bleurt_model, device=s.device,
-                             download=s.download)
-
-
-@register
-class Similarity(CaptionScorer):
-    key, title, label = "similarity", "Similarity", "Similarity"
-
-    def score(self, pairs):
-        s = pairs.settings
-        return similarity_scores(pairs.ids, pairs.pred, images_dir=s.images_dir, model_dir=s.medimageinsight_dir)
-
-
-@register
-class UmlsF1(CaptionScorer):
-    key, title, label = "umls_f1", "UMLS F1", "UMLS concept F1"
-
-    def score(self, pairs):
-        return medcat_scores(pairs.gold, pairs.pred, model_pack=pairs.settings.medcat_model)
-
-
-@register
-class UmlsF1Approx(CaptionScorer):
-    key, title, label = "umls_f1_approx", "UMLS F1 (approx.)", "UMLS F1 (approximate)"
-
-    def score(self, pairs):
-        if not pairs.settings.cui_names:
-            raise ScorerUnavailable("needs the concept names: pass cui_mapping.csv (--cui-mapping)")
-        return ConceptNameMatcher(pairs.settings.cui_names).scores(pairs.gold, pairs.pred)
-
-    def describe(self, summary):
-        if summary.get(self.key) is not None:
-            return "cui_mapping names matched in the text, not MedCAT"
-        return super().describe(summary)
-
-
-@register
-class AlignScoreScorer(CaptionScorer):
-    key, title, label = "alignscore", "AlignScore", "AlignScore"
-
-    def score(self, pairs):
-        s = pairs.settings
-        return alignscore_scores(pairs.gold, pairs.pred, checkpoint=s.alignscore_checkpoint, device=s.device)
-
-
-@dataclass(frozen=True)
-class CaptionPreset:
-    """An edition's caption measures: which scorers run (in the order of the scores) and how
-    their means combine into aggregates, in order (an aggregate may average earlier ones).
-    ``relevance``: the variants of the "relevance" aggregate's terms, chosen by name."""
-
-    name: str
-    scorers: tuple[str, ...]
-    aggregates: tuple[tuple[str, tuple[str, ...]], ...]
-    relevance: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def aggregate_terms(self, relevance: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
-        """(aggregate, its terms) in order, with the chosen relevance variant."""
-        return [(name, self.relevance[relevance] if name == "relevance" and relevance in self.relevance else terms)
-                for name, terms in self.aggregates]
-
-
-# REFERENCE §4: Relevance = mean(Similarity, BERTScore, ROUGE-1[, BLEURT]): the public 2025 code
-# leaves BLEURT out, the paper's numbers fit four terms; Factuality = mean(UMLS concept F1,
-# AlignScore); Overall = mean(Relevance, Factuality).
-PRESET_2025 = CaptionPreset(
-    name="2025",
-    scorers=("rouge1", "bertscore", "bleurt", "similarity", "umls_f1", "umls_f1_approx", "alignscore"),
-    aggregates=(("relevance", ("similarity", "bertscore", "rouge1")),
-                ("factuality", ("umls_f1", "alignscore")),
-                ("overall", ("relevance", "factuality"))),
-    relevance={"public-2025": ("similarity", "bertscore", "rouge1"),  # the organisers' public code
-               "paper": ("similarity", "bertscore", "rouge1", "bleurt")},  # what the paper's numbers fit
-)
-PRESETS: dict[str, CaptionPreset] = {p.name: p for p in (PRESET_2025,)}
-AGGREGATE_TITLES = {"relevance": "Relevance", "factuality": "Factuality", "overall": "Overall"}

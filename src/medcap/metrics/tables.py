@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 
-from .scorers import AGGREGATE_TITLES, SCORERS
+from .registry import AGGREGATE_TITLES, SCORERS
 
 # Known metric keys, in the order score tables show them, with their column titles; the
 # caption metrics are the scorer registry's (REFERENCE §4), then the aggregates.

@@ -23,7 +23,6 @@ from . import figures
 from . import html as H
 
 
-
 @dataclass
 class ReportInputs:
     """Everything the report may show; every field is optional.

@@ -50,10 +50,14 @@ def concepts_of_kind(kind: str) -> list[Concept]:
 MODALITY_WEIGHTS = {"ct": 30, "xray": 22, "mri": 17, "us": 11, "angio": 8, "pet": 7, "oct": 5}
 
 REGION_WEIGHTS = {
-    "ct": {"chest": 30, "abdomen": 28, "skull": 14, "spine": 7, "pelvis": 9, "upper_limb": 3, "lower_limb": 4, "breast": 1, "none": 4},
-    "mri": {"skull": 35, "spine": 18, "abdomen": 10, "pelvis": 10, "lower_limb": 10, "upper_limb": 5, "breast": 8, "chest": 2, "none": 2},
-    "xray": {"chest": 40, "lower_limb": 14, "upper_limb": 12, "spine": 9, "pelvis": 8, "skull": 5, "abdomen": 6, "breast": 5, "none": 1},
-    "us": {"abdomen": 35, "breast": 15, "pelvis": 18, "chest": 8, "lower_limb": 8, "upper_limb": 4, "skull": 2, "none": 10},
+    "ct": {"chest": 30, "abdomen": 28, "skull": 14, "spine": 7, "pelvis": 9, "upper_limb": 3, "lower_limb": 4,
+           "breast": 1, "none": 4},
+    "mri": {"skull": 35, "spine": 18, "abdomen": 10, "pelvis": 10, "lower_limb": 10, "upper_limb": 5, "breast": 8,
+            "chest": 2, "none": 2},
+    "xray": {"chest": 40, "lower_limb": 14, "upper_limb": 12, "spine": 9, "pelvis": 8, "skull": 5, "abdomen": 6,
+             "breast": 5, "none": 1},
+    "us": {"abdomen": 35, "breast": 15, "pelvis": 18, "chest": 8, "lower_limb": 8, "upper_limb": 4, "skull": 2,
+           "none": 10},
     "angio": {"skull": 28, "chest": 25, "abdomen": 18, "pelvis": 8, "lower_limb": 15, "upper_limb": 6},
     "pet": {"skull": 20, "chest": 30, "abdomen": 20, "pelvis": 10, "none": 20},
     "oct": {"none": 1},
@@ -68,7 +72,8 @@ FINDING_RATE: dict[str, tuple[float, tuple[str, ...], tuple[str, ...]]] = {
     "mass": (0.11, _ALL_REGIONS, _ALL_BUT_OCT),
     "cyst": (0.09, ("abdomen", "pelvis", "skull", "breast", "spine", "none"), ("ct", "mri", "us", "oct")),
     "fracture": (0.08, ("upper_limb", "lower_limb", "spine", "pelvis", "skull", "chest"), ("xray", "ct", "mri")),
-    "calcification": (0.07, ("breast", "chest", "abdomen", "skull", "pelvis", "lower_limb", "upper_limb"), ("xray", "ct", "us", "mri")),
+    "calcification": (0.07, ("breast", "chest", "abdomen", "skull", "pelvis", "lower_limb", "upper_limb"),
+                      ("xray", "ct", "us", "mri")),
     "stent": (0.06, ("chest", "abdomen", "pelvis", "lower_limb", "upper_limb", "skull"), ("angio", "xray", "ct")),
     "effusion": (0.05, ("chest",), ("xray", "ct", "us", "mri")),
     "abscess": (0.025, ("abdomen", "pelvis", "skull", "chest"), ("ct", "mri", "us")),
