@@ -371,6 +371,31 @@ def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, 
     return scores, caption_score_notes()
 
 
+def score_methods(dataset, models: DemoModels, plan: DemoPlan, submissions: Path, concept_csv: Path,
+                  caption_csv: Path) -> tuple[dict, list[str]]:
+    """The models' test submissions and the baselines, scored -> (scores, notes)."""
+    from .data.csvio import read_captions_csv, read_concepts_csv
+
+    concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
+    caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
+    base_concepts, base_captions = baselines(dataset, models, plan, submissions / "baselines")
+    concept_preds.update(base_concepts)
+    caption_preds.update(base_captions)
+    return score_all(dataset, concept_preds, caption_preds)
+
+
+def write_report(data: Path, models: DemoModels, plan: DemoPlan, concept_csv: Path, caption_csv: Path,
+                 scores: dict, notes: list[str], out: Path) -> Path:
+    """The HTML report of the demo's test split, with the scores computed here."""
+    from .report import ReportInputs, build_report
+
+    return build_report(ReportInputs(
+        data=data, concept_model=models.concepts, caption_model=models.captions, concept_pred=concept_csv,
+        caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
+        title="medcap demo report", gallery_size=plan.gallery, concept_model_name=CONCEPT_MODEL_NAME,
+        caption_model_name=caption_model_name(plan)), out, progress=True)
+
+
 # ---------------------------------------------------------------------------------------
 # The whole demo
 # ---------------------------------------------------------------------------------------
@@ -410,28 +435,17 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         timings["predict"] = time.monotonic() - t
 
         t = step(5)
-        from .data.csvio import read_captions_csv, read_concepts_csv
-
-        concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
-        caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
-        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines")
-        concept_preds.update(base_concepts)
-        caption_preds.update(base_captions)
-        scores, notes = score_all(dataset, concept_preds, caption_preds)
+        scores, notes = score_methods(dataset, models, plan, out / "submissions", concept_csv, caption_csv)
         timings["baselines_and_scores"] = time.monotonic() - t
 
         t = step(6)
-        from .report import ReportInputs, build_report, is_synthetic
-
-        synthetic = is_synthetic(data) is not None
-        report = build_report(ReportInputs(
-            data=data, concept_model=models.concepts, caption_model=models.captions, concept_pred=concept_csv,
-            caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
-            title="medcap demo report", gallery_size=plan.gallery, concept_model_name=CONCEPT_MODEL_NAME,
-            caption_model_name=caption_model_name(plan)), out / "report", progress=True)
+        report = write_report(data, models, plan, concept_csv, caption_csv, scores, notes, out / "report")
         timings["report"] = time.monotonic() - t
 
         seconds = time.monotonic() - start
+        from .report import is_synthetic
+
+        synthetic = is_synthetic(data) is not None
         scores_file = out / "scores.json"
         write_text_atomic(scores_file, json.dumps({
             "scores": scores, "notes": notes, "split": "test", "n_test_images": len(dataset.split("test").ids),

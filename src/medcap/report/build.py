@@ -190,7 +190,9 @@ def sweep_on_validation(model_dir: Path, split, thresholds: Mapping) -> tuple[li
 # Sections
 # ---------------------------------------------------------------------------------------
 
-def _scores_section(ctx: _Context) -> str:
+def _given_or_computed_scores(ctx: _Context) -> tuple[dict, list[str]]:
+    """The given scores; for a task without them whose submission file is given, that file's
+    scores with the cheap baselines beside it (given scores, e.g. from medcap demo, stay as they are)."""
     from .scoring import caption_score_notes, caption_scores, concept_scores
 
     scores = {task: dict(methods) for task, methods in ctx.inputs.scores.items()}
@@ -200,8 +202,6 @@ def _scores_section(ctx: _Context) -> str:
         split = ctx.split()
     except MissingPiece:
         pass
-    # A task without given scores whose submission file is given: score the file, with the
-    # cheap baselines beside it (given scores, e.g. from medcap demo, are shown as they are).
     if split is not None and ctx.concept_pred is not None and split.concepts is not None \
             and not scores.get("concepts"):
         computed = {ctx.inputs.concept_model_name: ctx.concept_pred, **_concept_baselines(ctx, split)}
@@ -213,6 +213,11 @@ def _scores_section(ctx: _Context) -> str:
         scores["captions"] = {name: caption_scores(split.captions, pred, ctx.names, allow_missing=True)
                               for name, pred in computed.items()}
         notes = notes or caption_score_notes()
+    return scores, notes
+
+
+def _scores_section(ctx: _Context) -> str:
+    scores, notes = _given_or_computed_scores(ctx)
     if not any(scores.values()):
         raise MissingPiece("no scores: give submission files (--concept-pred/--caption-pred) for a split "
                            "with gold files, or scores from `medcap demo`")
