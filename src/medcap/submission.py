@@ -152,6 +152,7 @@ def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | Non
             continue
         if image_id != image_id.strip():
             violations.append(Violation(r.line, f"the ID {image_id!r} has leading or trailing spaces"))
+            image_id = image_id.strip()  # one problem, one message: not also "unknown ID" and "missing"
         if image_id in seen:
             first_line = seen[image_id].line
             violations.append(Violation(r.line, f"the ID {image_id} appears again (first on line {first_line})"))
@@ -220,6 +221,20 @@ def read_id_order(paths: str | Path | Sequence[str | Path]) -> list[str]:
     if not order:
         raise MedcapError("no image IDs in the ID-order file(s)", file=", ".join(map(str, paths)))
     return list(order)
+
+
+def check_id_order(ids: Sequence[str], order: Sequence[str] | None, *, file=None) -> None:
+    """MedcapError unless ``order`` (from :func:`read_id_order`) lists exactly the images
+    ``ids``; checked before predicting, so that a mismatch costs no prediction time."""
+    if order is None:
+        return
+    have, want = set(ids), set(order)
+    missing = [i for i in order if i not in have]
+    extra = [i for i in ids if i not in want]
+    if missing or extra:
+        parts = ([f"{len(missing)} of its IDs have no image (first: {missing[0]})"] if missing else []) + \
+                ([f"{len(extra)} images are not in it (first: {extra[0]})"] if extra else [])
+        raise MedcapError("the ID-order file does not list the same images: " + "; ".join(parts), file=file)
 
 
 def _read_bytes(path: str | Path) -> bytes:
