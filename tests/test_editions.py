@@ -261,6 +261,22 @@ def test_baseline_and_predict_order_from_write_files_that_pass_2026(synth_small,
     assert rc == 2 and "does not list the same images" in err
 
 
+def test_caption_baseline_and_predict_follow_the_order_file(synth_small, cli, tmp_path):
+    from medcap.tasks.captions import predict_captions
+
+    test_ids = list(read_id_order(synth_small / "test_captions.csv"))
+    order = tmp_path / "order.txt"
+    order.write_text("\n".join(reversed(test_ids)) + "\n")
+    out = tmp_path / "constant.csv"
+    rc, _, err = cli("baseline", "captions", "constant", "--data", synth_small, "--out", out, "--order-from", order)
+    assert rc == 0, err
+    assert list(read_caption_submission(out, test_ids[::-1])) == test_ids[::-1]
+    assert validate_caption_submission(out, test_ids, edition=2025) == []  # 2025: any order
+    assert [ln for ln, _ in found(out, "captions", gold=test_ids)] != []     # 2026: not the gold order
+    with pytest.raises(MedcapError, match="does not list the same images"):
+        predict_captions(tmp_path / "no-model", [synth_small / "test"], tmp_path / "p.csv", order=test_ids[1:])
+
+
 # ---------------------------------------------------------------------------------------
 # The 2026 caption aggregate
 # ---------------------------------------------------------------------------------------

@@ -175,7 +175,8 @@ def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | Non
 def _check_order(seen: dict[str, _Record], gold_ids: list[str], year: int, violations: list[Violation]) -> None:
     """Flag the fewest rows that break the gold order: those outside a longest run of rows
     whose gold positions increase (the official pre-check stops at the first mismatch)."""
-    position = {image_id: k for k, image_id in enumerate(dict.fromkeys(gold_ids))}
+    gold_ids = list(dict.fromkeys(gold_ids))
+    position = {image_id: k for k, image_id in enumerate(gold_ids)}
     rows = [(position[i], r) for i, r in seen.items() if i in position]  # file order
     for k in _outside_increasing_run([p for p, _ in rows]):
         p, r = rows[k]

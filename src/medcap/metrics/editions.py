@@ -167,6 +167,8 @@ def score_captions_preset(gold: Mapping[str, str], pred: Mapping[str, str], *, p
             s["not_available"].pop("similarity", None)
         except ScorerUnavailable as e:
             s["not_available"]["similarity"] = str(e)
+    elif "similarity" in s["not_available"]:
+        s["not_available"]["similarity"] += " (or precomputed image embeddings: --image-embeddings FILE.npz)"
     s.update(aggregate_preset({k: s.get(k) for k in SCORE_KEYS}, p, partial=partial_aggregates))
     s["preset"] = p.name
     s["settings"]["relevance"] = p.name
