@@ -11,10 +11,21 @@ import pytest
 
 from medcap.editions import EDITIONS, LATEST_EDITION, edition_rules, infer_edition
 from medcap.errors import MedcapError
-from medcap.metrics.editions import (aggregate_preset, caption_preset, load_image_embeddings,
-                                     score_captions_preset, similarity_from_embeddings)
-from medcap.submission import (read_caption_submission, read_id_order, validate_caption_submission,
-                               validate_concept_submission, write_caption_submission, write_concept_submission)
+from medcap.metrics.editions import (
+    aggregate_preset,
+    caption_preset,
+    load_image_embeddings,
+    score_captions_preset,
+    similarity_from_embeddings,
+)
+from medcap.submission import (
+    read_caption_submission,
+    read_id_order,
+    validate_caption_submission,
+    validate_concept_submission,
+    write_caption_submission,
+    write_concept_submission,
+)
 
 C1, C2, C3 = "C0040405", "C0817096", "C0024485"
 A, B, C = (f"ImageCLEFmedical_Caption_2026_test_{k}" for k in range(3))
@@ -315,7 +326,7 @@ def test_default_preset_follows_the_edition():
 def test_similarity_from_precomputed_embeddings(tmp_path):
     emb = {A: np.array([1.0, 0.0]), B: np.array([0.0, 1.0]), C: np.array([1.0, 1.0])}
     text = {"along x": [2.0, 0.0], "against x": [-1.0, 0.0], "diagonal": [1.0, 0.0]}
-    encode = lambda texts: np.array([text[t] for t in texts])  # noqa: E731
+    encode = lambda texts: np.array([text[t] for t in texts])
     s = similarity_from_embeddings([A, B, C], ["along x", "against x", "diagonal"], emb, encode)
     assert s == pytest.approx([2.5, 0.0, 2.5 / np.sqrt(2)])  # cos 1, cos < 0 -> 0, cos 45 degrees
     assert similarity_from_embeddings([A], [""], emb, encode) == pytest.approx([0.0])  # empty caption: 0
