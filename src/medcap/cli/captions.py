@@ -11,8 +11,10 @@ from ..errors import MedcapError
 from .app import (
     baseline_app,
     device_option,
+    edition_option,
     images_option,
     log,
+    order_from_option,
     predict_app,
     resume_option,
     run_folder_option,
@@ -68,12 +70,17 @@ def predict_captions_command(
                                             "(`medcap predict concepts`): needed by a model trained with "
                                             "concept_prompt, whose captions start from these concepts (other models "
                                             "do not use them)."),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
+    from ..submission import read_id_order
     from ..tasks.captions import predict_captions
 
+    order = read_id_order(order_from) if order_from else None
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts)
+                                max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
+                                order=order, edition=edition)
     words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
     typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average")
     return 0
@@ -90,12 +97,13 @@ def _splits(data: Path, split: str):
     return train, dataset.split(split)
 
 
-def _finish_baseline(out: Path, target, preds: dict[str, str], what: str) -> None:
-    """Write the submission; score it with ROUGE-1 when ``target`` has captions."""
+def _finish_baseline(out: Path, target, preds: dict[str, str], what: str, order, edition: int) -> None:
+    """Write the submission (in ``order`` when given, by ``edition``'s rules); score it with
+    ROUGE-1 when ``target`` has captions."""
     from ..metrics.captions import rouge1_scores
     from ..submission import write_caption_submission
 
-    write_caption_submission(out, preds)
+    write_caption_submission(out, preds, gold_ids=order, edition=edition)
     line = f"{what}: wrote {out} ({len(preds)} images)"
     if target.captions is not None:
         ids = [i for i in preds if i in target.captions]
@@ -110,13 +118,17 @@ def constant_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """The training caption that scores best (ROUGE-1) against the other training captions, for every image."""
     from ..baselines import constant_caption_baseline
+    from ..submission import read_id_order
 
+    order = read_id_order(order_from) if order_from else None  # checked before predicting
     train, target = _splits(data, split)
     preds, caption = constant_caption_baseline(train, target.ids)
-    _finish_baseline(out, target, preds, "constant caption")
+    _finish_baseline(out, target, preds, "constant caption", order, edition)
     typer.echo(f"caption: {caption!r}")
     return 0
 
@@ -132,13 +144,17 @@ def retrieval_command(
     pretrained: bool = typer.Option(False, "--pretrained", help="ImageNet weights for --backbone (local cache)."),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Nearest-neighbour retrieval: the caption of the most similar training image (cosine of embeddings)."""
     from ..baselines import SplitEmbeddings, retrieval_caption_baseline
+    from ..submission import read_id_order
     from ..tasks.captions import load_embedder
 
+    order = read_id_order(order_from) if order_from else None  # checked before predicting
     embedder = load_embedder(model, backbone, image_size, pretrained)
     train, target = _splits(data, split)
     preds = retrieval_caption_baseline(SplitEmbeddings(embedder, batch_size, progress=True), train, target)
-    _finish_baseline(out, target, preds, "retrieval")
+    _finish_baseline(out, target, preds, "retrieval", order, edition)
     return 0

@@ -14,21 +14,19 @@ the training-loop fields of :class:`medcap.engine.TrainConfig`, the loss fields 
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from ..config import load_config
-from ..engine import TrainConfig, TrainResult, Trainer, seed_everything
+from ..data.items import ConceptImageDataset, ImageFolderItems
+from ..data.transforms import normalize_batch
+from ..engine import TrainConfig, Trainer, TrainResult, seed_everything
 from ..errors import MedcapError
 from ..fileio import write_text_atomic
 from ..losses import LossConfig
-from ..data.items import ConceptImageDataset, ImageFolderItems
-from ..data.transforms import normalize_batch
 
 TASK = "concepts"
 
