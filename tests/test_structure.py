@@ -29,7 +29,8 @@ def test_secondary_cuis_are_one_list_split_into_modalities_and_regions():
 
 
 def test_a_new_caption_metric_is_one_registered_scorer_and_a_preset(monkeypatch):
-    from medcap.metrics import captions, registry
+    # medcap.metrics.editions (the 2026 rules) reads the same presets
+    from medcap.metrics import captions, editions, registry
     from medcap.metrics.captions import CaptionSettings, score_captions
 
     class CaptionLength(registry.CaptionScorer):
@@ -42,14 +43,14 @@ def test_a_new_caption_metric_is_one_registered_scorer_and_a_preset(monkeypatch)
                                     aggregates=(("overall", ("rouge1", "length_ratio")),))
     monkeypatch.setitem(registry.SCORERS, "length_ratio", CaptionLength())
     monkeypatch.setitem(registry.PRESETS, "test", preset)
-    assert captions.PRESETS is registry.PRESETS
+    assert captions.PRESETS is registry.PRESETS is editions.PRESETS
     gold, pred = {"a": "ct of the chest", "b": "mass"}, {"a": "ct chest", "b": "mass"}
-    s = score_captions(gold, pred, CaptionSettings(preset="test")).summary
+    s = score_captions(gold, pred, CaptionSettings(relevance="test")).summary
     assert s["length_ratio"] == pytest.approx((8 / 15 + 1) / 2)
     assert s["overall"] == pytest.approx((s["rouge1"] + s["length_ratio"]) / 2)
     assert "bertscore" not in s and "relevance" not in s
-    with pytest.raises(MedcapError, match="preset"):
-        CaptionSettings(preset="1999")
+    with pytest.raises(MedcapError, match="relevance must be one of public-2025, paper, 2026"):
+        CaptionSettings(relevance="1999")
 
 
 def test_score_tables_name_every_registered_caption_metric():

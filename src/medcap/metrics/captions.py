@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MedcapError
-from .registry import PRESET_2025, PRESETS, SCORERS, CaptionPairs, CaptionPreset
+from .registry import DEFAULT_PRESET, PRESETS, SCORERS, CaptionPairs, CaptionPreset
 from .scorers import DEFAULT_BLEURT_MODEL, ScorerUnavailable, both_empty
 from .textscores import (  # noqa: F401  (re-exported: the caption metrics' public names)
     DEFAULT_BERTSCORE_MODEL,
@@ -47,28 +47,31 @@ from .textscores import (  # noqa: F401  (re-exported: the caption metrics' publ
     rouge1_scores,
 )
 
-RELEVANCE_TERMS = dict(PRESET_2025.relevance)
-FACTUALITY_TERMS = dict(PRESET_2025.aggregates)["factuality"]
-SCORE_KEYS = PRESET_2025.scorers
-AGGREGATE_KEYS = tuple(name for name, _ in PRESET_2025.aggregates)
+RELEVANCE_TERMS = {name: preset.relevance for name, preset in PRESETS.items()}
+FACTUALITY_TERMS = PRESETS[DEFAULT_PRESET].factuality
+SCORE_KEYS = PRESETS[DEFAULT_PRESET].scorers
+AGGREGATE_KEYS = tuple(name for name, _ in PRESETS[DEFAULT_PRESET].aggregates)
 
 # ---------------------------------------------------------------------------------------
 # Aggregates
 # ---------------------------------------------------------------------------------------
 
-def aggregate_scores(scores: Mapping[str, float | None], *, relevance: str = "public-2025",
-                     partial: bool = False, preset: CaptionPreset = PRESET_2025) -> dict:
-    """Relevance, Factuality and Overall (the ``preset``'s aggregates) from the per-metric means (REFERENCE §4).
+def aggregate_scores(scores: Mapping[str, float | None], *, relevance: str = DEFAULT_PRESET,
+                     partial: bool = False, preset: CaptionPreset | None = None) -> dict:
+    """The aggregates (Relevance, Factuality, Overall) of ``preset``, or of the preset named
+    ``relevance`` (public-2025, paper, 2026), from the per-metric means (REFERENCE §4, §7).
 
     Each aggregate is None when one of its terms is None, unless ``partial=True``: then it
     is the mean of the terms present and ``<name>_partial`` is True. ``<name>_terms`` lists
     the terms actually averaged, ``<name>_missing`` the ones that were not available.
     """
-    if preset.relevance and relevance not in preset.relevance:
-        raise MedcapError(f"relevance must be one of {', '.join(preset.relevance)}, got {relevance!r}")
+    if preset is None:
+        if relevance not in PRESETS:
+            raise MedcapError(f"relevance must be one of {', '.join(PRESETS)}, got {relevance!r}")
+        preset = PRESETS[relevance]
     out: dict = {}
     values = dict(scores)
-    for name, terms in preset.aggregate_terms(relevance):
+    for name, terms in preset.aggregates:
         present = [t for t in terms if values.get(t) is not None]
         missing = [t for t in terms if values.get(t) is None]
         value = None
@@ -128,7 +131,8 @@ class CaptionSettings:
     ``medimageinsight_dir`` + ``images_dir`` enable the optional scorers when their packages
     are installed. ``allow_missing`` scores an image without a prediction as an empty caption.
     Models are looked up locally only (a folder or the Hugging Face cache) unless ``download``.
-    ``preset``: the edition's scorers and aggregates (:data:`medcap.metrics.registry.PRESETS`).
+    ``relevance``: the name of the preset (:data:`medcap.metrics.registry.PRESETS`: which scorers
+    run and how they aggregate): public-2025 (default), paper or 2026.
     """
 
     bertscore_model: str | Path | None = DEFAULT_BERTSCORE_MODEL
@@ -142,18 +146,14 @@ class CaptionSettings:
     alignscore_checkpoint: str | Path | None = None
     medcat_model: str | Path | None = None
     medimageinsight_dir: str | Path | None = None
-    relevance: str = "public-2025"
+    relevance: str = DEFAULT_PRESET
     partial_aggregates: bool = False
     allow_missing: bool = False
     download: bool = False
-    preset: str = PRESET_2025.name
 
     def __post_init__(self) -> None:
-        if self.preset not in PRESETS:
-            raise MedcapError(f"caption preset must be one of {', '.join(PRESETS)}, got {self.preset!r}")
-        relevance = PRESETS[self.preset].relevance
-        if relevance and self.relevance not in relevance:
-            raise MedcapError(f"relevance must be one of {', '.join(relevance)}, got {self.relevance!r}")
+        if self.relevance not in PRESETS:
+            raise MedcapError(f"relevance must be one of {', '.join(PRESETS)}, got {self.relevance!r}")
 
 
 def _pairs(gold: Mapping[str, str], pred: Mapping[str, str], settings: CaptionSettings) -> CaptionPairs:
@@ -181,8 +181,7 @@ def _summary(pairs: CaptionPairs, per_image: Mapping[str, np.ndarray | None], no
     s = pairs.settings
     means = {k: (None if v is None else float(np.mean(v))) for k, v in per_image.items()}
     summary: dict = dict(means)
-    summary.update(aggregate_scores(means, relevance=s.relevance, partial=s.partial_aggregates,
-                                    preset=PRESETS[s.preset]))
+    summary.update(aggregate_scores(means, preset=PRESETS[s.relevance], partial=s.partial_aggregates))
     summary.update({
         "n_images": len(pairs.ids),
         "n_both_empty": sum(both_empty(a, b) for a, b in zip(pairs.gold, pairs.pred, strict=True)),
@@ -213,7 +212,7 @@ def score_captions(gold: Mapping[str, str], pred: Mapping[str, str], settings: C
         settings = dataclasses.replace(settings, **options)
     _check_ids(gold, pred, settings.allow_missing)
     pairs = _pairs(gold, pred, settings)
-    per_image, not_available = _run_scorers(pairs, PRESETS[settings.preset].scorers)
+    per_image, not_available = _run_scorers(pairs, PRESETS[settings.relevance].scorers)
     return CaptionScores(pairs.ids, pairs.gold, pairs.pred, per_image, _summary(pairs, per_image, not_available))
 
 

@@ -152,31 +152,42 @@ class AlignScoreScorer(CaptionScorer):
 @dataclass(frozen=True)
 class CaptionPreset:
     """An edition's caption measures: which scorers run (in the order of the scores) and how
-    their means combine into aggregates, in order (an aggregate may average earlier ones).
-    ``relevance``: the variants of the "relevance" aggregate's terms, chosen by name."""
+    their means combine into aggregates, in order (an aggregate may average earlier ones)."""
 
     name: str
     scorers: tuple[str, ...]
     aggregates: tuple[tuple[str, tuple[str, ...]], ...]
-    relevance: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    bertscore_measure: str | None = None  # the BERTScore measure the preset is defined with; None: the user's
+    description: str = ""
 
-    def aggregate_terms(self, relevance: str | None = None) -> list[tuple[str, tuple[str, ...]]]:
-        """(aggregate, its terms) in order, with the chosen relevance variant."""
-        return [(name, self.relevance[relevance] if name == "relevance" and relevance in self.relevance else terms)
-                for name, terms in self.aggregates]
+    def terms(self, aggregate: str) -> tuple[str, ...]:
+        return dict(self.aggregates).get(aggregate, ())
+
+    @property
+    def relevance(self) -> tuple[str, ...]:
+        return self.terms("relevance")
+
+    @property
+    def factuality(self) -> tuple[str, ...]:
+        return self.terms("factuality")
 
 
-# REFERENCE §4: Relevance = mean(Similarity, BERTScore, ROUGE-1[, BLEURT]): the public 2025 code
-# leaves BLEURT out, the paper's numbers fit four terms; Factuality = mean(UMLS concept F1,
-# AlignScore); Overall = mean(Relevance, Factuality).
-PRESET_2025 = CaptionPreset(
-    name="2025",
-    scorers=("rouge1", "bertscore", "bleurt", "similarity", "umls_f1", "umls_f1_approx", "alignscore"),
-    aggregates=(("relevance", ("similarity", "bertscore", "rouge1")),
-                ("factuality", ("umls_f1", "alignscore")),
-                ("overall", ("relevance", "factuality"))),
-    relevance={"public-2025": ("similarity", "bertscore", "rouge1"),  # the organisers' public code
-               "paper": ("similarity", "bertscore", "rouge1", "bleurt")},  # what the paper's numbers fit
-)
-PRESETS: dict[str, CaptionPreset] = {p.name: p for p in (PRESET_2025,)}
+_SCORER_KEYS = ("rouge1", "bertscore", "bleurt", "similarity", "umls_f1", "umls_f1_approx", "alignscore")
+
+
+def _preset(name: str, relevance: tuple[str, ...], description: str, bertscore_measure: str | None = None):
+    # REFERENCE §4, §7: Factuality = mean(UMLS concept F1, AlignScore); Overall = mean(Relevance, Factuality).
+    return CaptionPreset(name, _SCORER_KEYS, (("relevance", relevance), ("factuality", ("umls_f1", "alignscore")),
+                                              ("overall", ("relevance", "factuality"))), bertscore_measure, description)
+
+
+PRESETS: dict[str, CaptionPreset] = {p.name: p for p in (
+    _preset("public-2025", ("similarity", "bertscore", "rouge1"),
+            "2025, the organisers' public code: Relevance = mean(Similarity, BERTScore, ROUGE-1)"),
+    _preset("paper", ("similarity", "bertscore", "rouge1", "bleurt"),
+            "2025, as the paper's numbers fit: Relevance with BLEURT as a fourth term"),
+    _preset("2026", ("bertscore", "rouge1", "similarity", "bleurt"),
+            "2026: Relevance = mean(BERTScore F1, ROUGE-1, Similarity, BLEURT)", bertscore_measure="f1"),
+)}
+DEFAULT_PRESET = "public-2025"
 AGGREGATE_TITLES = {"relevance": "Relevance", "factuality": "Factuality", "overall": "Overall"}
