@@ -42,7 +42,7 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoints(train
     rows = list(csv.DictReader(open(trained / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and "f1" in rows[0]
     assert (trained / "checkpoints" / "epoch-001" / "trainer_state.json").is_file()
-    assert json.loads((model / "preprocessing.json").read_text())["image_size"] == 64
+    assert json.loads((model / "preprocessor_config.json").read_text())["image_size"] == 64
     assert "backbone: resnet18" in (trained / "config.yaml").read_text()
 
 

@@ -1,5 +1,6 @@
 """Captioning commands: ``train captions``, ``predict captions``, ``baseline captions constant|retrieval``.
-Thin layer over :mod:`medcap.tasks.captions`.
+Thin layer over :mod:`medcap.tasks.captions`, :mod:`medcap.inference_captions` and
+:mod:`medcap.caption_baselines`.
 """
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def predict_captions_command(
                                             "do not use them)."),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
-    from ..tasks.captions import predict_captions
+    from ..inference_captions import predict_captions
 
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
                                 max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts)
@@ -91,7 +92,7 @@ def constant_command(
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
 ) -> int:
     """The training caption that scores best (ROUGE-1) against the other training captions, for every image."""
-    from ..tasks.captions import caption_baseline
+    from ..caption_baselines import caption_baseline
 
     preds = caption_baseline("constant", data, out, split)
     _report(out, data, split, preds, "constant caption")
@@ -112,7 +113,7 @@ def retrieval_command(
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
 ) -> int:
     """Nearest-neighbour retrieval: the caption of the most similar training image (cosine of embeddings)."""
-    from ..tasks.captions import caption_baseline, load_embedder
+    from ..caption_baselines import caption_baseline, load_embedder
 
     embedder = load_embedder(model, backbone, image_size, pretrained)
     preds = caption_baseline("retrieval", data, out, split, embedder=embedder, batch_size=batch_size, progress=True)

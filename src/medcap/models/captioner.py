@@ -361,6 +361,27 @@ class Captioner:
             out += self.generate(images, batch_size=batch_size, concepts=batch_concepts, **overrides)
         return out
 
+    def image_embedder(self):
+        """The image encoder as an embedder for :func:`medcap.baselines.image_embeddings`: patch
+        tokens reshaped to a feature map [B, C, h, w] (the embedding is their mean)."""
+        import torch
+
+        captioner = self
+
+        class BlipImageFeatures(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.vision = captioner.model.vision_model
+                self.preprocessing = captioner.processor.embedding_processor().to_dict()
+
+            def forward_features(self, x):
+                tokens = self.vision(pixel_values=x, interpolate_pos_encoding=captioner.interpolate_pos_encoding)
+                patches = tokens.last_hidden_state[:, 1:]                     # [B, h*w, C] (no [CLS])
+                side = round(patches.shape[1] ** 0.5)
+                return patches.transpose(1, 2).reshape(x.shape[0], -1, side, patches.shape[1] // side)
+
+        return BlipImageFeatures()
+
     # -- training options ---------------------------------------------------------------------
     def freeze_vision(self) -> None:
         """Train only the text decoder (the image encoder keeps its weights)."""

@@ -205,6 +205,12 @@ class CaptionProcessor:
 
     __call__ = preprocess
 
+    def embedding_processor(self) -> ConceptProcessor:
+        """The image size and mean/std as a :class:`ConceptProcessor` (squashed), for embedding
+        images with the captioner's image encoder (the retrieval baseline)."""
+        ip = self.image_processor
+        return ConceptProcessor(self.image_size, "squash", list(ip.image_mean), list(ip.image_std))
+
     # -- text ---------------------------------------------------------------------------------
     def caption_lengths(self, captions: Sequence[str]) -> list[int]:
         """Token count of each caption with its [DEC] and [SEP] tokens (before truncation)."""
