@@ -10,13 +10,14 @@ import typer
 
 from .app import (baseline_app, device_option, images_option, log, predict_app, resume_option,
                   run_folder_option, train_app)
+from .train_help import config_keys_command
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(captions_baseline_app, name="captions")
 
 
-@train_app.command("captions")
+@train_app.command("captions", cls=config_keys_command("medcap.tasks.captions:CaptionConfig"))
 def train_captions_command(
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, demo, demo-prompted) or a YAML file."),
@@ -25,7 +26,7 @@ def train_captions_command(
     out: Path = run_folder_option(),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a config key: --set image_size=384, "
                                              "--set model=/path/to/blip-folder, --set mixed_precision=bf16 "
-                                             "(repeatable)."),
+                                             "(repeatable; every key is listed below)."),
     resume: bool = resume_option(),
 ) -> int:
     """Fine-tune BLIP (or train a small one from scratch) on the captions; keep the best epoch.
