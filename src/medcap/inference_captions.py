@@ -32,7 +32,8 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     """
     from tqdm.auto import tqdm
 
-    from .inference import image_items, resolve_device
+    from .device import resolve_device
+    from .inference import image_items
     from .submission import write_caption_submission
 
     items = image_items(images)
