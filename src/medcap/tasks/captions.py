@@ -175,28 +175,44 @@ def _labelled_ids(split, limit: int = 0, seed: int = 0) -> list[str]:
 
 
 class CaptionTask:
-    """The engine's Task for captioning (see medcap.engine)."""
+    """The engine's Task for captioning (see medcap.engine): the model, its loaders, the loss."""
 
     def __init__(self, cfg: CaptionConfig, dataset, captioner: Captioner | None = None, tokenizer=None,
                  log=print):
-        from torch.utils.data import DataLoader
-
-        from ..engine import seed_everything
-
-        self.cfg = cfg
+        self.cfg, self.root = cfg, dataset.root
         train = dataset.split("train")
         self.train_ids = _labelled_ids(train, cfg.max_train_images, cfg.seed)
         if not self.train_ids:
             raise MedcapError("no training images with a caption", file=dataset.root)
         captions = [train.captions[i] for i in self.train_ids]
-        prompt = None
-        if cfg.concept_prompt:  # knowledge-guided captions: names of the gold concepts as the prompt
-            from ..data.vocab import ConceptVocabulary
-            from ..models.captioner import ConceptPrompt
+        self.prompt = self._concept_prompt(train, dataset.cui_names)
+        train_concepts = self._build_model(train, captions, captioner, tokenizer, log)
+        lengths = self.captioner.caption_lengths(captions)
+        self.n_truncated = sum(n > cfg.max_length for n in lengths)
+        log(f"{len(self.train_ids)} training captions, {self.n_truncated} longer than {cfg.max_length} tokens "
+            f"(truncated), longest {max(lengths)} tokens; model {self.captioner.source} "
+            f"({self.captioner.num_parameters() / 1e6:.1f} M parameters), {cfg.image_size} px")
+        self._build_loaders(dataset, train, train_concepts, log)
+        self.monitor = cfg.monitor
+        self.monitor_mode = "max" if cfg.monitor == "rouge1" else "min"
 
-            known = self._concepts(train, self.train_ids, "concept_prompt", dataset.root)
-            prompt = ConceptPrompt.from_vocabulary(ConceptVocabulary.from_concepts(known, dataset.cui_names),
-                                                   cfg.concept_prompt_tokens)
+    def _concept_prompt(self, train, cui_names):
+        """Knowledge-guided captions: the names of the gold concepts as the prompt (or None)."""
+        if not self.cfg.concept_prompt:
+            return None
+        from ..data.vocab import ConceptVocabulary
+        from ..models.prompting import ConceptPrompt
+
+        known = self._concepts(train, self.train_ids, "concept_prompt", self.root)
+        return ConceptPrompt.from_vocabulary(ConceptVocabulary.from_concepts(known, cui_names),
+                                             self.cfg.concept_prompt_tokens)
+
+    def _build_model(self, train, captions, captioner, tokenizer, log):
+        """The captioner (seeded), its training options and the optional concept probe;
+        returns the probe's targets [N, K] (None without a probe)."""
+        from ..engine import seed_everything
+
+        cfg, prompt = self.cfg, self.prompt
         seed_everything(cfg.seed)
         vocab_text = captions + [prompt.text(c for c, _ in prompt.concepts)] if prompt else captions
         self.captioner = captioner or build_captioner(cfg, vocab_text, tokenizer=tokenizer)
@@ -206,35 +222,38 @@ class CaptionTask:
         if cfg.gradient_checkpointing:
             self.captioner.enable_gradient_checkpointing()
         self.model = self.captioner.model
-        train_concepts = None
-        if cfg.concept_loss > 0:  # knowledge-guided training (medcap.models.guided)
-            from ..data.vocab import ConceptVocabulary
-            from ..models.guided import ConceptGuidedBlip
+        if cfg.concept_loss <= 0:
+            return None
+        from ..data.vocab import ConceptVocabulary   # knowledge-guided training (medcap.models.guided)
+        from ..models.guided import ConceptGuidedBlip
 
-            known = self._concepts(train, self.train_ids, "concept_loss", dataset.root)
-            vocab = ConceptVocabulary.from_concepts(known)
-            train_concepts, _ = vocab.encode_many(known.values())
-            self.model = ConceptGuidedBlip(self.captioner.model, len(vocab), cfg.concept_loss)
-            log(f"concept probe: {len(vocab)} CUIs, weight {cfg.concept_loss}")
-        lengths = self.captioner.caption_lengths(captions)
-        self.n_truncated = sum(n > cfg.max_length for n in lengths)
-        log(f"{len(self.train_ids)} training captions, {self.n_truncated} longer than {cfg.max_length} tokens "
-            f"(truncated), longest {max(lengths)} tokens; model {self.captioner.source} "
-            f"({self.captioner.num_parameters() / 1e6:.1f} M parameters), {cfg.image_size} px")
+        known = self._concepts(train, self.train_ids, "concept_loss", self.root)
+        vocab = ConceptVocabulary.from_concepts(known)
+        train_concepts, _ = vocab.encode_many(known.values())
+        self.model = ConceptGuidedBlip(self.captioner.model, len(vocab), cfg.concept_loss)
+        log(f"concept probe: {len(vocab)} CUIs, weight {cfg.concept_loss}")
+        return train_concepts
+
+    def _prompts_of(self, split, ids, drop: float = 0.0) -> dict:
+        """CaptionDataset's concept-prompt arguments (none without a concept prompt)."""
+        if self.prompt is None:
+            return {}
+        known = self._concepts(split, ids, "concept_prompt", self.root)
+        return {"prompt": self.prompt, "tokenizer": self.captioner.tokenizer, "cuis": [known[i] for i in ids],
+                "drop": drop}
+
+    def _build_loaders(self, dataset, train, train_concepts, log) -> None:
+        """Training loader and, with a valid split and eval_images > 0, the validation loader."""
+        from torch.utils.data import DataLoader
+
+        cfg = self.cfg
         if cfg.num_workers > 0:  # forked workers share the parent's parquet images
             train.preload()
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
-        tokenizer = self.captioner.tokenizer
-
-        def prompts_of(split, ids, drop=0.0):  # CaptionDataset's concept-prompt arguments
-            if prompt is None:
-                return {}
-            known = self._concepts(split, ids, "concept_prompt", dataset.root)
-            return {"prompt": prompt, "tokenizer": tokenizer, "cuis": [known[i] for i in ids], "drop": drop}
-
         self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts,
-                                                      **prompts_of(train, self.train_ids, cfg.concept_prompt_drop)),
+                                                      **self._prompts_of(train, self.train_ids,
+                                                                         cfg.concept_prompt_drop)),
                                        batch_size=cfg.batch_size,
                                        shuffle=True, num_workers=cfg.num_workers, collate_fn=collate)
         self.valid_loader = None
@@ -247,13 +266,11 @@ class CaptionTask:
             self.valid_captions = [valid.captions[i] for i in self.valid_ids]
             if self.valid_ids:  # a concept-prompted model is validated with the valid split's gold concepts
                 self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform,
-                                                              **prompts_of(valid, self.valid_ids)),
+                                                              **self._prompts_of(valid, self.valid_ids)),
                                                batch_size=cfg.batch_size, shuffle=False,
                                                num_workers=cfg.num_workers, collate_fn=collate)
         if self.valid_loader is None:
             log("no validation (no valid split with captions, or eval_images=0): the last epoch is kept")
-        self.monitor = cfg.monitor
-        self.monitor_mode = "max" if cfg.monitor == "rouge1" else "min"
 
     @staticmethod
     def _concepts(split, ids: Sequence[str], setting: str, root) -> dict[str, list[str]]:
