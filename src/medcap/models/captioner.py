@@ -37,7 +37,7 @@ from typing import Any
 
 from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
-from .generation import GENERATION_FILE, GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
+from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
 from .tokenization import SPECIAL_TOKENS, train_wordpiece
@@ -74,6 +74,46 @@ def large_sizes_config() -> dict:
     config = json.loads(res.read_text(encoding="utf-8"))
     return {k: v for k, v in config.items() if not k.startswith("_")}  # "_comment"
 
+
+def size_config(size: str | dict, image_size: int) -> dict:
+    """A BlipConfig dict of a named size (SIZES, or ``large``) or a copy of a given dict."""
+    if isinstance(size, dict):
+        config_dict = json.loads(json.dumps(size))
+    elif size == "large":
+        config_dict = large_sizes_config()
+    elif size in SIZES:
+        config_dict = {"vision_config": dict(SIZES[size]["vision"], image_size=image_size),
+                       "text_config": dict(SIZES[size]["text"])}
+    else:
+        raise MedcapError(f"unknown captioner size {size!r}; expected one of: {', '.join([*SIZES, 'large'])}")
+    config_dict.setdefault("text_config", {})
+    config_dict.setdefault("vision_config", {})
+    return config_dict
+
+
+def fit_to_tokenizer(config_dict: dict, tokenizer, image_size: int, max_length: int, patch_size: int | None = None,
+                     dropout: float = 0.0) -> dict:
+    """``config_dict`` with the tokenizer's special-token ids and vocabulary, for a from-scratch model."""
+    text_cfg, vision_cfg = config_dict["text_config"], config_dict["vision_config"]
+    fixed_vocab = text_cfg.get("vocab_size")
+    ids = tokenizer.convert_tokens_to_ids
+    text_cfg.update(
+        vocab_size=max(len(tokenizer), fixed_vocab or 0),
+        encoder_hidden_size=vision_cfg.get("hidden_size", 768),
+        bos_token_id=ids("[DEC]"), eos_token_id=ids("[SEP]"), sep_token_id=ids("[SEP]"),
+        pad_token_id=ids("[PAD]"),
+        max_position_embeddings=max(text_cfg.get("max_position_embeddings", 512), max_length + 64),
+    )
+    # blip's vision config defaults to initializer_range 1e-10 (it is always loaded from
+    # pretrained weights): a model trained from scratch needs the usual 0.02.
+    vision_cfg.setdefault("initializer_range", 0.02)
+    vision_cfg.setdefault("image_size", image_size)
+    if patch_size:
+        vision_cfg["patch_size"] = patch_size
+    if dropout:  # BLIP's configs default to no dropout (pretrained on 129 M pairs)
+        text_cfg.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+        vision_cfg.update(attention_dropout=dropout)
+    return config_dict
 
 
 def count_parameters(model) -> int:
@@ -137,46 +177,14 @@ class Captioner:
         ``vocab_size`` WordPieces learned from ``captions``.
         """
         import torch
-        from transformers import (
-            BlipConfig,
-            BlipForConditionalGeneration,
-            BlipImageProcessor,
-            BlipProcessor,
-        )
+        from transformers import BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
 
-        if isinstance(size, dict):
-            config_dict = json.loads(json.dumps(size))
-        elif size == "large":
-            config_dict = large_sizes_config()
-        elif size in SIZES:
-            config_dict = {"vision_config": dict(SIZES[size]["vision"], image_size=image_size),
-                           "text_config": dict(SIZES[size]["text"])}
-        else:
-            raise MedcapError(f"unknown captioner size {size!r}; expected one of: {', '.join([*SIZES, 'large'])}")
-        text_cfg = config_dict.setdefault("text_config", {})
-        vision_cfg = config_dict.setdefault("vision_config", {})
-        fixed_vocab = text_cfg.get("vocab_size")
+        config_dict = size_config(size, image_size)
+        fixed_vocab = config_dict["text_config"].get("vocab_size")
         if tokenizer is None:
             tokenizer = train_wordpiece(captions, vocab_size=min(vocab_size, fixed_vocab or vocab_size),
                                         lowercase=lowercase, max_length=max_length)
-        ids = tokenizer.convert_tokens_to_ids
-        text_cfg.update(
-            vocab_size=max(len(tokenizer), fixed_vocab or 0),
-            encoder_hidden_size=vision_cfg.get("hidden_size", 768),
-            bos_token_id=ids("[DEC]"), eos_token_id=ids("[SEP]"), sep_token_id=ids("[SEP]"),
-            pad_token_id=ids("[PAD]"),
-            max_position_embeddings=max(text_cfg.get("max_position_embeddings", 512), max_length + 64),
-        )
-        # blip's vision config defaults to initializer_range 1e-10 (it is always loaded from
-        # pretrained weights): a model trained from scratch needs the usual 0.02.
-        vision_cfg.setdefault("initializer_range", 0.02)
-        vision_cfg.setdefault("image_size", image_size)
-        if patch_size:
-            vision_cfg["patch_size"] = patch_size
-        if dropout:  # BLIP's configs default to no dropout (pretrained on 129 M pairs)
-            text_cfg.update(hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-            vision_cfg.update(attention_dropout=dropout)
-        config = BlipConfig(**config_dict)
+        config = BlipConfig(**fit_to_tokenizer(config_dict, tokenizer, image_size, max_length, patch_size, dropout))
         if seed is not None:
             torch.manual_seed(seed)
         model = BlipForConditionalGeneration(config)
@@ -184,7 +192,6 @@ class Captioner:
         processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
         return cls(model, processor, image_size=image_size, max_length=max_length, generation=generation,
                    source=f"scratch:{size if isinstance(size, str) else 'custom'}")
-
 
     @classmethod
     def from_pretrained(cls, name_or_folder: str | Path = DEFAULT_MODEL, *, image_size: int | None = None,

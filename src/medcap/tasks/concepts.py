@@ -14,11 +14,9 @@ the training-loop fields of :class:`medcap.engine.TrainConfig`, the loss fields 
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
