@@ -247,3 +247,12 @@ def test_reset_classifier_changes_the_number_of_outputs_like_timm():
     m = _detector("csra")
     m.reset_classifier(7)
     assert m(torch.randn(2, 3, 64, 64)).shape == (2, 7) and m.config.num_classes == 7
+
+
+def test_an_unknown_key_in_the_folder_config_suggests_the_known_one(tmp_path):
+    _detector().save_pretrained(tmp_path / "model")
+    cfg = json.loads((tmp_path / "model" / "config.json").read_text())
+    cfg["backbon"] = cfg.pop("backbone")
+    (tmp_path / "model" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MedcapError, match="config.json: unknown detector config key 'backbon'; did you mean 'backbone'"):
+        ConceptDetector.from_pretrained(tmp_path / "model")

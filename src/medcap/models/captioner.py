@@ -49,6 +49,8 @@ __all__ = ["DEFAULT_MODEL", "METADATA_FILE", "SIZES", "SPECIAL_TOKENS", "Caption
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
 METADATA_FILE = "medcap_captioner.json"
 LARGE_SIZES_FILE = "blip-large-sizes.json"
+METADATA_KEYS = ("format", "medcap_version", "source", "image_size", "pre_resize", "max_length", "concept_prompt",
+                 "training", "generation")   # generation: folders written before generation_config.json
 
 
 
@@ -449,6 +451,9 @@ def _read_metadata(path: Path) -> dict:
         raise MedcapError(f"not valid JSON: {e}", file=path) from None
     if not isinstance(meta, dict):
         raise MedcapError("expected a JSON object", file=path)
+    from ..config import check_keys
+
+    check_keys(meta, METADATA_KEYS, path, what="key")
     return meta
 
 

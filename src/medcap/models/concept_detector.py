@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -277,8 +277,12 @@ class ConceptDetector(nn.Module):
             if not (folder / name).is_file():
                 raise MedcapError(f"model folder is missing {name} (expected {', '.join(MODEL_FILES)})",
                                   file=folder)
+        from ..config import check_keys
+
+        values = _read_json(folder / "config.json")
+        check_keys(values, [f.name for f in fields(DetectorConfig)], folder / "config.json", what="detector config key")
         try:
-            cfg = DetectorConfig(**_read_json(folder / "config.json"))
+            cfg = DetectorConfig(**values)
         except TypeError as e:
             raise MedcapError(f"config.json does not describe a concept detector ({e})",
                               file=folder / "config.json") from None
