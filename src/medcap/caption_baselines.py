@@ -6,6 +6,7 @@ submission, for the CLI, the demo and the report alike.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from .errors import MedcapError
@@ -29,12 +30,14 @@ def load_embedder(model: str | Path | None = None, backbone: str = "resnet18", i
 
 
 def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = "test", *, embedder=None,
-                     batch_size: int = 32, progress: bool = False) -> dict[str, str]:
+                     batch_size: int = 32, progress: bool = False, order: Sequence[str] | None = None,
+                     edition: int | None = None) -> dict[str, str]:
     """Write a baseline caption submission for ``split`` and return it.
 
     ``constant``: the training caption with the best mean ROUGE-1 against the other training
     captions, for every image. ``retrieval``: the caption of the most similar training image
-    (cosine of ``embedder``'s image embeddings, see :func:`load_embedder`).
+    (cosine of ``embedder``'s image embeddings, see :func:`load_embedder`). ``order`` and
+    ``edition`` as in :func:`medcap.inference_captions.predict_captions`.
     """
     from . import baselines
     from .data import read_dataset
@@ -59,5 +62,5 @@ def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = 
         result = dict(zip(target_ids, captions))
     else:
         raise MedcapError(f"unknown caption baseline {kind!r}; expected constant or retrieval")
-    write_caption_submission(out, result)
+    write_caption_submission(out, result, gold_ids=order, edition=edition)
     return result
