@@ -43,7 +43,7 @@ _PEAK = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
 
 def timed(argv: list[str]) -> dict:
     """Run ``argv`` in a child process: {"seconds", "peak_mb"}; exits on failure."""
-    p = subprocess.run([sys.executable, "-c", _PEAK, *argv], capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-c", _PEAK, *argv], capture_output=True, text=True, check=False)
     try:
         rc, seconds, kb = p.stdout.split()
     except ValueError:
@@ -93,7 +93,8 @@ def main() -> None:
         run = out / f"run-{layout}"
         r["train"] = timed([*medcap, "train", "concepts", "--config", "demo", "--data", str(data), "--out", str(run),
                             "--set", "epochs=1", "--set", f"max_minutes={args.train_minutes}", "--set", "progress=false"])
-        rows = list(csv.DictReader(open(run / "metrics.csv")))
+        with open(run / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
         batch = 32  # the demo config's batch size
         r["train"]["steps"] = int(rows[-1]["step"])
         r["train"]["images_per_s"] = round(int(rows[-1]["step"]) * batch / float(rows[-1]["elapsed_s"]), 1)

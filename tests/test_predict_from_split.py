@@ -64,7 +64,7 @@ def test_predict_concepts_from_a_split_writes_a_valid_submission(cli, concept_mo
                                                                   tmp_path, layout, split):
     data = synth_small if layout == "folders" else parquet_data
     sub = tmp_path / "sub.csv"
-    rc, out, err = cli("predict", "concepts", "--model", concept_model, "--data", data, "--split", split,
+    rc, _, err = cli("predict", "concepts", "--model", concept_model, "--data", data, "--split", split,
                        "--out", sub)
     assert rc == 0, err
     ids = _ids(synth_small, split)

@@ -45,7 +45,7 @@ def readme_commands() -> list[str]:
     """The commands of the bash block under '## The command line', in order."""
     text = README.read_text(encoding="utf-8")
     section = text.split("\n## The command line", 1)[1].split("\n## ", 1)[0]
-    block = re.search(r"```bash\n(.*?)```", section, re.S)
+    block = re.search(r"```bash\n(.*?)```", section, re.DOTALL)
     assert block, "README: no ```bash block under '## The command line'"
     commands: list[str] = []
     pending = ""
@@ -133,7 +133,7 @@ def test_the_readme_commands_run_in_order_on_tiny_data(cli, tmp_path, monkeypatc
         for line in readme_commands():
             if _why_not_run(line) is not None:
                 continue
-            rc, out, err = cli(*_prepared(line))
+            rc, _, err = cli(*_prepared(line))
             assert rc == 0, f"README command failed: {line}\n{err[-3000:]}"
     finally:
         torch.set_num_threads(threads)

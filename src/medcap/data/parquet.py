@@ -150,6 +150,7 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
     from .dataset import Split
 
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
         raise MedcapError("reading parquet datasets needs pyarrow: pip install pyarrow") from None
@@ -170,7 +171,7 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
     for fi, path in enumerate(files.parquet):
         try:
             pf = pq.ParquetFile(path)
-        except Exception as e:
+        except (OSError, ValueError, pa.ArrowException) as e:  # ArrowInvalid: not a parquet file
             raise MedcapError(f"cannot read parquet file: {e}", file=path) from None
         names = pf.schema_arrow.names
         id_col = _pick_column(names, _ID_COLUMNS)
