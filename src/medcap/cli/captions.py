@@ -8,8 +8,21 @@ from pathlib import Path
 
 import typer
 
-from .app import (baseline_app, device_option, edition_option, images_option, log, order_from_option, predict_app,
-                  resume_option, run_folder_option, train_app)
+from .app import (
+    baseline_app,
+    data_images_option,
+    device_option,
+    edition_option,
+    images_option,
+    images_or_split,
+    log,
+    order_from_option,
+    predict_app,
+    resume_option,
+    run_folder_option,
+    split_images_option,
+    train_app,
+)
 from .train_help import config_keys_command
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
@@ -50,7 +63,9 @@ def train_captions_command(
 def predict_captions_command(
     model: Path = typer.Option(..., "--model", "-m", help="Captioner folder (OUT/model of a training run).",
                                show_default=False),
-    images: list[Path] = images_option(),
+    images: list[Path] | None = images_option(),
+    data: Path | None = data_images_option(),
+    split: str = split_images_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,Caption).", show_default=False),
     beams: int | None = typer.Option(None, "--beams", help="Beam width (1 = greedy); default: the model's "
                                         "setting (paper: 5)."),
@@ -68,6 +83,7 @@ def predict_captions_command(
     from ..submission import read_id_order
     from ..inference_captions import predict_captions
 
+    images = images_or_split(images, data, split)
     order = read_id_order(order_from) if order_from else None
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
                                 max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
