@@ -71,7 +71,7 @@ def test_two_processes_train_captions_and_the_model_reloads(synth_small, tmp_pat
     model = _one_clean_model_folder(out)
     with open(out / "metrics.csv", newline="") as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["3"]  # 48 images, 8 per process and step, 2 ranks
-    from medcap.tasks.captions import predict_captions
+    from medcap.inference_captions import predict_captions
 
     captions = predict_captions(model, sorted((synth_small / "test").iterdir())[:3], num_beams=1, max_new_tokens=8)
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions.values())

@@ -26,13 +26,14 @@ from .app import (
     split_images_option,
     train_app,
 )
+from .train_help import config_keys_command
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(concepts_baseline_app, name="concepts")
 
 
-@train_app.command("concepts")
+@train_app.command("concepts", cls=config_keys_command("medcap.tasks.concepts:ConceptConfig"))
 def train_concepts_command(
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
@@ -40,7 +41,8 @@ def train_concepts_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_concepts.csv).",
                               show_default=False),
     out: Path = run_folder_option(),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set lr=3e-4 (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set lr=3e-4 (repeatable; "
+                                                                  "every key is listed below)."),
     resume: bool = resume_option(),
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
                                                    help="Hold out this share of train when there is no valid split."),
@@ -51,7 +53,7 @@ def train_concepts_command(
     """Train a concept detector (MedCSRA by default) and keep the best epoch by validation F1.
 
     The best model folder is OUT/model (config.json, model.safetensors, concepts.json,
-    thresholds.json, preprocessing.json); predict with `medcap predict concepts --model OUT/model`.
+    thresholds.json, preprocessor_config.json); predict with `medcap predict concepts --model OUT/model`.
     Several GPUs: `accelerate launch -m medcap train concepts ...`.
     """
     from ..config import parse_overrides
