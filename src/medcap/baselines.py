@@ -66,11 +66,10 @@ def plain_backbone(name: str = "resnet18", image_size: int = 224, pretrained: bo
                    pretrained_path: str | None = None):
     """A backbone without a trained head, shaped like a ConceptDetector for image_embeddings."""
     from .models.backbones import create_backbone
-    from .models.concept_detector import IMAGENET_MEAN, IMAGENET_STD
+    from .models.processing import ConceptProcessor
 
     backbone = create_backbone(name, pretrained=pretrained, pretrained_path=pretrained_path)
-    backbone.preprocessing = {"image_size": image_size, "resize": "squash",
-                              "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    backbone.preprocessing = ConceptProcessor.from_settings(image_size, "squash", "imagenet").to_dict()
     return backbone
 
 

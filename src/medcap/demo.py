@@ -297,12 +297,12 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     """Both official submission files for the test split, checked against every rule of ``edition``."""
     from .data.items import ImageFolderItems
     from .inference import predict_concepts
+    from .inference_captions import predict_captions
     from .submission import (
         validate_caption_submission,
         validate_concept_submission,
         write_concept_submission,
     )
-    from .tasks.captions import predict_captions
 
     test = dataset.split("test")
     ids = [i for i in test.ids if test.has_image(i)]
