@@ -35,6 +35,8 @@ def _broken(root):
         ("train_concepts.csv", 5, "duplicate_id"), ("train_concepts.csv", 6, "unknown_cui"),
         ("train_concepts.csv", 7, "missing_image"), ("train_concepts.csv", 7, "id_mismatch"),
         ("train_concepts.csv", 8, "missing_image"), ("valid_concepts.csv", 2, "duplicate_id"),
+        # rows of train_concepts.csv that the manual-concepts file lacks (train_9's is at 7 already)
+        ("train_concepts.csv", 4, "id_mismatch"), ("train_concepts.csv", 8, "id_mismatch"),
         ("train_captions.csv", 4, "empty_caption"),
         ("train_captions.csv", 6, "id_mismatch"), ("train_captions.csv", 6, "missing_image"),
         ("train_concepts_manual.csv", 3, "bad_encoding"), ("stray.jpg", None, "image_without_row"),

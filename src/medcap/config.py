@@ -102,7 +102,14 @@ def build_dataclass(cls: type[T], values: dict, label: str = "<config>", prefix:
             raise MedcapError(f"unknown config key {prefix + key!r}; known keys: {', '.join(sorted(fields))}",
                               file=label)
         kwargs[key] = _coerce(value, hints[key], prefix + key, label)
-    return cls(**kwargs)
+    from .validation import check_values  # ranges: medcap.validation (the same for every source)
+
+    try:
+        obj = cls(**kwargs)
+    except MedcapError as e:  # a __post_init__ check: name the file (or "command line") it came from
+        raise (MedcapError(e.message, file=label) if e.file in (None, "<config>") else e) from None
+    check_values(obj, label)
+    return obj
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

@@ -52,13 +52,16 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import MedcapError
-from .fileio import atomic_dir, write_text_atomic
+from .fileio import atomic_dir, recover_dir, write_text_atomic
+from .nonfinite import StepGuard, check_finite_weights
+from .runlock import RunLock
 
 CHECKPOINTS = "checkpoints"
 BEST = "model"
@@ -96,6 +99,8 @@ class TrainConfig:
     cpu: bool = False                 # force the CPU even when a GPU is present
     keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
     progress: bool = True             # tqdm progress bars
+    max_nonfinite_steps: int = 5      # optimiser steps in a row with a NaN/inf loss or gradient that
+                                      # are skipped before the run stops (medcap.nonfinite)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainConfig":
@@ -110,6 +115,9 @@ class TrainConfig:
                 raise MedcapError(f"{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if self.epochs < 1 or self.grad_accum < 1:
             raise MedcapError("epochs and grad_accum must be at least 1")
+        from .validation import check_values
+
+        check_values(self, "<config>")
 
 
 class Task(Protocol):
@@ -142,10 +150,31 @@ def seed_everything(seed: int) -> None:
     set_seed(seed)
 
 
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    folders = sorted(Path(out_dir, CHECKPOINTS).glob("epoch-[0-9]*"))
-    folders = [f for f in folders if (f / STATE_FILE).is_file()]
-    return folders[-1] if folders else None
+# Files every checkpoint must hold (Accelerate's save_state + ours); the model's weights are
+# one of CHECKPOINT_WEIGHTS. A folder without them all is skipped by --resume.
+CHECKPOINT_FILES = (STATE_FILE, "optimizer.bin", "scheduler.bin")
+CHECKPOINT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """What is missing or empty in a checkpoint folder, or None when it is complete."""
+    for name in CHECKPOINT_FILES:
+        if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
+            return f"{name} is missing or empty"
+    if not any((folder / w).is_file() and (folder / w).stat().st_size > 0 for w in CHECKPOINT_WEIGHTS):
+        return "the model weights are missing or empty"
+    return None
+
+
+def latest_checkpoint(out_dir: str | Path, skipped: list | None = None) -> Path | None:
+    """The newest complete checkpoint; incomplete ones are listed in ``skipped`` (folder, why)."""
+    for folder in sorted(Path(out_dir, CHECKPOINTS).glob("epoch-[0-9]*"), reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        if skipped is not None:
+            skipped.append((folder, problem))
+    return None
 
 
 class Trainer:
@@ -237,16 +266,22 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _load_checkpoint(self) -> None:
-        ckpt = latest_checkpoint(self.out_dir)
+        skipped: list = []
+        ckpt = latest_checkpoint(self.out_dir, skipped)
+        for folder, why in skipped:
+            self.acc.print(f"notice: skipped the incomplete checkpoint {folder} ({why})")
         if ckpt is None:
-            raise MedcapError("nothing to resume: no checkpoint in this folder (train without --resume)",
+            raise MedcapError("nothing to resume: no complete checkpoint in this folder (train without --resume)",
                               file=self.out_dir / CHECKPOINTS)
-        state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+        state = _read_state(ckpt / STATE_FILE)
         if state.get("total_steps") not in (None, self.total_steps):
             raise MedcapError(f"cannot resume: the checkpoint was made for {state['total_steps']} "
                               f"optimiser steps, this run has {self.total_steps} (epochs, batch size or "
                               "data changed)", file=ckpt)
-        self.acc.load_state(str(ckpt))
+        try:
+            self.acc.load_state(str(ckpt))
+        except Exception as e:  # a damaged file raises whatever its reader raises
+            raise MedcapError(_load_state_error(e), file=ckpt) from None
         self.state = state
         self.acc.print(f"resumed from {ckpt} (epoch {state['epoch'] + 1} done)")
 
@@ -305,6 +340,54 @@ class Trainer:
         return metrics
 
     def fit(self, resume: bool = False) -> TrainResult:
+        """Train (see the module docstring); the output folder is locked for the run (medcap.runlock)."""
+        # RANK: set by accelerate launch / torchrun; only the main process locks and cleans up.
+        if int(os.environ.get("RANK", "0")) != 0:
+            return self._fit(resume)
+        with RunLock(self.out_dir):
+            recover_dir(self.out_dir / BEST)
+            for tmp in sorted(Path(self.out_dir, CHECKPOINTS).glob(".epoch-*.tmp")):
+                shutil.rmtree(tmp, ignore_errors=True)
+                print(f"notice: removed {tmp} (unfinished checkpoint of an earlier run that stopped)", file=sys.stderr)
+            return self._fit(resume)
+
+    # -- non-finite guard (medcap.nonfinite) ------------------------------------------------------
+    def _finite_step(self, loss, epoch: int) -> bool:
+        """Clip the gradients (when asked) and say whether this optimiser step may be taken.
+
+        A step whose loss or gradient norm is NaN/inf is skipped, as mixed-precision grad scalers
+        do; after cfg.max_nonfinite_steps such steps in a row the run stops (MedcapError). With
+        fp16 the grad scaler already skips overflowing steps and must see them to lower its
+        scale, so there only a non-finite loss counts.
+        """
+        import torch
+
+        acc, cfg = self.acc, self.cfg
+        finite = torch.isfinite(loss.detach()).all()
+        self._window_ok = finite if getattr(self, "_window_ok", None) is None else self._window_ok & finite
+        if not acc.sync_gradients:
+            return True
+        ok = self._window_ok
+        self._window_ok = None
+        norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if norm is not None and cfg.mixed_precision != "fp16":
+            ok = ok & torch.isfinite(norm)
+        if acc.num_processes > 1:  # every process must decide alike
+            ok = acc.reduce(ok.float(), reduction="sum") == acc.num_processes
+        if not hasattr(self, "_guard"):
+            self._guard = StepGuard(cfg.max_nonfinite_steps)
+        take = self._guard.update(bool(ok), epoch + 1, self.state["step"] + 1)
+        return take or cfg.mixed_precision == "fp16"
+
+    def _check_weights(self, epoch: int) -> None:
+        """A model with NaN/inf weights is never evaluated, saved as best or checkpointed."""
+        try:
+            check_finite_weights(self.acc.unwrap_model(self.model).state_dict().values(), self.out_dir,
+                                 f"after epoch {epoch + 1}, the model")
+        except MedcapError as e:
+            raise MedcapError(e.message + " (not saved)", file=e.file) from None
+
+    def _fit(self, resume: bool) -> TrainResult:
         import torch
         from accelerate.utils import set_seed
         from tqdm.auto import tqdm
@@ -341,15 +424,16 @@ class Trainer:
                 with acc.accumulate(model):
                     loss = task.training_step(model, batch)
                     acc.backward(loss)
-                    if cfg.grad_clip > 0 and acc.sync_gradients:
-                        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.scheduler.step()
+                    take = self._finite_step(loss, epoch)  # clips; False: skip a NaN/inf step
+                    if take:
+                        self.optimizer.step()
+                        self.scheduler.step()
                     self.optimizer.zero_grad(set_to_none=True)
-                if acc.sync_gradients:
+                if acc.sync_gradients and take:
                     self.state["step"] += 1
-                total_loss += loss.detach().float()
-                n_batches += 1
+                if take:
+                    total_loss += loss.detach().float()
+                    n_batches += 1
                 if n_batches % 10 == 0:
                     bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
                 # Stop early enough that the final evaluation still fits in the time budget;
@@ -360,6 +444,7 @@ class Trainer:
                     stop = "time_budget"
                     break
             bar.close()
+            self._check_weights(epoch)
             train_loss = acc.reduce(total_loss / max(1, n_batches), reduction="mean").item()
             row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
                    "lr": self.scheduler.get_last_lr()[0]}
@@ -390,3 +475,24 @@ class Trainer:
         return TrainResult(out_dir=self.out_dir, best_dir=self.out_dir / BEST, best_score=s["best_score"],
                            best_epoch=s["best_epoch"], epochs_run=s["epoch"] + 1,
                            stop_reason=stop or "epochs", history=list(s["history"]))
+
+
+def _read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+            raise ValueError("not a trainer state")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MedcapError(f"damaged checkpoint ({e}): delete {path.parent.name} to --resume from the previous "
+                          "checkpoint, or train again without --resume", file=path) from None
+    return state
+
+
+def _load_state_error(e: BaseException) -> str:
+    text = str(e).strip()
+    first = text.splitlines()[0][:200] if text else type(e).__name__
+    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+        return ("this checkpoint does not fit the model of this run (was the backbone, head or vocabulary "
+                f"changed?): {first}; resume with the run's original config, or train into a new --out")
+    return (f"damaged checkpoint ({first}): delete this folder to --resume from the previous checkpoint, "
+            "or train again without --resume")

@@ -386,6 +386,10 @@ class Captioner:
         name = str(name_or_folder)
         folder = Path(name).expanduser()
         meta: dict[str, Any] = {}
+        from ..fileio import recover_dir
+        from ..nonfinite import check_finite_weights
+
+        recover_dir(folder, debris=False)  # a crash mid-swap leaves the only good copy as .NAME.old
         if folder.exists():
             _check_model_folder(folder)
             if (folder / METADATA_FILE).is_file():
@@ -394,8 +398,10 @@ class Captioner:
                 with _quiet_progress():
                     model = BlipForConditionalGeneration.from_pretrained(folder)
                     processor = BlipProcessor.from_pretrained(folder)
-            except (OSError, ValueError, KeyError) as e:
-                raise MedcapError(f"cannot load the captioner from this folder: {_first_line(e)}", file=folder) from None
+            except Exception as e:  # a damaged file raises whatever its reader raises (safetensors: its own type)
+                raise MedcapError(f"cannot load the captioner from this folder (a file is damaged, truncated or "
+                                  f"not a BLIP model): {_first_line(e)}", file=folder) from None
+            check_finite_weights(model.state_dict().values(), folder, "the captioner")
         elif _HUB_NAME.match(name) and not name.startswith((".", "/", "~")):
             try:
                 model = BlipForConditionalGeneration.from_pretrained(name)
@@ -660,6 +666,9 @@ def _read_metadata(path: Path) -> dict:
         raise MedcapError(f"not valid JSON: {e}", file=path) from None
     if not isinstance(meta, dict):
         raise MedcapError("expected a JSON object", file=path)
+    from ..validation import check_mapping
+
+    check_mapping(meta, {"image_size": int | None, "max_length": int | None, "pre_resize": int | None}, str(path))
     return meta
 
 

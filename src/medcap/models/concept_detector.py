@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError
-from ..fileio import atomic_dir, write_text_atomic
+from ..fileio import atomic_dir, recover_dir, write_text_atomic
 from .backbones import create_backbone
 
 HEADS = ("medcsra", "global", "attention", "csra")
@@ -253,8 +253,12 @@ class ConceptDetector(nn.Module):
         from safetensors.torch import load_file
 
         from ..data.vocab import ConceptVocabulary
+        from ..nonfinite import check_finite_weights
+        from ..thresholds import Thresholds
+        from ..validation import check_mapping, check_values
 
         folder = Path(folder)
+        recover_dir(folder, debris=False)  # a crash mid-swap leaves the only good copy as .NAME.old
         if not folder.is_dir():
             raise MedcapError("model folder not found (expected the folder `medcap train concepts` wrote)",
                               file=folder)
@@ -264,21 +268,35 @@ class ConceptDetector(nn.Module):
                                   file=folder)
         try:
             cfg = DetectorConfig(**_read_json(folder / "config.json"))
+            check_values(cfg, str(folder / "config.json"))
         except TypeError as e:
             raise MedcapError(f"config.json does not describe a concept detector ({e})",
                               file=folder / "config.json") from None
+        except MedcapError as e:
+            raise MedcapError(e.message, file=folder / "config.json") from None
         model = cls(cfg)
+        weights = folder / "model.safetensors"
         try:
-            model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location))
+            state = load_file(str(weights), device=map_location)
+        except Exception as e:  # safetensors raises its own error type for a truncated or empty file
+            raise MedcapError(f"cannot read the weights, the file is damaged or truncated ({_first_line(e)}); "
+                              "copy or train the model again", file=weights) from None
+        try:
+            model.load_state_dict(state)
         except (RuntimeError, OSError) as e:
-            raise MedcapError(f"weights do not fit config.json ({str(e).splitlines()[0]})",
-                              file=folder / "model.safetensors") from None
+            raise MedcapError(f"weights do not fit config.json ({_first_line(e)})", file=weights) from None
+        check_finite_weights(state.values(), weights)
         model.vocabulary = ConceptVocabulary.load(folder)
         if len(model.vocabulary.cuis) != cfg.num_classes:
             raise MedcapError(f"concepts.json lists {len(model.vocabulary.cuis)} concepts but the model has "
                               f"{cfg.num_classes} outputs", file=folder / "concepts.json")
         model.thresholds = _read_json(folder / "thresholds.json")
+        try:  # refused here, not at the first prediction (NaN, 7 or -1 would predict silently)
+            Thresholds.from_json(model.thresholds, model.vocabulary.cuis)
+        except MedcapError as e:
+            raise MedcapError(e.message, file=folder / "thresholds.json") from None
         model.preprocessing = _read_json(folder / "preprocessing.json")
+        check_mapping(model.preprocessing, {"image_size": int}, str(folder / "preprocessing.json"))
         return model.eval()
 
 
@@ -290,3 +308,8 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise MedcapError("expected a JSON object", file=path)
     return data
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
