@@ -60,7 +60,7 @@ from typing import Any, Protocol
 
 from .errors import MedcapError
 from .fileio import atomic_dir, recover_dir, write_text_atomic
-from .nonfinite import StepGuard, check_finite_weights
+from .nonfinite import StepGuard, nonfinite_count
 from .runlock import RunLock
 
 CHECKPOINTS = "checkpoints"
@@ -376,16 +376,18 @@ class Trainer:
             ok = acc.reduce(ok.float(), reduction="sum") == acc.num_processes
         if not hasattr(self, "_guard"):
             self._guard = StepGuard(cfg.max_nonfinite_steps)
-        take = self._guard.update(bool(ok), epoch + 1, self.state["step"] + 1)
+        attempt = self.state["step"] + self._guard.skipped + 1  # optimiser steps tried, skipped ones too
+        take = self._guard.update(bool(ok), epoch + 1, attempt)
         return take or cfg.mixed_precision == "fp16"
 
     def _check_weights(self, epoch: int) -> None:
         """A model with NaN/inf weights is never evaluated, saved as best or checkpointed."""
-        try:
-            check_finite_weights(self.acc.unwrap_model(self.model).state_dict().values(), self.out_dir,
-                                 f"after epoch {epoch + 1}, the model")
-        except MedcapError as e:
-            raise MedcapError(e.message + " (not saved)", file=e.file) from None
+        bad, total = nonfinite_count(self.acc.unwrap_model(self.model).state_dict().values())
+        if bad:
+            raise MedcapError(f"training diverged in epoch {epoch + 1} (step {self.state['step']}): {bad:,} of "
+                              f"{total:,} weights are NaN or infinite; lower the learning rate (--set lr=...) or "
+                              "add grad_clip / warmup_steps, then train again (this epoch was not saved)",
+                              file=self.out_dir)
 
     def _fit(self, resume: bool) -> TrainResult:
         import torch
@@ -434,8 +436,8 @@ class Trainer:
                 if take:
                     total_loss += loss.detach().float()
                     n_batches += 1
-                if n_batches % 10 == 0:
-                    bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
+                    if n_batches % 10 == 0:
+                        bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
                 # Stop early enough that the final evaluation still fits in the time budget;
                 # the trigger makes every process stop at the same step (DDP would hang otherwise).
                 if self._elapsed() + self.state["eval_s"] >= budget_s:

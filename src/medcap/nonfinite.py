@@ -8,7 +8,6 @@ the same for a few steps in a row and then stops the run with an error saying wh
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 from .errors import MedcapError
@@ -54,12 +53,8 @@ class StepGuard:
         self.in_a_row += 1
         self.skipped += 1
         if self.in_a_row > self.max_skips:
-            raise MedcapError(f"training diverged at epoch {epoch}, step {step}: the loss or the gradients were "
+            raise MedcapError(f"training diverged in epoch {epoch} (step {step}): the loss or the gradients were "
                               f"NaN or infinite for {self.in_a_row} optimiser steps in a row (skipped); lower the "
                               "learning rate (--set lr=...), or add grad_clip / warmup_steps; no model was saved "
                               "from these steps")
         return False
-
-
-def is_finite(value) -> bool:
-    return value is not None and math.isfinite(float(value))
