@@ -566,3 +566,129 @@ def test_nul_bytes_in_captions_and_names_are_reported_with_file_and_line(tmp_pat
     assert any(k[0] == "valid_concepts.csv" and k[2] == "id_mismatch" and dropped in m
                and "valid_concepts_manual.csv" in m for k, m in found.items())
     shutil.rmtree(root)
+
+
+# ------------------------------------------------------------------------------------------
+# 2. The web app within bounds
+# ------------------------------------------------------------------------------------------
+
+def _bomb_png(path: Path, side: int = 9000) -> Path:
+    """A 9000x9000 PNG of ~100-200 KB: tiny on disk, 243 MB as RGB pixels (81 M pixels, under the
+    training limit of 89.5 M)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.new("L", (side, side), 0)
+    draw = ImageDraw.Draw(im)
+    for i in range(0, side, 300):
+        draw.line([(0, i), (side, side - i)], fill=200, width=3)
+    im.save(path, optimize=False, compress_level=9)
+    return path
+
+
+@pytest.fixture(scope="module")
+def bomb(tmp_path_factory):
+    return _bomb_png(tmp_path_factory.mktemp("bomb") / "bomb.png")
+
+
+def test_the_app_refuses_a_bomb_like_png_from_its_header(bomb):
+    from medcap.app import DEFAULT_MAX_PIXELS, Pipeline, _outputs_for
+    from medcap.data.images import MAX_PIXELS
+
+    assert 9000 * 9000 <= MAX_PIXELS and DEFAULT_MAX_PIXELS < 9000 * 9000  # stricter than for training data
+    assert bomb.stat().st_size < 400_000
+    outputs = _outputs_for(Pipeline(), str(bomb))
+    assert "over the limit of 40,000,000" in outputs[-1] and "--max-pixels" in outputs[-1]
+
+
+def test_the_app_reduces_an_accepted_large_image_before_anything_else(tmp_path, detector_dir):
+    from PIL import Image
+
+    from medcap.app import Pipeline, RequestOutputs, _handle
+
+    big = tmp_path / "big.png"
+    Image.new("L", (4000, 3000), 90).save(big)
+    pipeline = Pipeline(detector_dir, None, max_side=512)
+    assert pipeline.load(big).size == (512, 384)
+    analysis = pipeline.analyze(big)
+    assert analysis.image.size == (512, 384) and analysis.heatmap.size == (512, 384)
+    outputs = RequestOutputs(tmp_path / "out", keep=2)
+    first = _handle(pipeline, outputs, str(big))
+    second = _handle(pipeline, outputs, str(big))
+    assert first[0] != second[0] and Path(first[0]).read_bytes() == Path(second[0]).read_bytes()  # a file each
+    _handle(pipeline, outputs, str(big))
+    assert not Path(first[0]).exists() and Path(second[0]).exists()  # only the newest `keep` folders stay
+
+
+LOAD_TEST = """
+import json, sys, threading, time
+sys.path.insert(0, {src!r})
+from gradio_client import Client, handle_file
+from medcap.app import serve
+
+def rss_mb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) / 1024
+
+demo = serve({concepts!r}, {captions!r}, port={port}, block=False, max_pixels=100_000_000, concurrency=2,
+             queue_size=64)
+base = rss_mb("VmRSS:")
+client = Client("http://127.0.0.1:{port}/", verbose=False)
+files = [{bomb!r} if i % 5 < 2 else {small!r} for i in range(50)]   # 20 bombs among 50 requests
+jobs = [client.submit(handle_file(f), api_name="/analyze") for f in files]
+answers = []
+for job in jobs:
+    status = job.result(timeout=600)[-1]
+    answers.append("Analysed" in status)
+print("RESULT", json.dumps({{"answered": len(answers), "analysed": sum(answers), "base_mb": base,
+                             "peak_mb": rss_mb("VmHWM:")}}))
+demo.close()
+"""
+
+
+@pytest.mark.slow
+def test_fifty_requests_with_twenty_bomb_like_pngs_stay_within_memory_and_all_get_answers(
+        tmp_path, bomb, detector_dir, captioner_dir):
+    """Bound: peak resident memory of the server (and its client) under 2.5 GB, of which ~0.5-0.7 GB
+    are Python, torch, Gradio and the models; the unreduced app took 9 GB for one such PNG."""
+    import socket
+
+    from PIL import Image
+
+    small = tmp_path / "small.png"
+    Image.new("L", (300, 200), 90).save(small)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_TEST.format(src=SRC, concepts=str(detector_dir), captions=str(captioner_dir), port=port,
+                                       bomb=str(bomb), small=str(small)))
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900,
+                          env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])
+    print(result)
+    assert result["answered"] == 50 and result["analysed"] == 50, result
+    assert result["peak_mb"] < 2500, result
+
+
+class _Evil:
+    """Unpickling this creates the file ``marker``: it shows whether a loader ran pickle code."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+@pytest.mark.parametrize("name", ["optimizer.bin", "scheduler.bin", "random_states_0.pkl"])
+def test_malicious_pickles_in_a_checkpoint_execute_nothing(tmp_path, name):
+    Trainer(ToyTask(), _cfg(epochs=1), tmp_path / "run").fit()
+    marker = tmp_path / "pwned"
+    torch.save(_Evil(marker), latest_checkpoint(tmp_path / "run") / name)
+    try:
+        Trainer(ToyTask(), _cfg(epochs=1), tmp_path / "run").fit(resume=True)
+    except MedcapError:
+        pass  # refusing the file is right too; running it is not
+    assert not marker.exists()

@@ -244,6 +244,7 @@ class RequestOutputs:
         from collections import deque
 
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="medcap-serve-"))
+        self.root.mkdir(parents=True, exist_ok=True)
         self.keep = keep
         self._folders: deque = deque()
 
