@@ -125,12 +125,11 @@ class Pipeline:
 
         path = self.check_file(path)
         try:
-            image = load_image(path, max_pixels=self.max_pixels, draft_size=self.max_side)
+            image = load_image(path, max_pixels=self.max_pixels, draft_size=self.max_side, max_side=self.max_side)
         except MedcapError as e:  # name the upload, not the server's temporary path
             message = e.message.replace("raise medcap.data.images.MAX_PIXELS", "raise medcap serve --max-pixels")
             raise MedcapError(message, file=path.name) from None
-        # Reduce now: everything after (preview, heatmap overlay, model inputs) is made from this.
-        image.thumbnail((self.max_side, self.max_side))
+        # Reduced as soon as decoded: the preview, heatmap overlay and model inputs are made from it.
         return image
 
     # -- analysis -----------------------------------------------------------------------------

@@ -369,7 +369,12 @@ class Trainer:
             return True
         ok = self._window_ok
         self._window_ok = None
-        norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        if cfg.grad_clip > 0:
+            norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        elif cfg.mixed_precision != "fp16":  # (fp16 grads are still scaled here; the scaler checks them)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        else:
+            norm = None
         if norm is not None and cfg.mixed_precision != "fp16":
             ok = ok & torch.isfinite(norm)
         if acc.num_processes > 1:  # every process must decide alike
