@@ -649,8 +649,9 @@ demo.close()
 @pytest.mark.slow
 def test_fifty_requests_with_twenty_bomb_like_pngs_stay_within_memory_and_all_get_answers(
         tmp_path, bomb, detector_dir, captioner_dir):
-    """Bound: peak resident memory of the server (and its client) under 2.5 GB, of which ~0.5-0.7 GB
-    are Python, torch, Gradio and the models; the unreduced app took 9 GB for one such PNG."""
+    """Bound: peak resident memory of the server process (with its client) under 2 GB. Measured on a
+    2-core CPU machine: 1.23 GB after start-up (Python, torch, Gradio, both models), 1.70 GB peak
+    with two bombs decoded at a time; the app before images were reduced took 9 GB for one."""
     import socket
 
     from PIL import Image
@@ -667,9 +668,8 @@ def test_fifty_requests_with_twenty_bomb_like_pngs_stay_within_memory_and_all_ge
                           env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])
-    print(result)
     assert result["answered"] == 50 and result["analysed"] == 50, result
-    assert result["peak_mb"] < 2500, result
+    assert result["peak_mb"] < 2000, result
 
 
 class _Evil:
