@@ -116,6 +116,29 @@ def test_nan_weights_are_never_saved_as_the_best_model(tmp_path):
     assert task.saved == 0 and not (tmp_path / "model").exists()
 
 
+def test_a_nan_validation_loss_stops_training_before_the_model_is_saved(tmp_path):
+    class NanValid(ToyTask):
+        def evaluate(self, model, loader, accelerator):
+            return {"score": 0.0, "valid_loss": float("nan")}
+
+    task = NanValid()
+    with pytest.raises(MedcapError, match="diverged in epoch 1 .*the valid loss is nan"):
+        Trainer(task, _cfg(), tmp_path).fit()
+    assert task.saved == 0 and not (tmp_path / "model").exists()
+
+
+@pytest.mark.slow
+def test_train_captions_with_lr_1e9_ends_non_zero_with_one_line_and_no_model(cli, synth_small, tmp_path):
+    from test_captions_cli import TINY
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    rc, _, err = cli("train", "captions", "--config", config, "--data", synth_small, "--out", tmp_path / "run",
+                     "--set", "lr=1e9")
+    assert rc == 2 and "diverged in epoch 1" in err.strip().splitlines()[-1]
+    assert not (tmp_path / "run" / "model").exists()
+
+
 @pytest.mark.slow
 def test_train_concepts_with_lr_1e9_ends_non_zero_with_one_line_and_no_model(cli, synth_small, tmp_path):
     out = tmp_path / "run"

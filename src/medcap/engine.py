@@ -394,6 +394,15 @@ class Trainer:
                               "add grad_clip / warmup_steps, then train again (this epoch was not saved)",
                               file=self.out_dir)
 
+    def _check_losses(self, epoch: int, row: dict) -> None:
+        """Finite but huge weights (lr far too high) give NaN losses: the model is as useless."""
+        bad = [k for k, v in row.items() if k.endswith("loss") and isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise MedcapError(f"training diverged in epoch {epoch + 1} (step {self.state['step']}): the "
+                              f"{' and '.join(k.replace('_', ' ') for k in bad)} is {row[bad[0]]}; lower the learning "
+                              "rate (--set lr=...) or add grad_clip / warmup_steps, then train again (this epoch "
+                              "was not saved)", file=self.out_dir)
+
     def _fit(self, resume: bool) -> TrainResult:
         import torch
         from accelerate.utils import set_seed
@@ -461,6 +470,7 @@ class Trainer:
                 metrics = self._evaluate()
                 self.state["eval_s"] = time.monotonic() - t
                 row.update(metrics)
+                self._check_losses(epoch, row)
                 improved = self._improved(metrics[task.monitor])
             if improved:
                 self.state.update(best_score=row.get(task.monitor), best_epoch=epoch + 1, bad_epochs=0)
