@@ -451,8 +451,9 @@ def test_a_model_loader_restores_a_folder_left_mid_swap(detector_dir):
 
 @pytest.mark.slow
 def test_training_killed_at_random_moments_resumes_to_the_same_weights(tmp_path):
-    """SIGKILL a training subprocess several times; each restart resumes (taking over the stale
-    lock) and the end result equals an uninterrupted run's."""
+    """SIGKILL a training subprocess three times, at different points after an epoch ends (mid-epoch,
+    mid-checkpoint); each restart takes over the stale lock, resumes, and the end result equals an
+    uninterrupted run's, bit for bit."""
     import time
 
     script = tmp_path / "train.py"
@@ -465,7 +466,7 @@ def test_training_killed_at_random_moments_resumes_to_the_same_weights(tmp_path)
 
         class Slow(ToyTask):
             def training_step(self, model, batch):
-                time.sleep(0.02)
+                time.sleep(0.03)
                 return super().training_step(model, batch)
 
         task = Slow()
@@ -473,20 +474,23 @@ def test_training_killed_at_random_moments_resumes_to_the_same_weights(tmp_path)
         Trainer(task, _cfg(epochs=6), out).fit(resume=latest_checkpoint(out) is not None)
         torch.save(task.model.state_dict(), out + "/final.pt")
     """))
-    run = [sys.executable, str(script)]
-    env = {**os.environ, "PYTHONPATH": SRC}
-    assert subprocess.run([*run, str(tmp_path / "a")], env=env, capture_output=True, timeout=300).returncode == 0
-    for delay in (4.0, 4.5, 5.0):
-        proc = subprocess.Popen([*run, str(tmp_path / "b")], env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+    run = [sys.executable, "-u", str(script)]
+    assert subprocess.run([*run, str(tmp_path / "a")], capture_output=True, timeout=300).returncode == 0
+    for delay in (0.05, 0.15, 0.3):
+        proc = subprocess.Popen([*run, str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                text=True)
+        while not proc.stdout.readline().startswith("epoch "):  # an epoch ended; its checkpoint is being written
+            assert proc.poll() is None
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    done = subprocess.run([*run, str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*run, str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "took over the run lock" in done.stderr
     a, b = torch.load(tmp_path / "a" / "final.pt"), torch.load(tmp_path / "b" / "final.pt")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert not list((tmp_path / "b").glob(".model*")) and not list((tmp_path / "b" / "checkpoints").glob(".*"))
 
 
 # ------------------------------------------------------------------------------------------
