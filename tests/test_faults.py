@@ -433,7 +433,7 @@ def test_a_kill_between_the_two_renames_of_a_folder_swap_loses_nothing(tmp_path)
         with fileio.atomic_dir({str(target)!r}) as tmp:
             (tmp / "file").write_text("new")
     """)
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=120)
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, timeout=120)
     assert done.returncode == -signal.SIGKILL
     assert not target.exists() and (tmp_path / ".model.old" / "file").read_text() == "old"
     from medcap.fileio import recover_dir
@@ -475,7 +475,7 @@ def test_training_killed_at_random_moments_resumes_to_the_same_weights(tmp_path)
         torch.save(task.model.state_dict(), out + "/final.pt")
     """))
     run = [sys.executable, "-u", str(script)]
-    assert subprocess.run([*run, str(tmp_path / "a")], capture_output=True, timeout=300).returncode == 0
+    assert subprocess.run([*run, str(tmp_path / "a")], check=False, capture_output=True, timeout=300).returncode == 0
     for delay in (0.05, 0.15, 0.3):
         proc = subprocess.Popen([*run, str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 text=True)
@@ -484,7 +484,7 @@ def test_training_killed_at_random_moments_resumes_to_the_same_weights(tmp_path)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    done = subprocess.run([*run, str(tmp_path / "b")], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([*run, str(tmp_path / "b")], check=False, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "took over the run lock" in done.stderr
     a, b = torch.load(tmp_path / "a" / "final.pt"), torch.load(tmp_path / "b" / "final.pt")
@@ -691,7 +691,7 @@ def test_fifty_requests_with_twenty_bomb_like_pngs_stay_within_memory_and_all_ge
     script = tmp_path / "load.py"
     script.write_text(LOAD_TEST.format(src=SRC, concepts=str(detector_dir), captions=str(captioner_dir), port=port,
                                        bomb=str(bomb), small=str(small)))
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=900,
+    done = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"})
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.split("RESULT", 1)[1].splitlines()[0])

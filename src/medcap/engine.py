@@ -52,20 +52,19 @@ import logging
 import math
 import os
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import MedcapError
-from .fileio import atomic_dir, recover_dir, write_text_atomic
+from .checkpoints import (CHECKPOINTS, STATE_FILE, clean_run_folder, latest_checkpoint, load_state_error,
+                          read_state)
+from .fileio import atomic_dir, write_text_atomic
 from .nonfinite import StepGuard, nonfinite_count
 from .runlock import RunLock
 
-CHECKPOINTS = "checkpoints"
 BEST = "model"
-STATE_FILE = "trainer_state.json"
 
 
 class _TiedWeightsNotice(logging.Filter):
@@ -148,33 +147,6 @@ def seed_everything(seed: int) -> None:
     from accelerate.utils import set_seed
 
     set_seed(seed)
-
-
-# Files every checkpoint must hold (Accelerate's save_state + ours); the model's weights are
-# one of CHECKPOINT_WEIGHTS. A folder without them all is skipped by --resume.
-CHECKPOINT_FILES = (STATE_FILE, "optimizer.bin", "scheduler.bin")
-CHECKPOINT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
-
-
-def checkpoint_problem(folder: Path) -> str | None:
-    """What is missing or empty in a checkpoint folder, or None when it is complete."""
-    for name in CHECKPOINT_FILES:
-        if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
-            return f"{name} is missing or empty"
-    if not any((folder / w).is_file() and (folder / w).stat().st_size > 0 for w in CHECKPOINT_WEIGHTS):
-        return "the model weights are missing or empty"
-    return None
-
-
-def latest_checkpoint(out_dir: str | Path, skipped: list | None = None) -> Path | None:
-    """The newest complete checkpoint; incomplete ones are listed in ``skipped`` (folder, why)."""
-    for folder in sorted(Path(out_dir, CHECKPOINTS).glob("epoch-[0-9]*"), reverse=True):
-        problem = checkpoint_problem(folder)
-        if problem is None:
-            return folder
-        if skipped is not None:
-            skipped.append((folder, problem))
-    return None
 
 
 class Trainer:
@@ -273,7 +245,7 @@ class Trainer:
         if ckpt is None:
             raise MedcapError("nothing to resume: no complete checkpoint in this folder (train without --resume)",
                               file=self.out_dir / CHECKPOINTS)
-        state = _read_state(ckpt / STATE_FILE)
+        state = read_state(ckpt / STATE_FILE)
         if state.get("total_steps") not in (None, self.total_steps):
             raise MedcapError(f"cannot resume: the checkpoint was made for {state['total_steps']} "
                               f"optimiser steps, this run has {self.total_steps} (epochs, batch size or "
@@ -281,7 +253,7 @@ class Trainer:
         try:
             self.acc.load_state(str(ckpt))
         except Exception as e:  # a damaged file raises whatever its reader raises
-            raise MedcapError(_load_state_error(e), file=ckpt) from None
+            raise MedcapError(load_state_error(e), file=ckpt) from None
         self.state = state
         self.acc.print(f"resumed from {ckpt} (epoch {state['epoch'] + 1} done)")
 
@@ -345,10 +317,7 @@ class Trainer:
         if int(os.environ.get("RANK", "0")) != 0:
             return self._fit(resume)
         with RunLock(self.out_dir):
-            recover_dir(self.out_dir / BEST)
-            for tmp in sorted(Path(self.out_dir, CHECKPOINTS).glob(".epoch-*.tmp")):
-                shutil.rmtree(tmp, ignore_errors=True)
-                print(f"notice: removed {tmp} (unfinished checkpoint of an earlier run that stopped)", file=sys.stderr)
+            clean_run_folder(self.out_dir, BEST)  # debris of a killed run (safe: we hold the lock)
             return self._fit(resume)
 
     # -- non-finite guard (medcap.nonfinite) ------------------------------------------------------
@@ -493,23 +462,3 @@ class Trainer:
                            best_epoch=s["best_epoch"], epochs_run=s["epoch"] + 1,
                            stop_reason=stop or "epochs", history=list(s["history"]))
 
-
-def _read_state(path: Path) -> dict:
-    try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-            raise ValueError("not a trainer state")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise MedcapError(f"damaged checkpoint ({e}): delete {path.parent.name} to --resume from the previous "
-                          "checkpoint, or train again without --resume", file=path) from None
-    return state
-
-
-def _load_state_error(e: BaseException) -> str:
-    text = str(e).strip()
-    first = text.splitlines()[0][:200] if text else type(e).__name__
-    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
-        return ("this checkpoint does not fit the model of this run (was the backbone, head or vocabulary "
-                f"changed?): {first}; resume with the run's original config, or train into a new --out")
-    return (f"damaged checkpoint ({first}): delete this folder to --resume from the previous checkpoint, "
-            "or train again without --resume")
