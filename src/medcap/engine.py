@@ -34,6 +34,11 @@ Output folder written by :meth:`Trainer.fit`::
     out/checkpoints/epoch-NNN/   full training state (model, optimiser, schedule, RNG, counters)
     out/metrics.csv       one row per epoch: train loss, lr, time, every evaluate() metric
     out/tensorboard/      the same scalars (when tensorboard is installed)
+    out/.medcap.lock      the run lock: one training per folder at a time (medcap.runlock)
+
+Guards: a step whose loss or gradients are NaN/inf is skipped, and the run stops after
+``max_nonfinite_steps`` of them in a row; a model with NaN/inf weights or a NaN loss at the end
+of an epoch stops the run before anything of that epoch is saved (medcap.nonfinite).
 
 Resuming (``resume=True``) loads the newest checkpoint and continues with the next epoch:
 model, optimiser, schedule, best score, early-stopping counter and RNG states are restored,
