@@ -48,6 +48,9 @@ _EXPORTS = {
     "write_caption_submission": "medcap.submission",
     "validate_concept_submission": "medcap.submission",
     "validate_caption_submission": "medcap.submission",
+    "read_id_order": "medcap.submission",
+    "edition_rules": "medcap.editions",
+    "score_captions_preset": "medcap.metrics.editions",
     "evaluate_concepts": "medcap.metrics.concepts",
     "evaluate_captions": "medcap.metrics.captions",
     # beyond the paper

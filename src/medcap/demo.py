@@ -313,8 +313,9 @@ def train_tiny_models(data: str | Path, out: str | Path, reuse: bool = True) -> 
     return train_models(Path(data), out, FAST, log=lambda _msg: None)
 
 
-def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print) -> tuple[Path, Path]:
-    """Both official submission files for the test split, checked against every rule."""
+def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print,
+                 edition: int | None = None) -> tuple[Path, Path]:
+    """Both official submission files for the test split, checked against every rule of ``edition``."""
     from .submission import (
         validate_caption_submission,
         validate_concept_submission,
@@ -330,13 +331,14 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     concepts_csv, captions_csv = out / "concepts.csv", out / "captions.csv"
     preds = predict_concepts(models.concepts, ImageFolderItems.from_split(test, ids), batch_size=64, progress=True)
     detected = {i: [c for c, _ in preds[i]] for i in ids}
-    write_concept_submission(concepts_csv, detected, gold_ids=ids)
+    write_concept_submission(concepts_csv, detected, gold_ids=ids, edition=edition)
     captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
-                                progress=True, concepts=detected)  # a demo-prompted captioner starts from them
+                                progress=True, concepts=detected,  # a demo-prompted captioner starts from them
+                                order=ids, edition=edition)
     if list(captions) != ids:
         raise MedcapError("caption IDs differ from the test split's image IDs", file=captions_csv)
     for path, check in ((concepts_csv, validate_concept_submission), (captions_csv, validate_caption_submission)):
-        problems = check(path, ids)
+        problems = check(path, ids, edition=edition)
         if problems:
             raise MedcapError(f"the submission breaks {len(problems)} official rules, first: "
                               f"{problems[0].format(path)}", file=path)
@@ -344,7 +346,7 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     return concepts_csv, captions_csv
 
 
-def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[dict, dict]:
+def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: int | None = None) -> tuple[dict, dict]:
     """Baseline predictions on the test split -> ({name: concepts}, {name: captions}).
 
     Retrieval baselines use the trained concept detector's backbone as the image embedding
@@ -385,9 +387,9 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[d
 
     out.mkdir(parents=True, exist_ok=True)
     for name, preds in concepts.items():
-        write_concept_submission(out / f"concepts_{_slug(name)}.csv", preds, gold_ids=test_ids)
+        write_concept_submission(out / f"concepts_{_slug(name)}.csv", preds, gold_ids=test_ids, edition=edition)
     for name, preds in captions.items():
-        write_caption_submission(out / f"captions_{_slug(name)}.csv", preds, gold_ids=test_ids)
+        write_caption_submission(out / f"captions_{_slug(name)}.csv", preds, gold_ids=test_ids, edition=edition)
     return concepts, captions
 
 
@@ -414,9 +416,12 @@ def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, 
 # ---------------------------------------------------------------------------------------
 
 def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int = 0, plan: DemoPlan | None = None,
-             log: Callable[[str], None] | None = None) -> DemoResult:
-    """Run every step (see the module docstring) and return where everything is."""
-    plan = plan or (FAST if fast else FULL)
+             log: Callable[[str], None] | None = None, edition: int | None = None) -> DemoResult:
+    """Run every step (see the module docstring) and return where everything is; the
+    submissions follow the rules of ``edition`` (default the latest, REFERENCE §7)."""
+    from .editions import edition_rules
+
+    plan, edition = plan or (FAST if fast else FULL), edition_rules(edition).year
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise MedcapError("exists and is not a folder", file=out)
@@ -444,7 +449,7 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         models = train_models(data, out / "runs", plan, seed, say, timings, between=lambda: step(3))
 
         t = step(4)
-        concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say)
+        concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say, edition)
         timings["predict"] = time.monotonic() - t
 
         t = step(5)
@@ -452,7 +457,7 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
 
         concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
         caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
-        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines")
+        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines", edition)
         concept_preds.update(base_concepts)
         caption_preds.update(base_captions)
         scores, notes = score_all(dataset, concept_preds, caption_preds)
@@ -472,7 +477,8 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         seconds = time.monotonic() - start
         scores_file = out / "scores.json"
         write_text_atomic(scores_file, json.dumps({
-            "scores": scores, "notes": notes, "split": "test", "n_test_images": len(dataset.split("test").ids),
+            "scores": scores, "notes": notes, "edition": edition, "split": "test",
+            "n_test_images": len(dataset.split("test").ids),
             "synthetic_data": synthetic, "plan": asdict(plan), "seed": seed,
             "timings_s": {k: round(v, 1) for k, v in timings.items()}, "total_s": round(seconds, 1),
         }, indent=1) + "\n")

@@ -53,3 +53,18 @@ def images_option():
 
 def device_option():
     return typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")
+
+
+# -- ImageCLEFmedical edition and row order (REFERENCE §7) ----------------------------------------
+def edition_option():
+    from ..editions import EDITIONS, LATEST_EDITION
+
+    years = " or ".join(map(str, EDITIONS))
+    return typer.Option(LATEST_EDITION, "--edition", help=f"ImageCLEFmedical edition whose rules apply: {years} "
+                        "(2026 wants the rows in the gold file's order and scores captions with its own preset).")
+
+
+def order_from_option():
+    return typer.Option(None, "--order-from", help="Write the rows in the ID order of this file (the gold CSV, or "
+                        "one ID a line), as the 2026 rules want; repeat it to append IDs only in the next file "
+                        "(concepts: gold, then manual gold). Every ID there needs a prediction and vice versa.")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from .app import (baseline_app, device_option, images_option, log, predict_app, resume_option,
-                  run_folder_option, train_app)
+from .app import (baseline_app, device_option, edition_option, images_option, log, order_from_option, predict_app,
+                  resume_option, run_folder_option, train_app)
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
                                     no_args_is_help=True)
@@ -59,12 +59,17 @@ def predict_captions_command(
                                             "(`medcap predict concepts`): needed by a model trained with "
                                             "concept_prompt, whose captions start from these concepts (other models "
                                             "do not use them)."),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
+    from ..submission import read_id_order
     from ..tasks.captions import predict_captions
 
+    order = read_id_order(order_from) if order_from else None
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts)
+                                max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
+                                order=order, edition=edition)
     words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
     typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average")
     return 0
@@ -89,11 +94,15 @@ def constant_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """The training caption that scores best (ROUGE-1) against the other training captions, for every image."""
+    from ..submission import read_id_order
     from ..tasks.captions import caption_baseline
 
-    preds = caption_baseline("constant", data, out, split)
+    order = read_id_order(order_from) if order_from else None
+    preds = caption_baseline("constant", data, out, split, order=order, edition=edition)
     _report(out, data, split, preds, "constant caption")
     typer.echo(f"caption: {next(iter(preds.values()), '')!r}")
     return 0
@@ -110,11 +119,16 @@ def retrieval_command(
     pretrained: bool = typer.Option(False, "--pretrained", help="ImageNet weights for --backbone (local cache)."),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Nearest-neighbour retrieval: the caption of the most similar training image (cosine of embeddings)."""
+    from ..submission import read_id_order
     from ..tasks.captions import caption_baseline, load_embedder
 
+    order = read_id_order(order_from) if order_from else None
     embedder = load_embedder(model, backbone, image_size, pretrained)
-    preds = caption_baseline("retrieval", data, out, split, embedder=embedder, batch_size=batch_size, progress=True)
+    preds = caption_baseline("retrieval", data, out, split, embedder=embedder, batch_size=batch_size, progress=True,
+                             order=order, edition=edition)
     _report(out, data, split, preds, "retrieval")
     return 0

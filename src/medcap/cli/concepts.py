@@ -10,8 +10,8 @@ from typing import List, Optional
 
 import typer
 
-from .app import (app, baseline_app, device_option, images_option, log, predict_app,
-                  resume_option, run_folder_option, train_app)
+from .app import (app, baseline_app, device_option, edition_option, images_option, log, order_from_option,
+                  predict_app, resume_option, run_folder_option, train_app)
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
@@ -66,16 +66,22 @@ def predict_concepts_command(
                                                 "vocabulary (exact fact-checking; large for big vocabularies)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     device: Optional[str] = device_option(),
+    order_from: Optional[List[Path]] = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission."""
-    from ..submission import write_concept_submission
+    from ..submission import check_id_order, read_id_order, write_concept_submission
     from ..fileio import write_json
-    from ..inference import decide, load_detector, predict_probabilities, probabilities_json
+    from ..inference import decide, image_items, load_detector, predict_probabilities, probabilities_json
 
+    order = read_id_order(order_from) if order_from else None
+    items = image_items(images)
+    check_id_order(items.ids, order, file=order_from[0] if order_from else None)
     detector = load_detector(model)
-    ids, probs = predict_probabilities(detector, images, batch_size=batch_size, device=device, progress=True)
+    ids, probs = predict_probabilities(detector, items, batch_size=batch_size, device=device, progress=True)
     decided = decide(detector, probs)
-    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided)})
+    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided)}, gold_ids=order,
+                             edition=edition)
     if json_out is not None:
         write_json(json_out, probabilities_json(detector, ids, probs, full=all_probabilities))
     n = sum(len(r) for r in decided)
@@ -109,11 +115,11 @@ def _target_split(data: Path, split: str):
     return ds, ds.split("train"), ds.split("valid"), ds.split(split)
 
 
-def _finish_baseline(out: Path, target, preds: dict, what: str, report: dict) -> None:
+def _finish_baseline(out: Path, target, preds: dict, what: str, report: dict, order_from, edition: int) -> None:
     from ..metrics.concepts import evaluate_concepts
-    from ..submission import write_concept_submission
+    from ..submission import read_id_order, write_concept_submission
 
-    write_concept_submission(out, preds)
+    write_concept_submission(out, preds, gold_ids=read_id_order(order_from) if order_from else None, edition=edition)
     line = f"{what}: wrote {out} ({len(preds)} images)"
     if target.concepts is not None:
         gold = {i: target.concepts[i] for i in preds if i in target.concepts}
@@ -136,6 +142,8 @@ def most_frequent_command(
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has concepts)."),
     max_k: int = typer.Option(10, "--max-k", help="Largest k tried on validation."),
+    order_from: Optional[List[Path]] = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """The k most frequent training concepts for every image (k chosen on validation)."""
     from ..baselines import fit_most_frequent
@@ -143,7 +151,7 @@ def most_frequent_command(
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
     cuis, report = fit_most_frequent(train.concepts, {i: valid.concepts[i] for i in valid.ids}, max_k)
-    _finish_baseline(out, target, {i: cuis for i in target.ids}, "most-frequent", report)
+    _finish_baseline(out, target, {i: cuis for i in target.ids}, "most-frequent", report, order_from, edition)
     return 0
 
 
@@ -158,6 +166,8 @@ def knn_command(
     pretrained: bool = typer.Option(False, "--pretrained", help="ImageNet weights for --backbone (local cache)."),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has concepts)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    order_from: Optional[List[Path]] = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
     from ..baselines import fit_knn, image_embeddings, knn_concepts, plain_backbone
@@ -176,5 +186,5 @@ def knn_command(
     report = fit_knn(train_emb, train_lists, valid_emb, valid_ids, valid.concepts)
     target_ids, target_emb = emb[target.name]
     preds = dict(zip(target_ids, knn_concepts(train_emb, train_lists, target_emb, report["k"], report["vote"])))
-    _finish_baseline(out, target, preds, "knn", report)
+    _finish_baseline(out, target, preds, "knn", report, order_from, edition)
     return 0

@@ -13,7 +13,7 @@ Two layouts are read:
       cui_mapping.csv                  CUI,Canonical name
 
 Variants seen in the wild are accepted: a file-name prefix
-(``ImageCLEFmedical_Caption_2025_train_concepts.csv``), ``validation``/``val`` for
+(``ImageCLEFmedical_Caption_2025_train_concepts.csv``, any year), ``validation``/``val`` for
 ``valid``, image folders called ``train_images/``, ``images/train/``,
 ``ImageCLEFmedical_Caption_2025_train_images/`` or nested one level deeper
 (``train_images/train/``).
@@ -143,6 +143,15 @@ class ImageCLEFDataset:
 
     def __contains__(self, name: str) -> bool:
         return (canonical_split_name(name) or name) in self.splits
+
+    @property
+    def edition(self) -> str:
+        """The ImageCLEFmedical year its file or image names carry (``ImageCLEFmedical_Caption_2026_...``),
+        ``"unknown"`` when they name none (REFERENCE §7)."""
+        from ..editions import infer_edition
+
+        names = [p.name for p in self.root.iterdir()] if self.root.is_dir() else []
+        return infer_edition(names + [s.ids[0] for s in self.splits.values() if s.ids])
 
 
 # --------------------------------------------------------------------------- layout

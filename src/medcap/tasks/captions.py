@@ -345,21 +345,25 @@ def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resum
 def predict_captions(model: str | Path | Captioner, images, out: str | Path | None = None, *,
                      num_beams: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
                      device: str | None = None, progress: bool = False,
-                     concepts: str | Path | dict[str, Sequence[str]] | None = None) -> dict[str, str]:
+                     concepts: str | Path | dict[str, Sequence[str]] | None = None,
+                     order: Sequence[str] | None = None, edition: int | None = None) -> dict[str, str]:
     """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
 
     ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
     extension) or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
     before anything is written, so an unreadable image leaves no file behind. ``concepts``:
     {ID: CUIs} or a concept submission file (``medcap predict concepts``), for a model trained
-    with concept prompts (``concept_prompt: true``); every image needs its row there.
+    with concept prompts (``concept_prompt: true``); every image needs its row there. ``order``:
+    the IDs in the order to write (a gold or ID-order file's, REFERENCE §7), else as listed;
+    ``edition``: whose rules the file is checked against (default the latest).
     """
     from tqdm.auto import tqdm
 
-    from ..submission import write_caption_submission
+    from ..submission import check_id_order, write_caption_submission
     from ..inference import image_items, resolve_device
 
     items = image_items(images)
+    check_id_order(items.ids, order)
     captioner = model if isinstance(model, Captioner) else Captioner.from_pretrained(model)
     captioner.model.to(resolve_device(device))
     overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
@@ -374,7 +378,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
                                        **overrides)
     result = dict(zip(items.ids, captions))
     if out is not None:
-        write_caption_submission(out, result)
+        write_caption_submission(out, result, gold_ids=order, edition=edition)
     return result
 
 
@@ -436,12 +440,14 @@ def load_embedder(model: str | Path | None = None, backbone: str = "resnet18", i
 
 
 def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = "test", *, embedder=None,
-                     batch_size: int = 32, progress: bool = False) -> dict[str, str]:
+                     batch_size: int = 32, progress: bool = False, order: Sequence[str] | None = None,
+                     edition: int | None = None) -> dict[str, str]:
     """Write a baseline caption submission for ``split`` and return it.
 
     ``constant``: the training caption with the best mean ROUGE-1 against the other training
     captions, for every image. ``retrieval``: the caption of the most similar training image
-    (cosine of ``embedder``'s image embeddings, see :func:`load_embedder`).
+    (cosine of ``embedder``'s image embeddings, see :func:`load_embedder`). ``order`` and
+    ``edition`` as in :func:`predict_captions`.
     """
     from .. import baselines
     from ..data import read_dataset
@@ -466,5 +472,5 @@ def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = 
         result = dict(zip(target_ids, captions))
     else:
         raise MedcapError(f"unknown caption baseline {kind!r}; expected constant or retrieval")
-    write_caption_submission(out, result)
+    write_caption_submission(out, result, gold_ids=order, edition=edition)
     return result
