@@ -178,11 +178,12 @@ def test_yaml_values_get_the_same_checks_naming_the_file(cli, synth_small, tmp_p
 def detector_dir(tmp_path):
     from medcap.data.vocab import ConceptVocabulary
     from medcap.models.concept_detector import ConceptDetector, DetectorConfig
+    from medcap.models.processing import ConceptProcessor
 
     seed_everything(0)
     model = ConceptDetector(DetectorConfig(num_classes=3, backbone="resnet18"))
     model.vocabulary = ConceptVocabulary(["C0000001", "C0000002", "C0000003"])
-    model.preprocessing = {"image_size": 32, "resize": "squash", "mean": None, "std": None}
+    model.processor = ConceptProcessor(32, "squash", None, None)
     model.thresholds = {"global": 0.5, "never_empty": False, "per_concept": {}}
     return model.save_pretrained(tmp_path / "model")
 
@@ -228,7 +229,7 @@ def test_thresholds_outside_0_1_are_refused_at_load(detector_dir, value):
 @pytest.mark.parametrize("file, key, value, message", [
     ("config.json", "num_classes", "many", "num_classes: expected int, got 'many'"),
     ("config.json", "lam", float("inf"), "lam: expected a finite number"),
-    ("preprocessing.json", "image_size", 0, "image_size: expected at least 16, got 0"),
+    ("preprocessor_config.json", "image_size", 0, "image_size: expected at least 16, got 0"),
 ])
 def test_wrong_typed_json_values_in_a_model_folder_are_one_line_errors(detector_dir, file, key, value, message):
     path = detector_dir / file

@@ -41,7 +41,7 @@ _EXPORTS = {
     "predict_concepts": "medcap.inference",
     "load_concept_config": "medcap.tasks.concepts",
     "train_captioner": "medcap.tasks.captions",
-    "predict_captions": "medcap.tasks.captions",
+    "predict_captions": "medcap.inference_captions",
     "load_caption_config": "medcap.tasks.captions",
     # submissions and metrics
     "write_concept_submission": "medcap.submission",

@@ -64,14 +64,14 @@ class Analysis:
         return [c for c in self.concepts if c.predicted]
 
 
-def model_folder(path: str | Path | None) -> Path | None:
-    """A model folder, also when given the training folder that holds it (``out`` for ``out/model``)."""
+def model_folder(path: str | Path | None, kind: str | None = None) -> Path | None:
+    """A model folder, also when given the training folder that holds it (``out`` for ``out/model``):
+    :func:`medcap.models.location.resolve_model_folder`."""
     if path is None:
         return None
-    path = Path(path)
-    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        return path / "model"
-    return path
+    from .models.location import resolve_model_folder
+
+    return Path(resolve_model_folder(Path(path), kind))
 
 
 class Pipeline:
@@ -85,13 +85,15 @@ class Pipeline:
     def __init__(self, concepts: str | Path | None = None, captions: str | Path | None = None, *,
                  max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int = DEFAULT_MAX_SIDE):
-        self.concepts_dir = model_folder(concepts)
-        self.captions_dir = model_folder(captions)
+        from .device import device_name
+
+        self.concepts_dir = model_folder(concepts, "concepts")
+        self.captions_dir = model_folder(captions, "captions")
         self.max_file_mb = float(max_file_mb)
         self.max_pixels, self.max_side = int(max_pixels), int(max_side)
         if self.max_pixels < 1 or self.max_side < 32:
             raise MedcapError(f"max_pixels must be at least 1 and max_side at least 32, got {max_pixels} and {max_side}")
-        self.device = device or "cpu"
+        self.device = device_name(device)
         self.concept_model = None
         self.caption_model = None
         if self.concepts_dir is not None:

@@ -322,7 +322,7 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
         write_caption_submission,
         write_concept_submission,
     )
-    from .tasks.captions import predict_captions
+    from .inference_captions import predict_captions
     from .data.items import ImageFolderItems
     from .inference import predict_concepts
 

@@ -11,18 +11,14 @@ import numpy as np
 
 from .data.items import ConceptImageDataset, ImageFolderItems
 from .data.transforms import normalize_batch
+from .device import resolve_device  # noqa: F401  (the one device rule; re-exported)
 
 
 def load_detector(model_or_dir):
+    """A ConceptDetector as is, or loaded from its folder or run folder (models.location)."""
     from .models.concept_detector import ConceptDetector
 
     return model_or_dir if isinstance(model_or_dir, ConceptDetector) else ConceptDetector.from_pretrained(model_or_dir)
-
-
-def resolve_device(device: str | None):
-    import torch
-
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def image_items(images) -> ImageFolderItems:

@@ -10,15 +10,30 @@ from typing import List, Optional
 
 import typer
 
-from .app import (app, baseline_app, device_option, edition_option, images_option, log, order_from_option,
-                  predict_app, resume_option, run_folder_option, train_app)
+from .app import (
+    app,
+    baseline_app,
+    data_images_option,
+    device_option,
+    edition_option,
+    images_option,
+    images_or_split,
+    log,
+    order_from_option,
+    predict_app,
+    resume_option,
+    run_folder_option,
+    split_images_option,
+    train_app,
+)
+from .train_help import config_keys_command
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(concepts_baseline_app, name="concepts")
 
 
-@train_app.command("concepts")
+@train_app.command("concepts", cls=config_keys_command("medcap.tasks.concepts:ConceptConfig"))
 def train_concepts_command(
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
@@ -26,7 +41,8 @@ def train_concepts_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_concepts.csv).",
                               show_default=False),
     out: Path = run_folder_option(),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set lr=3e-4 (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set lr=3e-4 (repeatable; "
+                                                                  "every key is listed below)."),
     resume: bool = resume_option(),
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
                                                    help="Hold out this share of train when there is no valid split."),
@@ -37,7 +53,7 @@ def train_concepts_command(
     """Train a concept detector (MedCSRA by default) and keep the best epoch by validation F1.
 
     The best model folder is OUT/model (config.json, model.safetensors, concepts.json,
-    thresholds.json, preprocessing.json); predict with `medcap predict concepts --model OUT/model`.
+    thresholds.json, preprocessor_config.json); predict with `medcap predict concepts --model OUT/model`.
     Several GPUs: `accelerate launch -m medcap train concepts ...`.
     """
     from ..config import parse_overrides
@@ -58,7 +74,9 @@ def train_concepts_command(
 def predict_concepts_command(
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (OUT/model of a training run).",
                                show_default=False),
-    images: List[Path] = images_option(),
+    images: Optional[List[Path]] = images_option(),
+    data: Optional[Path] = data_images_option(),
+    split: str = split_images_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,CUIs).", show_default=False),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write probabilities (predicted + top 10)."),
     all_probabilities: bool = typer.Option(False, "--all-probabilities",
@@ -70,12 +88,18 @@ def predict_concepts_command(
     edition: int = edition_option(),
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission."""
-    from ..submission import check_id_order, read_id_order, write_concept_submission
     from ..fileio import write_json
-    from ..inference import decide, image_items, load_detector, predict_probabilities, probabilities_json
+    from ..inference import (
+        decide,
+        image_items,
+        load_detector,
+        predict_probabilities,
+        probabilities_json,
+    )
+    from ..submission import check_id_order, read_id_order, write_concept_submission
 
     order = read_id_order(order_from) if order_from else None
-    items = image_items(images)
+    items = image_items(images_or_split(images, data, split))
     check_id_order(items.ids, order, file=order_from[0] if order_from else None)
     detector = load_detector(model)
     ids, probs = predict_probabilities(detector, items, batch_size=batch_size, device=device, progress=True)
@@ -92,15 +116,30 @@ def predict_concepts_command(
 @app.command("explain")
 def explain_command(
     model: Path = typer.Option(..., "--model", "-m", help="Concept model folder.", show_default=False),
-    image: Path = typer.Option(..., "--image", "-i", help="Image file.", show_default=False),
+    image: Optional[Path] = typer.Option(None, "--image", "-i", help="Image file.", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (either layout): explain the "
+                                        "image --id of its --split instead of --image.", show_default=False),
+    split: str = split_images_option(),
+    image_id: Optional[str] = typer.Option(None, "--id", help="Image ID in --data's --split.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmap PNGs and explain.json.",
                              show_default=False),
     top: int = typer.Option(0, "--top", help="Show the top-N concepts instead of the predicted ones."),
 ) -> int:
     """Heatmap overlays of where each predicted concept was found in IMAGE."""
+    from ..errors import MedcapError
     from ..explain import explain_image
 
-    report = explain_image(model, image, out, top=top)
+    if (image is None) == (data is None) or (data is not None) != (image_id is not None):
+        raise MedcapError("give either --image FILE, or --data DATASET --split SPLIT --id IMAGE_ID")
+    label = None
+    if data is not None:
+        from ..data.dataset import read_dataset
+
+        s = read_dataset(data).split(split)
+        if not s.has_image(image_id):
+            raise MedcapError(f"no image with ID {image_id!r} in the {s.name} split", file=data)
+        image, label = s.image_source(image_id), f"{s.name}/{image_id}"
+    report = explain_image(model, image, out, top=top, label=label)
     for e in report["concepts"]:
         typer.echo(f"{e['cui']}  {e['probability']:.3f}  {e['name']}  -> {out / e['file']}")
     if not report["concepts"]:
