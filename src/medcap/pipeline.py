@@ -14,6 +14,11 @@ import numpy as np
 from .errors import MedcapError
 
 DEFAULT_MAX_FILE_MB = 50.0
+DEFAULT_MAX_PIXELS = 40_000_000   # an upload's width x height; training data allows 89.5 M (MAX_PIXELS)
+DEFAULT_MAX_SIDE = 1024           # longer side of the image once loaded (the models need 224-384)
+DEFAULT_CONCURRENCY = 1           # images analysed at the same time (each holds one decoded upload)
+DEFAULT_QUEUE_SIZE = 32           # requests waiting; further ones are refused ("queue is full")
+KEEP_OUTPUTS = 64                 # per-request output folders kept (served from Gradio's cache by then)
 
 
 @dataclass
@@ -58,16 +63,22 @@ class Pipeline:
     """Both models, loaded once; :meth:`analyze` runs them on one image file.
 
     Either model folder may be None: that part of the analysis is then skipped with a note.
-    ``max_file_mb`` refuses larger files before they are decoded.
+    ``max_file_mb`` refuses larger files and ``max_pixels`` larger images before they are
+    decoded; ``max_side`` is the longer side an image is reduced to as soon as it is decoded.
     """
 
     def __init__(self, concepts: str | Path | None = None, captions: str | Path | None = None, *,
-                 max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None):
+                 max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int = DEFAULT_MAX_SIDE):
         from .device import device_name
 
         self.concepts_dir = model_folder(concepts, "concepts")
         self.captions_dir = model_folder(captions, "captions")
         self.max_file_mb = float(max_file_mb)
+        self.max_pixels, self.max_side = int(max_pixels), int(max_side)
+        if self.max_pixels < 1 or self.max_side < 32:
+            raise MedcapError(f"max_pixels must be at least 1 and max_side at least 32, "
+                              f"got {max_pixels} and {max_side}")
         self.device = device_name(device)
         self.concept_model = None
         self.caption_model = None
@@ -96,14 +107,18 @@ class Pipeline:
         return path
 
     def load(self, path: str | Path):
-        """The image as an RGB PIL image; a clear MedcapError for anything that is not one."""
+        """The image as an RGB PIL image of at most ``max_side`` px a side; MedcapError for anything
+        that is not an image or is over ``max_pixels``."""
         from .data.images import load_image
 
         path = self.check_file(path)
         try:
-            return load_image(path)
+            image = load_image(path, max_pixels=self.max_pixels, draft_size=self.max_side, max_side=self.max_side)
         except MedcapError as e:  # name the upload, not the server's temporary path
-            raise MedcapError(e.message, file=path.name) from None
+            message = e.message.replace("raise medcap.data.images.MAX_PIXELS", "raise medcap serve --max-pixels")
+            raise MedcapError(message, file=path.name) from None
+        # Reduced as soon as decoded: the preview, heatmap overlay and model inputs are made from it.
+        return image
 
     # -- analysis -----------------------------------------------------------------------------
     def analyze(self, path: str | Path) -> Analysis:
