@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 # pip fetches it (pyproject.toml only declares ranges, so users can take newer releases).
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test test-slow test-all install browser clean
+.PHONY: demo test lint test-slow test-all install browser clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,13 @@ browser:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  echo "could not install chromium: the browser test will be skipped"
 
-test: install browser
+# Style (ruff: pycodestyle, pyflakes, isort, bugbear) and the import contract (import-linter:
+# layers, no cycles; both configured in pyproject.toml). `make test` runs it before pytest.
+lint: install
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/lint-imports
+
+test: install browser lint
 	$(PY) -m pytest -q -p no:cacheprovider --timeout=600
 
 test-slow: install

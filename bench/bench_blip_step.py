@@ -54,7 +54,8 @@ def one(batch: int, mode: str, device: str, image_size: int, max_length: int, st
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 255, (256, 256, 3), dtype=np.uint8)) for _ in range(batch)]
     text = [" ".join(rng.choice(CAPTIONS, 20)) for _ in range(batch)]          # > 200 tokens: truncated
-    batch_data = dict(captioner.encode_captions(text, padding="max_length"), pixel_values=captioner.pixel_values(images))
+    batch_data = dict(captioner.encode_captions(text, padding="max_length"),
+                      pixel_values=captioner.pixel_values(images))
     batch_data = {k: v.to(device) for k, v in batch_data.items()}
     dtype = torch.bfloat16 if mode.startswith("bf16") else None
     rss_before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -75,7 +76,8 @@ def one(batch: int, mode: str, device: str, image_size: int, max_length: int, st
             times.append(time.monotonic() - t)
     out = {"batch": batch, "mode": mode, "device": device, "image_size": image_size, "tokens": max_length,
            "step_s": float(np.median(times)), "images_per_s": batch / float(np.median(times)),
-           "loss": float(loss), "build_s": round(build_s, 1), "parameters_M": round(captioner.num_parameters() / 1e6, 1),
+           "loss": float(loss), "build_s": round(build_s, 1),
+           "parameters_M": round(captioner.num_parameters() / 1e6, 1),
            "threads": threads}
     if device == "cuda":
         out["peak_allocated_GB"] = torch.cuda.max_memory_allocated() / 1e9

@@ -26,9 +26,9 @@ def bench(cfg_name: str, batch: int, precision: str, image_size: int, steps: int
           num_classes: int, device) -> dict:
     import torch
 
+    from medcap.data.transforms import normalize_batch
     from medcap.losses import build_loss
     from medcap.models.concept_detector import ConceptDetector
-    from medcap.data.transforms import normalize_batch
     from medcap.tasks.concepts import detector_config, load_concept_config, preprocessing_of
 
     cfg = load_concept_config(cfg_name, {"pretrained": False, "image_size": image_size})
@@ -89,7 +89,8 @@ def main(argv=None) -> int:
     import torch
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU {platform.processor() or platform.machine()}"
+    where = (torch.cuda.get_device_name() if device.type == "cuda"
+             else f"CPU {platform.processor() or platform.machine()}")
     print(f"device: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     if device.type == "cpu":
         print("no GPU: CPU numbers only (bf16 autocast on a CPU is usually slower than fp32)")

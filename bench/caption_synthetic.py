@@ -99,13 +99,13 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(args.threads)
     from medcap.baselines import constant_caption, plain_backbone
+    from medcap.caption_baselines import caption_baseline
     from medcap.data import read_dataset
+    from medcap.data.items import ImageFolderItems
+    from medcap.inference_captions import predict_captions
     from medcap.models.captioner import Captioner
     from medcap.synth import SynthConfig, caption_from_concepts, generate_dataset
-    from medcap.caption_baselines import caption_baseline
-    from medcap.inference_captions import predict_captions
     from medcap.tasks.captions import load_caption_config, train_captioner
-    from medcap.data.items import ImageFolderItems
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

@@ -42,9 +42,9 @@ def main(argv=None) -> int:
     from medcap.baselines import fit_knn, fit_most_frequent, image_embeddings, knn_concepts
     from medcap.config import parse_overrides
     from medcap.data.dataset import read_dataset
-    from medcap.metrics.concepts import evaluate_concepts
     from medcap.data.items import ImageFolderItems
     from medcap.inference import predict_concepts
+    from medcap.metrics.concepts import evaluate_concepts
     from medcap.tasks.concepts import train_concepts
 
     ds = read_dataset(args.data)
@@ -82,7 +82,8 @@ def main(argv=None) -> int:
            for s in (train, valid, test)}
     train_lists = [train.concepts[i] for i in emb["train"][0]]
     knn = fit_knn(emb["train"][1], train_lists, emb["valid"][1], emb["valid"][0], valid.concepts)
-    pred = dict(zip(emb["test"][0], knn_concepts(emb["train"][1], train_lists, emb["test"][1], knn["k"], knn["vote"])))
+    test_lists = knn_concepts(emb["train"][1], train_lists, emb["test"][1], knn["k"], knn["vote"])
+    pred = dict(zip(emb["test"][0], test_lists, strict=True))
     results["rows"][f"kNN retrieval ({embed_from.parent.name} embeddings)"] = {**score(pred), "k": knn["k"],
                                                                                "vote": knn["vote"]}
     args.out.mkdir(parents=True, exist_ok=True)

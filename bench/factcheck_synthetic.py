@@ -164,7 +164,7 @@ def retrieval(train, query) -> dict[str, str]:
     from medcap.baselines import retrieval_captions
 
     caps = retrieval_captions(thumbnails(train), [train.captions[i] for i in train.ids], thumbnails(query))
-    return dict(zip(query.ids, caps))
+    return dict(zip(query.ids, caps, strict=True))
 
 
 # ------------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def grid(captions, evidence, kb, scorer, gold, base: dict, axes: dict) -> list[d
     """Every setting of ``axes`` on top of ``base``: valid objective and addition counts."""
     rows = []
     for values in itertools.product(*axes.values()):
-        s = {**base, **dict(zip(axes, values))}
+        s = {**base, **dict(zip(axes, values, strict=True))}
         new, results = run_factcheck(captions, evidence, kb, **s)
         added = [(r.image_id, c) for r in results for c in r.added]
         rows.append({**s, "objective": scorer(new, full=False)["objective"], "added": len(added),

@@ -4,9 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medcap.baselines import (constant_caption, fit_knn, fit_most_frequent, image_embeddings, knn_concepts,
-                              knn_vote, most_frequent_concepts, nearest_neighbours, plain_backbone,
-                              retrieval_captions)
+from medcap.baselines import (
+    constant_caption,
+    fit_knn,
+    fit_most_frequent,
+    image_embeddings,
+    knn_concepts,
+    knn_vote,
+    most_frequent_concepts,
+    nearest_neighbours,
+    plain_backbone,
+    retrieval_captions,
+)
 from medcap.submission import read_concept_submission
 
 
@@ -45,7 +54,7 @@ def test_knn_recovers_cluster_concepts_and_tunes_k_and_vote():
     x, lists = _clusters()
     q, qlists = _clusters(seed=1)
     ids = [f"q{i}" for i in range(len(q))]
-    report = fit_knn(x, lists, q, ids, dict(zip(ids, qlists)), ks=(1, 5), votes=(0.3, 0.6))
+    report = fit_knn(x, lists, q, ids, dict(zip(ids, qlists, strict=True)), ks=(1, 5), votes=(0.3, 0.6))
     assert report["valid_f1"] == 1.0 and len(report["table"]) == 4
     assert knn_concepts(x, lists, q[:1], 5, 0.5) == [["C1"]]
 

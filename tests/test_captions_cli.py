@@ -80,7 +80,6 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(traine
     assert meta["image_size"] == 32 and meta["training"]["train_images"] == 48
     from medcap.data import read_captions_csv
     from medcap.models.captioner import Captioner
-
     from medcap.tasks.captions import load_caption_config
 
     # the truncated captions are counted with the model's own tokenizer (max_length from `demo`)

@@ -11,8 +11,14 @@ from medcap.config import available_configs
 from medcap.data.vocab import ConceptVocabulary
 from medcap.errors import MedcapError, MissingWeightsError
 from medcap.models.backbones import create_backbone
-from medcap.models.concept_detector import (CSRA_TEMPERATURES, CSRAHead, ConceptDetector, DetectorConfig,
-                                            MedCSRAHead, MultiHeadCSRA)
+from medcap.models.concept_detector import (
+    CSRA_TEMPERATURES,
+    ConceptDetector,
+    CSRAHead,
+    DetectorConfig,
+    MedCSRAHead,
+    MultiHeadCSRA,
+)
 from medcap.tasks.concepts import ConceptConfig, detector_config, load_concept_config
 
 CUIS = ["C0000726", "C0006141", "C0817096", "C0040405", "C0024485"]

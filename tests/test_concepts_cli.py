@@ -148,8 +148,8 @@ def test_unknown_validation_cuis_are_reported_not_dropped(synth_small, tmp_path)
 
 
 def test_the_paper_config_trains_a_step_and_predicts_with_random_weights(tmp_path):
-    from medcap.synth import SynthConfig, generate_dataset
     from medcap.inference import predict_concepts
+    from medcap.synth import SynthConfig, generate_dataset
     from medcap.tasks.concepts import train_concepts
 
     root = tmp_path / "data"

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import pytest
-from test_dataset import jpeg_bytes, write_csv, write_dataset
 
 from medcap.data import check_dataset, inspect_dataset
+from test_dataset import jpeg_bytes, write_csv, write_dataset
 
 
 def _broken(root):

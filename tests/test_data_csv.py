@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from medcap.data import (read_captions_csv, read_concepts_csv, read_cui_mapping, scan_captions_csv,
-                         scan_concepts_csv)
+from medcap.data import read_captions_csv, read_concepts_csv, read_cui_mapping, scan_captions_csv, scan_concepts_csv
 from medcap.errors import MedcapError
 
 

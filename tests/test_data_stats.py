@@ -5,12 +5,11 @@ import json
 
 import pytest
 from PIL import Image
-from test_dataset import write_csv, write_dataset
 
 from medcap.data import dataset_stats, read_dataset
-from medcap.data.stats import (caption_length_figure, compute_stats, concept_frequency_figure,
-                               concepts_per_image_figure)
+from medcap.data.stats import caption_length_figure, compute_stats, concept_frequency_figure, concepts_per_image_figure
 from medcap.errors import MedcapError
+from test_dataset import write_csv, write_dataset
 
 
 def _dataset(root):

@@ -326,7 +326,10 @@ def test_default_preset_follows_the_edition():
 def test_similarity_from_precomputed_embeddings(tmp_path):
     emb = {A: np.array([1.0, 0.0]), B: np.array([0.0, 1.0]), C: np.array([1.0, 1.0])}
     text = {"along x": [2.0, 0.0], "against x": [-1.0, 0.0], "diagonal": [1.0, 0.0]}
-    encode = lambda texts: np.array([text[t] for t in texts])
+
+    def encode(texts):
+        return np.array([text[t] for t in texts])
+
     s = similarity_from_embeddings([A, B, C], ["along x", "against x", "diagonal"], emb, encode)
     assert s == pytest.approx([2.5, 0.0, 2.5 / np.sqrt(2)])  # cos 1, cos < 0 -> 0, cos 45 degrees
     assert similarity_from_embeddings([A], [""], emb, encode) == pytest.approx([0.0])  # empty caption: 0

@@ -108,7 +108,7 @@ def test_resume_after_a_crash_ends_exactly_where_an_uninterrupted_run_ends(tmp_p
     resumed = ToyTask(seed=123)  # different init: everything must come from the checkpoint
     result = Trainer(resumed, _cfg(), tmp_path / "b").fit(resume=True)
     assert [h["epoch"] for h in result.history] == [1, 2, 3]
-    for p, q in zip(straight.model.parameters(), resumed.model.parameters()):
+    for p, q in zip(straight.model.parameters(), resumed.model.parameters(), strict=True):
         torch.testing.assert_close(p, q)
 
 
@@ -151,7 +151,7 @@ def test_cosine_schedule_warms_up_then_decays_to_the_floor(tmp_path):
     factors = [trainer._lr_factor(s) for s in range(21)]
     assert factors[0] == pytest.approx(1 / 5) and factors[3] == pytest.approx(4 / 5)
     assert factors[4] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(factors[4:], factors[5:]))
+    assert all(a >= b for a, b in zip(factors[4:], factors[5:], strict=False))
     assert factors[20] == pytest.approx(0.1)
     trainer.cfg = _cfg(schedule="constant")
     assert trainer._lr_factor(15) == 1.0

@@ -39,7 +39,8 @@ def test_validate_prints_one_ok_line_and_exits_zero(cli, concept_files):
     gold, _, sub = concept_files
     rc, out, err = cli("validate", "concepts", sub, "--gold", gold)
     assert rc == 0
-    assert out.strip().splitlines() == [f"OK: {sub} follows every official 2026 rule (all 4 gold IDs present, in the gold order)"]
+    assert out.strip().splitlines() == [
+        f"OK: {sub} follows every official 2026 rule (all 4 gold IDs present, in the gold order)"]
 
 
 def test_validate_lists_every_violation_as_file_line_message_and_exits_one(cli, concept_files, tmp_path):

@@ -8,8 +8,14 @@ from types import SimpleNamespace
 import pytest
 
 from medcap.errors import MedcapError
-from medcap.factcheck import (FactCheckSettings, fact_check, fact_check_caption, knowledge_base,
-                              parse_concept_probabilities, read_concept_probabilities)
+from medcap.factcheck import (
+    FactCheckSettings,
+    fact_check,
+    fact_check_caption,
+    knowledge_base,
+    parse_concept_probabilities,
+    read_concept_probabilities,
+)
 from medcap.submission import read_caption_submission, validate_caption_submission, write_caption_submission
 
 CT, MRI, XRAY, US = "C0040405", "C0024485", "C1306645", "C0041618"

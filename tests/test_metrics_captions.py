@@ -12,7 +12,6 @@ import pytest
 from medcap.errors import MedcapError
 from medcap.metrics.captions import (
     BertScorer,
-    _patch_tokenizer,
     aggregate_scores,
     evaluate_captions,
     find_minilm_model,
@@ -260,7 +259,7 @@ def test_batched_bertscore_equals_pair_by_pair_scoring_the_organisers_way(minilm
     batched = ours.score(BERT_GOLD, BERT_PRED)
     one_by_one = [1.0 if not g and not p else
                   theirs.score(cands=[preprocess_caption(p)], refs=[preprocess_caption(g)])[2].item()
-                  for g, p in zip(BERT_GOLD, BERT_PRED)]
+                  for g, p in zip(BERT_GOLD, BERT_PRED, strict=True)]
     np.testing.assert_allclose(batched, one_by_one, atol=1e-6, rtol=0)
     assert batched[2] == 1.0  # both empty
     assert batched[4] == 0.0 and batched[5] == 0.0  # empty after preprocessing -> bert-score's 0

@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from medcap.errors import MedcapError
-from medcap.report import ReportInputs, build_report, is_synthetic
-from medcap.report import figures
+from medcap.report import ReportInputs, build_report, figures, is_synthetic
 from medcap.report.build import read_thresholds, saved_sweep
 from medcap.report.gallery import pick_ids
 

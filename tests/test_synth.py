@@ -296,7 +296,8 @@ def test_cli_help_explains_the_command(cli):
 
 
 def test_cli_writes_a_dataset(cli, tmp_path):
-    rc, out, err = cli("synth", tmp_path / "d", "--n-train", "4", "--n-valid", "2", "--n-test", "2", "--size", "32", "--seed", "5")
+    rc, out, err = cli("synth", tmp_path / "d", "--n-train", "4", "--n-valid", "2", "--n-test", "2", "--size", "32",
+                       "--seed", "5")
     assert rc == 0, err
     assert "SYNTHETIC" in out
     assert len(list((tmp_path / "d" / "train").glob("*.jpg"))) == 4

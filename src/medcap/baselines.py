@@ -6,13 +6,18 @@ Concepts:
 - kNN retrieval: the k nearest training images by backbone embedding (cosine), concepts
   kept when at least a share ``vote`` of the neighbours carry them; k and vote chosen on
   validation.
-Captions (used by ``medcap.caption_baselines``):
+Captions:
 - constant: the training caption with the best mean ROUGE-1 against the other training
-  captions (on a sample), for every image;
+  captions (on a sample of :data:`CONSTANT_CAPTION_SAMPLE`), for every image;
 - retrieval: the caption of the nearest training image.
 
 Embeddings come from :func:`image_embeddings`: global-average-pooled backbone features of
 a trained concept detector (``medcap train concepts``) or of a plain backbone.
+
+The last section builds each baseline from dataset splits (:func:`most_frequent_baseline`,
+:func:`knn_baseline`, :func:`constant_caption_baseline`, :func:`retrieval_caption_baseline`):
+the CLI (``medcap baseline``), the demo and the report all call these, so a baseline is the
+same wherever its score is shown.
 """
 from __future__ import annotations
 
@@ -26,6 +31,9 @@ from .metrics.concepts import evaluate_concepts
 
 KNN_KS = (1, 3, 5, 10, 20, 50)
 KNN_VOTES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+# Candidates and references of the constant caption: 150 x 150 ROUGE-1 comparisons (a quarter of
+# the time of 300 x 300; the demo's budget) already find a typical caption.
+CONSTANT_CAPTION_SAMPLE = 150
 
 
 def _f1(gold: Mapping[str, Sequence[str]], pred: Mapping[str, Sequence[str]]) -> float:
@@ -127,7 +135,7 @@ def fit_knn(train_embeddings, train_lists: Sequence[Sequence[str]], valid_embedd
     for k in ks:
         neighbours = [[train_lists[j] for j in row[:k]] for row in idx]
         for v in votes:
-            pred = dict(zip(valid_ids, knn_vote(neighbours, v)))
+            pred = dict(zip(valid_ids, knn_vote(neighbours, v), strict=True))
             table.append({"k": k, "vote": v, "f1": _f1(valid_concepts, pred)})
     best = max(table, key=lambda r: r["f1"])
     return {"k": best["k"], "vote": best["vote"], "valid_f1": best["f1"], "table": table}
@@ -146,12 +154,13 @@ def retrieval_captions(train_embeddings: np.ndarray, train_captions: Sequence[st
                        query_embeddings: np.ndarray) -> list[str]:
     """The caption of each query's nearest training image (cosine on L2-normalised embeddings)."""
     if len(train_embeddings) != len(train_captions):
-        raise ValueError("one training caption per training embedding expected")
+        raise ValueError("one training caption per training embedding expected")  # a caller's bug
     idx, _ = nearest_neighbours(train_embeddings, query_embeddings, 1)
     return [train_captions[j] for j in idx[:, 0]]
 
 
-def constant_caption(train_captions: Mapping[str, str] | Sequence[str], sample: int = 300, seed: int = 0) -> str:
+def constant_caption(train_captions: Mapping[str, str] | Sequence[str], sample: int = CONSTANT_CAPTION_SAMPLE,
+                     seed: int = 0) -> str:
     """The training caption with the best mean ROUGE-1 (official preprocessing) against the others.
 
     Candidates and references are random samples of ``sample`` captions each (all when fewer).
@@ -174,3 +183,83 @@ def constant_caption(train_captions: Mapping[str, str] | Sequence[str], sample: 
         if score > best_score:
             best, best_score = captions[i], score
     return best
+
+
+# ------------------------------------------------------------------------------------------
+# Baselines from dataset splits: one definition for the CLI, the demo and the report
+# ------------------------------------------------------------------------------------------
+
+def labelled_ids(split, labels: str) -> list[str]:
+    """IDs of ``split`` that have an image and a row in its ``labels`` ("concepts" / "captions") file."""
+    table = getattr(split, labels) or {}
+    return [i for i in split.ids if split.has_image(i) and i in table]
+
+
+def image_ids(split) -> list[str]:
+    """IDs of ``split`` that have an image."""
+    return [i for i in split.ids if split.has_image(i)]
+
+
+class SplitEmbeddings:
+    """:func:`image_embeddings` of dataset splits with one embedder, each (split, IDs) computed once:
+    the kNN and retrieval baselines of one run share them."""
+
+    def __init__(self, embedder, batch_size: int = 32, progress: bool = False):
+        self.embedder, self.batch_size, self.progress = embedder, batch_size, progress
+        self._cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+
+    def __call__(self, split, ids: Sequence[str]) -> np.ndarray:
+        from .data.items import ImageFolderItems
+
+        key = (split.name, tuple(ids))
+        if key not in self._cache:
+            self._cache[key] = image_embeddings(self.embedder, ImageFolderItems.from_split(split, list(ids)),
+                                                batch_size=self.batch_size, progress=self.progress)[1]
+        return self._cache[key]
+
+
+def _need(split, labels: str) -> None:
+    if getattr(split, labels) is None:
+        raise MedcapError(f"the {split.name} split has no {labels} file")
+
+
+def most_frequent_baseline(train, valid=None, max_k: int = 10) -> tuple[list[str], dict]:
+    """-> (the CUIs predicted for every image, report). k is chosen on ``valid`` by the official
+    F1; without a labelled validation split, the median number of concepts per training image."""
+    _need(train, "concepts")
+    if valid is not None and valid.concepts:
+        return fit_most_frequent(train.concepts, valid.concepts, max_k)
+    sizes = sorted(len(v) for v in train.concepts.values())
+    k = max(1, sizes[len(sizes) // 2]) if sizes else 1
+    return most_frequent_concepts(train.concepts)[:k], {"k": k, "valid_f1": None}
+
+
+def knn_baseline(embed: SplitEmbeddings, train, valid, target, ks=KNN_KS,
+                 votes=KNN_VOTES) -> tuple[dict[str, list[str]], dict]:
+    """kNN concept retrieval for ``target``'s images, k and vote chosen on ``valid`` -> (predictions, report)."""
+    _need(train, "concepts")
+    _need(valid, "concepts")
+    train_ids, valid_ids, target_ids = labelled_ids(train, "concepts"), labelled_ids(valid, "concepts"), \
+        image_ids(target)
+    train_emb, train_lists = embed(train, train_ids), [train.concepts[i] for i in train_ids]
+    report = fit_knn(train_emb, train_lists, embed(valid, valid_ids), valid_ids, valid.concepts, ks=ks, votes=votes)
+    preds = knn_concepts(train_emb, train_lists, embed(target, target_ids), report["k"], report["vote"])
+    return dict(zip(target_ids, preds, strict=True)), report
+
+
+def constant_caption_baseline(train, target_ids: Sequence[str],
+                              sample: int = CONSTANT_CAPTION_SAMPLE) -> tuple[dict[str, str], str]:
+    """The constant caption for every ID of ``target_ids`` -> (predictions, the caption)."""
+    _need(train, "captions")
+    caption = constant_caption({i: train.captions[i] for i in train.ids if i in train.captions}, sample=sample)
+    return {i: caption for i in target_ids}, caption
+
+
+def retrieval_caption_baseline(embed: SplitEmbeddings, train, target) -> dict[str, str]:
+    """The caption of the nearest training image, for each of ``target``'s images."""
+    _need(train, "captions")
+    train_ids, target_ids = labelled_ids(train, "captions"), image_ids(target)
+    # Same (split, IDs) as the kNN baseline's when every training image has both: embedded once.
+    captions = retrieval_captions(embed(train, train_ids), [train.captions[i] for i in train_ids],
+                                  embed(target, target_ids))
+    return dict(zip(target_ids, captions, strict=True))

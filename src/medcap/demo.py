@@ -36,6 +36,7 @@ from typing import Any, Callable
 
 from .errors import MedcapError
 from .fileio import write_text_atomic
+from .metrics.tables import score_table
 
 CONCEPT_MODEL_NAME = "MedCSRA (demo config)"
 
@@ -133,28 +134,6 @@ def _shown(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
-
-
-def score_table(scores: dict) -> str:
-    """Plain-text table of {"concepts": {method: {...}}, "captions": {method: {...}}}."""
-    from .report.build import CAPTION_METRICS, CONCEPT_METRICS
-
-    blocks = []
-    for task, known, title in (("concepts", CONCEPT_METRICS, "Concept detection"),
-                               ("captions", CAPTION_METRICS, "Caption prediction")):
-        methods = scores.get(task) or {}
-        if not methods:
-            continue
-        keys = [k for k in known if any(m.get(k) is not None for m in methods.values())]
-        width = max(len(title), *(len(m) for m in methods)) + 2
-        header = title.ljust(width) + "".join(known[k].rjust(max(11, len(known[k]) + 2)) for k in keys)
-        rows = [header, "-" * len(header)]
-        for name, m in methods.items():
-            cells = "".join(("n/a" if m.get(k) is None else f"{m[k]:.4f}").rjust(max(11, len(known[k]) + 2))
-                            for k in keys)
-            rows.append(name.ljust(width) + cells)
-        blocks.append("\n".join(rows))
-    return "\n\n".join(blocks) + "\n"
 
 
 def busy_cores(interval: float = 0.5) -> float:
@@ -316,15 +295,14 @@ def train_tiny_models(data: str | Path, out: str | Path, reuse: bool = True) -> 
 def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print,
                  edition: int | None = None) -> tuple[Path, Path]:
     """Both official submission files for the test split, checked against every rule of ``edition``."""
+    from .data.items import ImageFolderItems
+    from .inference import predict_concepts
+    from .inference_captions import predict_captions
     from .submission import (
         validate_caption_submission,
         validate_concept_submission,
-        write_caption_submission,
         write_concept_submission,
     )
-    from .inference_captions import predict_captions
-    from .data.items import ImageFolderItems
-    from .inference import predict_concepts
 
     test = dataset.split("test")
     ids = [i for i in test.ids if test.has_image(i)]
@@ -353,37 +331,21 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: i
     (the usual kNN of ImageCLEF); k and the vote share are chosen on validation.
     """
     from . import baselines as B
-    from .submission import write_caption_submission, write_concept_submission
-    from .data.items import ImageFolderItems
     from .inference import load_detector
+    from .submission import write_caption_submission, write_concept_submission
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
-
-    def labelled(split, labels):
-        return [i for i in split.ids if split.has_image(i) and i in labels]
-
-    train_ids, valid_ids = labelled(train, train.concepts), labelled(valid, valid.concepts)
-    test_ids = [i for i in test.ids if test.has_image(i)]
-    detector = load_detector(models.concepts)
-    embeddings = {}
-    for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids)):
-        embeddings[name] = B.image_embeddings(detector, ImageFolderItems.from_split(split, ids), progress=True)[1]
+    test_ids = B.image_ids(test)
+    embed = B.SplitEmbeddings(load_detector(models.concepts), progress=True)
     concepts: dict[str, dict[str, list[str]]] = {}
-    frequent, _ = B.fit_most_frequent({i: train.concepts[i] for i in train_ids}, valid.concepts)
+    frequent, _ = B.most_frequent_baseline(train, valid)
     concepts["Most frequent concepts (baseline)"] = {i: list(frequent) for i in test_ids}
-    train_lists = [train.concepts[i] for i in train_ids]
-    knn = B.fit_knn(embeddings["train"], train_lists, embeddings["valid"], valid_ids, valid.concepts,
-                    ks=plan.knn_ks)
-    concepts[f"kNN retrieval, k={knn['k']} (baseline)"] = dict(zip(
-        test_ids, B.knn_concepts(embeddings["train"], train_lists, embeddings["test"], knn["k"], knn["vote"])))
-
-    captions: dict[str, dict[str, str]] = {}
-    # 150 x 150 ROUGE comparisons instead of the default 300 x 300: a quarter of the time.
-    constant = B.constant_caption({i: train.captions[i] for i in train_ids if i in train.captions}, sample=150)
-    captions["Constant caption (baseline)"] = {i: constant for i in test_ids}
-    with_caption = [k for k, i in enumerate(train_ids) if i in train.captions]
-    captions["Nearest-neighbour caption (baseline)"] = dict(zip(test_ids, B.retrieval_captions(
-        embeddings["train"][with_caption], [train.captions[train_ids[k]] for k in with_caption], embeddings["test"])))
+    knn, report = B.knn_baseline(embed, train, valid, test, ks=plan.knn_ks)
+    concepts[f"kNN retrieval, k={report['k']} (baseline)"] = knn
+    captions: dict[str, dict[str, str]] = {
+        "Constant caption (baseline)": B.constant_caption_baseline(train, test_ids)[0],
+        "Nearest-neighbour caption (baseline)": B.retrieval_caption_baseline(embed, train, test),
+    }
 
     out.mkdir(parents=True, exist_ok=True)
     for name, preds in concepts.items():
@@ -409,6 +371,31 @@ def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, 
                      for name, preds in caption_preds.items()},
     }
     return scores, caption_score_notes()
+
+
+def score_methods(dataset, models: DemoModels, plan: DemoPlan, submissions: Path, concept_csv: Path,
+                  caption_csv: Path, edition: int | None = None) -> tuple[dict, list[str]]:
+    """The models' test submissions and the baselines (written by ``edition``'s rules), scored -> (scores, notes)."""
+    from .data.csvio import read_captions_csv, read_concepts_csv
+
+    concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
+    caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
+    base_concepts, base_captions = baselines(dataset, models, plan, submissions / "baselines", edition)
+    concept_preds.update(base_concepts)
+    caption_preds.update(base_captions)
+    return score_all(dataset, concept_preds, caption_preds)
+
+
+def write_report(data: Path, models: DemoModels, plan: DemoPlan, concept_csv: Path, caption_csv: Path,
+                 scores: dict, notes: list[str], out: Path) -> Path:
+    """The HTML report of the demo's test split, with the scores computed here."""
+    from .report import ReportInputs, build_report
+
+    return build_report(ReportInputs(
+        data=data, concept_model=models.concepts, caption_model=models.captions, concept_pred=concept_csv,
+        caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
+        title="medcap demo report", gallery_size=plan.gallery, concept_model_name=CONCEPT_MODEL_NAME,
+        caption_model_name=caption_model_name(plan)), out, progress=True)
 
 
 # ---------------------------------------------------------------------------------------
@@ -453,28 +440,17 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         timings["predict"] = time.monotonic() - t
 
         t = step(5)
-        from .data.csvio import read_captions_csv, read_concepts_csv
-
-        concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
-        caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
-        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines", edition)
-        concept_preds.update(base_concepts)
-        caption_preds.update(base_captions)
-        scores, notes = score_all(dataset, concept_preds, caption_preds)
+        scores, notes = score_methods(dataset, models, plan, out / "submissions", concept_csv, caption_csv, edition)
         timings["baselines_and_scores"] = time.monotonic() - t
 
         t = step(6)
-        from .report import ReportInputs, build_report, is_synthetic
-
-        synthetic = is_synthetic(data) is not None
-        report = build_report(ReportInputs(
-            data=data, concept_model=models.concepts, caption_model=models.captions, concept_pred=concept_csv,
-            caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
-            title="medcap demo report", gallery_size=plan.gallery, concept_model_name=CONCEPT_MODEL_NAME,
-            caption_model_name=caption_model_name(plan)), out / "report", progress=True)
+        report = write_report(data, models, plan, concept_csv, caption_csv, scores, notes, out / "report")
         timings["report"] = time.monotonic() - t
 
         seconds = time.monotonic() - start
+        from .report import is_synthetic
+
+        synthetic = is_synthetic(data) is not None
         scores_file = out / "scores.json"
         write_text_atomic(scores_file, json.dumps({
             "scores": scores, "notes": notes, "edition": edition, "split": "test",

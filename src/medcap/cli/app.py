@@ -19,7 +19,8 @@ app = typer.Typer(
 data_app = typer.Typer(help="Read, check and describe an ImageCLEFmedical dataset folder.", no_args_is_help=True)
 train_app = typer.Typer(help="Train a concept detector or a captioner.", no_args_is_help=True)
 predict_app = typer.Typer(help="Predict on images and write an ImageCLEF submission file.", no_args_is_help=True)
-evaluate_app = typer.Typer(help="Score a submission exactly as the official ImageCLEF evaluator does.", no_args_is_help=True)
+evaluate_app = typer.Typer(help="Score a submission exactly as the official ImageCLEF evaluator does.",
+                           no_args_is_help=True)
 validate_app = typer.Typer(help="Check a submission file against every official rule.", no_args_is_help=True)
 baseline_app = typer.Typer(help="Standard ImageCLEF baselines (most frequent, kNN retrieval).", no_args_is_help=True)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import MedcapError
 from .app import (
     baseline_app,
     data_images_option,
@@ -80,8 +81,8 @@ def predict_captions_command(
     edition: int = edition_option(),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
-    from ..submission import read_id_order
     from ..inference_captions import predict_captions
+    from ..submission import read_id_order
 
     images = images_or_split(images, data, split)
     order = read_id_order(order_from) if order_from else None
@@ -93,17 +94,30 @@ def predict_captions_command(
     return 0
 
 
-def _report(out: Path, data: Path, split: str, preds: dict[str, str], what: str) -> None:
+def _splits(data: Path, split: str):
+    """(train split with captions, the split to predict)."""
     from ..data import read_dataset
-    from ..metrics.captions import rouge1_scores
 
+    dataset = read_dataset(data)
+    train = dataset.split("train")
+    if train.captions is None:
+        raise MedcapError("the train split has no captions file", file=dataset.root)
+    return train, dataset.split(split)
+
+
+def _finish_baseline(out: Path, target, preds: dict[str, str], what: str, order, edition: int) -> None:
+    """Write the submission (in ``order`` when given, by ``edition``'s rules); score it with
+    ROUGE-1 when ``target`` has captions."""
+    from ..metrics.captions import rouge1_scores
+    from ..submission import write_caption_submission
+
+    write_caption_submission(out, preds, gold_ids=order, edition=edition)
     line = f"{what}: wrote {out} ({len(preds)} images)"
-    target = read_dataset(data).split(split)
     if target.captions is not None:
         ids = [i for i in preds if i in target.captions]
         if ids:
             rouge = rouge1_scores([target.captions[i] for i in ids], [preds[i] for i in ids]).mean()
-            line += f"; {split} ROUGE-1 {rouge:.4f} (official preprocessing)"
+            line += f"; {target.name} ROUGE-1 {rouge:.4f} (official preprocessing)"
     typer.echo(line)
 
 
@@ -116,13 +130,14 @@ def constant_command(
     edition: int = edition_option(),
 ) -> int:
     """The training caption that scores best (ROUGE-1) against the other training captions, for every image."""
+    from ..baselines import constant_caption_baseline
     from ..submission import read_id_order
-    from ..caption_baselines import caption_baseline
 
-    order = read_id_order(order_from) if order_from else None
-    preds = caption_baseline("constant", data, out, split, order=order, edition=edition)
-    _report(out, data, split, preds, "constant caption")
-    typer.echo(f"caption: {next(iter(preds.values()), '')!r}")
+    order = read_id_order(order_from) if order_from else None  # checked before predicting
+    train, target = _splits(data, split)
+    preds, caption = constant_caption_baseline(train, target.ids)
+    _finish_baseline(out, target, preds, "constant caption", order, edition)
+    typer.echo(f"caption: {caption!r}")
     return 0
 
 
@@ -141,12 +156,13 @@ def retrieval_command(
     edition: int = edition_option(),
 ) -> int:
     """Nearest-neighbour retrieval: the caption of the most similar training image (cosine of embeddings)."""
+    from ..baselines import SplitEmbeddings, retrieval_caption_baseline
+    from ..caption_baselines import load_embedder
     from ..submission import read_id_order
-    from ..caption_baselines import caption_baseline, load_embedder
 
-    order = read_id_order(order_from) if order_from else None
+    order = read_id_order(order_from) if order_from else None  # checked before predicting
     embedder = load_embedder(model, backbone, image_size, pretrained)
-    preds = caption_baseline("retrieval", data, out, split, embedder=embedder, batch_size=batch_size, progress=True,
-                             order=order, edition=edition)
-    _report(out, data, split, preds, "retrieval")
+    train, target = _splits(data, split)
+    preds = retrieval_caption_baseline(SplitEmbeddings(embedder, batch_size, progress=True), train, target)
+    _finish_baseline(out, target, preds, "retrieval", order, edition)
     return 0

@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 
+from ..errors import MedcapError
 from .app import (
     app,
     baseline_app,
@@ -104,8 +105,8 @@ def predict_concepts_command(
     detector = load_detector(model)
     ids, probs = predict_probabilities(detector, items, batch_size=batch_size, device=device, progress=True)
     decided = decide(detector, probs)
-    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided)}, gold_ids=order,
-                             edition=edition)
+    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided, strict=True)},
+                             gold_ids=order, edition=edition)
     if json_out is not None:
         write_json(json_out, probabilities_json(detector, ids, probs, full=all_probabilities))
     n = sum(len(r) for r in decided)
@@ -168,8 +169,6 @@ def _finish_baseline(out: Path, target, preds: dict, what: str, report: dict, or
 
 
 def _need_concepts(ds, *splits) -> None:
-    from ..errors import MedcapError
-
     for s in splits:
         if s.concepts is None:
             raise MedcapError(f"the {s.name} split has no concepts file", file=ds.root)
@@ -185,11 +184,11 @@ def most_frequent_command(
     edition: int = edition_option(),
 ) -> int:
     """The k most frequent training concepts for every image (k chosen on validation)."""
-    from ..baselines import fit_most_frequent
+    from ..baselines import most_frequent_baseline
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
-    cuis, report = fit_most_frequent(train.concepts, {i: valid.concepts[i] for i in valid.ids}, max_k)
+    cuis, report = most_frequent_baseline(train, valid, max_k)
     _finish_baseline(out, target, {i: cuis for i in target.ids}, "most-frequent", report, order_from, edition)
     return 0
 
@@ -209,21 +208,12 @@ def knn_command(
     edition: int = edition_option(),
 ) -> int:
     """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
-    from ..baselines import fit_knn, image_embeddings, knn_concepts, plain_backbone
-    from ..data.items import ImageFolderItems
+    from ..baselines import SplitEmbeddings, knn_baseline, plain_backbone
     from ..inference import load_detector
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
     embedder = load_detector(model) if model is not None else plain_backbone(backbone, image_size, pretrained)
-    emb = {}
-    for s in {train.name: train, valid.name: valid, target.name: target}.values():
-        emb[s.name] = image_embeddings(embedder, ImageFolderItems.from_split(s), batch_size=batch_size, progress=True)
-    train_ids, train_emb = emb[train.name]
-    train_lists = [train.concepts.get(i, []) for i in train_ids]
-    valid_ids, valid_emb = emb[valid.name]
-    report = fit_knn(train_emb, train_lists, valid_emb, valid_ids, valid.concepts)
-    target_ids, target_emb = emb[target.name]
-    preds = dict(zip(target_ids, knn_concepts(train_emb, train_lists, target_emb, report["k"], report["vote"])))
+    preds, report = knn_baseline(SplitEmbeddings(embedder, batch_size, progress=True), train, valid, target)
     _finish_baseline(out, target, preds, "knn", report, order_from, edition)
     return 0

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Optional
 
@@ -60,26 +59,6 @@ def _write_outputs(summary: dict, scores, json_path: Path | None, per_image: Pat
     if per_image is not None:
         _write_csv(per_image, scores.per_image_rows())
         typer.echo(f"per-image scores: {per_image}")
-
-
-def _fmt(value, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return str(value)
-
-
-def _table(headers: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[int] = (1,)) -> str:
-    """A plain-text table; the ``numeric`` columns are right-aligned."""
-    rows = [[_fmt(c) for c in r] for r in rows]
-    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
-
-    def line(cells):
-        return "  ".join(c.rjust(w) if i in numeric else c.ljust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 def _gold_ids(*tables: dict | None) -> list[str]:
@@ -175,8 +154,9 @@ def evaluate_concepts_command(
 ) -> int:
     """Score a concept submission exactly as the official evaluator: primary and secondary F1."""
     from ..data.csvio import read_concepts_csv, read_cui_mapping
-    from ..metrics.concepts import EMPTY_GOLD_MODES, score_concepts
     from ..editions import edition_rules
+    from ..metrics.concepts import EMPTY_GOLD_MODES, score_concepts
+    from ..metrics.tables import format_value, text_table
     from ..submission import check_concept_submission
 
     rules = edition_rules(edition)
@@ -198,23 +178,17 @@ def evaluate_concepts_command(
     source = "manual gold" if gold_manual else "no --gold-manual: --gold used"
     rows = [["primary F1", s["primary_f1"], f"{s['n_scored']} of {s['n_images']} images"],
             ["secondary F1", s["secondary_f1"], f"{s['n_scored_secondary']} images with one of the 15 CUIs ({source})"]]
-    typer.echo(_table(["score", "value", "scored"], rows))
+    typer.echo(text_table(["score", "value", "scored"], rows))
     if s["n_empty_gold"]:
         typer.echo(f"note: {s['n_empty_gold']} gold rows are empty; they are "
                    f"{'left out' if empty_gold == 'skip' else 'scored'} (the organisers' code would print "
-                   f"{_fmt(s['primary_f1_organisers_code'])}; see --empty-gold)")
+                   f"{format_value(s['primary_f1_organisers_code'])}; see --empty-gold)")
     typer.echo(f"mean concepts per image: gold {s['mean_gold_concepts']:.2f}, predicted {s['mean_pred_concepts']:.2f}; "
                f"{s['n_empty_pred']} images with no prediction")
 
     concept_rows = scores.per_concept_rows(names)
     if top and concept_rows:
-        supported = [r for r in concept_rows if r["support"] > 0]
-        best = sorted(supported, key=lambda r: (-r["f1"], -r["support"], r["CUI"]))[:top]
-        worst = sorted(supported, key=lambda r: (r["f1"], -r["support"], r["CUI"]))[:top]
-        cols = ["CUI", "name", "support", "predicted", "precision", "recall", "f1"]
-        for title, chosen in ((f"best {top} concepts by F1", best), (f"worst {top} concepts by F1", worst)):
-            typer.echo(f"\n{title} (of {len(supported)} concepts in the gold file):")
-            typer.echo(_table(cols, [[r[c] for c in cols] for r in chosen], numeric=range(2, len(cols))))
+        _print_best_and_worst(concept_rows, top)
 
     _write_outputs(s, scores, json_path, per_image)
     if per_concept is not None:
@@ -223,9 +197,44 @@ def evaluate_concepts_command(
     return 0
 
 
+def _print_best_and_worst(concept_rows: list[dict], top: int) -> None:
+    """The ``top`` best and worst concepts by F1, among those in the gold file."""
+    from ..metrics.tables import text_table
+
+    supported = [r for r in concept_rows if r["support"] > 0]
+    best = sorted(supported, key=lambda r: (-r["f1"], -r["support"], r["CUI"]))[:top]
+    worst = sorted(supported, key=lambda r: (r["f1"], -r["support"], r["CUI"]))[:top]
+    cols = ["CUI", "name", "support", "predicted", "precision", "recall", "f1"]
+    for title, chosen in ((f"best {top} concepts by F1", best), (f"worst {top} concepts by F1", worst)):
+        typer.echo(f"\n{title} (of {len(supported)} concepts in the gold file):")
+        typer.echo(text_table(cols, [[r[c] for c in cols] for r in chosen], numeric=range(2, len(cols))))
+
+
 # ---------------------------------------------------------------------------------------
 # evaluate captions
 # ---------------------------------------------------------------------------------------
+
+def _print_caption_summary(s: dict) -> None:
+    """One row per scorer and aggregate (value, and how it was computed or how to enable it)."""
+    from ..metrics.registry import AGGREGATE_TITLES, SCORERS
+    from ..metrics.tables import text_table
+
+    rows = [[scorer.label.format(**s["settings"]), s[key], scorer.describe(s)]
+            for key, scorer in SCORERS.items() if key in s]
+    for key in AGGREGATE_TITLES:
+        if key not in s:
+            continue
+        if s[key] is None:
+            note = f"needs {', '.join(s[key + '_missing'])}"
+        else:
+            note = f"mean of {', '.join(s[key + '_terms'])}" + (" (PARTIAL)" if s[key + "_partial"] else "")
+        rows.append([key.capitalize(), s[key], note])
+    typer.echo(text_table(["measure", "value", ""], rows))
+    if s["not_available"]:
+        typer.echo("\nnot available:")
+        for key, how in s["not_available"].items():
+            typer.echo(f"  {key}: {how}")
+
 
 @evaluate_app.command("captions")
 def evaluate_captions_command(
@@ -268,7 +277,6 @@ def evaluate_captions_command(
     """Score a caption submission with the official preprocessing and measures."""
     from ..data.csvio import read_captions_csv, read_cui_mapping
     from ..editions import edition_rules
-    from ..metrics.captions import DEFAULT_BERTSCORE_MODEL
     from ..metrics.editions import caption_preset, load_image_embeddings, score_captions_preset
     from ..submission import check_caption_submission
 
@@ -283,14 +291,13 @@ def evaluate_captions_command(
         return refused
     if bertscore_measure not in ("f1", "recall"):
         raise MedcapError(f"--bertscore-measure must be f1 or recall, got {bertscore_measure!r}")
-    names = read_cui_mapping(cui_mapping) if cui_mapping is not None else None
     none = {"", "none", "off"}
     embeddings = load_image_embeddings(image_embeddings) if image_embeddings is not None else None
     scores = score_captions_preset(
         gold_captions, captions, preset=chosen.name, image_embeddings=embeddings,
         bertscore_model=None if bertscore_model.lower() in none else bertscore_model,
         bertscore_num_layers=bertscore_layers, bertscore_measure=bertscore_measure, batch_size=batch_size,
-        device=device, images_dir=images, cui_names=names,
+        device=device, images_dir=images, cui_names=None if cui_mapping is None else read_cui_mapping(cui_mapping),
         bleurt_model=None if bleurt_model.lower() in none else bleurt_model,
         alignscore_checkpoint=alignscore_ckpt, medcat_model=medcat_model, medimageinsight_dir=medimageinsight,
         partial_aggregates=partial, download=download,
@@ -299,27 +306,6 @@ def evaluate_captions_command(
     s["edition"] = rules.year
     typer.echo(f"Caption prediction ({rules.year} rules, preset {chosen.name}): {pred} against {gold} "
                f"({s['n_images']} images)")
-    labels = {"rouge1": "ROUGE-1 F", "bertscore": f"BERTScore {bertscore_measure}", "bleurt": "BLEURT",
-              "similarity": "Similarity", "umls_f1": "UMLS concept F1", "umls_f1_approx": "UMLS F1 (approximate)",
-              "alignscore": "AlignScore"}
-    rows = []
-    for key, label in labels.items():
-        note = "not available" if s[key] is None else ""
-        if key == "umls_f1_approx" and s[key] is not None:
-            note = "cui_mapping names matched in the text, not MedCAT"
-        if key == "bertscore" and s[key] is not None and s["settings"]["bertscore_model"] != DEFAULT_BERTSCORE_MODEL:
-            note = f"not the official model: {s['settings']['bertscore_model']}"
-        rows.append([label, s[key], note])
-    for key in ("relevance", "factuality", "overall"):
-        if s[key] is None:
-            note = f"needs {', '.join(s[key + '_missing'])}"
-        else:
-            note = f"mean of {', '.join(s[key + '_terms'])}" + (" (PARTIAL)" if s[key + "_partial"] else "")
-        rows.append([key.capitalize(), s[key], note])
-    typer.echo(_table(["measure", "value", ""], rows))
-    if s["not_available"]:
-        typer.echo("\nnot available:")
-        for key, how in s["not_available"].items():
-            typer.echo(f"  {key}: {how}")
+    _print_caption_summary(s)
     _write_outputs(s, scores, json_path, per_image)
     return 0

@@ -40,23 +40,12 @@ def factcheck_command(
     """Fact-check captions against the concept detector: report, repair contradicted modality /
     body-region phrases, and/or append confidently detected findings the caption omits."""
     from ..data import read_cui_mapping
-    from ..factcheck import (FactCheckSettings, REPORT_COLUMNS, fact_check, knowledge_base,
-                             read_concept_probabilities, report_json, report_rows, summarize)
-    from ..fileio import atomic_write
+    from ..factcheck import FactCheckSettings, fact_check, knowledge_base, read_concept_probabilities
     from ..submission import read_caption_submission, write_caption_submission
 
     settings = FactCheckSettings(mode=mode, margin=margin, repair_min_probability=repair_min_prob,
                                  augment_min_probability=augment_min_prob, max_added=max_added)
-    if out is None and mode != "report":
-        raise MedcapError(f"--mode {mode} changes captions: pass --out NEW_SUBMISSION.csv")
-    if out is None and report is None:
-        raise MedcapError("nothing to write: pass --report REPORT.json (and/or --out)")
-    for path in (out, report):
-        if path is not None and path.resolve() == concept_probs.resolve():
-            raise MedcapError("refusing to overwrite the concept probabilities", file=path)
-    if report is not None and out is not None and report.resolve() == out.resolve():
-        raise MedcapError("--report and --out name the same file", file=report)
-
+    _check_outputs(mode, out, report, concept_probs)
     texts = read_caption_submission(captions)
     evidence = read_concept_probabilities(concept_probs)
     missing = [i for i in texts if i not in evidence.images]
@@ -69,19 +58,48 @@ def factcheck_command(
     if out is not None:
         write_caption_submission(out, {r.image_id: r.new_caption for r in results})
     if report is not None:
-        with atomic_write(report, newline="") as f:
-            if report.suffix.lower() == ".csv":
-                writer = csv.DictWriter(f, fieldnames=list(REPORT_COLUMNS), lineterminator="\n")
-                writer.writeheader()
-                for row in report_rows(results):
-                    writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in REPORT_COLUMNS})
-            else:
-                json.dump(report_json(results, settings), f, indent=1, ensure_ascii=False)
-                f.write("\n")
+        _write_report(report, results, settings)
+    _print_summary(results, settings, len(evidence.images) - len(texts), concept_probs)
+    for path, what in ((out, "captions"), (report, "report")):
+        if path is not None:
+            typer.echo(f"{what}: {path}")
+    return 0
+
+
+def _check_outputs(mode: str, out: Path | None, report: Path | None, concept_probs: Path) -> None:
+    """Something to write, and no output overwriting an input or the other output."""
+    if out is None and mode != "report":
+        raise MedcapError(f"--mode {mode} changes captions: pass --out NEW_SUBMISSION.csv")
+    if out is None and report is None:
+        raise MedcapError("nothing to write: pass --report REPORT.json (and/or --out)")
+    for path in (out, report):
+        if path is not None and path.resolve() == concept_probs.resolve():
+            raise MedcapError("refusing to overwrite the concept probabilities", file=path)
+    if report is not None and out is not None and report.resolve() == out.resolve():
+        raise MedcapError("--report and --out name the same file", file=report)
+
+
+def _write_report(report: Path, results, settings) -> None:
+    """The per-image verdicts: one CSV row per verdict when the name ends in .csv, else JSON."""
+    from ..factcheck import REPORT_COLUMNS, report_json, report_rows
+    from ..fileio import atomic_write
+
+    with atomic_write(report, newline="") as f:
+        if report.suffix.lower() == ".csv":
+            writer = csv.DictWriter(f, fieldnames=list(REPORT_COLUMNS), lineterminator="\n")
+            writer.writeheader()
+            for row in report_rows(results):
+                writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in REPORT_COLUMNS})
+        else:
+            json.dump(report_json(results, settings), f, indent=1, ensure_ascii=False)
+            f.write("\n")
+
+
+def _print_summary(results, settings, extra: int, concept_probs: Path) -> None:
+    from ..factcheck import summarize
 
     s = summarize(results)
     v = s["verdicts"]
-    extra = len(evidence.images) - len(texts)
     typer.echo(f"checked {s['n_images']} captions: {s['n_mentions']} concept mentions ({v['supported']} supported, "
                f"{v['unsupported']} unsupported, {v['contradicted']} contradicted, {v['unverifiable']} unverifiable)"
                + (f"; {extra} images of {concept_probs.name} have no caption" if extra > 0 else ""))
@@ -89,7 +107,3 @@ def factcheck_command(
         typer.echo(f"repair: replaced {s['n_replaced']} phrases in {s['n_captions_repaired']} captions")
     if settings.augments:
         typer.echo(f"augment: added {s['n_concepts_added']} concepts to {s['n_captions_augmented']} captions")
-    for path, what in ((out, "captions"), (report, "report")):
-        if path is not None:
-            typer.echo(f"{what}: {path}")
-    return 0

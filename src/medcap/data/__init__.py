@@ -5,8 +5,16 @@ Importing this package is cheap: numpy, PIL, pydicom, pyarrow and matplotlib are
 imported by the functions that need them.
 """
 from .check import CheckResult, check_dataset, inspect_dataset
-from .csvio import (CsvTable, Problem, read_captions_csv, read_concepts_csv, read_cui_mapping, scan_captions_csv,
-                    scan_concepts_csv, scan_cui_mapping)
+from .csvio import (
+    CsvTable,
+    Problem,
+    read_captions_csv,
+    read_concepts_csv,
+    read_cui_mapping,
+    scan_captions_csv,
+    scan_concepts_csv,
+    scan_cui_mapping,
+)
 from .dataset import ImageCLEFDataset, Split, canonical_split_name, read_dataset
 from .images import IMAGE_EXTENSIONS, is_dicom, list_images, load_image
 from .stats import compute_stats, dataset_stats

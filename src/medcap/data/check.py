@@ -23,8 +23,16 @@ from typing import Callable, Iterable
 
 from ..errors import MedcapError
 from .csvio import CsvTable, Problem, scan_cui_mapping
-from .dataset import (ImageCLEFDataset, Split, SplitFiles, build_folder_split, index_image_folder, locate_dataset,
-                      read_parquet_split, scan_split_tables)
+from .dataset import (
+    ImageCLEFDataset,
+    Split,
+    SplitFiles,
+    build_folder_split,
+    index_image_folder,
+    locate_dataset,
+    read_parquet_split,
+    scan_split_tables,
+)
 
 __all__ = ["CheckResult", "Problem", "check_dataset", "inspect_dataset"]
 

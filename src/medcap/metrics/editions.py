@@ -9,40 +9,20 @@
 Factuality = mean(UMLS concept F1 with MedCAT restricted to the MEDCON types, AlignScore)
 and Overall = mean(Relevance, Factuality) in all three. The per-metric scores come from
 :func:`medcap.metrics.captions.score_captions`; this module only adds the precomputed-image
-similarity and averages by preset, so the scorers themselves stay as they are.
+similarity and averages by preset, so the scorers themselves stay as they are. The presets
+themselves (which scorers, how they aggregate) are :data:`medcap.metrics.registry.PRESETS`.
 """
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import MedcapError
+from .registry import PRESETS, CaptionPreset  # noqa: F401  (PRESETS: re-exported; the presets live there)
 from .scorers import ScorerUnavailable
-
-
-@dataclass(frozen=True)
-class CaptionPreset:
-    """Which per-metric means each aggregate averages."""
-
-    name: str
-    relevance: tuple[str, ...]
-    factuality: tuple[str, ...]
-    bertscore_measure: str | None  # the BERTScore measure the preset is defined with; None: the user's
-    description: str
-
-
-PRESETS: dict[str, CaptionPreset] = {p.name: p for p in (
-    CaptionPreset("public-2025", ("similarity", "bertscore", "rouge1"), ("umls_f1", "alignscore"), None,
-                  "2025, the organisers' public code: Relevance = mean(Similarity, BERTScore, ROUGE-1)"),
-    CaptionPreset("paper", ("similarity", "bertscore", "rouge1", "bleurt"), ("umls_f1", "alignscore"), None,
-                  "2025, as the paper's numbers fit: Relevance with BLEURT as a fourth term"),
-    CaptionPreset("2026", ("bertscore", "rouge1", "similarity", "bleurt"), ("umls_f1", "alignscore"), "f1",
-                  "2026: Relevance = mean(BERTScore F1, ROUGE-1, Similarity, BLEURT)"),
-)}
 
 
 def caption_preset(name: str | None = None, *, edition=None) -> CaptionPreset:
@@ -64,18 +44,10 @@ def aggregate_preset(means: Mapping[str, float | None], preset: str | CaptionPre
     mean of the terms present, labelled ``<name>_partial``. ``<name>_terms`` lists the terms
     averaged, ``<name>_missing`` the ones not available (same keys as ``aggregate_scores``).
     """
+    from .captions import aggregate_scores
+
     p = preset if isinstance(preset, CaptionPreset) else caption_preset(preset)
-    out: dict = {}
-    for name, terms, values in (("relevance", p.relevance, means), ("factuality", p.factuality, means),
-                                ("overall", ("relevance", "factuality"), out)):
-        present = [t for t in terms if values.get(t) is not None]
-        missing = [t for t in terms if values.get(t) is None]
-        value = float(np.mean([values[t] for t in present])) if present and (partial or not missing) else None
-        out[name] = value
-        out[f"{name}_terms"] = present if value is not None else []
-        out[f"{name}_missing"] = missing
-        out[f"{name}_partial"] = bool(value is not None and missing)
-    return out
+    return aggregate_scores(means, preset=p, partial=partial)
 
 
 # ---------------------------------------------------------------------------------------

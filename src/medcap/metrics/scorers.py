@@ -11,6 +11,8 @@ approximation and is reported under its own key (``umls_f1_approx``).
 
 All functions take parallel lists ``gold`` and ``pred`` (one caption pair per image) and
 return one score per pair, applying each metric's official preprocessing and empty rules.
+
+:mod:`medcap.metrics.registry` wraps each of them (and ROUGE-1, BERTScore) in a scorer object.
 """
 from __future__ import annotations
 
@@ -172,7 +174,7 @@ def medcat_scores(gold: Sequence[str], pred: Sequence[str], *, model_pack: str |
             cache[text] = {ent["cui"] for ent in cat.get_entities(text)["entities"].values()}
         return cache[text]
 
-    return np.asarray([1.0 if both_empty(g, p) else set_f1(cuis(g), cuis(p)) for g, p in zip(gold, pred)])
+    return np.asarray([1.0 if both_empty(g, p) else set_f1(cuis(g), cuis(p)) for g, p in zip(gold, pred, strict=True)])
 
 
 # ---------------------------------------------------------------------------------------
@@ -271,4 +273,4 @@ class ConceptNameMatcher:
     def scores(self, gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
         """Per pair: F1 of the matched CUI sets, with the official empty rules of the UMLS F1."""
         return np.asarray([1.0 if both_empty(g, p) else set_f1(self.cuis(g), self.cuis(p))
-                           for g, p in zip(gold, pred)])
+                           for g, p in zip(gold, pred, strict=True)])

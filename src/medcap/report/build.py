@@ -18,16 +18,9 @@ from pathlib import Path
 
 from ..errors import MedcapError
 from ..fileio import atomic_dir
+from ..metrics.tables import TASKS, score_columns, score_rows
 from . import figures
 from . import html as H
-
-# Known metric keys, in the order the score table shows them, with their column titles.
-CONCEPT_METRICS = {"primary_f1": "Primary F1", "secondary_f1": "Secondary F1"}
-CAPTION_METRICS = {
-    "rouge1": "ROUGE-1", "bertscore": "BERTScore", "bleurt": "BLEURT", "similarity": "Similarity",
-    "umls_f1": "UMLS F1", "umls_f1_approx": "UMLS F1 (approx.)", "alignscore": "AlignScore",
-    "relevance": "Relevance", "factuality": "Factuality", "overall": "Overall",
-}
 
 
 @dataclass
@@ -87,7 +80,7 @@ class _Context:
 
 
 def _load(inputs: ReportInputs, out: Path) -> _Context:
-    from ..app import model_folder
+    from ..pipeline import model_folder
 
     inputs = dataclasses.replace(inputs, concept_model=model_folder(inputs.concept_model),
                                  caption_model=model_folder(inputs.caption_model))
@@ -197,7 +190,9 @@ def sweep_on_validation(model_dir: Path, split, thresholds: Mapping) -> tuple[li
 # Sections
 # ---------------------------------------------------------------------------------------
 
-def _scores_section(ctx: _Context) -> str:
+def _given_or_computed_scores(ctx: _Context) -> tuple[dict, list[str]]:
+    """The given scores; for a task without them whose submission file is given, that file's
+    scores with the cheap baselines beside it (given scores, e.g. from medcap demo, stay as they are)."""
     from .scoring import caption_score_notes, caption_scores, concept_scores
 
     scores = {task: dict(methods) for task, methods in ctx.inputs.scores.items()}
@@ -207,8 +202,6 @@ def _scores_section(ctx: _Context) -> str:
         split = ctx.split()
     except MissingPiece:
         pass
-    # A task without given scores whose submission file is given: score the file, with the
-    # cheap baselines beside it (given scores, e.g. from medcap demo, are shown as they are).
     if split is not None and ctx.concept_pred is not None and split.concepts is not None \
             and not scores.get("concepts"):
         computed = {ctx.inputs.concept_model_name: ctx.concept_pred, **_concept_baselines(ctx, split)}
@@ -220,19 +213,22 @@ def _scores_section(ctx: _Context) -> str:
         scores["captions"] = {name: caption_scores(split.captions, pred, ctx.names, allow_missing=True)
                               for name, pred in computed.items()}
         notes = notes or caption_score_notes()
+    return scores, notes
+
+
+def _scores_section(ctx: _Context) -> str:
+    scores, notes = _given_or_computed_scores(ctx)
     if not any(scores.values()):
         raise MissingPiece("no scores: give submission files (--concept-pred/--caption-pred) for a split "
                            "with gold files, or scores from `medcap demo`")
     parts = []
-    for task, known, title, main in (("concepts", CONCEPT_METRICS, "Concept detection", "primary_f1"),
-                                     ("captions", CAPTION_METRICS, "Caption prediction", "rouge1")):
+    for task, (known, title, main) in TASKS.items():
         methods = scores.get(task) or {}
         if not methods:
             parts.append(H.note(f"{title}: no scores."))
             continue
-        keys = [k for k in known if any(m.get(k) is not None for m in methods.values())]
-        headers = ["Method"] + [known[k] for k in keys]
-        rows = [[name] + [m.get(k) for k in keys] for name, m in methods.items()]
+        keys = score_columns(task, methods)
+        headers, rows = score_rows(task, methods)
         best_key = main if main in keys else (keys[0] if keys else None)
         best = []
         if best_key is not None:
@@ -262,29 +258,24 @@ def _training_split(ctx: _Context, scored, labels: str):
 
 def _concept_baselines(ctx: _Context, split) -> dict[str, dict[str, list[str]]]:
     """The most-frequent-concepts baseline (k chosen on validation, else the median count)."""
-    from ..baselines import fit_most_frequent, most_frequent_concepts
+    from ..baselines import most_frequent_baseline
 
     train = _training_split(ctx, split, "concepts")
     if train is None:
         return {}
     valid = ctx.dataset.split("valid") if "valid" in ctx.dataset else None
-    if valid is not None and valid is not split and valid.concepts:
-        cuis, _ = fit_most_frequent(train.concepts, valid.concepts)
-    else:
-        sizes = sorted(len(v) for v in train.concepts.values())
-        cuis = most_frequent_concepts(train.concepts)[:max(1, sizes[len(sizes) // 2])]
+    cuis, _ = most_frequent_baseline(train, valid if valid is not split else None)
     return {"Most frequent concepts (baseline)": {i: list(cuis) for i in split.concepts}}
 
 
 def _caption_baselines(ctx: _Context, split) -> dict[str, dict[str, str]]:
     """The constant-caption baseline: the training caption closest to all others (ROUGE-1)."""
-    from ..baselines import constant_caption
+    from ..baselines import constant_caption_baseline
 
     train = _training_split(ctx, split, "captions")
     if train is None:
         return {}
-    caption = constant_caption(train.captions)
-    return {"Constant caption (baseline)": {i: caption for i in split.captions}}
+    return {"Constant caption (baseline)": constant_caption_baseline(train, list(split.captions))[0]}
 
 
 def _dataset_section(ctx: _Context) -> str:

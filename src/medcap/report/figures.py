@@ -81,7 +81,7 @@ def plot_training_curves(rows: Sequence[Mapping[str, object]], path: Path, *, ti
         drawn = 0
         for i, k in enumerate(group):
             ys = _finite([r.get(k) for r in rows])
-            pts = [(x, y) for x, y in zip(xs, ys) if not (math.isnan(x) or math.isnan(y))]
+            pts = [(x, y) for x, y in zip(xs, ys, strict=True) if not (math.isnan(x) or math.isnan(y))]
             if not pts:
                 continue
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, linewidth=1.6,
@@ -106,7 +106,7 @@ def plot_threshold_curve(thresholds: Sequence[float], f1: Sequence[float], path:
     """F1 of every threshold of the validation sweep, the chosen one marked."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.2))
-    pts = sorted(zip(_finite(thresholds), _finite(f1)))
+    pts = sorted(zip(_finite(thresholds), _finite(f1), strict=True))
     ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", markersize=3, color=BLUE, linewidth=1.6)
     if chosen is not None:
         ax.axvline(chosen, color=RED, linestyle="--", linewidth=1.2, label=f"chosen {chosen:.2f}")
@@ -140,7 +140,7 @@ def plot_concept_f1(rows: Sequence[Mapping[str, object]], path: Path, *, n: int 
         ax.set_xlabel("F1")
         ax.set_title(label)
         ax.grid(axis="y", visible=False)
-        for i, (v, r) in enumerate(zip(values, group[::-1])):
+        for i, (v, r) in enumerate(zip(values, group[::-1], strict=True)):
             ax.text(min(v + 0.02, 0.82), i, f"{v:.2f}  (n={int(r['support'])})", va="center", fontsize=7.5)
     fig.suptitle(title, fontsize=10.5, fontweight="bold")
     return _save(fig, path)

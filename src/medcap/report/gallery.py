@@ -107,7 +107,8 @@ def build_cards(ctx, split, n: int) -> list[str]:
         if pred is not None:
             gold_html, pred_html = _concept_chips(gold, pred, names, probs)
             rows.append(f'<div class="row"><span class="lbl">Gold</span><span class="val">{gold_html}</span></div>')
-            rows.append(f'<div class="row"><span class="lbl">Predicted</span><span class="val">{pred_html}</span></div>')
+            rows.append(f'<div class="row"><span class="lbl">Predicted</span>'
+                        f'<span class="val">{pred_html}</span></div>')
             if gold:
                 g, p = {c.upper() for c in gold}, {c.upper() for c in pred}
                 f1 = f'<span class="f1">F1 {2 * len(g & p) / (len(g) + len(p)):.2f}</span>'
@@ -135,6 +136,6 @@ def _pipeline(ctx):
     captions = ctx.inputs.caption_model if ctx.caption_pred is None else None
     if ctx.inputs.concept_model is None and captions is None:
         return None
-    from ..app import Pipeline
+    from ..pipeline import Pipeline
 
     return Pipeline(ctx.inputs.concept_model, captions)

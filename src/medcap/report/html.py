@@ -9,7 +9,7 @@ import base64
 import html
 import io
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from string import Template
@@ -95,14 +95,8 @@ def section(section_id: str, title: str, content: str, intro: str = "") -> str:
     return f'<section id="{esc(section_id)}"><h2>{esc(title)}</h2>{intro_html}{content}</section>'
 
 
-def chips(items: Sequence[tuple[str, str]], ) -> str:
+def chips(items: Sequence[tuple[str, str]]) -> str:
     """Concept chips: (label, kind) with kind one of hit, miss, extra, plain."""
     if not items:
         return '<span class="na">none</span>'
     return "".join(f'<span class="chip {esc(kind)}">{esc(label)}</span>' for label, kind in items)
-
-
-def key_values(pairs: Mapping[str, object]) -> str:
-    cells = "".join(f'<div class="kv"><div class="k">{esc(k)}</div><div class="v">{fmt_number(v, 3)}</div></div>'
-                    for k, v in pairs.items())
-    return f'<div class="kvs">{cells}</div>'

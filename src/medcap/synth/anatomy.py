@@ -369,7 +369,8 @@ def _pet_abdomen(cv, t, rng, variant):
     cv.ellipse(0.38, 0.55, 0.05, 0.08, t["kidney"])
     cv.ellipse(0.62, 0.55, 0.05, 0.08, t["kidney"])
     for _ in range(4):
-        cv.ellipse(rng.uniform(0.35, 0.65), rng.uniform(0.6, 0.85), 0.05, 0.03, t["organ"] * 0.6, angle=rng.uniform(0, 3))
+        cv.ellipse(rng.uniform(0.35, 0.65), rng.uniform(0.6, 0.85), 0.05, 0.03, t["organ"] * 0.6,
+                   angle=rng.uniform(0, 3))
 
 
 @_template("pet", "pelvis", body=[(0.5, 0.45, 0.26, 0.2)])

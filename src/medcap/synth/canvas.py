@@ -14,6 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
+
 # Noise banks: one per (size, kind), built once per process from a fixed seed; each image
 # takes a random window (offsets from the image's own generator, so output stays a pure
 # function of the dataset seed and the image index).

@@ -274,7 +274,8 @@ def compose_caption(facts: CaptionFacts, rng: np.random.Generator) -> str:
         if rng.random() < 0.5:
             sentences.append(f"Note the {_join(organs, rng)}.")
         else:
-            sentences.append(f"The {_join(organs, rng)} {'are' if len(organs) > 1 or organs[0].endswith('s') else 'is'} unremarkable.")
+            verb = "are" if len(organs) > 1 or organs[0].endswith("s") else "is"
+            sentences.append(f"The {_join(organs, rng)} {verb} unremarkable.")
     n_extra = 0
     while n_extra < len(_EXTRA) and rng.random() < (0.3 if n_extra == 0 else 0.35):
         n_extra += 1

@@ -68,7 +68,8 @@ def _fluid_value(cv: Canvas, x, y, r, lut: dict) -> float:
 # One drawer per finding: (canvas, finding, polarity, modality, lut, rng) -> area.
 def _nodule(cv, f, pol, modality, lut, rng):
     r = f.size / 2
-    return cv.ellipse(f.x, f.y, r, r * rng.uniform(0.9, 1.0), _target(cv, f.x, f.y, r, pol, 0.38), angle=f.angle, soft=1.3)
+    return cv.ellipse(f.x, f.y, r, r * rng.uniform(0.9, 1.0), _target(cv, f.x, f.y, r, pol, 0.38), angle=f.angle,
+                      soft=1.3)
 
 
 def _mass(cv, f, pol, modality, lut, rng):  # lobulated: three overlapping blobs, maybe a necrotic core

@@ -224,7 +224,7 @@ class CaptionTask:
         self.model = self.captioner.model
         if cfg.concept_loss <= 0:
             return None
-        from ..data.vocab import ConceptVocabulary   # knowledge-guided training (medcap.models.guided)
+        from ..data.vocab import ConceptVocabulary  # knowledge-guided training (medcap.models.guided)
         from ..models.guided import ConceptGuidedBlip
 
         known = self._concepts(train, self.train_ids, "concept_loss", self.root)

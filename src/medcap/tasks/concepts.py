@@ -21,12 +21,12 @@ from typing import Any, Callable
 import numpy as np
 
 from ..config import load_config
-from ..engine import TrainConfig, TrainResult, Trainer, seed_everything
+from ..data.items import ConceptImageDataset, ImageFolderItems
+from ..data.transforms import normalize_batch
+from ..engine import TrainConfig, Trainer, TrainResult, seed_everything
 from ..errors import MedcapError
 from ..fileio import write_text_atomic
 from ..losses import LossConfig
-from ..data.items import ConceptImageDataset, ImageFolderItems
-from ..data.transforms import normalize_batch
 
 TASK = "concepts"
 
