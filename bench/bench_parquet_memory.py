@@ -71,7 +71,7 @@ def write_parquet_dataset(base: Path, out: Path, target_bytes: float) -> dict:
         per = -(-len(rows) // n_shards)
         for s in range(n_shards):
             chunk = rows[s * per:(s + 1) * per]
-            table = pa.table([list(c) for c in zip(*chunk)], schema=schema)
+            table = pa.table([list(c) for c in zip(*chunk, strict=True)], schema=schema)
             pq.write_table(table, out / "data" / f"{name}-{s:05d}-of-{n_shards:05d}.parquet",
                            row_group_size=ROW_GROUP, use_dictionary=["image_id", "caption", "cui"])
         stats[name] = len(rows)

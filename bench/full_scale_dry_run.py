@@ -92,7 +92,8 @@ def main() -> None:
         r["data_check"]["images_per_s"] = round(args.n_images / r["data_check"]["seconds"], 1)
         run = out / f"run-{layout}"
         r["train"] = timed([*medcap, "train", "concepts", "--config", "demo", "--data", str(data), "--out", str(run),
-                            "--set", "epochs=1", "--set", f"max_minutes={args.train_minutes}", "--set", "progress=false"])
+                            "--set", "epochs=1", "--set", f"max_minutes={args.train_minutes}",
+                            "--set", "progress=false"])
         with open(run / "metrics.csv", newline="") as f:
             rows = list(csv.DictReader(f))
         batch = 32  # the demo config's batch size

@@ -260,5 +260,6 @@ def test_an_unknown_key_in_the_folder_config_suggests_the_known_one(tmp_path):
     cfg = json.loads((tmp_path / "model" / "config.json").read_text())
     cfg["backbon"] = cfg.pop("backbone")
     (tmp_path / "model" / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(MedcapError, match="config.json: unknown detector config key 'backbon'; did you mean 'backbone'"):
+    expected = "config.json: unknown detector config key 'backbon'; did you mean 'backbone'"
+    with pytest.raises(MedcapError, match=expected):
         ConceptDetector.from_pretrained(tmp_path / "model")

@@ -334,7 +334,8 @@ def test_the_cli_refuses_a_folder_in_use_with_one_line(cli, synth_small, tmp_pat
     try:
         rc, _, err = cli("train", "concepts", "--config", "demo", "--data", synth_small, "--out", tmp_path / "run",
                          "--set", "epochs=1", "--set", "progress=false")
-        assert rc == 2 and f"in use by another training run (process {holder.pid})" in _one_line(err.split("config demo")[-1])
+        message = _one_line(err.split("config demo")[-1])
+        assert rc == 2 and f"in use by another training run (process {holder.pid})" in message
     finally:
         holder.kill()
         holder.wait()

@@ -59,7 +59,7 @@ def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = 
         target_ids, target_emb = baselines.image_embeddings(embedder, ImageFolderItems.from_split(target),
                                                             batch_size=batch_size, progress=progress)
         captions = baselines.retrieval_captions(train_emb, [train.captions[i] for i in train_ids], target_emb)
-        result = dict(zip(target_ids, captions))
+        result = dict(zip(target_ids, captions, strict=True))
     else:
         raise MedcapError(f"unknown caption baseline {kind!r}; expected constant or retrieval")
     write_caption_submission(out, result, gold_ids=order, edition=edition)

@@ -170,7 +170,8 @@ def parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return out
 
 
-def load_config(cls: type[T], name_or_path: str | Path, task: str, overrides: dict[str, Any] | list[str] | None = None) -> T:
+def load_config(cls: type[T], name_or_path: str | Path, task: str,
+                overrides: dict[str, Any] | list[str] | None = None) -> T:
     """Load a named config (``paper``) or a YAML path into dataclass ``cls``.
 
     A YAML file may say ``base: NAME`` to start from another named config of the task.

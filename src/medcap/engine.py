@@ -62,9 +62,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .checkpoints import CHECKPOINTS, STATE_FILE, clean_run_folder, latest_checkpoint, load_state_error, read_state
 from .errors import MedcapError
-from .checkpoints import (CHECKPOINTS, STATE_FILE, clean_run_folder, latest_checkpoint, load_state_error,
-                          read_state)
 from .fileio import atomic_dir, write_text_atomic
 from .nonfinite import StepGuard, nonfinite_count
 from .runlock import RunLock

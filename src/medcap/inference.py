@@ -64,7 +64,7 @@ def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
     pred = th.apply(probs)
     cuis = model.vocabulary.cuis
     out = []
-    for row, p in zip(pred, probs):
+    for row, p in zip(pred, probs, strict=True):
         cols = np.flatnonzero(row)
         cols = cols[np.argsort(-p[cols], kind="stable")][:100]  # REFERENCE §4: at most 100 per image
         out.append([(cuis[k], float(p[k])) for k in cols])
@@ -76,7 +76,7 @@ def predict_concepts(model_or_dir, images, batch_size: int = 32, device: str | N
     """Images (folders, files) -> {ID: [(CUI, probability), ...]} with the saved thresholds."""
     model = load_detector(model_or_dir)
     ids, probs = predict_probabilities(model, images, batch_size, device, num_workers, progress)
-    return dict(zip(ids, decide(model, probs)))
+    return dict(zip(ids, decide(model, probs), strict=True))
 
 
 def probabilities_json(model, ids: list[str], probs: np.ndarray, top: int = 10, full: bool = False) -> dict:
@@ -89,13 +89,13 @@ def probabilities_json(model, ids: list[str], probs: np.ndarray, top: int = 10, 
     decided = decide(model, probs)
     vocab = model.vocabulary
     images = {}
-    for image_id, p, chosen in zip(ids, probs, decided):
+    for image_id, p, chosen in zip(ids, probs, decided, strict=True):
         best = np.argsort(-p, kind="stable")[:top]
         images[image_id] = {
             "predicted": [{"cui": c, "name": vocab.name(c), "probability": round(q, 6)} for c, q in chosen],
             "top": [{"cui": vocab.cuis[k], "probability": round(float(p[k]), 6)} for k in best]}
         if full:
-            images[image_id]["probabilities"] = {c: round(float(q), 6) for c, q in zip(vocab.cuis, p)}
+            images[image_id]["probabilities"] = {c: round(float(q), 6) for c, q in zip(vocab.cuis, p, strict=True)}
     data = {"thresholds": model.thresholds, "images": images}
     if full:
         data["vocabulary"] = list(vocab.cuis)

@@ -53,7 +53,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
         batch_concepts = None if per_image is None else [per_image[i] for i in ids]
         captions += captioner.generate([items.load(i) for i in ids], batch_size=batch_size, concepts=batch_concepts,
                                        **overrides)
-    result = dict(zip(items.ids, captions))
+    result = dict(zip(items.ids, captions, strict=True))
     if out is not None:
         write_caption_submission(out, result, gold_ids=order, edition=edition)
     return result

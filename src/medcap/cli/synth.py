@@ -30,13 +30,23 @@ def synth_command(
         "label-only concepts with a ROCOv2-like long tail (Zipf), named in cui_mapping.csv."),
     sizes: str | None = typer.Option(None, "--sizes", help="MIN-MAX: each image gets its own width and height in "
                                      "this range (non-square, like real figures) instead of --size."),
-    workers: int = typer.Option(1, "--workers", help="Processes drawing images (the files are the same for any number)."),
+    workers: int = typer.Option(1, "--workers",
+                                help="Processes drawing images (the files are the same for any number)."),
 ) -> int:
     """Write a SYNTHETIC ImageCLEFmedical Caption dataset: procedurally drawn images, NOT real medical data.
 
-    The demo, the tests and the benchmarks run on it when the licensed ImageCLEF / ROCOv2 data is not at hand. OUT gets exactly the ImageCLEF layout: train/, valid/, test/ folders of <ID>.jpg (grayscale JPEG); <split>_concepts.csv (ID,CUIs joined by ';'), <split>_concepts_manual.csv (only the 15 modality / body-region CUIs of the official secondary score), <split>_captions.csv (ID,Caption), cui_mapping.csv (CUI,Canonical name), and a README.txt saying the data is synthetic, with the seed and settings.
+    The demo, the tests and the benchmarks run on it when the licensed ImageCLEF / ROCOv2 data is not at hand.
+    OUT gets exactly the ImageCLEF layout: train/, valid/, test/ folders of <ID>.jpg (grayscale JPEG);
+    <split>_concepts.csv (ID,CUIs joined by ';'), <split>_concepts_manual.csv (only the 15 modality /
+    body-region CUIs of the official secondary score), <split>_captions.csv (ID,Caption), cui_mapping.csv
+    (CUI,Canonical name), and a README.txt saying the data is synthetic, with the seed and settings.
 
-    Each image shows one modality (CT, MRI, plain X-ray, ultrasound, angiography, PET, OCT: sets the global look), usually one body region (chest, abdomen, head, spine, pelvis, upper/lower extremity, breast: sets the anatomy), and 0-4 findings (nodule, mass, cyst, fracture, calcification, stent, pleural effusion and rarer ones) drawn as small objects whose position gives Right/Left (patient's side, radiological convention) and, on chest and abdomen images, Upper/Lower labels, so images must not be flipped. Labels are real UMLS CUIs with a long-tailed frequency, 1-10 per image, mostly 1-4; captions are written from the concepts.
+    Each image shows one modality (CT, MRI, plain X-ray, ultrasound, angiography, PET, OCT: sets the global
+    look), usually one body region (chest, abdomen, head, spine, pelvis, upper/lower extremity, breast: sets the
+    anatomy), and 0-4 findings (nodule, mass, cyst, fracture, calcification, stent, pleural effusion and rarer
+    ones) drawn as small objects whose position gives Right/Left (patient's side, radiological convention) and,
+    on chest and abdomen images, Upper/Lower labels, so images must not be flipped. Labels are real UMLS CUIs
+    with a long-tailed frequency, 1-10 per image, mostly 1-4; captions are written from the concepts.
 
     OUT is written atomically: after an error or Ctrl-C nothing is left behind.
     """
@@ -63,6 +73,7 @@ def synth_command(
     summary = generate_dataset(out, cfg, overwrite=overwrite, workers=workers, progress=progress)
     typer.echo(f"wrote SYNTHETIC dataset {summary['root']}: train {n_train}, valid {n_valid}, test {n_test} images "
                f"of {size if sizes is None else sizes} px, {summary['n_concepts']} distinct CUIs, seed {seed}"
-               + (f", label noise {label_noise} ({summary['labels_changed']['train']} train rows changed)" if label_noise else "")
+               + (f", label noise {label_noise} ({summary['labels_changed']['train']} train rows changed)"
+                  if label_noise else "")
                + f" in {summary['seconds']:.1f} s ({summary['images_per_second'] or 0:.0f} images/s)")
     return 0

@@ -17,7 +17,7 @@ from ..errors import MedcapError
 from .csvio import CUI_PATTERN, Problem, normalize_cui
 
 if TYPE_CHECKING:
-    from .dataset import Split, SplitFiles
+    from .split import Split, SplitFiles
 
 __all__ = ["ParquetImages", "read_parquet_split"]
 
@@ -147,7 +147,7 @@ class ParquetImages(Mapping):
 
 def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem]) -> Split:
     """A parquet-layout split; bad rows raise (``strict``) or are added to ``problems``."""
-    from .dataset import Split
+    from .split import Split
 
     try:
         import pyarrow as pa

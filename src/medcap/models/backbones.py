@@ -187,7 +187,7 @@ def _load_state_file(model: nn.Module, path: str) -> None:
     state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not state:
         raise MedcapError("no tensor in this weights file matches the backbone", file=p)
-    model.load_state_dict(state, strict=False)
+    model.load_state_dict(state, strict=True)
 
 
 def create_backbone(name: str, pretrained: bool = False, pretrained_path: str | None = None,

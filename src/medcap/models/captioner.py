@@ -420,7 +420,8 @@ class Captioner:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
+                 "pytorch_model.bin", "pytorch_model.bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 _IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 

@@ -78,7 +78,8 @@ class GenerationSettings:
             try:
                 config = GenerationConfig.from_pretrained(folder)
             except (OSError, ValueError) as e:
-                raise MedcapError(f"cannot read the generation settings ({str(e).splitlines()[0]})", file=path) from None
+                reason = str(e).splitlines()[0]
+                raise MedcapError(f"cannot read the generation settings ({reason})", file=path) from None
             if hasattr(config, "medcap_postprocess"):
                 return cls.from_generation_config(config)
         return cls.from_dict(legacy, legacy_label)

@@ -98,7 +98,7 @@ class CaptionEncoder:
         import torch
 
         caption_ids = self.tokenizer(list(captions), truncation=True, max_length=self.max_length)["input_ids"]
-        rows = [[self.bos_token_id, *p, *ids[1:]] for p, ids in zip(prompts, caption_ids)]
+        rows = [[self.bos_token_id, *p, *ids[1:]] for p, ids in zip(prompts, caption_ids, strict=True)]
         starts = [1 + len(p) for p in prompts]           # first caption token: the first target
         longest = max(len(r) for r in rows)
         width = longest if self.padding == "longest" else max(longest, self.max_length + max(starts) - 1)
@@ -106,7 +106,7 @@ class CaptionEncoder:
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
         labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, (row, start) in enumerate(zip(rows, starts)):
+        for i, (row, start) in enumerate(zip(rows, starts, strict=True)):
             input_ids[i, :len(row)] = torch.tensor(row)
             attention_mask[i, :len(row)] = 1
             labels[i, start:len(row)] = input_ids[i, start:len(row)]

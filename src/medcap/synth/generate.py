@@ -86,8 +86,10 @@ class SynthConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise MedcapError(f"{name.replace('_', '-')} must be a whole number >= 0, got {v!r}")
-        if isinstance(self.size, bool) or not isinstance(self.size, (int, np.integer)) or not _MIN_SIZE <= self.size <= _MAX_SIZE:
-            raise MedcapError(f"size must be a whole number of pixels from {_MIN_SIZE} to {_MAX_SIZE}, got {self.size!r}")
+        whole = not isinstance(self.size, bool) and isinstance(self.size, (int, np.integer))
+        if not whole or not _MIN_SIZE <= self.size <= _MAX_SIZE:
+            raise MedcapError(f"size must be a whole number of pixels from {_MIN_SIZE} to {_MAX_SIZE}, "
+                              f"got {self.size!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
             raise MedcapError(f"seed must be a whole number >= 0, got {self.seed!r}")
         if not isinstance(self.label_noise, (int, float)) or not 0.0 <= float(self.label_noise) <= 1.0:
@@ -216,7 +218,10 @@ def readme_text(cfg: SynthConfig) -> str:
         "tail, not drawn and not named in captions)" if n_rare else "")
     extra = (f" --n-concepts {cfg.n_concepts}" if cfg.n_concepts else "") + (
         f" --sizes {cfg.sizes[0]}-{cfg.sizes[1]}" if cfg.sizes else "")
-    return f"""SYNTHETIC DATA - these are procedurally drawn images, NOT real medical images and NOT from any patient. Made by `medcap synth` (medcap {__version__}, generator version {GENERATOR_VERSION}) with seed {cfg.seed} for demos, tests and benchmarks of the ImageCLEFmedical Caption tools; nothing learned or measured on it says anything about real data.
+    return f"""SYNTHETIC DATA - these are procedurally drawn images, NOT real medical images and NOT from any
+patient. Made by `medcap synth` (medcap {__version__}, generator version {GENERATOR_VERSION})
+with seed {cfg.seed} for demos, tests and benchmarks of the ImageCLEFmedical Caption tools;
+nothing learned or measured on it says anything about real data.
 
 Layout: the ImageCLEFmedical Caption 2025 layout (train/, valid/, test/ folders of <ID>.jpg;
 <split>_concepts.csv "ID,CUIs" with CUIs joined by ';'; <split>_concepts_manual.csv with only
@@ -229,9 +234,9 @@ sets the global look, the body region (chest, abdomen, head, spine, pelvis, uppe
 extremity, breast; some images have none) the anatomy drawing, and findings (nodule, mass,
 cyst, fracture, calcification, stent, pleural effusion, plus rarer ones) are small local
 objects. Location labels follow where findings are drawn: Right/Left/Bilateral everywhere,
-Upper/Lower on chest and abdomen images only, sides in the radiological convention: the patient's right is on the image's LEFT, so a horizontal
-flip changes the labels. Organ concepts such as Lung or Liver are a random tail and are not
-visible as such. The CUIs are real UMLS CUIs (see cui_mapping.csv).
+Upper/Lower on chest and abdomen images only, sides in the radiological convention: the
+patient's right is on the image's LEFT, so a horizontal flip changes the labels. Organ concepts
+such as Lung or Liver are a random tail and are not visible as such. The CUIs are real UMLS CUIs (see cui_mapping.csv).
 
 Captions are written from the true concepts with varied templates. Label noise: {cfg.label_noise}
 (applied to the concept CSVs of: {', '.join(cfg.noisy_splits) or 'no split'}; captions and images
@@ -241,7 +246,8 @@ Images per split: train {cfg.n_train}, valid {cfg.n_valid}, test {cfg.n_test}; {
 Vocabulary: {vocab_text}.
 Regenerate exactly with (settings that have no command-line option are in the configuration below;
 the Python API is medcap.synth.generate_dataset(OUT, medcap.synth.SynthConfig(**configuration))):
-  medcap synth OUT --n-train {cfg.n_train} --n-valid {cfg.n_valid} --n-test {cfg.n_test} --size {cfg.size} --seed {cfg.seed} --label-noise {cfg.label_noise}{extra}
+  medcap synth OUT --n-train {cfg.n_train} --n-valid {cfg.n_valid} --n-test {cfg.n_test} \\
+    --size {cfg.size} --seed {cfg.seed} --label-noise {cfg.label_noise}{extra}
 
 Configuration:
 {conf}

@@ -58,7 +58,7 @@ class CaptionConfig(TrainConfig):
     gradient_checkpointing: bool = False
     freeze_vision: bool = False      # train the text decoder only
     concept_loss: float = 0.0        # weight of the auxiliary concept probe (medcap.models.guided; 0: off)
-    concept_prompt: bool = False     # the decoder starts from the image's concept names (models.captioner.ConceptPrompt)
+    concept_prompt: bool = False     # the decoder starts from the image's concept names (ConceptPrompt)
     concept_prompt_tokens: int = 24  # longest concept prompt, in tokens
     concept_prompt_drop: float = 0.0  # training: leave each gold concept out of the prompt with this probability
     # generation (REFERENCE §2: the authors' run)
@@ -153,7 +153,7 @@ class CaptionCollator:
     def __call__(self, items):
         import torch
 
-        pixels, captions, index, concepts, prompts = zip(*items)
+        pixels, captions, index, concepts, prompts = zip(*items, strict=True)
         prompts = None if prompts[0] is None else list(prompts)
         batch = self.encode(list(captions), prompts)
         batch["pixel_values"] = torch.stack(pixels)
@@ -247,8 +247,6 @@ class CaptionTask:
         from torch.utils.data import DataLoader
 
         cfg = self.cfg
-        if cfg.num_workers > 0:  # forked workers share the parent's parquet images
-            train.preload()
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
         self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts,
@@ -260,8 +258,6 @@ class CaptionTask:
         self.valid_ids: list[str] = []
         if cfg.eval_images > 0 and "valid" in dataset:
             valid = dataset.split("valid")
-            if cfg.num_workers > 0:
-                valid.preload()
             self.valid_ids = _labelled_ids(valid, cfg.eval_images, cfg.seed)
             self.valid_captions = [valid.captions[i] for i in self.valid_ids]
             if self.valid_ids:  # a concept-prompted model is validated with the valid split's gold concepts

@@ -179,9 +179,6 @@ def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = 
         n_occ = int(gold_sizes.sum() - valid_targets.sum())
         log(f"{len(unknown)} validation CUIs ({n_occ} occurrences) are not in the training vocabulary "
             f"(e.g. {', '.join(unknown[:5])}); they count as missed, as in the official score")
-    if cfg.num_workers > 0:  # forked workers share the parent's parquet images
-        train.preload()
-        valid_split.preload()
     return ConceptData(vocab, ImageFolderItems.from_split(train, train_ids), train_targets,
                        ImageFolderItems.from_split(valid_split, valid_ids), valid_targets, gold_sizes, unknown)
 
