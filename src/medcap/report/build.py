@@ -242,7 +242,7 @@ def _scores_section(ctx: _Context) -> str:
             block = f'<div class="grid2"><div>{block}</div>' \
                     f'{H.figure(png, f"{title}: {known[best_key]}, models and baselines")}</div>'
         parts.append(f"<h3>{H.esc(title)}</h3>{block}")
-    intro = (f"Official ImageCLEFmedical 2025 measures on the <b>{H.esc(ctx.inputs.split)}</b> split "
+    intro = (f"Official ImageCLEFmedical measures (2025 and 2026 alike) on the <b>{H.esc(ctx.inputs.split)}</b> split "
              "(per-image F1 for concepts; official text preprocessing for captions). "
              "The best method per table is in bold; baselines are there so that the numbers mean something.")
     return H.section("scores", "Scores", "".join(parts) + "".join(H.note(n) for n in notes), intro)
