@@ -14,9 +14,20 @@ from .data.transforms import normalize_batch
 
 
 def load_detector(model_or_dir):
+    """A ConceptDetector or ConceptEnsemble (object, or folder: dispatched on config.json's model_type)."""
+    from .ensemble import ConceptEnsemble, is_ensemble_folder
     from .models.concept_detector import ConceptDetector
 
-    return model_or_dir if isinstance(model_or_dir, ConceptDetector) else ConceptDetector.from_pretrained(model_or_dir)
+    if isinstance(model_or_dir, (ConceptDetector, ConceptEnsemble)):
+        return model_or_dir
+    if is_ensemble_folder(model_or_dir):
+        return ConceptEnsemble.from_pretrained(model_or_dir)
+    return ConceptDetector.from_pretrained(model_or_dir)
+
+
+def probability_fn(model) -> Callable:
+    """Normalised batch -> probabilities [B, K]: an ensemble fuses its members' directly."""
+    return getattr(model, "probabilities", None) or (lambda x: model(x).sigmoid())
 
 
 def resolve_device(device: str | None):
@@ -56,7 +67,7 @@ def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: st
     """-> (image IDs, probabilities [N, K] over ``model.vocabulary.cuis``)."""
     dev = resolve_device(device)
     model = load_detector(model_or_dir).to(dev).eval()
-    return map_images(lambda x: model(x).sigmoid(), images, model.preprocessing, batch_size, dev, num_workers,
+    return map_images(probability_fn(model), images, model.preprocessing, batch_size, dev, num_workers,
                       progress)
 
 

@@ -1,0 +1,383 @@
+"""Concept ensembles: several detectors and kNN retrieval fused into one detector (REFERENCE §6).
+
+The teams that won concept detection combined CNN classifiers with kNN tag propagation from
+image retrieval, with union / intersection ensembles and per-label thresholds (REFERENCE §6).
+Here every member is a probability source over the same concepts:
+
+- a trained detector (``medcap train concepts``): its sigmoid probabilities;
+- kNN retrieval: the share of the ``k`` nearest training images (cosine on L2-normalised
+  embeddings of one member's backbone, as ``medcap.baselines``) that carry each concept.
+
+Fusions of the members' probabilities ``p_m`` [N, K]:
+
+- ``mean``:          mean_m p_m
+- ``weighted``:      sum_m w_m p_m with sum_m w_m = 1, weights chosen on validation (grid)
+- ``union``:         0.5 + max_m (p_m - t_m)   >= 0.5  <=>  some member predicts the concept
+- ``intersection``:  0.5 + min_m (p_m - t_m)   >= 0.5  <=>  every member predicts it
+
+where ``t_m`` are member m's own thresholds (a detector's thresholds.json; kNN's chosen on
+validation). Union and intersection are thus margins: thresholding them at 0.5 is exactly the
+OR / AND of the members' decisions, and the threshold search may still move that cut.
+Everything (fusion, weights, k, thresholds: global or per-concept with the guards of
+``medcap.thresholds``) is chosen on the validation split by the official per-image F1
+(REFERENCE §4); the test split is never read.
+
+An ensemble is a folder that loads like a detector (``medcap.inference.load_detector``)::
+
+    config.json        {"model_type": "medcap-concept-ensemble", "members": ["members/m0", ...],
+                        "fusion", "weights", "knn": {"k", "embed_member", "thresholds"} or null}
+    members/m0/ ...    copies of the member detector folders
+    knn.safetensors    train_embeddings [N, C] (L2-normalised), train_labels [N, K]
+    concepts.json      the shared concept vocabulary
+    thresholds.json    the ensemble's thresholds (medcap.thresholds)
+    preprocessing.json the input the ensemble takes (members get theirs from it)
+    fit.json           the validation table every choice was made from
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import MedcapError
+from .fileio import atomic_dir, write_text_atomic
+
+MODEL_TYPE = "medcap-concept-ensemble"
+FUSIONS = ("mean", "weighted", "union", "intersection")
+KNN_KS = (1, 3, 5, 10, 20, 50)
+ENSEMBLE_FILES = ("config.json", "concepts.json", "thresholds.json", "preprocessing.json")
+
+
+# ------------------------------------------------------------------------------------------
+# Fusion math (numpy; the module below repeats it in torch for prediction)
+# ------------------------------------------------------------------------------------------
+
+def knn_probabilities(train_embeddings: np.ndarray, train_labels: np.ndarray, query_embeddings: np.ndarray,
+                      k: int, exclude_self: bool = False) -> np.ndarray:
+    """Per query, the share of its ``k`` nearest training images carrying each concept -> [Q, K]."""
+    from .baselines import nearest_neighbours
+
+    idx, _ = nearest_neighbours(train_embeddings, query_embeddings, k, exclude_self=exclude_self)
+    return np.asarray(train_labels, dtype=np.float64)[idx].mean(axis=1)          # [Q, k, K] -> [Q, K]
+
+
+def fuse(probs: list[np.ndarray], fusion: str, weights=None, member_thresholds=None) -> np.ndarray:
+    """Members' probabilities [N, K] each -> fused scores [N, K] in [0, 1] (module docstring)."""
+    if fusion not in FUSIONS:
+        raise MedcapError(f"fusion: expected one of {', '.join(FUSIONS)}, got {fusion!r}")
+    p = np.stack([np.asarray(q, dtype=np.float64) for q in probs])                # [M, N, K]
+    if fusion == "mean":
+        return p.mean(axis=0)
+    if fusion == "weighted":
+        w = np.asarray(weights, dtype=np.float64)
+        if w.shape != (len(probs),) or w.min() < 0 or not w.sum() > 0:
+            raise MedcapError(f"weighted fusion needs one non-negative weight per member, got {weights!r}")
+        return np.tensordot(w / w.sum(), p, axes=1)
+    t = np.stack([np.broadcast_to(np.asarray(v, dtype=np.float64), p.shape[2:]) for v in member_thresholds])
+    margin = p - t[:, None, :]                                                    # [M, N, K]
+    margin = margin.max(axis=0) if fusion == "union" else margin.min(axis=0)
+    return np.clip(0.5 + margin, 0.0, 1.0)
+
+
+def weight_grid(n: int, steps: int | None = None) -> list[tuple[float, ...]]:
+    """Weights on the simplex with ``steps`` divisions (10 for two members, fewer for more)."""
+    steps = steps or {1: 1, 2: 10, 3: 6}.get(n, 4)
+    return [tuple(c / steps for c in combo) for combo in itertools.product(range(steps + 1), repeat=n)
+            if sum(combo) == steps]
+
+
+def member_threshold_vector(thresholds: dict, cuis: list[str]) -> np.ndarray:
+    from .thresholds import Thresholds
+
+    return Thresholds.from_json(thresholds, cuis).vector(len(cuis))
+
+
+@dataclass
+class FusionChoice:
+    fusion: str
+    weights: list[float]
+    thresholds: dict                    # Thresholds.to_json
+    valid_f1: float
+    table: list[dict] = field(default_factory=list)
+
+
+def fit_fusion(probs: list[np.ndarray], gold: np.ndarray, gold_sizes, cuis: list[str], member_thresholds,
+               fusions=FUSIONS, per_concept: bool = True, grid: str = "fine", seed: int = 0) -> FusionChoice:
+    """Choose the fusion (and weights) by validation F1 at its best global threshold, then its
+    thresholds (per-concept only where the held-out guard of medcap.thresholds keeps them)."""
+    from .thresholds import select_thresholds
+
+    gold = np.asarray(gold, dtype=bool)
+    table = []
+    for fusion in fusions:
+        options = weight_grid(len(probs)) if fusion == "weighted" else [(1.0 / len(probs),) * len(probs)]
+        for w in options:
+            fused = fuse(probs, fusion, w, member_thresholds)
+            _, rep = select_thresholds(fused, gold, gold_sizes, grid=grid, per_concept=False)
+            table.append({"fusion": fusion, "weights": [round(x, 4) for x in w], "f1_global": rep["f1"]})
+    best = max(table, key=lambda r: np.nan_to_num(r["f1_global"], nan=-1.0))     # ties: the first (simplest)
+    fused = fuse(probs, best["fusion"], best["weights"], member_thresholds)
+    th, rep = select_thresholds(fused, gold, gold_sizes, grid=grid, per_concept=per_concept, seed=seed)
+    return FusionChoice(best["fusion"], best["weights"], th.to_json(cuis), float(rep["f1"]),
+                        [*table, {"chosen": best, "thresholds_report": {k: v for k, v in rep.items() if k != "sweep"}}])
+
+
+# ------------------------------------------------------------------------------------------
+# The ensemble as a model
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class EnsembleConfig:
+    members: list[str]                  # member folders, relative to the ensemble folder
+    fusion: str = "mean"
+    weights: list[float] = field(default_factory=list)   # one per source: members, then kNN
+    knn: dict | None = None             # {"k", "embed_member", "thresholds"}
+    head: str = "ensemble"              # shown where a detector shows its head
+    model_type: str = MODEL_TYPE
+
+
+def _to_member_input(x, prep: dict, member_prep: dict):
+    """The ensemble's normalised batch -> the batch member ``member_prep`` expects."""
+    import torch.nn.functional as F
+
+    if prep.get("mean") is not None:                                              # back to [0, 1]
+        x = x * torch.tensor(prep["std"], device=x.device).view(1, -1, 1, 1) \
+            + torch.tensor(prep["mean"], device=x.device).view(1, -1, 1, 1)
+    size = int(member_prep.get("image_size", x.shape[-1]))
+    if size != x.shape[-1]:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if member_prep.get("mean") is not None:
+        x = (x - torch.tensor(member_prep["mean"], device=x.device).view(1, -1, 1, 1)) \
+            / torch.tensor(member_prep["std"], device=x.device).view(1, -1, 1, 1)
+    return x
+
+
+class ConceptEnsemble(nn.Module):
+    """Member detectors (+ kNN over their embeddings) -> fused probabilities [B, K].
+
+    Looks like a ConceptDetector to prediction: ``vocabulary``, ``thresholds``,
+    ``preprocessing``, ``probabilities(x)``, ``forward(x)`` (logits of the fused scores),
+    ``forward_features(x)`` (the kNN member's feature map: the embedding kNN uses).
+    """
+
+    is_ensemble = True
+
+    def __init__(self, cfg: EnsembleConfig, members: list, train_embeddings=None, train_labels=None):
+        super().__init__()
+        self.config = cfg
+        self.members = nn.ModuleList(members)
+        first = members[0]
+        self.vocabulary = first.vocabulary
+        for m in members[1:]:
+            if list(m.vocabulary.cuis) != list(self.vocabulary.cuis):
+                raise MedcapError("ensemble members must predict the same concepts (train them on the same data)")
+        # The largest member input; smaller members get theirs by resizing it.
+        self.preprocessing = dict(max((m.preprocessing for m in members), key=lambda p: p.get("image_size", 0)))
+        self.thresholds: dict = {}
+        k = len(self.vocabulary.cuis)
+        member_t = [member_threshold_vector(m.thresholds, self.vocabulary.cuis) for m in members]
+        if cfg.knn is not None:
+            member_t.append(member_threshold_vector(cfg.knn["thresholds"], self.vocabulary.cuis))
+            self.register_buffer("train_embeddings", torch.as_tensor(np.asarray(train_embeddings), dtype=torch.float32))
+            self.register_buffer("train_labels", torch.as_tensor(np.asarray(train_labels), dtype=torch.float32))
+            if self.train_labels.shape[1] != k or len(self.train_labels) != len(self.train_embeddings):
+                raise MedcapError("the kNN index does not fit the ensemble (labels must be [N, K] for N embeddings)")
+        self.register_buffer("member_thresholds", torch.as_tensor(np.stack(member_t), dtype=torch.float32))
+
+    @property
+    def num_sources(self) -> int:
+        return len(self.members) + int(self.config.knn is not None)
+
+    def forward_features(self, x):
+        m = self.members[(self.config.knn or {}).get("embed_member", 0)]
+        return m.forward_features(_to_member_input(x, self.preprocessing, m.preprocessing))
+
+    def source_probabilities(self, x) -> list:
+        """Each source's probabilities [B, K]: members in order, then kNN."""
+        out = [m(_to_member_input(x, self.preprocessing, m.preprocessing)).float().sigmoid() for m in self.members]
+        if self.config.knn is not None:
+            q = nn.functional.normalize(self.forward_features(x).float().mean(dim=(2, 3)), dim=1)   # [B, C]
+            k = min(int(self.config.knn["k"]), len(self.train_embeddings))
+            idx = (q @ self.train_embeddings.T).topk(k, dim=1).indices                          # [B, k]
+            out.append(self.train_labels[idx].mean(dim=1))                                      # [B, K]
+        return out
+
+    def probabilities(self, x):
+        p = torch.stack(self.source_probabilities(x))                                          # [M, B, K]
+        fusion = self.config.fusion
+        if fusion == "mean":
+            return p.mean(dim=0)
+        if fusion == "weighted":
+            w = torch.tensor(self.config.weights, dtype=p.dtype, device=p.device)
+            return torch.einsum("m,mbk->bk", w / w.sum(), p)
+        margin = p - self.member_thresholds[:, None, :]
+        margin = margin.amax(dim=0) if fusion == "union" else margin.amin(dim=0)
+        return (0.5 + margin).clamp(0.0, 1.0)
+
+    def forward(self, x):
+        return torch.logit(self.probabilities(x), eps=1e-6)
+
+    def probabilities_and_maps(self, x):
+        """(fused probabilities [B, K], the first member's score maps [B, K, h, w]) for heatmaps."""
+        m = self.members[0]
+        return self.probabilities(x), m.score_maps(_to_member_input(x, self.preprocessing, m.preprocessing))
+
+    # -- folders --------------------------------------------------------------------------
+    def save_pretrained(self, folder: str | Path, member_dirs: list[Path], fit: dict | None = None) -> Path:
+        """Write the folder atomically; members are copied from ``member_dirs`` (same order)."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        with atomic_dir(folder) as tmp:
+            for src, rel in zip(member_dirs, self.config.members):
+                shutil.copytree(src, tmp / rel)
+            write_text_atomic(tmp / "config.json", json.dumps(asdict(self.config), indent=2))
+            if self.config.knn is not None:
+                save_file({"train_embeddings": self.train_embeddings.contiguous(),
+                           "train_labels": self.train_labels.contiguous()}, str(tmp / "knn.safetensors"))
+            self.vocabulary.save(tmp)
+            write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds, indent=2))
+            write_text_atomic(tmp / "preprocessing.json", json.dumps(self.preprocessing, indent=2))
+            write_text_atomic(tmp / "fit.json", json.dumps(fit or {}, indent=1, default=float))
+        return folder
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path) -> "ConceptEnsemble":
+        from .inference import load_detector
+        from .models.concept_detector import _read_json
+
+        folder = Path(folder)
+        for name in ENSEMBLE_FILES:
+            if not (folder / name).is_file():
+                raise MedcapError(f"ensemble folder is missing {name} (expected {', '.join(ENSEMBLE_FILES)})",
+                                  file=folder)
+        try:
+            cfg = EnsembleConfig(**_read_json(folder / "config.json"))
+        except TypeError as e:
+            raise MedcapError(f"config.json does not describe a concept ensemble ({e})",
+                              file=folder / "config.json") from None
+        members = []
+        for rel in cfg.members:
+            path = (folder / rel).resolve()
+            if folder.resolve() not in path.parents:
+                raise MedcapError(f"member {rel!r} is outside the ensemble folder", file=folder / "config.json")
+            members.append(load_detector(path))
+        emb = labels = None
+        if cfg.knn is not None:
+            from safetensors.torch import load_file
+
+            try:
+                index = load_file(str(folder / "knn.safetensors"))
+                emb, labels = index["train_embeddings"].numpy(), index["train_labels"].numpy()
+            except (OSError, KeyError, RuntimeError) as e:
+                raise MedcapError(f"unreadable kNN index ({e})", file=folder / "knn.safetensors") from None
+        model = cls(cfg, members, emb, labels)
+        model.thresholds = _read_json(folder / "thresholds.json")
+        model.preprocessing = _read_json(folder / "preprocessing.json")
+        return model.eval()
+
+
+def is_ensemble_folder(folder: str | Path) -> bool:
+    path = Path(folder) / "config.json"
+    try:
+        return path.is_file() and json.loads(path.read_text(encoding="utf-8")).get("model_type") == MODEL_TYPE
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        return False  # from_pretrained of the detector reports the broken file
+
+
+# ------------------------------------------------------------------------------------------
+# Building an ensemble on the validation split
+# ------------------------------------------------------------------------------------------
+
+def _labelled_ids(split) -> list[str]:
+    return [i for i in split.ids if split.concepts is not None and i in split.concepts and split.has_image(i)]
+
+
+def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
+                   per_concept: bool = True, grid: str = "fine", embed_member: int = 0, batch_size: int = 64,
+                   device: str | None = None, progress: bool = False, log=print, dataset=None) -> dict:
+    """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
+    split and write it to ``out`` -> the fit report (validation F1 of every option)."""
+    from .data.items import ImageFolderItems
+    from .inference import load_detector, map_images, resolve_device
+    from .thresholds import select_thresholds
+
+    member_dirs = [Path(d) for d in member_dirs]
+    if not member_dirs:
+        raise MedcapError("an ensemble needs at least one member detector (--member DIR)")
+    if len(member_dirs) == 1 and not knn:
+        raise MedcapError("one member and no kNN is not an ensemble: add --member DIR or --knn")
+    if not 0 <= embed_member < len(member_dirs):
+        raise MedcapError(f"--embed-member: expected 0..{len(member_dirs) - 1}, got {embed_member}")
+    if dataset is None:
+        from .data.dataset import read_dataset
+
+        dataset = read_dataset(data)
+    train, valid = dataset.split("train"), dataset.split("valid")
+    train_ids, valid_ids = _labelled_ids(train), _labelled_ids(valid)
+    if not valid_ids:
+        raise MedcapError("the ensemble is chosen on validation: no labelled validation images", file=data)
+    members = [load_detector(d) for d in member_dirs]
+    names = [f"members/m{i}" for i in range(len(members))]
+    cfg = EnsembleConfig(members=names, knn=None)
+    ens = ConceptEnsemble(cfg, members)                     # without kNN: the members' sources
+    dev = resolve_device(device)
+    ens = ens.to(dev).eval()
+    cuis = list(ens.vocabulary.cuis)
+    prep = ens.preprocessing
+
+    # Validation probabilities through the ensemble's own input path (what prediction will see).
+    _, stacked = map_images(lambda x: torch.stack(ens.source_probabilities(x), dim=1), ImageFolderItems.from_split(
+        valid, valid_ids), prep, batch_size, dev, progress=progress, desc="members on valid")
+    probs = [stacked[:, m] for m in range(len(members))]
+    gold, _ = ens.vocabulary.encode_many(valid.concepts[i] for i in valid_ids)
+    gold = gold > 0
+    # |G| counts CUIs outside the vocabulary too: they are missed, as in the official score.
+    sizes = np.array([len({c.strip().upper() for c in valid.concepts[i] if c.strip()}) for i in valid_ids])
+    member_t = [member_threshold_vector(m.thresholds, cuis) for m in members]
+    report: dict = {"members": [str(d) for d in member_dirs], "n_valid": len(valid_ids), "sources": {}}
+    for d, p in zip(member_dirs, probs):
+        _, rep = select_thresholds(p, gold, sizes, grid=grid)
+        report["sources"][str(d)] = {"valid_f1_global": rep["f1"]}
+
+    emb = labels = None
+    if knn:
+        if not train_ids:
+            raise MedcapError("kNN needs labelled training images", file=data)
+
+        def embed(x):
+            return nn.functional.normalize(ens.forward_features(x).float().mean(dim=(2, 3)), dim=1)
+
+        cfg.knn = {"k": 1, "embed_member": embed_member, "thresholds": {"global": 0.5}}
+        _, emb = map_images(embed, ImageFolderItems.from_split(train, train_ids), prep, batch_size, dev,
+                            progress=progress, desc="embed train")
+        _, valid_emb = map_images(embed, ImageFolderItems.from_split(valid, valid_ids), prep, batch_size, dev,
+                                  progress=progress, desc="embed valid")
+        labels, _ = ens.vocabulary.encode_many(train.concepts[i] for i in train_ids)
+        knn_table = []
+        for k in sorted({min(k, len(train_ids)) for k in ks}):
+            p = knn_probabilities(emb, labels, valid_emb, k)
+            th, rep = select_thresholds(p, gold, sizes, grid=grid)
+            knn_table.append({"k": k, "f1": rep["f1"], "thresholds": th.to_json(cuis), "probs": p})
+        best = max(knn_table, key=lambda r: np.nan_to_num(r["f1"], nan=-1.0))
+        cfg.knn.update(k=best["k"], thresholds=best["thresholds"])
+        probs.append(best["probs"])
+        member_t.append(member_threshold_vector(best["thresholds"], cuis))
+        report["sources"]["knn"] = {"k": best["k"], "valid_f1_global": best["f1"],
+                                    "by_k": {r["k"]: r["f1"] for r in knn_table}}
+        log(f"kNN: k={best['k']} (validation F1 {best['f1']:.4f} alone)")
+
+    choice = fit_fusion(probs, gold, sizes, cuis, member_t, fusions=fusions, per_concept=per_concept, grid=grid)
+    cfg.fusion, cfg.weights = choice.fusion, choice.weights
+    final = ConceptEnsemble(cfg, members, emb, labels)
+    final.thresholds = {**choice.thresholds, "grid": grid}
+    report.update(fusion=choice.fusion, weights=choice.weights, valid_f1=choice.valid_f1, table=choice.table)
+    final.save_pretrained(out, member_dirs, fit=report)
+    log(f"ensemble: {choice.fusion} {choice.weights}, validation F1 {choice.valid_f1:.4f} -> {out}")
+    return report
