@@ -53,6 +53,7 @@ class DemoPlan:
     caption_config: str = "demo-prompted"   # the captioner starts from the detector's concepts
     gallery: int = 8                  # report gallery images
     knn_ks: tuple[int, ...] = (1, 3, 5, 10, 20)
+    recipes: bool = True              # the combined recipes of medcap.recipes (ensemble, consistent retrieval)
 
 
 # Sized for a 2-core machine (BENCHMARKS.md, demo section):
@@ -89,6 +90,7 @@ FAST = DemoPlan(
 class DemoModels:
     concepts: Path                    # reloadable model folders (out/model of each run)
     captions: Path
+    ensemble: Path | None = None      # the detector + kNN ensemble (medcap.recipes), when built
 
 
 @dataclass
@@ -328,7 +330,8 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     test = dataset.split("test")
     ids = [i for i in test.ids if test.has_image(i)]
     concepts_csv, captions_csv = out / "concepts.csv", out / "captions.csv"
-    preds = predict_concepts(models.concepts, ImageFolderItems.from_split(test, ids), batch_size=64, progress=True)
+    preds = predict_concepts(models.ensemble or models.concepts, ImageFolderItems.from_split(test, ids),
+                             batch_size=64, progress=True)
     detected = {i: [c for c, _ in preds[i]] for i in ids}
     write_concept_submission(concepts_csv, detected, gold_ids=ids)
     captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
@@ -391,6 +394,33 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[d
     return concepts, captions
 
 
+def combined_recipes(dataset, models: DemoModels, concept_preds: dict, out: Path,
+                     log: Callable[[str], None] = print) -> tuple[dict, dict]:
+    """The single detector beside the ensemble (whose predictions ``concept_preds`` holds), and the
+    concept-consistent retrieval captions (medcap.recipes) -> (concept methods, caption methods)."""
+    from .data.items import ImageFolderItems
+    from .inference import load_detector, predict_concepts
+    from .recipes import ENSEMBLE_NAME, RETRIEVAL_NAME, consistent_retrieval_captions
+    from .submission import write_caption_submission, write_concept_submission
+
+    valid, test = dataset.split("valid"), dataset.split("test")
+    test_ids = [i for i in test.ids if test.has_image(i)]
+    valid_ids = [i for i in valid.ids if valid.has_image(i)]
+    ensemble = load_detector(models.ensemble)
+    single = predict_concepts(models.concepts, ImageFolderItems.from_split(test, test_ids), batch_size=64)
+    detected_valid = {i: [c for c, _ in row] for i, row in
+                      predict_concepts(ensemble, ImageFolderItems.from_split(valid, valid_ids), batch_size=64).items()}
+    detected_test = {i: list(c) for i, c in concept_preds[CONCEPT_MODEL_NAME].items()}
+    captions, chosen = consistent_retrieval_captions(dataset, ensemble, detected_valid, detected_test, test_ids, log)
+    concepts = {CONCEPT_MODEL_NAME: {i: [c for c, _ in single[i]] for i in test_ids},
+                ENSEMBLE_NAME: concept_preds[CONCEPT_MODEL_NAME]}
+    name = f"{RETRIEVAL_NAME}, k={chosen['k']}"
+    out.mkdir(parents=True, exist_ok=True)
+    write_concept_submission(out / f"concepts_{_slug(ENSEMBLE_NAME)}.csv", concepts[ENSEMBLE_NAME], gold_ids=test_ids)
+    write_caption_submission(out / f"captions_{_slug(RETRIEVAL_NAME)}.csv", captions, gold_ids=test_ids)
+    return concepts, {name: captions}
+
+
 def _slug(name: str) -> str:
     return "-".join("".join(ch if ch.isalnum() else " " for ch in name.lower().replace("(baseline)", "")).split())
 
@@ -442,6 +472,12 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
 
         step(2)
         models = train_models(data, out / "runs", plan, seed, say, timings, between=lambda: step(3))
+        if plan.recipes:  # the test concepts (and the captioner's prompts) come from the ensemble
+            t = time.monotonic()
+            from .recipes import build_concept_ensemble
+
+            models.ensemble, _ = build_concept_ensemble(models.concepts, data, out / "runs" / "ensemble", dataset, say)
+            timings["ensemble"] = time.monotonic() - t
 
         t = step(4)
         concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say)
@@ -452,6 +488,10 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
 
         concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
         caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
+        if models.ensemble is not None:
+            concept_preds, more_captions = combined_recipes(dataset, models, concept_preds,
+                                                            out / "submissions" / "recipes", say)
+            caption_preds.update(more_captions)
         base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines")
         concept_preds.update(base_concepts)
         caption_preds.update(base_captions)
@@ -459,13 +499,16 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         timings["baselines_and_scores"] = time.monotonic() - t
 
         t = step(6)
+        from .recipes import ENSEMBLE_NAME
         from .report import ReportInputs, build_report, is_synthetic
+
+        concept_name = ENSEMBLE_NAME if models.ensemble is not None else CONCEPT_MODEL_NAME
 
         synthetic = is_synthetic(data) is not None
         report = build_report(ReportInputs(
-            data=data, concept_model=models.concepts, caption_model=models.captions, concept_pred=concept_csv,
-            caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
-            title="medcap demo report", gallery_size=plan.gallery, concept_model_name=CONCEPT_MODEL_NAME,
+            data=data, concept_model=models.ensemble or models.concepts, caption_model=models.captions,
+            concept_pred=concept_csv, caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
+            title="medcap demo report", gallery_size=plan.gallery, concept_model_name=concept_name,
             caption_model_name=caption_model_name(plan)), out / "report", progress=True)
         timings["report"] = time.monotonic() - t
 

@@ -1,0 +1,65 @@
+"""The demo's combined recipes: what the winners combine, built from medcap's parts (REFERENCE §6).
+
+- **Concept ensemble** ("MedCSRA + kNN ensemble"): the trained detector's probabilities fused
+  with kNN retrieval's vote shares (medcap.ensemble); fusion, weights, k and thresholds
+  chosen on the validation split.
+- **Concept-consistent retrieval** captions: among the captions of the nearest training
+  images (the detector's embeddings), the one that names the detected concepts and that the
+  neighbourhood agrees on (medcap.concept_rerank.ConsistentRetrieval); k and the weight chosen
+  on validation.
+
+Both only read the train and validation splits to decide anything; the test split is only
+predicted.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+ENSEMBLE_NAME = "MedCSRA + kNN ensemble"
+RETRIEVAL_NAME = "Concept-consistent retrieval"
+
+
+def build_concept_ensemble(detector: Path, data: Path, out: Path, dataset=None,
+                           log: Callable[[str], None] = print) -> tuple[Path, dict]:
+    """The detector + kNN ensemble in ``out`` -> (folder, fit report)."""
+    from .ensemble import build_ensemble
+
+    report = build_ensemble([detector], data, out, knn=True, dataset=dataset, log=log)
+    return out, report
+
+
+def _labelled(split, labels) -> list[str]:
+    return [i for i in split.ids if split.has_image(i) and i in labels]
+
+
+def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str, list[str]],
+                                  detected_test: dict[str, list[str]], test_ids: list[str],
+                                  log: Callable[[str], None] = print) -> tuple[dict[str, str], dict]:
+    """Concept-consistent retrieval captions for ``test_ids`` -> ({ID: caption}, choices on validation).
+
+    ``embed_model``: a detector or ensemble (its backbone embeds the images); ``detected_*``:
+    the concepts it predicts for the validation and test images.
+    """
+    from .baselines import image_embeddings
+    from .concept_rerank import ConsistentRetrieval, concept_matcher
+    from .data.items import ImageFolderItems
+    from .errors import MedcapError
+
+    train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
+    if train.captions is None or valid.captions is None:
+        raise MedcapError("concept-consistent retrieval needs training and validation captions")
+    train_ids = _labelled(train, train.captions)
+    valid_ids = [i for i in _labelled(valid, valid.captions) if i in detected_valid]
+    emb = {name: image_embeddings(embed_model, ImageFolderItems.from_split(split, ids))[1]
+           for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids),
+                                    ("test", test, test_ids))}
+    matcher, nameable = concept_matcher(dataset.cui_names, getattr(embed_model.vocabulary, "cuis", None))
+    method = ConsistentRetrieval(emb["train"], [train.captions[i] for i in train_ids], matcher, nameable)
+    method.fit(emb["valid"], [detected_valid[i] for i in valid_ids], [valid.captions[i] for i in valid_ids])
+    chosen = {"k": method.k, "weight": method.weight, "valid_rouge1": max(r["rouge1"] for r in method.table),
+              "table": [{k: v for k, v in r.items() if k != "by_weight"} for r in method.table]}
+    log(f"concept-consistent retrieval: k={method.k}, weight {method.weight} "
+        f"(validation ROUGE-1 {chosen['valid_rouge1']:.4f})")
+    captions = method.predict(emb["test"], [detected_test[i] for i in test_ids])
+    return dict(zip(test_ids, captions)), chosen
