@@ -77,3 +77,33 @@ def test_gem_pooling_option():
     assert not fixed.head.global_branch.pool.p.requires_grad
     with pytest.raises(MedcapError, match="global_pool"):
         DetectorConfig(num_classes=5, global_pool="max")
+
+
+def test_predict_captions_rerank_keeps_one_of_the_beams(tmp_path_factory, synth_small, tmp_path, cli):
+    from medcap.concept_rerank import beam_candidates
+    from medcap.data.images import list_images, load_image
+    from medcap.demo import train_tiny_models
+    from medcap.models.captioner import Captioner
+    from medcap.tasks.captions import predict_captions
+
+    models = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
+    captioner = Captioner.from_pretrained(models.captions)
+    files = sorted(list_images(synth_small / "test"))[:3]
+    cands = beam_candidates(captioner, [load_image(f) for f in files], None, num_beams=3, batch_size=2)
+    assert len(cands) == 3 and all(len(b) == 3 and s.max() == 1.0 for b, s in cands)
+    concepts = {f.stem: ["C0040405"] for f in files}
+    top = predict_captions(captioner, files, rerank="concepts", rerank_weight=0.0, num_beams=3, concepts=concepts)
+    assert [top[f.stem] for f in files] == [b[int(s.argmax())] for b, s in cands]
+    agreeing = predict_captions(captioner, files, rerank="concepts", rerank_weight=1.0, num_beams=3,
+                                concepts=concepts)
+    assert all(agreeing[f.stem] in b for f, (b, _) in zip(files, cands))
+    sub = tmp_path / "c.csv"
+    (tmp_path / "concepts.csv").write_text("ID,CUIs\n" + "".join(f"{f.stem},C0040405\n" for f in files))
+    images = [a for f in files for a in ("--images", f)]
+    rc, _, err = cli("predict", "captions", "--model", models.captions, *images, "--out", sub,
+                     "--rerank", "concepts", "--beams", "3", "--concepts", tmp_path / "concepts.csv")
+    assert rc == 0, err
+    assert len(sub.read_text().splitlines()) == 4
+    rc, _, err = cli("predict", "captions", "--model", models.captions, *images, "--out", sub,
+                     "--rerank", "words", "--concepts", tmp_path / "concepts.csv")
+    assert rc != 0 and "--rerank" in err

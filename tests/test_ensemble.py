@@ -142,7 +142,8 @@ def test_ensemble_cli_writes_a_folder_and_refuses_nonsense(cli, members, synth_s
     rc, stdout, err = cli("ensemble", "concepts", "--member", members[0], "--member", members[1],
                           "--data", synth_small, "--out", tmp_path / "e", "--fusion", "union",
                           "--fusion", "intersection")
-    assert rc == 0, err and "validation F1" in stdout
+    assert rc == 0, err
+    assert "validation F1" in stdout
     assert json.loads((tmp_path / "e" / "config.json").read_text())["fusion"] in ("union", "intersection")
     rc, _, err = cli("ensemble", "concepts", "--member", members[0], "--data", synth_small, "--out", tmp_path / "f")
     assert rc != 0 and "not an ensemble" in err and not (tmp_path / "f").exists()

@@ -347,7 +347,8 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     return concepts_csv, captions_csv
 
 
-def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[dict, dict]:
+def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path,
+              embeddings: dict | None = None) -> tuple[dict, dict]:
     """Baseline predictions on the test split -> ({name: concepts}, {name: captions}).
 
     Retrieval baselines use the trained concept detector's backbone as the image embedding
@@ -365,10 +366,14 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[d
 
     train_ids, valid_ids = labelled(train, train.concepts), labelled(valid, valid.concepts)
     test_ids = [i for i in test.ids if test.has_image(i)]
+    from .recipes import select_rows
+
     detector = load_detector(models.concepts)
-    embeddings = {}
+    shared, embeddings = embeddings, {}
     for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids)):
-        embeddings[name] = B.image_embeddings(detector, ImageFolderItems.from_split(split, ids), progress=True)[1]
+        embeddings[name] = select_rows(shared, name, ids)  # computed once for every retrieval method
+        if embeddings[name] is None:
+            embeddings[name] = B.image_embeddings(detector, ImageFolderItems.from_split(split, ids), progress=True)[1]
     concepts: dict[str, dict[str, list[str]]] = {}
     frequent, _ = B.fit_most_frequent({i: train.concepts[i] for i in train_ids}, valid.concepts)
     concepts["Most frequent concepts (baseline)"] = {i: list(frequent) for i in test_ids}
@@ -395,7 +400,7 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path) -> tuple[d
 
 
 def combined_recipes(dataset, models: DemoModels, concept_preds: dict, out: Path,
-                     log: Callable[[str], None] = print) -> tuple[dict, dict]:
+                     log: Callable[[str], None] = print, embeddings: dict | None = None) -> tuple[dict, dict]:
     """The single detector beside the ensemble (whose predictions ``concept_preds`` holds), and the
     concept-consistent retrieval captions (medcap.recipes) -> (concept methods, caption methods)."""
     from .data.items import ImageFolderItems
@@ -411,7 +416,8 @@ def combined_recipes(dataset, models: DemoModels, concept_preds: dict, out: Path
     detected_valid = {i: [c for c, _ in row] for i, row in
                       predict_concepts(ensemble, ImageFolderItems.from_split(valid, valid_ids), batch_size=64).items()}
     detected_test = {i: list(c) for i, c in concept_preds[CONCEPT_MODEL_NAME].items()}
-    captions, chosen = consistent_retrieval_captions(dataset, ensemble, detected_valid, detected_test, test_ids, log)
+    captions, chosen = consistent_retrieval_captions(dataset, ensemble, detected_valid, detected_test, test_ids, log,
+                                                     embeddings)
     concepts = {CONCEPT_MODEL_NAME: {i: [c for c, _ in single[i]] for i in test_ids},
                 ENSEMBLE_NAME: concept_preds[CONCEPT_MODEL_NAME]}
     name = f"{RETRIEVAL_NAME}, k={chosen['k']}"
@@ -472,11 +478,15 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
 
         step(2)
         models = train_models(data, out / "runs", plan, seed, say, timings, between=lambda: step(3))
+        embeddings = None
         if plan.recipes:  # the test concepts (and the captioner's prompts) come from the ensemble
             t = time.monotonic()
-            from .recipes import build_concept_ensemble
+            from .inference import load_detector
+            from .recipes import build_concept_ensemble, split_embeddings
 
-            models.ensemble, _ = build_concept_ensemble(models.concepts, data, out / "runs" / "ensemble", dataset, say)
+            embeddings = split_embeddings(load_detector(models.concepts), dataset, progress=True)
+            models.ensemble, _ = build_concept_ensemble(models.concepts, data, out / "runs" / "ensemble", dataset, say,
+                                                        embeddings)
             timings["ensemble"] = time.monotonic() - t
 
         t = step(4)
@@ -490,9 +500,9 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
         if models.ensemble is not None:
             concept_preds, more_captions = combined_recipes(dataset, models, concept_preds,
-                                                            out / "submissions" / "recipes", say)
+                                                            out / "submissions" / "recipes", say, embeddings)
             caption_preds.update(more_captions)
-        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines")
+        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines", embeddings)
         concept_preds.update(base_concepts)
         caption_preds.update(base_captions)
         scores, notes = score_all(dataset, concept_preds, caption_preds)

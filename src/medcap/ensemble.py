@@ -51,6 +51,7 @@ from .fileio import atomic_dir, write_text_atomic
 MODEL_TYPE = "medcap-concept-ensemble"
 FUSIONS = ("mean", "weighted", "union", "intersection")
 KNN_KS = (1, 3, 5, 10, 20, 50)
+KNN_TEMPERATURES = (0.0, 0.01, 0.03, 0.1)   # 0: plain vote shares
 ENSEMBLE_FILES = ("config.json", "concepts.json", "thresholds.json", "preprocessing.json")
 
 
@@ -58,13 +59,24 @@ ENSEMBLE_FILES = ("config.json", "concepts.json", "thresholds.json", "preprocess
 # Fusion math (numpy; the module below repeats it in torch for prediction)
 # ------------------------------------------------------------------------------------------
 
+def neighbour_weights(sims, temperature: float):
+    """Votes of the k neighbours: equal (temperature 0), or softmax(similarity / temperature)."""
+    if temperature <= 0:
+        return np.full(sims.shape, 1.0 / sims.shape[1])
+    z = (sims - sims.max(axis=1, keepdims=True)) / temperature
+    w = np.exp(z)
+    return w / w.sum(axis=1, keepdims=True)
+
+
 def knn_probabilities(train_embeddings: np.ndarray, train_labels: np.ndarray, query_embeddings: np.ndarray,
-                      k: int, exclude_self: bool = False) -> np.ndarray:
-    """Per query, the share of its ``k`` nearest training images carrying each concept -> [Q, K]."""
+                      k: int, exclude_self: bool = False, temperature: float = 0.0) -> np.ndarray:
+    """Per query, the (similarity-weighted) share of its ``k`` nearest training images carrying
+    each concept -> [Q, K]."""
     from .baselines import nearest_neighbours
 
-    idx, _ = nearest_neighbours(train_embeddings, query_embeddings, k, exclude_self=exclude_self)
-    return np.asarray(train_labels, dtype=np.float64)[idx].mean(axis=1)          # [Q, k, K] -> [Q, K]
+    idx, sims = nearest_neighbours(train_embeddings, query_embeddings, k, exclude_self=exclude_self)
+    w = neighbour_weights(sims, temperature)                                      # [Q, k]
+    return np.einsum("qj,qjk->qk", w, np.asarray(train_labels, dtype=np.float64)[idx])
 
 
 def fuse(probs: list[np.ndarray], fusion: str, weights=None, member_thresholds=None) -> np.ndarray:
@@ -137,7 +149,7 @@ class EnsembleConfig:
     members: list[str]                  # member folders, relative to the ensemble folder
     fusion: str = "mean"
     weights: list[float] = field(default_factory=list)   # one per source: members, then kNN
-    knn: dict | None = None             # {"k", "embed_member", "thresholds"}
+    knn: dict | None = None             # {"k", "temperature", "embed_member", "thresholds"}
     head: str = "ensemble"              # shown where a detector shows its head
     model_type: str = MODEL_TYPE
 
@@ -204,8 +216,10 @@ class ConceptEnsemble(nn.Module):
         if self.config.knn is not None:
             q = nn.functional.normalize(self.forward_features(x).float().mean(dim=(2, 3)), dim=1)   # [B, C]
             k = min(int(self.config.knn["k"]), len(self.train_embeddings))
-            idx = (q @ self.train_embeddings.T).topk(k, dim=1).indices                          # [B, k]
-            out.append(self.train_labels[idx].mean(dim=1))                                      # [B, K]
+            sims, idx = (q @ self.train_embeddings.T).topk(k, dim=1)                            # [B, k]
+            t = float(self.config.knn.get("temperature", 0.0))
+            w = torch.softmax(sims / t, dim=1) if t > 0 else torch.full_like(sims, 1.0 / k)
+            out.append(torch.einsum("bj,bjk->bk", w, self.train_labels[idx]))                    # [B, K]
         return out
 
     def probabilities(self, x):
@@ -300,10 +314,15 @@ def _labelled_ids(split) -> list[str]:
 
 
 def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
-                   per_concept: bool = True, grid: str = "fine", embed_member: int = 0, batch_size: int = 64,
-                   device: str | None = None, progress: bool = False, log=print, dataset=None) -> dict:
+                   temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
+                   embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
+                   log=print, dataset=None, embeddings: dict | None = None) -> dict:
     """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
-    split and write it to ``out`` -> the fit report (validation F1 of every option)."""
+    split and write it to ``out`` -> the fit report (validation F1 of every option).
+
+    ``embeddings``: {"train": (IDs, [N, C]), "valid": (IDs, [N, C])} already computed with the
+    ``embed_member`` detector (medcap.baselines.image_embeddings), to save computing them again.
+    """
     from .data.items import ImageFolderItems
     from .inference import load_detector, map_images, resolve_device
     from .thresholds import select_thresholds
@@ -354,24 +373,34 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
         def embed(x):
             return nn.functional.normalize(ens.forward_features(x).float().mean(dim=(2, 3)), dim=1)
 
-        cfg.knn = {"k": 1, "embed_member": embed_member, "thresholds": {"global": 0.5}}
-        _, emb = map_images(embed, ImageFolderItems.from_split(train, train_ids), prep, batch_size, dev,
-                            progress=progress, desc="embed train")
-        _, valid_emb = map_images(embed, ImageFolderItems.from_split(valid, valid_ids), prep, batch_size, dev,
-                                  progress=progress, desc="embed valid")
+        cfg.knn = {"k": 1, "temperature": 0.0, "embed_member": embed_member, "thresholds": {"global": 0.5}}
+
+        def rows(name, split, ids):
+            if embeddings is not None and name in embeddings:
+                pos = {i: n for n, i in enumerate(embeddings[name][0])}
+                missing = [i for i in ids if i not in pos]
+                if not missing:
+                    return np.asarray(embeddings[name][1])[[pos[i] for i in ids]]
+            return map_images(embed, ImageFolderItems.from_split(split, ids), prep, batch_size, dev,
+                              progress=progress, desc=f"embed {name}")[1]
+
+        emb, valid_emb = rows("train", train, train_ids), rows("valid", valid, valid_ids)
         labels, _ = ens.vocabulary.encode_many(train.concepts[i] for i in train_ids)
         knn_table = []
         for k in sorted({min(k, len(train_ids)) for k in ks}):
-            p = knn_probabilities(emb, labels, valid_emb, k)
-            th, rep = select_thresholds(p, gold, sizes, grid=grid)
-            knn_table.append({"k": k, "f1": rep["f1"], "thresholds": th.to_json(cuis), "probs": p})
+            for t in (temperatures if k > 1 else (0.0,)):
+                p = knn_probabilities(emb, labels, valid_emb, k, temperature=t)
+                th, rep = select_thresholds(p, gold, sizes, grid=grid)
+                knn_table.append({"k": k, "temperature": t, "f1": rep["f1"], "thresholds": th.to_json(cuis),
+                                  "probs": p})
         best = max(knn_table, key=lambda r: np.nan_to_num(r["f1"], nan=-1.0))
-        cfg.knn.update(k=best["k"], thresholds=best["thresholds"])
+        cfg.knn.update(k=best["k"], temperature=best["temperature"], thresholds=best["thresholds"])
         probs.append(best["probs"])
         member_t.append(member_threshold_vector(best["thresholds"], cuis))
-        report["sources"]["knn"] = {"k": best["k"], "valid_f1_global": best["f1"],
-                                    "by_k": {r["k"]: r["f1"] for r in knn_table}}
-        log(f"kNN: k={best['k']} (validation F1 {best['f1']:.4f} alone)")
+        report["sources"]["knn"] = {"k": best["k"], "temperature": best["temperature"], "valid_f1_global": best["f1"],
+                                    "table": [{"k": r["k"], "temperature": r["temperature"], "f1": r["f1"]}
+                                              for r in knn_table]}
+        log(f"kNN: k={best['k']}, temperature {best['temperature']} (validation F1 {best['f1']:.4f} alone)")
 
     choice = fit_fusion(probs, gold, sizes, cuis, member_t, fusions=fusions, per_concept=per_concept, grid=grid)
     cfg.fusion, cfg.weights = choice.fusion, choice.weights

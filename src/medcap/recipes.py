@@ -20,12 +20,38 @@ ENSEMBLE_NAME = "MedCSRA + kNN ensemble"
 RETRIEVAL_NAME = "Concept-consistent retrieval"
 
 
-def build_concept_ensemble(detector: Path, data: Path, out: Path, dataset=None,
-                           log: Callable[[str], None] = print) -> tuple[Path, dict]:
+def split_embeddings(model, dataset, splits=("train", "valid", "test"), progress: bool = False) -> dict:
+    """{split: (IDs, L2-normalised embeddings [N, C])} of every image of each split, computed once
+    and shared by the kNN baselines, the ensemble and the retrieval captions."""
+    from .baselines import image_embeddings
+    from .data.items import ImageFolderItems
+
+    out = {}
+    for name in splits:
+        split = dataset.split(name)
+        ids = [i for i in split.ids if split.has_image(i)]
+        out[name] = (ids, image_embeddings(model, ImageFolderItems.from_split(split, ids), progress=progress)[1])
+    return out
+
+
+def select_rows(embeddings: dict | None, name: str, ids):
+    """The rows of ``embeddings[name]`` for ``ids`` in that order, or None when any is missing."""
+    import numpy as np
+
+    if not embeddings or name not in embeddings:
+        return None
+    pos = {i: n for n, i in enumerate(embeddings[name][0])}
+    if any(i not in pos for i in ids):
+        return None
+    return np.asarray(embeddings[name][1])[[pos[i] for i in ids]]
+
+
+def build_concept_ensemble(detector: Path, data: Path, out: Path, dataset=None, log: Callable[[str], None] = print,
+                           embeddings: dict | None = None) -> tuple[Path, dict]:
     """The detector + kNN ensemble in ``out`` -> (folder, fit report)."""
     from .ensemble import build_ensemble
 
-    report = build_ensemble([detector], data, out, knn=True, dataset=dataset, log=log)
+    report = build_ensemble([detector], data, out, knn=True, dataset=dataset, log=log, embeddings=embeddings)
     return out, report
 
 
@@ -35,7 +61,8 @@ def _labelled(split, labels) -> list[str]:
 
 def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str, list[str]],
                                   detected_test: dict[str, list[str]], test_ids: list[str],
-                                  log: Callable[[str], None] = print) -> tuple[dict[str, str], dict]:
+                                  log: Callable[[str], None] = print,
+                                  embeddings: dict | None = None) -> tuple[dict[str, str], dict]:
     """Concept-consistent retrieval captions for ``test_ids`` -> ({ID: caption}, choices on validation).
 
     ``embed_model``: a detector or ensemble (its backbone embeds the images); ``detected_*``:
@@ -51,9 +78,11 @@ def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str
         raise MedcapError("concept-consistent retrieval needs training and validation captions")
     train_ids = _labelled(train, train.captions)
     valid_ids = [i for i in _labelled(valid, valid.captions) if i in detected_valid]
-    emb = {name: image_embeddings(embed_model, ImageFolderItems.from_split(split, ids))[1]
-           for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids),
-                                    ("test", test, test_ids))}
+    emb = {}
+    for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids)):
+        emb[name] = select_rows(embeddings, name, ids)
+        if emb[name] is None:
+            emb[name] = image_embeddings(embed_model, ImageFolderItems.from_split(split, ids))[1]
     matcher, nameable = concept_matcher(dataset.cui_names, getattr(embed_model.vocabulary, "cuis", None))
     method = ConsistentRetrieval(emb["train"], [train.captions[i] for i in train_ids], matcher, nameable)
     method.fit(emb["valid"], [detected_valid[i] for i in valid_ids], [valid.captions[i] for i in valid_ids])

@@ -47,3 +47,39 @@ def ensemble_concepts_command(
     typer.echo(f"{out}: {report['fusion']} of {len(member)} detector(s){' + kNN' if knn else ''}, "
                f"validation F1 {report['valid_f1']:.4f}")
     return 0
+
+
+@ensemble_app.command("rerank-weight")
+def rerank_weight_command(
+    model: Path = typer.Option(..., "--model", "-m", show_default=False, help="Captioner folder."),
+    data: Path = typer.Option(..., "--data", "-d", show_default=False, help="Dataset folder with a valid/ split "
+                              "and valid_captions.csv."),
+    concepts: Path = typer.Option(..., "--concepts", show_default=False,
+                                  help="Concept submission for the VALIDATION images (`medcap predict concepts "
+                                       "--images DATA/valid`)."),
+    beams: int = typer.Option(5, "--beams", help="Beams generated per image."),
+    limit: int = typer.Option(200, "--limit", help="At most this many validation images (time)."),
+    batch_size: int = typer.Option(8, "--batch-size"),
+) -> int:
+    """Choose `predict captions --rerank concepts`'s --rerank-weight on the validation split (ROUGE-1)."""
+    from ..concept_rerank import fit_rerank_weight
+    from ..data.dataset import read_dataset
+    from ..errors import MedcapError
+    from ..models.captioner import Captioner
+    from ..submission import read_concept_submission
+
+    ds = read_dataset(data)
+    valid = ds.split("valid")
+    if valid.captions is None:
+        raise MedcapError("no validation captions to choose the weight on", file=data)
+    detected = read_concept_submission(concepts)
+    ids = [i for i in valid.ids if valid.has_image(i) and i in valid.captions and i in detected][:max(1, limit)]
+    if not ids:
+        raise MedcapError("no validation image has both a caption and a row in --concepts", file=concepts)
+    captioner = Captioner.from_pretrained(model)
+    weight, table = fit_rerank_weight(captioner, [valid.load_image(i) for i in ids], [detected[i] for i in ids],
+                                      [valid.captions[i] for i in ids], ds.cui_names, beams, batch_size)
+    for w, score in table.items():
+        log(f"weight {w:.1f}: validation ROUGE-1 {score:.4f}")
+    typer.echo(f"--rerank-weight {weight:g} (validation ROUGE-1 {table[weight]:.4f} on {len(ids)} images)")
+    return 0

@@ -517,13 +517,16 @@ class Captioner:
 
     # -- generation ---------------------------------------------------------------------------
     def generate_ids(self, pixel_values, model=None, prompts: Sequence[Sequence[int]] | None = None,
-                     **overrides) -> torch.Tensor:  # noqa: F821
+                     return_beams: int = 0, **overrides) -> torch.Tensor:  # noqa: F821
         """Generated token ids [B, T] after the prompt (batched greedy or beam search).
 
         ``prompts``: one concept prompt per image (:meth:`concept_prompt_ids`). They are padded
         on the left, so every caption starts right after its own prompt; generate() numbers the
         positions from the attention mask, which gives each token the position it had in
         training (prompt and caption padded on the right there).
+        ``return_beams`` > 0: the best ``return_beams`` beams of each image ([B * n, T], image by
+        image, best first) and their length-normalised log-probabilities [B * n]
+        (medcap.concept_rerank picks among them).
         """
         import torch
 
@@ -553,9 +556,14 @@ class Captioner:
 
             kwargs["logits_processor"] = LogitsProcessorList(
                 [GeneratedNoRepeatNGram(g.no_repeat_ngram_size, input_ids.shape[1] - 1)])
+        if return_beams:
+            kwargs.update(num_beams=max(g.num_beams, return_beams), num_return_sequences=return_beams,
+                          output_scores=True, return_dict_in_generate=True, length_penalty=g.length_penalty)
         unwrapped = getattr(model, "module", model)
         out = unwrapped.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                                  interpolate_pos_encoding=self.interpolate_pos_encoding, **kwargs)
+        if return_beams:
+            return out.sequences[:, input_ids.shape[1] - 1:], out.sequences_scores
         return out[:, input_ids.shape[1] - 1:]   # generate() was given all columns but the last
 
     def decode(self, ids, postprocess: bool | None = None) -> list[str]:

@@ -345,7 +345,9 @@ def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resum
 def predict_captions(model: str | Path | Captioner, images, out: str | Path | None = None, *,
                      num_beams: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
                      device: str | None = None, progress: bool = False,
-                     concepts: str | Path | dict[str, Sequence[str]] | None = None) -> dict[str, str]:
+                     concepts: str | Path | dict[str, Sequence[str]] | None = None,
+                     rerank: str | None = None, rerank_weight: float = 0.5,
+                     cui_names: dict[str, str] | None = None) -> dict[str, str]:
     """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
 
     ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
@@ -353,6 +355,9 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     before anything is written, so an unreadable image leaves no file behind. ``concepts``:
     {ID: CUIs} or a concept submission file (``medcap predict concepts``), for a model trained
     with concept prompts (``concept_prompt: true``); every image needs its row there.
+    ``rerank="concepts"``: generate ``num_beams`` beams and keep the one that agrees best with
+    ``concepts`` (medcap.concept_rerank; ``rerank_weight`` chosen on validation with
+    ``medcap ensemble rerank-weight``).
     """
     from tqdm.auto import tqdm
 
@@ -364,12 +369,25 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     captioner.model.to(resolve_device(device))
     overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
     per_image = None
-    if captioner.concept_prompt is not None:
+    if captioner.concept_prompt is not None or rerank is not None:
         per_image = _image_concepts(concepts, items.ids, None if isinstance(model, Captioner) else model)
+    if rerank not in (None, "concepts"):
+        raise MedcapError(f"--rerank: expected concepts, got {rerank!r}")
+    if not 0.0 <= rerank_weight <= 1.0:
+        raise MedcapError(f"--rerank-weight: expected a number in [0, 1], got {rerank_weight}")
+    if rerank is not None:
+        from ..concept_rerank import beam_candidates, concept_matcher, rerank_beams
+
+        matcher, nameable = concept_matcher(cui_names)
     captions: list[str] = []
     for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
         ids = items.ids[start:start + batch_size]
         batch_concepts = None if per_image is None else [per_image[i] for i in ids]
+        if rerank is not None:
+            prompts = batch_concepts if captioner.concept_prompt is not None else None
+            cands = beam_candidates(captioner, [items.load(i) for i in ids], prompts, num_beams or 5, batch_size)
+            captions += rerank_beams(cands, batch_concepts, rerank_weight, matcher, nameable)
+            continue
         captions += captioner.generate([items.load(i) for i in ids], batch_size=batch_size, concepts=batch_concepts,
                                        **overrides)
     result = dict(zip(items.ids, captions))
