@@ -69,15 +69,20 @@ def test_fit_fusion_prefers_the_informative_source():
 
 @pytest.fixture(scope="module")
 def members(tmp_path_factory, synth_small):
-    """Two one-epoch detectors that differ in input size and head."""
-    from medcap.tasks.concepts import train_concepts
+    """Two detectors that differ in input size, head and pooling: the shared one-epoch tiny
+    detector, and an untrained global-head GeM detector at 48 px over the same concepts."""
+    from medcap.demo import train_tiny_models
+    from medcap.inference import load_detector
+    from medcap.models.concept_detector import ConceptDetector, DetectorConfig
 
-    root = tmp_path_factory.mktemp("members")
-    base = {"backbone": "test_resnet", "epochs": 1, "max_minutes": 0, "batch_size": 16, "seed": 0}
-    train_concepts("demo", synth_small, root / "a", overrides={**base, "image_size": 64}, log=lambda _m: None)
-    train_concepts("demo", synth_small, root / "b", overrides={**base, "image_size": 48, "head": "global"},
-                   log=lambda _m: None)
-    return [root / "a" / "model", root / "b" / "model"]
+    tiny = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models").concepts
+    a = load_detector(tiny)
+    b = ConceptDetector(DetectorConfig(num_classes=len(a.vocabulary.cuis), backbone="test_resnet", head="global",
+                                       global_pool="gem"))
+    b.vocabulary, b.thresholds = a.vocabulary, {"global": 0.3}
+    b.preprocessing = {**a.preprocessing, "image_size": 48}
+    other = b.save_pretrained(tmp_path_factory.mktemp("members") / "b")
+    return [tiny, other]
 
 
 @pytest.fixture(scope="module")
