@@ -79,6 +79,7 @@ def test_gem_pooling_option():
         DetectorConfig(num_classes=5, global_pool="max")
 
 
+@pytest.mark.slow  # trains the tiny models when no other test file did
 def test_predict_captions_rerank_keeps_one_of_the_beams(tmp_path_factory, synth_small, tmp_path, cli):
     from medcap.concept_rerank import beam_candidates
     from medcap.data.images import list_images, load_image
