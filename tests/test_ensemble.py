@@ -155,6 +155,9 @@ def test_ensemble_cli_writes_a_folder_and_refuses_nonsense(cli, members, synth_s
     rc, _, err = cli("ensemble", "concepts", "--member", members[0], "--knn", "--data", synth_small,
                      "--out", tmp_path / "g", "--fusion", "max")
     assert rc != 0 and "--fusion" in err
+    rc, _, err = cli("ensemble", "concepts", "--member", members[1], "--knn", "--data", synth_small,
+                     "--out", members[1].parent)
+    assert rc != 0 and "replace a member" in err and (members[1] / "model.safetensors").is_file()
 
 
 def test_serve_pipeline_and_explain_accept_an_ensemble(ensemble_dir, synth_small, tmp_path):

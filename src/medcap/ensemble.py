@@ -332,6 +332,10 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
         raise MedcapError("an ensemble needs at least one member detector (--member DIR)")
     if len(member_dirs) == 1 and not knn:
         raise MedcapError("one member and no kNN is not an ensemble: add --member DIR or --knn")
+    target = Path(out).resolve()
+    for d in member_dirs:
+        if target == d.resolve() or target in d.resolve().parents:
+            raise MedcapError("--out would replace a member's folder: write the ensemble elsewhere", file=out)
     if not 0 <= embed_member < len(member_dirs):
         raise MedcapError(f"--embed-member: expected 0..{len(member_dirs) - 1}, got {embed_member}")
     if dataset is None:
