@@ -102,13 +102,9 @@ def main(argv=None) -> int:
     from medcap.data import read_dataset
     from medcap.models.captioner import Captioner
     from medcap.synth import SynthConfig, caption_from_concepts, generate_dataset
-    from medcap.tasks.captions import (
-        caption_baseline,
-        captioner_embedder,
-        load_caption_config,
-        predict_captions,
-        train_captioner,
-    )
+    from medcap.caption_baselines import caption_baseline
+    from medcap.inference_captions import predict_captions
+    from medcap.tasks.captions import load_caption_config, train_captioner
     from medcap.data.items import ImageFolderItems
 
     out = args.out
@@ -172,7 +168,7 @@ def main(argv=None) -> int:
     train = read_dataset(data).split("train")
     const = constant_caption(train.captions)
     rows.append(score("constant caption", {i: const for i in test.ids}, gold_captions, gold_concepts, caption=const))
-    ret = caption_baseline("retrieval", data, out / "retrieval.csv", embedder=captioner_embedder(captioner))
+    ret = caption_baseline("retrieval", data, out / "retrieval.csv", embedder=captioner.image_embedder())
     rows.append(score("retrieval, captioner's image encoder", ret, gold_captions, gold_concepts))
     if not args.no_resnet:
         ret2 = caption_baseline("retrieval", data, out / "retrieval-resnet18.csv",

@@ -91,7 +91,48 @@ def test_save_and_reload_give_identical_generations_and_settings(overfit, tmp_pa
     assert loaded.generation == captioner.generation
     assert loaded.generate(_images()) == captioner.generate(_images()) == EXPECTED
     meta = json.loads((folder / METADATA_FILE).read_text())
-    assert meta["generation"]["num_beams"] == 2 and meta["source"] == "scratch:tiny"
+    assert meta["source"] == "scratch:tiny" and "generation" not in meta
+    generation = json.loads((folder / "generation_config.json").read_text())   # transformers' GenerationConfig
+    assert generation["num_beams"] == 2 and generation["max_new_tokens"] == 30
+
+
+def test_generation_config_json_round_trips_every_setting(tmp_path):
+    from transformers import GenerationConfig
+
+    settings = GenerationSettings(num_beams=3, no_repeat_ngram_size=3, max_new_tokens=17, repetition_penalty=1.2,
+                                  length_penalty=0.5, prompt="axial ct of", postprocess=False)
+    settings.save_pretrained(tmp_path)
+    assert GenerationSettings.from_pretrained(tmp_path) == settings
+    plain = GenerationConfig.from_pretrained(tmp_path)          # transformers reads it as its own
+    assert plain.num_beams == 3 and plain.no_repeat_ngram_size == 3 and plain.max_new_tokens == 17
+
+
+def test_a_folder_written_before_generation_config_json_keeps_its_settings(overfit, tmp_path):
+    captioner, _ = overfit
+    captioner.generation = GenerationSettings(num_beams=2, no_repeat_ngram_size=0, max_new_tokens=30)
+    folder = captioner.save_pretrained(tmp_path / "model")
+    meta = json.loads((folder / METADATA_FILE).read_text())   # the old layout: settings in medcap_captioner.json
+    meta["generation"] = {"num_beams": 4, "no_repeat_ngram_size": 3, "max_new_tokens": 9, "prompt": "",
+                          "postprocess": True, "repetition_penalty": 1.0, "length_penalty": 1.0}
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    (folder / "generation_config.json").unlink()
+    loaded = Captioner.from_pretrained(folder)
+    assert loaded.generation == GenerationSettings(num_beams=4, no_repeat_ngram_size=3, max_new_tokens=9)
+    meta["generation"]["num_beam"] = 2
+    (folder / METADATA_FILE).write_text(json.dumps(meta))
+    with pytest.raises(MedcapError, match="unknown generation setting 'num_beam'; did you mean 'num_beams'"):
+        Captioner.from_pretrained(folder)
+
+
+def test_caption_processor_round_trips_through_the_model_folder(tmp_path):
+    captioner = _tiny(max_length=40)
+    captioner.pre_resize = 16
+    captioner.concept_prompt = ConceptPrompt([("C1", "chest"), ("C2", "knee")], max_tokens=5)
+    loaded = Captioner.from_pretrained(captioner.save_pretrained(tmp_path / "model")).processor
+    assert loaded.settings() == captioner.processor.settings()
+    assert loaded.tokenizer.get_vocab() == captioner.tokenizer.get_vocab()
+    assert torch.equal(loaded(_images()), captioner.processor(_images()))
+    assert loaded.concept_prompt_ids([["C2", "C1"]], 1) == captioner.processor.concept_prompt_ids([["C2", "C1"]], 1)
 
 
 def test_labels_mask_padding_to_minus_100_and_decoding_starts_from_dec():

@@ -11,6 +11,7 @@ import json
 import shutil
 
 import pytest
+import yaml
 
 from medcap.submission import read_caption_submission, validate_caption_submission
 
@@ -92,6 +93,11 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(traine
         row = next(csv.DictReader(f))
     assert {"train_loss", "valid_loss", "rouge1"} <= set(row)
     assert (trained / "checkpoints" / "epoch-000").is_dir()
+    saved = yaml.safe_load((trained / "config.yaml").read_text())   # config.yaml, as concept runs
+    assert saved["image_size"] == 32 and saved["epochs"] >= 1 and not (trained / "config.json").exists()
+    from medcap.config import read_run_config
+
+    assert read_run_config(trained) == saved
 
 
 def test_predict_writes_an_official_submission_with_every_test_id_once(trained, synth_small, cli, tmp_path):
@@ -317,3 +323,24 @@ def test_named_configs_follow_the_paper_and_the_authors_code():
     assert prompted.concept_prompt and prompted.name == "demo-prompted"
     assert {k: v for k, v in vars(prompted).items() if not k.startswith(("concept_prompt", "name"))} == \
         {k: v for k, v in vars(load_caption_config("demo")).items() if not k.startswith(("concept_prompt", "name"))}
+
+
+def test_a_run_folder_stands_for_its_captioner_and_the_other_task_is_named(trained, cli, synth_small, tmp_path):
+    from medcap.app import Pipeline
+    from medcap.models.captioner import Captioner
+
+    sub = tmp_path / "sub.csv"
+    image = sorted((synth_small / "test").iterdir())[0]
+    rc, _, err = cli("predict", "captions", "--model", trained, "--images", image, "--out", sub, "--beams", "1")
+    assert rc == 0 and sub.is_file(), err
+    assert Captioner.from_pretrained(trained).tokenizer.get_vocab() == \
+        Captioner.from_pretrained(trained / "model").tokenizer.get_vocab()
+    assert Pipeline(None, trained).captions_dir == trained / "model"
+    rc, _, err = cli("predict", "concepts", "--model", trained, "--images", image, "--out", tmp_path / "c.csv")
+    assert rc == 2 and "is a captioner; use `medcap predict captions`" in err
+    rc, _, err = cli("predict", "captions", "--model", tmp_path / "runs" / "nope", "--images", image,
+                     "--out", tmp_path / "x.csv")
+    assert rc == 2 and "model folder not found" in err
+    rc, _, err = cli("baseline", "captions", "retrieval", "--data", synth_small, "--out", tmp_path / "r.csv",
+                     "--model", trained)
+    assert rc == 0, err

@@ -152,7 +152,7 @@ def test_save_and_load_round_trip_gives_the_same_outputs(tmp_path):
     m = _detector("csra", csra_heads=2).eval()
     m.save_pretrained(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
-        "concepts.json", "config.json", "model.safetensors", "preprocessing.json", "thresholds.json"]
+        "concepts.json", "config.json", "model.safetensors", "preprocessor_config.json", "thresholds.json"]
     back = ConceptDetector.from_pretrained(tmp_path / "model")
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(back(x), m(x))
@@ -161,12 +161,41 @@ def test_save_and_load_round_trip_gives_the_same_outputs(tmp_path):
 
 
 @pytest.mark.parametrize("missing", ["config.json", "model.safetensors", "concepts.json", "thresholds.json",
-                                     "preprocessing.json"])
+                                     "preprocessor_config.json"])
 def test_a_model_folder_missing_a_file_names_it(tmp_path, missing):
     _detector().save_pretrained(tmp_path / "model")
     (tmp_path / "model" / missing).unlink()
     with pytest.raises(MedcapError, match=f"missing {missing}"):
         ConceptDetector.from_pretrained(tmp_path / "model")
+
+
+def test_concept_processor_round_trips_and_matches_the_training_preprocessing(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from medcap.data.transforms import normalize_batch, resize_image
+    from medcap.models.processing import ConceptProcessor
+
+    proc = ConceptProcessor.from_settings(48, "pad", "imagenet")
+    proc.save_pretrained(tmp_path)
+    back = ConceptProcessor.from_pretrained(tmp_path)
+    assert back == proc and back.to_dict() == proc.to_dict()
+    image = Image.fromarray((np.arange(30 * 50 * 3) % 256).astype(np.uint8).reshape(30, 50, 3))
+    expected = normalize_batch(resize_image(image, proc.to_dict())[None], proc.to_dict())
+    torch.testing.assert_close(back([image]), expected)
+    assert back([image]).shape == (1, 3, 48, 48)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({"image_size": 48, "resise": "pad"}))
+    with pytest.raises(MedcapError, match="unknown preprocessing key 'resise'; did you mean 'resize'"):
+        ConceptProcessor.from_pretrained(tmp_path)
+
+
+def test_a_folder_written_before_the_processor_still_loads(tmp_path):
+    m = _detector().eval()
+    m.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "preprocessor_config.json").unlink()
+    (tmp_path / "model" / "preprocessing.json").write_text(json.dumps(m.preprocessing))  # the old file
+    back = ConceptDetector.from_pretrained(tmp_path / "model")
+    assert back.preprocessing == m.preprocessing and back.processor == m.processor
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
@@ -218,3 +247,12 @@ def test_reset_classifier_changes_the_number_of_outputs_like_timm():
     m = _detector("csra")
     m.reset_classifier(7)
     assert m(torch.randn(2, 3, 64, 64)).shape == (2, 7) and m.config.num_classes == 7
+
+
+def test_an_unknown_key_in_the_folder_config_suggests_the_known_one(tmp_path):
+    _detector().save_pretrained(tmp_path / "model")
+    cfg = json.loads((tmp_path / "model" / "config.json").read_text())
+    cfg["backbon"] = cfg.pop("backbone")
+    (tmp_path / "model" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(MedcapError, match="config.json: unknown detector config key 'backbon'; did you mean 'backbone'"):
+        ConceptDetector.from_pretrained(tmp_path / "model")

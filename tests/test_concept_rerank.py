@@ -85,7 +85,7 @@ def test_predict_captions_rerank_keeps_one_of_the_beams(tmp_path_factory, synth_
     from medcap.data.images import list_images, load_image
     from medcap.demo import train_tiny_models
     from medcap.models.captioner import Captioner
-    from medcap.tasks.captions import predict_captions
+    from medcap.inference_captions import predict_captions
 
     models = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
     captioner = Captioner.from_pretrained(models.captions)

@@ -33,7 +33,7 @@ def _test_ids(root):
 def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoints(trained):
     model = trained / "model"
     assert {p.name for p in model.iterdir()} == {"config.json", "model.safetensors", "concepts.json",
-                                                 "thresholds.json", "preprocessing.json"}
+                                                 "thresholds.json", "preprocessor_config.json"}
     th = json.loads((model / "thresholds.json").read_text())
     assert 0 < th["global"] < 1 and th["grid"] == "fine" and "valid_f1" in th
     chosen = [e for e in th["sweep"] if e["never_empty"] == th["never_empty"]]  # the validation sweep
@@ -42,7 +42,7 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoints(train
     rows = list(csv.DictReader(open(trained / "metrics.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2"] and "f1" in rows[0]
     assert (trained / "checkpoints" / "epoch-001" / "trainer_state.json").is_file()
-    assert json.loads((model / "preprocessing.json").read_text())["image_size"] == 64
+    assert json.loads((model / "preprocessor_config.json").read_text())["image_size"] == 64
     assert "backbone: resnet18" in (trained / "config.yaml").read_text()
 
 
@@ -183,3 +183,29 @@ def test_load_detector_refuses_a_missing_folder(tmp_path):
     with pytest.raises(MedcapError, match="model folder not found"):
         load_detector(tmp_path / "nope")
     assert np.isfinite(0.0)
+
+
+def test_a_run_folder_stands_for_its_model_everywhere_as_the_readme_shows(cli, trained, synth_small, tmp_path):
+    """`--model runs/concepts` (the --out of training) works for predict, explain, baseline knn,
+    the web app's pipeline and from_pretrained (medcap.models.location)."""
+    from medcap.app import Pipeline
+    from medcap.models.concept_detector import ConceptDetector
+
+    image = sorted((synth_small / "test").iterdir())[0]
+    rc, _, err = cli("predict", "concepts", "--model", trained, "--images", image, "--out", tmp_path / "sub.csv")
+    assert rc == 0, err
+    rc, _, err = cli("explain", "--model", trained, "--image", image, "--out", tmp_path / "explain")
+    assert rc == 0 and (tmp_path / "explain" / "explain.json").is_file(), err
+    rc, _, err = cli("baseline", "concepts", "knn", "--data", synth_small, "--out", tmp_path / "knn.csv",
+                     "--model", trained)
+    assert rc == 0, err
+    assert Pipeline(trained, None).concepts_dir == trained / "model"
+    assert ConceptDetector.from_pretrained(trained).vocabulary.cuis == \
+        ConceptDetector.from_pretrained(trained / "model").vocabulary.cuis
+
+
+def test_a_concept_model_given_to_a_caption_command_says_which_command_reads_it(cli, trained, synth_small, tmp_path):
+    rc, _, err = cli("predict", "captions", "--model", trained, "--images", synth_small / "test",
+                     "--out", tmp_path / "c.csv")
+    assert rc == 2 and "is a concept detector; use `medcap predict concepts`" in err
+    assert not (tmp_path / "c.csv").exists()

@@ -143,3 +143,43 @@ def test_the_umask_is_read_without_changing_it_for_other_threads(monkeypatch):
     finally:
         monkeypatch.undo()
         os.umask(mask)
+
+
+def test_unknown_keys_suggest_the_closest_known_key_everywhere(tmp_path):
+    from medcap.tasks.captions import load_caption_config
+    from medcap.tasks.concepts import load_concept_config
+
+    with pytest.raises(MedcapError, match=r"bad.yaml: unknown config key 'epoch'; did you mean 'epochs'"):
+        load_config(_Cfg, _write_named(tmp_path, "bad.yaml", "epoch: 2\n"), "concepts")
+    with pytest.raises(MedcapError, match=r"command line: unknown config key 'epoch'; did you mean 'epochs'"):
+        load_caption_config("demo", ["epoch=3"])
+    with pytest.raises(MedcapError, match=r"unknown config key 'num_beam'; did you mean 'num_beams'"):
+        load_caption_config("demo", {"num_beam": 3})
+    with pytest.raises(MedcapError, match=r"unknown config key 'backbon'; did you mean 'backbone'"):
+        load_concept_config("demo", ["backbon=resnet18"])
+
+
+def test_caption_and_concept_configs_share_the_engine_keys_and_check_them_at_once():
+    import dataclasses
+
+    from medcap.engine import TrainConfig
+    from medcap.tasks.captions import CaptionConfig, load_caption_config
+
+    engine_keys = {f.name for f in dataclasses.fields(TrainConfig)}
+    assert issubclass(CaptionConfig, TrainConfig) and engine_keys <= {f.name for f in dataclasses.fields(CaptionConfig)}
+    assert (CaptionConfig().epochs, CaptionConfig().lr, CaptionConfig().optimizer) == (2, 1e-5, "adamw")
+    with pytest.raises(MedcapError, match="mixed_precision: expected one of no, bf16, fp16"):
+        load_caption_config("demo", ["mixed_precision=fp8"])   # before any data is read
+
+
+def test_train_help_lists_every_set_key_with_its_default(cli):
+    rc, out, _ = cli("train", "captions", "--help")
+    assert rc == 0 and "num_beams (5)" in out and "eval_images (200)" in out and "mixed_precision" in out
+    rc, out, _ = cli("train", "concepts", "--help")
+    assert rc == 0 and "backbone ('resnet101')" in out and "per_concept_shrinkage" in out
+
+
+def _write_named(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text)
+    return p

@@ -234,14 +234,35 @@ def test_reads_the_hugging_face_parquet_layout_with_images_as_bytes(tmp_path):
     im = train.load_image("ROCOv2_2023_train_000004")
     assert im.mode == "RGB" and im.size == (32, 24)
     assert ds.split("test").concepts["ROCOv2_2023_test_000000"] == ["C0024485"]
-    # Data-loader workers get the index, not the loaded bytes, and still load images.
-    clone = pickle.loads(pickle.dumps(train.image_bytes))
-    assert clone._columns == {} and clone["ROCOv2_2023_train_000000"] == train.image_bytes["ROCOv2_2023_train_000000"]
-    clone.preload()
-    assert len(clone._columns) == 2
-    train.image_bytes._columns.clear()
-    train.preload()  # before forking data-loader workers (tasks call it when num_workers > 0)
-    assert len(train.image_bytes._columns) == 2
+    # Data-loader workers get the index, not open files or cached row groups, and still load images.
+    images = train.image_bytes
+    assert images.row_group_starts == [[0, 2], [0]]  # row_group_size=2: 3 rows -> 2 groups, 2 rows -> 1
+    clone = pickle.loads(pickle.dumps(images))
+    assert clone._groups == {} and clone._handles == {}
+    assert clone["ROCOv2_2023_train_000000"] == images["ROCOv2_2023_train_000000"]
+
+
+def test_parquet_images_stay_in_the_files_and_memory_holds_a_few_row_groups(tmp_path, monkeypatch):
+    import os
+
+    from medcap.data.parquet import ParquetImages
+
+    root = tmp_path / "roco"
+    _write_parquet(root / "data" / "train-00000-of-00001.parquet", _rows("train", 12))  # 6 row groups
+    train = read_dataset(root).split("train")
+    images = train.image_bytes
+    assert images._groups == {}  # reading the split read no image bytes
+    monkeypatch.setattr(ParquetImages, "cache_row_groups", 2)
+    for i in train.ids:  # a pass in file order reads each row group once
+        assert train.load_image(i).mode == "RGB"
+    assert len(images._groups) == 2 and set(images._groups) == {(0, 4), (0, 5)}
+    assert images[train.ids[11]] == jpeg_bytes(11)
+    train.preload()  # a no-op now: nothing is read for the whole split
+    assert len(images._groups) == 2
+    # A forked worker (same object, new process ID) opens its own file and cache.
+    images._pid = os.getpid() + 1
+    assert images[train.ids[0]] == jpeg_bytes(0)
+    assert set(images._groups) == {(0, 0)} and images._pid == os.getpid()
 
 
 def test_parquet_split_folders_of_the_converted_layout(tmp_path):

@@ -63,6 +63,7 @@ def test_demo_writes_report_submissions_and_scores(demo_run):
     for s in captions.values():
         assert 0.0 <= s["rouge1"] <= 1.0
     assert scores["synthetic_data"] is True and scores["n_test_images"] == 24
+    assert scores["edition"] == 2026  # the latest edition's rules, recorded (REFERENCE §7)
 
 
 def test_demo_submissions_pass_the_official_rules(demo_run):

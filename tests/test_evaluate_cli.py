@@ -39,7 +39,7 @@ def test_validate_prints_one_ok_line_and_exits_zero(cli, concept_files):
     gold, _, sub = concept_files
     rc, out, err = cli("validate", "concepts", sub, "--gold", gold)
     assert rc == 0
-    assert out.strip().splitlines() == [f"OK: {sub} follows every official rule (all 4 gold IDs present)"]
+    assert out.strip().splitlines() == [f"OK: {sub} follows every official 2026 rule (all 4 gold IDs present, in the gold order)"]
 
 
 def test_validate_lists_every_violation_as_file_line_message_and_exits_one(cli, concept_files, tmp_path):
@@ -58,7 +58,7 @@ def test_validate_lists_every_violation_as_file_line_message_and_exits_one(cli, 
         f"{bad}:6: empty CUI (a trailing ';' or ';;')",
         f"{bad}: 2 of the 4 gold IDs have no row: img_3, img_4",
     ]
-    assert lines[-1] == f"{bad}: 7 rule violation(s)"
+    assert lines[-1] == f"{bad}: 7 rule violation(s) of the 2026 rules"
 
 
 def test_validate_captions_checks_quotes_and_ids(cli, caption_files, tmp_path):

@@ -41,13 +41,16 @@ _EXPORTS = {
     "predict_concepts": "medcap.inference",
     "load_concept_config": "medcap.tasks.concepts",
     "train_captioner": "medcap.tasks.captions",
-    "predict_captions": "medcap.tasks.captions",
+    "predict_captions": "medcap.inference_captions",
     "load_caption_config": "medcap.tasks.captions",
     # submissions and metrics
     "write_concept_submission": "medcap.submission",
     "write_caption_submission": "medcap.submission",
     "validate_concept_submission": "medcap.submission",
     "validate_caption_submission": "medcap.submission",
+    "read_id_order": "medcap.submission",
+    "edition_rules": "medcap.editions",
+    "score_captions_preset": "medcap.metrics.editions",
     "evaluate_concepts": "medcap.metrics.concepts",
     "evaluate_captions": "medcap.metrics.captions",
     # beyond the paper

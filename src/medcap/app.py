@@ -51,14 +51,14 @@ class Analysis:
         return [c for c in self.concepts if c.predicted]
 
 
-def model_folder(path: str | Path | None) -> Path | None:
-    """A model folder, also when given the training folder that holds it (``out`` for ``out/model``)."""
+def model_folder(path: str | Path | None, kind: str | None = None) -> Path | None:
+    """A model folder, also when given the training folder that holds it (``out`` for ``out/model``):
+    :func:`medcap.models.location.resolve_model_folder`."""
     if path is None:
         return None
-    path = Path(path)
-    if not (path / "config.json").is_file() and (path / "model" / "config.json").is_file():
-        return path / "model"
-    return path
+    from .models.location import resolve_model_folder
+
+    return Path(resolve_model_folder(Path(path), kind))
 
 
 class Pipeline:
@@ -70,10 +70,12 @@ class Pipeline:
 
     def __init__(self, concepts: str | Path | None = None, captions: str | Path | None = None, *,
                  max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None):
-        self.concepts_dir = model_folder(concepts)
-        self.captions_dir = model_folder(captions)
+        from .device import device_name
+
+        self.concepts_dir = model_folder(concepts, "concepts")
+        self.captions_dir = model_folder(captions, "captions")
         self.max_file_mb = float(max_file_mb)
-        self.device = device or "cpu"
+        self.device = device_name(device)
         self.concept_model = None
         self.caption_model = None
         if self.concepts_dir is not None:

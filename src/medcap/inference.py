@@ -11,10 +11,12 @@ import numpy as np
 
 from .data.items import ConceptImageDataset, ImageFolderItems
 from .data.transforms import normalize_batch
+from .device import resolve_device  # noqa: F401  (the one device rule; re-exported)
 
 
 def load_detector(model_or_dir):
-    """A ConceptDetector or ConceptEnsemble (object, or folder: dispatched on config.json's model_type)."""
+    """A ConceptDetector or ConceptEnsemble as is, or loaded from its folder or run folder
+    (models.location); an ensemble folder is told by config.json's model_type (medcap.ensemble)."""
     from .ensemble import ConceptEnsemble, is_ensemble_folder
     from .models.concept_detector import ConceptDetector
 
@@ -28,12 +30,6 @@ def load_detector(model_or_dir):
 def probability_fn(model) -> Callable:
     """Normalised batch -> probabilities [B, K]: an ensemble fuses its members' directly."""
     return getattr(model, "probabilities", None) or (lambda x: model(x).sigmoid())
-
-
-def resolve_device(device: str | None):
-    import torch
-
-    return torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def image_items(images) -> ImageFolderItems:

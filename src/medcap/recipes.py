@@ -108,17 +108,23 @@ def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str
 # In `medcap demo`
 # ------------------------------------------------------------------------------------------
 
-def demo_ensemble(detector: Path, data: Path, dataset, out: Path, log: Callable[[str], None] = print):
-    """The demo's ensemble folder and the shared embeddings -> (folder, embeddings)."""
+def demo_ensemble(models, data: Path, dataset, out: Path, log: Callable[[str], None] = print,
+                  timings: dict | None = None) -> dict:
+    """The demo's ensemble in ``out`` (set as ``models.ensemble``) -> the shared embeddings."""
+    import time
+
     from .inference import load_detector
 
-    embeddings = split_embeddings(load_detector(detector), dataset, progress=True)
-    folder, _ = build_concept_ensemble(detector, data, out, dataset, log, embeddings)
-    return folder, embeddings
+    start = time.monotonic()
+    embeddings = split_embeddings(load_detector(models.concepts), dataset, progress=True)
+    models.ensemble, _ = build_concept_ensemble(models.concepts, data, out, dataset, log, embeddings)
+    if timings is not None:
+        timings["ensemble"] = time.monotonic() - start
+    return embeddings
 
 
 def demo_recipes(dataset, models, ensemble_test: dict, out: Path, log: Callable[[str], None] = print,
-                 embeddings: dict | None = None) -> tuple[dict, dict]:
+                 embeddings: dict | None = None, edition: int | None = None) -> tuple[dict, dict]:
     """The single detector beside the ensemble (whose test predictions are ``ensemble_test``), and
     the concept-consistent retrieval captions -> (concept methods, caption methods); their
     submission files go to ``out``."""
@@ -139,6 +145,8 @@ def demo_recipes(dataset, models, ensemble_test: dict, out: Path, log: Callable[
                                                      embeddings)
     concepts = {CONCEPT_MODEL_NAME: {i: [c for c, _ in single[i]] for i in test_ids}, ENSEMBLE_NAME: detected_test}
     out.mkdir(parents=True, exist_ok=True)
-    write_concept_submission(out / f"concepts_{_slug(ENSEMBLE_NAME)}.csv", detected_test, gold_ids=test_ids)
-    write_caption_submission(out / f"captions_{_slug(RETRIEVAL_NAME)}.csv", captions, gold_ids=test_ids)
+    write_concept_submission(out / f"concepts_{_slug(ENSEMBLE_NAME)}.csv", detected_test, gold_ids=test_ids,
+                             edition=edition)
+    write_caption_submission(out / f"captions_{_slug(RETRIEVAL_NAME)}.csv", captions, gold_ids=test_ids,
+                             edition=edition)
     return concepts, {f"{RETRIEVAL_NAME}, k={chosen['k']}": captions}

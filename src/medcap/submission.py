@@ -1,20 +1,26 @@
-"""ImageCLEFmedical submission files: write, read and validate them (REFERENCE §4).
+"""ImageCLEFmedical submission files: write, read and validate them (REFERENCE §4, §7).
 
-The rules are those of the organisers' submission checkers and evaluators:
+The rules are those of the organisers' submission checkers and evaluators; what differs
+between editions is a parameter (:class:`medcap.editions.EditionRules`, default the latest):
 
 - UTF-8 without a byte-order mark (their checker reads a BOM as part of the header);
 - the header is exactly ``ID,CUIs`` (concepts) or ``ID,Caption`` (captions);
 - one row of exactly two fields per image, every expected ID exactly once, no unknown ID;
-- no blank lines; no leading or trailing spaces around the ID or the second field;
-- concepts: CUIs separated by ``;``, each ``C`` followed by digits, no empty entry (a
-  trailing or doubled ``;``), no duplicate in a row, at most 100 per image; an empty list
-  (``ID,``) is allowed by the 2025 rules (the 2026 checker rejects it: ``allow_empty=False``);
-- captions: a caption with a comma must be enclosed in double quotes; the checker reads the
-  file line by line, so a caption must not contain a line break.
+  2026: the rows in exactly the gold file's ID order (for concepts: the primary gold IDs,
+  then those only in the manual file);
+- no blank lines; no leading or trailing spaces around the ID or the CUIs field; around a
+  caption only in 2025 (2026 allows them);
+- concepts: CUIs separated by ``;`` (parts stripped), each ``C`` followed by digits, no
+  empty entry (a trailing or doubled ``;``), no duplicate in a row, at most 100 per image;
+  an empty list (``ID,``) is allowed (``allow_empty=False`` rejects it);
+- captions: a caption with a comma must be enclosed in double quotes on the raw line; the
+  checker reads the file line by line, so a caption must not contain a line break.
 
 Validation reports *every* violation with its line number, instead of stopping at the
 first one as the official scripts do. The writers build the file in memory, validate it
-with the same code and refuse (``MedcapError``) to write anything that breaks a rule.
+with the same code and refuse (``MedcapError``) to write anything that breaks a rule. Given
+gold IDs (or an ID-order file, :func:`read_id_order`), they write the rows in that order;
+otherwise in the order of the mapping they get (the order the images were listed).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data.csvio import CUI_PATTERN
+from .editions import EditionRules, edition_rules
 from .errors import MedcapError
 from .fileio import atomic_write
 
@@ -129,9 +136,10 @@ def _parse(text: str, header: tuple[str, str], violations: list[Violation]) -> l
     return records
 
 
-def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | None,
+def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | None, rules: EditionRules,
                 violations: list[Violation]) -> dict[str, _Record]:
-    """Rules common to both kinds: two fields, IDs clean, unique and expected."""
+    """Rules common to both kinds: two fields, IDs clean, unique, expected and (2026) in gold order."""
+    gold_ids = _as_ids(gold_ids)
     expected = None if gold_ids is None else set(gold_ids)
     seen: dict[str, _Record] = {}
     for r in records:
@@ -144,6 +152,7 @@ def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | Non
             continue
         if image_id != image_id.strip():
             violations.append(Violation(r.line, f"the ID {image_id!r} has leading or trailing spaces"))
+            image_id = image_id.strip()  # one problem, one message: not also "unknown ID" and "missing"
         if image_id in seen:
             first_line = seen[image_id].line
             violations.append(Violation(r.line, f"the ID {image_id} appears again (first on line {first_line})"))
@@ -151,6 +160,9 @@ def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | Non
         seen[image_id] = r
         if expected is not None and image_id not in expected:
             violations.append(Violation(r.line, f"the ID {image_id} is not in the gold file"))
+    # A set carries no order: only a sequence of gold IDs (a gold file's) is checked for it.
+    if expected is not None and rules.ordered_ids and not isinstance(gold_ids, (set, frozenset)):
+        _check_order(seen, list(gold_ids), rules.year, violations)
     if expected is not None:
         missing = sorted(i for i in expected if i not in seen)
         if missing:
@@ -158,6 +170,72 @@ def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | Non
             violations.append(Violation(None, f"{len(missing)} of the {len(expected)} gold IDs have no row: "
                                               f"{examples}"))
     return seen
+
+
+def _check_order(seen: dict[str, _Record], gold_ids: list[str], year: int, violations: list[Violation]) -> None:
+    """Flag the fewest rows that break the gold order: those outside a longest run of rows
+    whose gold positions increase (the official pre-check stops at the first mismatch)."""
+    gold_ids = list(dict.fromkeys(gold_ids))
+    position = {image_id: k for k, image_id in enumerate(gold_ids)}
+    rows = [(position[i], r) for i, r in seen.items() if i in position]  # file order
+    for k in _outside_increasing_run([p for p, _ in rows]):
+        p, r = rows[k]
+        violations.append(Violation(r.line, f"the ID {gold_ids[p]} is out of order: the {year} rules want the rows "
+                                            f"in the gold file's order (it is gold ID number {p + 1})"))
+
+
+def _outside_increasing_run(values: list[int]) -> list[int]:
+    """Indices of ``values`` not in one longest strictly increasing subsequence (O(n log n))."""
+    import bisect
+
+    tails: list[int] = []       # tails[j]: smallest last value of an increasing run of length j+1
+    tail_index: list[int] = []  # its index in values
+    previous = [-1] * len(values)
+    for k, v in enumerate(values):
+        j = bisect.bisect_left(tails, v)
+        previous[k] = tail_index[j - 1] if j else -1
+        if j == len(tails):
+            tails.append(v)
+            tail_index.append(k)
+        else:
+            tails[j], tail_index[j] = v, k
+    keep, k = set(), tail_index[-1] if tail_index else -1
+    while k >= 0:
+        keep.add(k)
+        k = previous[k]
+    return [k for k in range(len(values)) if k not in keep]
+
+
+def read_id_order(paths: str | Path | Sequence[str | Path]) -> list[str]:
+    """The image IDs of one or more ID-order files, in order: a gold CSV (ID first, with its
+    header) or a list of IDs, one a line. Several files: the first one's IDs, then any new ones
+    of the next (the 2026 order of a concept gold file followed by its manual file)."""
+    order: dict[str, None] = {}
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    for path in paths:
+        text = _read_bytes(path).decode("utf-8-sig", errors="replace")
+        for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+            image_id = fields[0].strip() if fields else ""
+            if not image_id or (number == 1 and image_id == "ID"):
+                continue
+            order.setdefault(image_id, None)
+    if not order:
+        raise MedcapError("no image IDs in the ID-order file(s)", file=", ".join(map(str, paths)))
+    return list(order)
+
+
+def check_id_order(ids: Sequence[str], order: Sequence[str] | None, *, file=None) -> None:
+    """MedcapError unless ``order`` (from :func:`read_id_order`) lists exactly the images
+    ``ids``; checked before predicting, so that a mismatch costs no prediction time."""
+    if order is None:
+        return
+    have, want = set(ids), set(order)
+    missing = [i for i in order if i not in have]
+    extra = [i for i in ids if i not in want]
+    if missing or extra:
+        parts = ([f"{len(missing)} of its IDs have no image (first: {missing[0]})"] if missing else []) + \
+                ([f"{len(extra)} images are not in it (first: {extra[0]})"] if extra else [])
+        raise MedcapError("the ID-order file does not list the same images: " + "; ".join(parts), file=file)
 
 
 def _read_bytes(path: str | Path) -> bytes:
@@ -171,9 +249,10 @@ def _read_bytes(path: str | Path) -> bytes:
 # Concept submissions
 # ---------------------------------------------------------------------------------------
 
-def _concept_violations(text: str, gold_ids, allow_empty: bool, violations: list[Violation]) -> dict[str, list[str]]:
+def _concept_violations(text: str, gold_ids, allow_empty: bool, rules: EditionRules,
+                        violations: list[Violation]) -> dict[str, list[str]]:
     records = _parse(text, CONCEPT_HEADER, violations)
-    rows = _check_rows(records, "CUIs", gold_ids, violations)
+    rows = _check_rows(records, "CUIs", gold_ids, rules, violations)
     preds: dict[str, list[str]] = {}
     for image_id, r in rows.items():
         field = r.fields[1] if len(r.fields) > 1 else ""
@@ -184,14 +263,14 @@ def _concept_violations(text: str, gold_ids, allow_empty: bool, violations: list
             continue
         if _CLEAN_CUIS.fullmatch(field):  # the usual case, checked in one go
             cuis = field.split(";")
-            if len(cuis) <= MAX_CONCEPTS_PER_IMAGE and len(set(cuis)) == len(cuis):
+            if len(cuis) <= rules.max_concepts and len(set(cuis)) == len(cuis):
                 preds[image_id] = cuis
                 continue
         if field != field.strip():
             violations.append(Violation(r.line, "the CUIs field has leading or trailing spaces"))
         if not field.strip():
             if not allow_empty:
-                violations.append(Violation(r.line, f"no CUIs for {image_id} (the 2026 checker requires at least one)"))
+                violations.append(Violation(r.line, f"no CUIs for {image_id} (--no-empty asks for at least one)"))
             preds[image_id] = []
             continue
         cuis = [c.strip() for c in field.split(";")]
@@ -204,47 +283,54 @@ def _concept_violations(text: str, gold_ids, allow_empty: bool, violations: list
         duplicates = sorted({c for c in cuis if c and cuis.count(c) > 1})
         if duplicates:
             violations.append(Violation(r.line, f"CUI given more than once: {', '.join(duplicates)}"))
-        if len(cuis) > MAX_CONCEPTS_PER_IMAGE:
-            violations.append(Violation(r.line, f"{len(cuis)} CUIs; at most {MAX_CONCEPTS_PER_IMAGE} per image"))
+        if len(cuis) > rules.max_concepts:
+            violations.append(Violation(r.line, f"{len(cuis)} CUIs; at most {rules.max_concepts} per image"))
         preds[image_id] = [c for c in cuis if c]
     return preds
 
 
 def check_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
-                             allow_empty: bool = True) -> tuple[dict[str, list[str]], list[Violation]]:
+                             allow_empty: bool = True, edition=None) -> tuple[dict[str, list[str]], list[Violation]]:
     """Read a concept submission and list every broken rule: ``(predictions, violations)``.
 
-    ``gold_ids`` (the IDs of the gold file) adds the every-ID-exactly-once check.
+    ``gold_ids`` (the IDs of the gold file, in its order: primary, then manual-only) adds the
+    every-ID-exactly-once check and, for 2026, the order check (a set skips the order).
+    ``edition``: a year (default the latest) or :class:`~medcap.editions.EditionRules`.
     """
     violations: list[Violation] = []
     text = _decode(_read_bytes(path), violations)
-    preds = _concept_violations(text, gold_ids, allow_empty, violations)
+    preds = _concept_violations(text, gold_ids, allow_empty, edition_rules(edition), violations)
     return preds, _sorted(violations)
 
 
 def validate_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
-                                allow_empty: bool = True) -> list[Violation]:
+                                allow_empty: bool = True, edition=None) -> list[Violation]:
     """Every official rule the concept submission at ``path`` breaks, with line numbers."""
-    return check_concept_submission(path, gold_ids, allow_empty=allow_empty)[1]
+    return check_concept_submission(path, gold_ids, allow_empty=allow_empty, edition=edition)[1]
 
 
-def read_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None) -> dict[str, list[str]]:
+def read_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
+                            edition=None) -> dict[str, list[str]]:
     """``{ID: [CUI, ...]}`` from a valid concept submission; MedcapError if it breaks a rule."""
-    preds, violations = check_concept_submission(path, gold_ids)
+    preds, violations = check_concept_submission(path, gold_ids, edition=edition)
     _raise_first(path, violations)
     return preds
 
 
 def write_concept_submission(path: str | Path, preds: Mapping[str, Sequence[str]], *,
-                             gold_ids: Iterable[str] | None = None, allow_empty: bool = True) -> Path:
+                             gold_ids: Iterable[str] | None = None, allow_empty: bool = True, edition=None) -> Path:
     """Write ``{ID: [CUI, ...]}`` as an official concept submission, atomically.
 
-    Refuses (MedcapError, nothing written) when the result would break a rule: a bad or
-    duplicate CUI, more than 100 CUIs for an image, an ID that is not clean, or (with
-    ``gold_ids``) IDs that differ from the gold file's.
+    Rows follow ``gold_ids`` (the gold file's or an ID-order file's IDs) when given, else
+    the order of ``preds``. Refuses (MedcapError, nothing written) when the result would
+    break a rule of ``edition`` (default the latest): a bad or duplicate CUI, more than 100
+    CUIs for an image, an ID that is not clean, or (with ``gold_ids``) IDs that differ from
+    the gold file's.
     """
+    rules, gold_ids = edition_rules(edition), _as_ids(gold_ids)
     lines = [",".join(CONCEPT_HEADER)]
-    for image_id, cuis in preds.items():
+    for image_id in _in_order(preds, gold_ids):
+        cuis = preds[image_id]
         _check_id_for_writing(path, image_id)
         if isinstance(cuis, str):
             raise MedcapError(f"the CUIs of {image_id} must be a list, got the string {cuis!r}", file=path)
@@ -255,7 +341,7 @@ def write_concept_submission(path: str | Path, preds: Mapping[str, Sequence[str]
         lines.append(f"{image_id},{';'.join(cuis)}")
     text = "\n".join(lines) + "\n"
     violations: list[Violation] = []
-    _concept_violations(text, gold_ids, allow_empty, violations)
+    _concept_violations(text, gold_ids, allow_empty, rules, violations)
     _refuse(path, violations)
     return _write(path, text)
 
@@ -264,17 +350,18 @@ def write_concept_submission(path: str | Path, preds: Mapping[str, Sequence[str]
 # Caption submissions
 # ---------------------------------------------------------------------------------------
 
-def _caption_violations(text: str, gold_ids, violations: list[Violation]) -> dict[str, str]:
+def _caption_violations(text: str, gold_ids, rules: EditionRules, violations: list[Violation]) -> dict[str, str]:
     records = _parse(text, CAPTION_HEADER, violations)
-    rows = _check_rows(records, "Caption", gold_ids, violations)
+    rows = _check_rows(records, "Caption", gold_ids, rules, violations)
     captions: dict[str, str] = {}
     for image_id, r in rows.items():
         caption = r.fields[1] if len(r.fields) > 1 else ""
         captions[image_id] = caption
         if len(r.fields) != 2:
             continue
-        if caption != caption.strip():
-            violations.append(Violation(r.line, "the caption has leading or trailing spaces"))
+        if caption != caption.strip() and not rules.caption_edge_spaces:
+            violations.append(Violation(r.line, f"the caption has leading or trailing spaces (the {rules.year} "
+                                                "rules allow none)"))
         if "\n" in r.raw.rstrip("\r\n") or "\r" in r.raw.rstrip("\r\n"):
             violations.append(Violation(r.line, "the caption contains a line break (or a '\"' is never closed); the "
                                                 "official checker reads the file line by line: replace line breaks "
@@ -287,23 +374,28 @@ def _caption_violations(text: str, gold_ids, violations: list[Violation]) -> dic
     return captions
 
 
-def check_caption_submission(path: str | Path,
-                             gold_ids: Iterable[str] | None = None) -> tuple[dict[str, str], list[Violation]]:
-    """Read a caption submission and list every broken rule: ``(captions, violations)``."""
+def check_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
+                             edition=None) -> tuple[dict[str, str], list[Violation]]:
+    """Read a caption submission and list every broken rule: ``(captions, violations)``.
+
+    ``gold_ids`` and ``edition`` as in :func:`check_concept_submission`.
+    """
     violations: list[Violation] = []
     text = _decode(_read_bytes(path), violations)
-    captions = _caption_violations(text, gold_ids, violations)
+    captions = _caption_violations(text, gold_ids, edition_rules(edition), violations)
     return captions, _sorted(violations)
 
 
-def validate_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None) -> list[Violation]:
+def validate_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
+                                edition=None) -> list[Violation]:
     """Every official rule the caption submission at ``path`` breaks, with line numbers."""
-    return check_caption_submission(path, gold_ids)[1]
+    return check_caption_submission(path, gold_ids, edition=edition)[1]
 
 
-def read_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None) -> dict[str, str]:
+def read_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
+                            edition=None) -> dict[str, str]:
     """``{ID: caption}`` from a valid caption submission; MedcapError if it breaks a rule."""
-    captions, violations = check_caption_submission(path, gold_ids)
+    captions, violations = check_caption_submission(path, gold_ids, edition=edition)
     _raise_first(path, violations)
     return captions
 
@@ -317,16 +409,19 @@ def clean_caption(caption: str) -> str:
 
 
 def write_caption_submission(path: str | Path, captions: Mapping[str, str], *,
-                             gold_ids: Iterable[str] | None = None) -> Path:
+                             gold_ids: Iterable[str] | None = None, edition=None) -> Path:
     """Write ``{ID: caption}`` as an official caption submission, atomically.
 
     Every caption is enclosed in double quotes (quotes inside are doubled) and passed
-    through :func:`clean_caption`, since the official checker rejects line breaks and
-    spaces at the ends. Refuses (MedcapError, nothing written) an ID that is not clean
-    or, with ``gold_ids``, IDs that differ from the gold file's.
+    through :func:`clean_caption`, since the official checkers reject line breaks (and, in
+    2025, spaces at the ends). Rows follow ``gold_ids`` when given, else the order of
+    ``captions``. Refuses (MedcapError, nothing written) an ID that is not clean or, with
+    ``gold_ids``, IDs that differ from the gold file's.
     """
+    rules, gold_ids = edition_rules(edition), _as_ids(gold_ids)
     lines = [",".join(CAPTION_HEADER)]
-    for image_id, caption in captions.items():
+    for image_id in _in_order(captions, gold_ids):
+        caption = captions[image_id]
         _check_id_for_writing(path, image_id)
         if not isinstance(caption, str):
             raise MedcapError(f"the caption of {image_id} must be a string, got {type(caption).__name__}", file=path)
@@ -334,7 +429,7 @@ def write_caption_submission(path: str | Path, captions: Mapping[str, str], *,
         lines.append(f'{image_id},"{quoted}"')
     text = "\n".join(lines) + "\n"
     violations: list[Violation] = []
-    _caption_violations(text, gold_ids, violations)
+    _caption_violations(text, gold_ids, rules, violations)
     _refuse(path, violations)
     return _write(path, text)
 
@@ -342,6 +437,23 @@ def write_caption_submission(path: str | Path, captions: Mapping[str, str], *,
 # ---------------------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------------------
+
+def _as_ids(gold_ids: Iterable[str] | None):
+    """A set stays a set (no order to check); any other iterable becomes a list, read once."""
+    if gold_ids is None or isinstance(gold_ids, (set, frozenset)):
+        return gold_ids
+    return list(gold_ids)
+
+
+def _in_order(rows: Mapping, order: Iterable[str] | None) -> list:
+    """The keys of ``rows`` in ``order`` (a sequence), then any others (reported as extra
+    by the validator); a set or None keeps the order of ``rows``."""
+    if order is None or isinstance(order, (set, frozenset)):
+        return list(rows)
+    wanted = [i for i in dict.fromkeys(order) if i in rows]
+    listed = set(wanted)
+    return wanted + [i for i in rows if i not in listed]
+
 
 def _check_id_for_writing(path, image_id) -> None:
     # IDs are written unquoted, as in the official example files.

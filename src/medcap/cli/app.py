@@ -47,9 +47,54 @@ def resume_option():
 
 
 def images_option():
-    return typer.Option(..., "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); the image ID "
-                        "is the file name without extension.", show_default=False)
+    return typer.Option(None, "--images", "-i", help="Image folder(s) or files (JPEG/PNG/DICOM...); the image ID "
+                        "is the file name without extension. Or use --data with --split.", show_default=False)
+
+
+def data_images_option():
+    return typer.Option(None, "--data", "-d", help="Dataset folder (ImageCLEF folders or Hugging Face parquet): "
+                        "use the images of its --split instead of --images.", show_default=False)
+
+
+def split_images_option():
+    return typer.Option("test", "--split", help="Split of --data to use: train, valid or test.")
+
+
+def images_or_split(images, data, split: str):
+    """The images chosen by ``--images`` or by ``--data``/``--split`` (exactly one of the two), as
+    the inference functions take them: paths, or the split's items (read on demand, either layout)."""
+    from ..errors import MedcapError
+
+    if images and data is not None:
+        raise MedcapError("give either --images or --data (with --split), not both")
+    if data is None:
+        if not images:
+            raise MedcapError("no images: give --images FOLDER_OR_FILES, or --data DATASET --split test")
+        return images
+    from ..data.dataset import read_dataset
+    from ..data.items import ImageFolderItems
+
+    s = read_dataset(data).split(split)
+    ids = [i for i in s.ids if s.has_image(i)]
+    if not ids:
+        raise MedcapError(f"the {s.name} split has no images", file=data)
+    return ImageFolderItems.from_split(s, ids)
 
 
 def device_option():
     return typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")
+
+
+# -- ImageCLEFmedical edition and row order (REFERENCE §7) ----------------------------------------
+def edition_option():
+    from ..editions import EDITIONS, LATEST_EDITION
+
+    years = " or ".join(map(str, EDITIONS))
+    return typer.Option(LATEST_EDITION, "--edition", help=f"ImageCLEFmedical edition whose rules apply: {years} "
+                        "(2026 wants the rows in the gold file's order and scores captions with its own preset).")
+
+
+def order_from_option():
+    return typer.Option(None, "--order-from", help="Write the rows in the ID order of this file (the gold CSV, or "
+                        "one ID a line), as the 2026 rules want; repeat it to append IDs only in the next file "
+                        "(concepts: gold, then manual gold). Every ID there needs a prediction and vice versa.")

@@ -1,5 +1,6 @@
 """Captioning commands: ``train captions``, ``predict captions``, ``baseline captions constant|retrieval``.
-Thin layer over :mod:`medcap.tasks.captions`.
+Thin layer over :mod:`medcap.tasks.captions`, :mod:`medcap.inference_captions` and
+:mod:`medcap.caption_baselines`.
 """
 from __future__ import annotations
 
@@ -7,15 +8,29 @@ from pathlib import Path
 
 import typer
 
-from .app import (baseline_app, device_option, images_option, log, predict_app, resume_option,
-                  run_folder_option, train_app)
+from .app import (
+    baseline_app,
+    data_images_option,
+    device_option,
+    edition_option,
+    images_option,
+    images_or_split,
+    log,
+    order_from_option,
+    predict_app,
+    resume_option,
+    run_folder_option,
+    split_images_option,
+    train_app,
+)
+from .train_help import config_keys_command
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(captions_baseline_app, name="captions")
 
 
-@train_app.command("captions")
+@train_app.command("captions", cls=config_keys_command("medcap.tasks.captions:CaptionConfig"))
 def train_captions_command(
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, demo, demo-prompted) or a YAML file."),
@@ -24,7 +39,7 @@ def train_captions_command(
     out: Path = run_folder_option(),
     set_: list[str] | None = typer.Option(None, "--set", help="Override a config key: --set image_size=384, "
                                              "--set model=/path/to/blip-folder, --set mixed_precision=bf16 "
-                                             "(repeatable)."),
+                                             "(repeatable; every key is listed below)."),
     resume: bool = resume_option(),
 ) -> int:
     """Fine-tune BLIP (or train a small one from scratch) on the captions; keep the best epoch.
@@ -48,7 +63,9 @@ def train_captions_command(
 def predict_captions_command(
     model: Path = typer.Option(..., "--model", "-m", help="Captioner folder (OUT/model of a training run).",
                                show_default=False),
-    images: list[Path] = images_option(),
+    images: list[Path] | None = images_option(),
+    data: Path | None = data_images_option(),
+    split: str = split_images_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,Caption).", show_default=False),
     beams: int | None = typer.Option(None, "--beams", help="Beam width (1 = greedy); default: the model's "
                                         "setting (paper: 5)."),
@@ -59,6 +76,8 @@ def predict_captions_command(
                                             "(`medcap predict concepts`): needed by a model trained with "
                                             "concept_prompt, whose captions start from these concepts (other models "
                                             "do not use them)."),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
     rerank: str | None = typer.Option(None, "--rerank", help="concepts: generate --beams beams (default 5) and "
                                       "keep the one that names the --concepts best (medcap.concept_rerank)."),
     rerank_weight: float = typer.Option(0.5, "--rerank-weight", help="Concept agreement vs beam score (0..1); "
@@ -67,16 +86,20 @@ def predict_captions_command(
                                             "--rerank to match."),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
-    from ..tasks.captions import predict_captions
+    from ..submission import read_id_order
+    from ..inference_captions import predict_captions
 
     names = None
     if cui_mapping is not None:
         from ..data import read_cui_mapping
 
         names = read_cui_mapping(cui_mapping)
+    images = images_or_split(images, data, split)
+    order = read_id_order(order_from) if order_from else None
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
                                 max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
-                                rerank=rerank, rerank_weight=rerank_weight, cui_names=names)
+                                order=order, edition=edition, rerank=rerank, rerank_weight=rerank_weight,
+                                cui_names=names)
     words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
     typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average")
     return 0
@@ -101,11 +124,15 @@ def constant_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """The training caption that scores best (ROUGE-1) against the other training captions, for every image."""
-    from ..tasks.captions import caption_baseline
+    from ..submission import read_id_order
+    from ..caption_baselines import caption_baseline
 
-    preds = caption_baseline("constant", data, out, split)
+    order = read_id_order(order_from) if order_from else None
+    preds = caption_baseline("constant", data, out, split, order=order, edition=edition)
     _report(out, data, split, preds, "constant caption")
     typer.echo(f"caption: {next(iter(preds.values()), '')!r}")
     return 0
@@ -122,11 +149,16 @@ def retrieval_command(
     pretrained: bool = typer.Option(False, "--pretrained", help="ImageNet weights for --backbone (local cache)."),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has captions)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    order_from: list[Path] | None = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Nearest-neighbour retrieval: the caption of the most similar training image (cosine of embeddings)."""
-    from ..tasks.captions import caption_baseline, load_embedder
+    from ..submission import read_id_order
+    from ..caption_baselines import caption_baseline, load_embedder
 
+    order = read_id_order(order_from) if order_from else None
     embedder = load_embedder(model, backbone, image_size, pretrained)
-    preds = caption_baseline("retrieval", data, out, split, embedder=embedder, batch_size=batch_size, progress=True)
+    preds = caption_baseline("retrieval", data, out, split, embedder=embedder, batch_size=batch_size, progress=True,
+                             order=order, edition=edition)
     _report(out, data, split, preds, "retrieval")
     return 0

@@ -10,15 +10,30 @@ from typing import List, Optional
 
 import typer
 
-from .app import (app, baseline_app, device_option, images_option, log, predict_app,
-                  resume_option, run_folder_option, train_app)
+from .app import (
+    app,
+    baseline_app,
+    data_images_option,
+    device_option,
+    edition_option,
+    images_option,
+    images_or_split,
+    log,
+    order_from_option,
+    predict_app,
+    resume_option,
+    run_folder_option,
+    split_images_option,
+    train_app,
+)
+from .train_help import config_keys_command
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(concepts_baseline_app, name="concepts")
 
 
-@train_app.command("concepts")
+@train_app.command("concepts", cls=config_keys_command("medcap.tasks.concepts:ConceptConfig"))
 def train_concepts_command(
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
@@ -26,7 +41,8 @@ def train_concepts_command(
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_concepts.csv).",
                               show_default=False),
     out: Path = run_folder_option(),
-    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set lr=3e-4 (repeatable)."),
+    set_: Optional[List[str]] = typer.Option(None, "--set", help="Override a config key: --set lr=3e-4 (repeatable; "
+                                                                  "every key is listed below)."),
     resume: bool = resume_option(),
     valid_fraction: Optional[float] = typer.Option(None, "--valid-fraction",
                                                    help="Hold out this share of train when there is no valid split."),
@@ -37,7 +53,7 @@ def train_concepts_command(
     """Train a concept detector (MedCSRA by default) and keep the best epoch by validation F1.
 
     The best model folder is OUT/model (config.json, model.safetensors, concepts.json,
-    thresholds.json, preprocessing.json); predict with `medcap predict concepts --model OUT/model`.
+    thresholds.json, preprocessor_config.json); predict with `medcap predict concepts --model OUT/model`.
     Several GPUs: `accelerate launch -m medcap train concepts ...`.
     """
     from ..config import parse_overrides
@@ -58,7 +74,9 @@ def train_concepts_command(
 def predict_concepts_command(
     model: Path = typer.Option(..., "--model", "-m", help="Model folder (OUT/model of a training run).",
                                show_default=False),
-    images: List[Path] = images_option(),
+    images: Optional[List[Path]] = images_option(),
+    data: Optional[Path] = data_images_option(),
+    split: str = split_images_option(),
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write (ID,CUIs).", show_default=False),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write probabilities (predicted + top 10)."),
     all_probabilities: bool = typer.Option(False, "--all-probabilities",
@@ -66,16 +84,28 @@ def predict_concepts_command(
                                                 "vocabulary (exact fact-checking; large for big vocabularies)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     device: Optional[str] = device_option(),
+    order_from: Optional[List[Path]] = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission."""
-    from ..submission import write_concept_submission
     from ..fileio import write_json
-    from ..inference import decide, load_detector, predict_probabilities, probabilities_json
+    from ..inference import (
+        decide,
+        image_items,
+        load_detector,
+        predict_probabilities,
+        probabilities_json,
+    )
+    from ..submission import check_id_order, read_id_order, write_concept_submission
 
+    order = read_id_order(order_from) if order_from else None
+    items = image_items(images_or_split(images, data, split))
+    check_id_order(items.ids, order, file=order_from[0] if order_from else None)
     detector = load_detector(model)
-    ids, probs = predict_probabilities(detector, images, batch_size=batch_size, device=device, progress=True)
+    ids, probs = predict_probabilities(detector, items, batch_size=batch_size, device=device, progress=True)
     decided = decide(detector, probs)
-    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided)})
+    write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided)}, gold_ids=order,
+                             edition=edition)
     if json_out is not None:
         write_json(json_out, probabilities_json(detector, ids, probs, full=all_probabilities))
     n = sum(len(r) for r in decided)
@@ -86,15 +116,30 @@ def predict_concepts_command(
 @app.command("explain")
 def explain_command(
     model: Path = typer.Option(..., "--model", "-m", help="Concept model folder.", show_default=False),
-    image: Path = typer.Option(..., "--image", "-i", help="Image file.", show_default=False),
+    image: Optional[Path] = typer.Option(None, "--image", "-i", help="Image file.", show_default=False),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset folder (either layout): explain the "
+                                        "image --id of its --split instead of --image.", show_default=False),
+    split: str = split_images_option(),
+    image_id: Optional[str] = typer.Option(None, "--id", help="Image ID in --data's --split.", show_default=False),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the heatmap PNGs and explain.json.",
                              show_default=False),
     top: int = typer.Option(0, "--top", help="Show the top-N concepts instead of the predicted ones."),
 ) -> int:
     """Heatmap overlays of where each predicted concept was found in IMAGE."""
+    from ..errors import MedcapError
     from ..explain import explain_image
 
-    report = explain_image(model, image, out, top=top)
+    if (image is None) == (data is None) or (data is not None) != (image_id is not None):
+        raise MedcapError("give either --image FILE, or --data DATASET --split SPLIT --id IMAGE_ID")
+    label = None
+    if data is not None:
+        from ..data.dataset import read_dataset
+
+        s = read_dataset(data).split(split)
+        if not s.has_image(image_id):
+            raise MedcapError(f"no image with ID {image_id!r} in the {s.name} split", file=data)
+        image, label = s.image_source(image_id), f"{s.name}/{image_id}"
+    report = explain_image(model, image, out, top=top, label=label)
     for e in report["concepts"]:
         typer.echo(f"{e['cui']}  {e['probability']:.3f}  {e['name']}  -> {out / e['file']}")
     if not report["concepts"]:
@@ -109,11 +154,11 @@ def _target_split(data: Path, split: str):
     return ds, ds.split("train"), ds.split("valid"), ds.split(split)
 
 
-def _finish_baseline(out: Path, target, preds: dict, what: str, report: dict) -> None:
+def _finish_baseline(out: Path, target, preds: dict, what: str, report: dict, order_from, edition: int) -> None:
     from ..metrics.concepts import evaluate_concepts
-    from ..submission import write_concept_submission
+    from ..submission import read_id_order, write_concept_submission
 
-    write_concept_submission(out, preds)
+    write_concept_submission(out, preds, gold_ids=read_id_order(order_from) if order_from else None, edition=edition)
     line = f"{what}: wrote {out} ({len(preds)} images)"
     if target.concepts is not None:
         gold = {i: target.concepts[i] for i in preds if i in target.concepts}
@@ -136,6 +181,8 @@ def most_frequent_command(
     out: Path = typer.Option(..., "--out", "-o", help="Submission CSV to write.", show_default=False),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has concepts)."),
     max_k: int = typer.Option(10, "--max-k", help="Largest k tried on validation."),
+    order_from: Optional[List[Path]] = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """The k most frequent training concepts for every image (k chosen on validation)."""
     from ..baselines import fit_most_frequent
@@ -143,7 +190,7 @@ def most_frequent_command(
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
     cuis, report = fit_most_frequent(train.concepts, {i: valid.concepts[i] for i in valid.ids}, max_k)
-    _finish_baseline(out, target, {i: cuis for i in target.ids}, "most-frequent", report)
+    _finish_baseline(out, target, {i: cuis for i in target.ids}, "most-frequent", report, order_from, edition)
     return 0
 
 
@@ -158,6 +205,8 @@ def knn_command(
     pretrained: bool = typer.Option(False, "--pretrained", help="ImageNet weights for --backbone (local cache)."),
     split: str = typer.Option("test", "--split", help="Split to predict (scored when it has concepts)."),
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
+    order_from: Optional[List[Path]] = order_from_option(),
+    edition: int = edition_option(),
 ) -> int:
     """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
     from ..baselines import fit_knn, image_embeddings, knn_concepts, plain_backbone
@@ -176,5 +225,5 @@ def knn_command(
     report = fit_knn(train_emb, train_lists, valid_emb, valid_ids, valid.concepts)
     target_ids, target_emb = emb[target.name]
     preds = dict(zip(target_ids, knn_concepts(train_emb, train_lists, target_emb, report["k"], report["vote"])))
-    _finish_baseline(out, target, preds, "knn", report)
+    _finish_baseline(out, target, preds, "knn", report, order_from, edition)
     return 0

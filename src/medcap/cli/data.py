@@ -79,6 +79,7 @@ def stats_command(
     from ..data.stats import STATS_FILE, dataset_stats
 
     stats = dataset_stats(dataset, out)
+    typer.echo(f"edition: {stats['edition']} (from the file and image names)")
     for name, info in stats["splits"].items():
         line = f"{name}: {info['images']} images"
         if "concepts" in info:

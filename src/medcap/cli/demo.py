@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import MedcapError
-from .app import app
+from .app import app, edition_option
 
 
 @app.command("demo")
@@ -18,6 +18,7 @@ def demo_command(
     fast: bool = typer.Option(False, "--fast", help="Tiny data and models: a smoke test in about a minute, "
                               "scores not meaningful."),
     seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data and the training runs."),
+    edition: int = edition_option(),
 ) -> int:
     """Run the whole pipeline on built-in synthetic data (about 5 minutes on a CPU).
 
@@ -26,7 +27,7 @@ def demo_command(
     """
     from ..demo import run_demo
 
-    result = run_demo(out, fast=fast, seed=seed)
+    result = run_demo(out, fast=fast, seed=seed, edition=edition)
     typer.echo(result.summary())
     return 0
 

@@ -17,7 +17,7 @@ import typer
 
 from ..errors import MedcapError
 from ..fileio import atomic_write
-from .app import evaluate_app, validate_app
+from .app import edition_option, evaluate_app, validate_app
 
 # ---------------------------------------------------------------------------------------
 # Shared helpers
@@ -82,12 +82,13 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence], numeric: Sequence[i
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
-def _gold_ids(*tables: dict | None) -> set[str]:
-    ids: set[str] = set()
+def _gold_ids(*tables: dict | None) -> list[str]:
+    """The gold IDs in order: the first table's, then any only in the next (REFERENCE §7)."""
+    ids: dict[str, None] = {}
     for t in tables:
-        if t:
-            ids.update(t)
-    return ids
+        for image_id in t or ():
+            ids.setdefault(image_id, None)
+    return list(ids)
 
 
 # ---------------------------------------------------------------------------------------
@@ -102,17 +103,20 @@ def validate_concepts_command(
     gold_manual: Optional[Path] = typer.Option(None, "--gold-manual",
                                                help="Manual gold CSV; its IDs are expected too."),
     allow_empty: bool = typer.Option(True, "--allow-empty/--no-empty", help="Accept rows without CUIs ('ID,'), "
-                                     "as the 2025 rules do; --no-empty applies the 2026 checker's rule."),
+                                     "as the 2025 and 2026 rules do; --no-empty asks for at least one CUI."),
+    edition: int = edition_option(),
 ) -> int:
     """Check a concept submission against every official rule; list every violation with its line."""
     from ..data.csvio import read_concepts_csv
+    from ..editions import edition_rules
     from ..submission import validate_concept_submission
 
+    rules = edition_rules(edition)
     ids = None
     if gold is not None:
         ids = _gold_ids(read_concepts_csv(gold), read_concepts_csv(gold_manual) if gold_manual else None)
-    violations = validate_concept_submission(submission, ids, allow_empty=allow_empty)
-    return _validation_result(submission, violations, ids)
+    violations = validate_concept_submission(submission, ids, allow_empty=allow_empty, edition=rules)
+    return _validation_result(submission, violations, ids, rules)
 
 
 @validate_app.command("captions")
@@ -120,23 +124,29 @@ def validate_captions_command(
     submission: Path = typer.Argument(..., help="Caption submission CSV (ID,Caption)."),
     gold: Optional[Path] = typer.Option(None, "--gold", help="Gold captions CSV: the IDs every submission must "
                                         "list exactly once (without it, the ID coverage is not checked)."),
+    edition: int = edition_option(),
 ) -> int:
     """Check a caption submission against every official rule; list every violation with its line."""
     from ..data.csvio import read_captions_csv
+    from ..editions import edition_rules
     from ..submission import validate_caption_submission
 
-    ids = set(read_captions_csv(gold)) if gold is not None else None
-    violations = validate_caption_submission(submission, ids)
-    return _validation_result(submission, violations, ids)
+    rules = edition_rules(edition)
+    ids = list(read_captions_csv(gold)) if gold is not None else None
+    violations = validate_caption_submission(submission, ids, edition=rules)
+    return _validation_result(submission, violations, ids, rules)
 
 
-def _validation_result(path: Path, violations, ids) -> int:
+def _validation_result(path: Path, violations, ids, rules) -> int:
     if violations:
         _report_violations(path, violations, stream_err=False)
-        typer.echo(f"{path}: {len(violations)} rule violation(s)")
+        typer.echo(f"{path}: {len(violations)} rule violation(s) of the {rules.year} rules")
         return 1
-    coverage = f"all {len(ids)} gold IDs present" if ids is not None else "ID coverage not checked (no --gold)"
-    typer.echo(f"OK: {path} follows every official rule ({coverage})")
+    if ids is None:
+        coverage = "ID coverage not checked (no --gold)"
+    else:
+        coverage = f"all {len(ids)} gold IDs present" + (", in the gold order" if rules.ordered_ids else "")
+    typer.echo(f"OK: {path} follows every official {rules.year} rule ({coverage})")
     return 0
 
 
@@ -159,26 +169,32 @@ def evaluate_concepts_command(
     empty_gold: str = typer.Option("skip", "--empty-gold", help="Images whose gold list is empty: 'skip' (the "
                                    "official rule) or 'organisers-code' (what their code does with 'ID,' gold rows)."),
     top: int = typer.Option(10, "--top", min=0, help="Concepts shown in the best / worst tables."),
-    allow_empty: bool = typer.Option(True, "--allow-empty/--no-empty", help="Accept rows without CUIs (2025 rules)."),
+    allow_empty: bool = typer.Option(True, "--allow-empty/--no-empty", help="Accept rows without CUIs (as both "
+                                     "editions do)."),
+    edition: int = edition_option(),
 ) -> int:
     """Score a concept submission exactly as the official evaluator: primary and secondary F1."""
     from ..data.csvio import read_concepts_csv, read_cui_mapping
     from ..metrics.concepts import EMPTY_GOLD_MODES, score_concepts
+    from ..editions import edition_rules
     from ..submission import check_concept_submission
 
+    rules = edition_rules(edition)
     if empty_gold not in EMPTY_GOLD_MODES:
         raise MedcapError(f"--empty-gold must be one of {', '.join(EMPTY_GOLD_MODES)}, got {empty_gold!r}")
     gold_sets = read_concepts_csv(gold)
     manual_sets = read_concepts_csv(gold_manual) if gold_manual is not None else None
-    preds, violations = check_concept_submission(pred, _gold_ids(gold_sets, manual_sets), allow_empty=allow_empty)
+    preds, violations = check_concept_submission(pred, _gold_ids(gold_sets, manual_sets), allow_empty=allow_empty,
+                                                 edition=rules)
     refused = _refuse_invalid(pred, violations)
     if refused is not None:
         return refused
     names = read_cui_mapping(cui_mapping) if cui_mapping is not None else {}
     scores = score_concepts(gold_sets, preds, manual_sets, empty_gold=empty_gold)
     s = scores.summary
+    s["edition"] = rules.year  # concept scores are the same in both editions (REFERENCE §7)
 
-    typer.echo(f"Concept detection: {pred} against {gold}")
+    typer.echo(f"Concept detection ({rules.year} rules): {pred} against {gold}")
     source = "manual gold" if gold_manual else "no --gold-manual: --gold used"
     rows = [["primary F1", s["primary_f1"], f"{s['n_scored']} of {s['n_images']} images"],
             ["secondary F1", s["secondary_f1"], f"{s['n_scored_secondary']} images with one of the 15 CUIs ({source})"]]
@@ -222,12 +238,20 @@ def evaluate_captions_command(
                                         "'none' skips BERTScore."),
     bertscore_layers: Optional[int] = typer.Option(None, "--bertscore-layers", min=1, help="Layer of the BERTScore "
                                                    "model (default: bert-score's choice, or the last layer)."),
-    bertscore_measure: str = typer.Option("f1", "--bertscore-measure", help="f1 (the organisers' public code) or "
-                                          "recall (the paper)."),
+    bertscore_measure: str = typer.Option("f1", "--bertscore-measure", help="f1 (the organisers' public code, "
+                                          "2026) or recall (the 2025 paper; not with the 2026 preset)."),
     cui_mapping: Optional[Path] = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: enables the offline "
                                                "approximation of the UMLS concept F1 (umls_f1_approx)."),
-    relevance: str = typer.Option("public-2025", "--relevance", help="'public-2025': Relevance = mean(Similarity, "
-                                  "BERTScore, ROUGE-1); 'paper': with BLEURT as a fourth term."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="Caption aggregate: '2026' (Relevance = mean("
+                                         "BERTScore F1, ROUGE-1, Similarity, BLEURT)), 'public-2025' or 'paper' "
+                                         "(2025 variants); default: the one of --edition."),
+    relevance: Optional[str] = typer.Option(None, "--relevance", help="2025 variants: 'public-2025': Relevance = "
+                                            "mean(Similarity, BERTScore, ROUGE-1); 'paper': with BLEURT as a fourth "
+                                            "term (the same as --preset)."),
+    image_embeddings: Optional[Path] = typer.Option(None, "--image-embeddings", help="Precomputed image embeddings "
+                                                    "(.npz, one array per ID) for the similarity, as in 2026; the "
+                                                    "captions are encoded with --medimageinsight."),
+    edition: int = edition_option(),
     partial: bool = typer.Option(False, "--partial-aggregates", help="Average the terms that ran when some "
                                  "scorers are not available (labelled partial); default: such aggregates are null."),
     bleurt_model: str = typer.Option("lucadiliello/BLEURT-20-D12", "--bleurt-model", help="BLEURT model or folder; "
@@ -243,11 +267,17 @@ def evaluate_captions_command(
 ) -> int:
     """Score a caption submission with the official preprocessing and measures."""
     from ..data.csvio import read_captions_csv, read_cui_mapping
-    from ..metrics.captions import DEFAULT_BERTSCORE_MODEL, score_captions
+    from ..editions import edition_rules
+    from ..metrics.captions import DEFAULT_BERTSCORE_MODEL
+    from ..metrics.editions import caption_preset, load_image_embeddings, score_captions_preset
     from ..submission import check_caption_submission
 
+    rules = edition_rules(edition)
+    if preset is not None and relevance is not None and preset != relevance:
+        raise MedcapError(f"--preset {preset} and --relevance {relevance} disagree; give one")
+    chosen = caption_preset(preset or relevance, edition=rules)
     gold_captions = read_captions_csv(gold)
-    captions, violations = check_caption_submission(pred, set(gold_captions))
+    captions, violations = check_caption_submission(pred, list(gold_captions), edition=rules)
     refused = _refuse_invalid(pred, violations)
     if refused is not None:
         return refused
@@ -255,17 +285,20 @@ def evaluate_captions_command(
         raise MedcapError(f"--bertscore-measure must be f1 or recall, got {bertscore_measure!r}")
     names = read_cui_mapping(cui_mapping) if cui_mapping is not None else None
     none = {"", "none", "off"}
-    scores = score_captions(
-        gold_captions, captions,
+    embeddings = load_image_embeddings(image_embeddings) if image_embeddings is not None else None
+    scores = score_captions_preset(
+        gold_captions, captions, preset=chosen.name, image_embeddings=embeddings,
         bertscore_model=None if bertscore_model.lower() in none else bertscore_model,
         bertscore_num_layers=bertscore_layers, bertscore_measure=bertscore_measure, batch_size=batch_size,
         device=device, images_dir=images, cui_names=names,
         bleurt_model=None if bleurt_model.lower() in none else bleurt_model,
         alignscore_checkpoint=alignscore_ckpt, medcat_model=medcat_model, medimageinsight_dir=medimageinsight,
-        relevance=relevance, partial_aggregates=partial, download=download,
+        partial_aggregates=partial, download=download,
     )
     s = scores.summary
-    typer.echo(f"Caption prediction: {pred} against {gold} ({s['n_images']} images)")
+    s["edition"] = rules.year
+    typer.echo(f"Caption prediction ({rules.year} rules, preset {chosen.name}): {pred} against {gold} "
+               f"({s['n_images']} images)")
     labels = {"rouge1": "ROUGE-1 F", "bertscore": f"BERTScore {bertscore_measure}", "bleurt": "BLEURT",
               "similarity": "Similarity", "umls_f1": "UMLS concept F1", "umls_f1_approx": "UMLS F1 (approximate)",
               "alignscore": "AlignScore"}

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ..errors import MedcapError
 from .app import app
 
 
@@ -24,6 +25,11 @@ def synth_command(
              "with probability P and one random concept is added with probability P. Images and captions keep "
              "the true concepts; the test split stays clean."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it already holds files."),
+    n_concepts: int | None = typer.Option(
+        None, "--n-concepts", help="Vocabulary size (47 to 20000; default 47, the drawn concepts). More adds rare "
+        "label-only concepts with a ROCOv2-like long tail (Zipf), named in cui_mapping.csv."),
+    sizes: str | None = typer.Option(None, "--sizes", help="MIN-MAX: each image gets its own width and height in "
+                                     "this range (non-square, like real figures) instead of --size."),
     workers: int = typer.Option(1, "--workers", help="Processes drawing images (the files are the same for any number)."),
 ) -> int:
     """Write a SYNTHETIC ImageCLEFmedical Caption dataset: procedurally drawn images, NOT real medical data.
@@ -36,7 +42,14 @@ def synth_command(
     """
     from ..synth import SynthConfig, generate_dataset
 
-    cfg = SynthConfig(n_train=n_train, n_valid=n_valid, n_test=n_test, size=size, seed=seed, label_noise=label_noise)
+    size_range = None
+    if sizes is not None:
+        lo, sep, hi = sizes.partition("-")
+        if not sep or not lo.strip().isdigit() or not hi.strip().isdigit():
+            raise MedcapError(f"--sizes must be MIN-MAX in pixels, e.g. 256-768; got {sizes!r}")
+        size_range = (int(lo), int(hi))
+    cfg = SynthConfig(n_train=n_train, n_valid=n_valid, n_test=n_test, size=size, seed=seed, label_noise=label_noise,
+                      n_concepts=n_concepts, sizes=size_range)
     progress = None
     total = n_train + n_valid + n_test
     if sys.stderr.isatty() and total >= 200:
@@ -49,7 +62,7 @@ def synth_command(
 
     summary = generate_dataset(out, cfg, overwrite=overwrite, workers=workers, progress=progress)
     typer.echo(f"wrote SYNTHETIC dataset {summary['root']}: train {n_train}, valid {n_valid}, test {n_test} images "
-               f"of {size} px, {summary['n_concepts']} distinct CUIs, seed {seed}"
+               f"of {size if sizes is None else sizes} px, {summary['n_concepts']} distinct CUIs, seed {seed}"
                + (f", label noise {label_noise} ({summary['labels_changed']['train']} train rows changed)" if label_noise else "")
                + f" in {summary['seconds']:.1f} s ({summary['images_per_second'] or 0:.0f} images/s)")
     return 0

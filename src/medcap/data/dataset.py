@@ -13,7 +13,7 @@ Two layouts are read:
       cui_mapping.csv                  CUI,Canonical name
 
 Variants seen in the wild are accepted: a file-name prefix
-(``ImageCLEFmedical_Caption_2025_train_concepts.csv``), ``validation``/``val`` for
+(``ImageCLEFmedical_Caption_2025_train_concepts.csv``, any year), ``validation``/``val`` for
 ``valid``, image folders called ``train_images/``, ``images/train/``,
 ``ImageCLEFmedical_Caption_2025_train_images/`` or nested one level deeper
 (``train_images/train/``).
@@ -21,8 +21,9 @@ Variants seen in the wild are accepted: a file-name prefix
 **Hugging Face parquet** (the ROCOv2 mirror): ``*.parquet`` files whose name or folder
 starts with the split (``data/train-00000-of-00027.parquet``,
 ``default/validation/0000.parquet``), with columns ``image`` (``{bytes, path}``),
-``image_id``, ``caption`` and ``cui`` (a list). Images stay as encoded bytes, read per
-parquet file on first use and then held in memory.
+``image_id``, ``caption`` and ``cui`` (a list). Only the ID, caption and CUI columns are
+read up front; images stay in the files and are read one row group at a time when asked
+for (:class:`ParquetImages`), so memory does not grow with the size of the images.
 
 Either way a :class:`Split` gives every image the same way: ``split.load_image(id)``.
 """
@@ -33,12 +34,18 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import MedcapError
-from .csvio import (CUI_PATTERN, CsvTable, Problem, normalize_cui, scan_captions_csv, scan_concepts_csv,
-                    scan_cui_mapping)
+from .csvio import (
+    CsvTable,
+    Problem,
+    scan_captions_csv,
+    scan_concepts_csv,
+    scan_cui_mapping,
+)
 from .images import IMAGE_EXTENSIONS, is_dicom, load_image
+from .parquet import ParquetImages, read_parquet_split
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -109,13 +116,11 @@ class Split:
         raise MedcapError(f"no image for ID {image_id!r} in split {self.name!r}")
 
     def preload(self) -> None:
-        """Read a parquet split's images into memory now (a no-op for image folders).
+        """Kept for callers written before parquet splits were read on demand: a no-op.
 
-        Call it before forking data-loader workers: they then share the parent's copy instead
-        of each reading the parquet files again (ParquetImages pickles only its index).
+        Images are never held for a whole split (see :class:`ParquetImages`); each
+        data-loader worker reads its own rows.
         """
-        if isinstance(self.image_bytes, ParquetImages):
-            self.image_bytes.preload()
 
     def load_image(self, image_id: str, **kwargs) -> Image.Image:
         """The image of ``image_id`` as 8-bit RGB (see :func:`medcap.data.images.load_image`)."""
@@ -143,6 +148,15 @@ class ImageCLEFDataset:
 
     def __contains__(self, name: str) -> bool:
         return (canonical_split_name(name) or name) in self.splits
+
+    @property
+    def edition(self) -> str:
+        """The ImageCLEFmedical year its file or image names carry (``ImageCLEFmedical_Caption_2026_...``),
+        ``"unknown"`` when they name none (REFERENCE §7)."""
+        from ..editions import infer_edition
+
+        names = [p.name for p in self.root.iterdir()] if self.root.is_dir() else []
+        return infer_edition(names + [s.ids[0] for s in self.splits.values() if s.ids])
 
 
 # --------------------------------------------------------------------------- layout
@@ -369,169 +383,3 @@ def build_folder_split(files: SplitFiles, tables: dict[str, CsvTable]) -> Split:
         unlabelled = {i: p for i, p in images.items() if p not in used}
     return Split(files.name, ids, image_paths, concepts, captions, manual,
                  missing_images=missing, unlabelled_images=unlabelled, image_dir=files.image_dir)
-
-
-# --------------------------------------------------------------------------- parquet
-_ID_COLUMNS = ("image_id", "id", "imageid", "image id")
-_CAPTION_COLUMNS = ("caption", "captions", "text")
-_CUI_COLUMNS = ("cui", "cuis", "concepts", "concept")
-_IMAGE_COLUMNS = ("image", "img", "image_bytes")
-
-
-def _pick_column(names: list[str], wanted: tuple[str, ...]) -> str | None:
-    lower = {n.lower(): n for n in names}
-    for w in wanted:
-        if w in lower:
-            return lower[w]
-    return None
-
-
-class ParquetImages(Mapping):
-    """ID -> encoded image bytes, read from parquet files lazily, one file at a time.
-
-    The first access to an image of a file reads that file's image column once and keeps
-    it (as Arrow buffers); nothing is decoded here. Pickling (for data-loader workers)
-    carries only the index, not the loaded bytes. Call :meth:`preload` before forking
-    data-loader workers so that they share one copy instead of each reading its own.
-    """
-
-    def __init__(self, files: list[Path], column: str, rows: dict[str, tuple[int, int]]):
-        self.files = files
-        self.column = column
-        self.rows = rows  # ID -> (file index, row index)
-        self._columns: dict[int, object] = {}
-
-    def __getstate__(self):
-        return {"files": self.files, "column": self.column, "rows": self.rows}
-
-    def __setstate__(self, state):
-        self.__dict__.update(state)
-        self._columns = {}
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def location(self, image_id: str) -> tuple[Path, int]:
-        """(parquet file, 1-based row) of an image, for messages."""
-        f, r = self.rows[image_id]
-        return self.files[f], r + 1
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.rows)
-
-    def __contains__(self, key) -> bool:
-        return key in self.rows
-
-    def _column(self, f: int):
-        col = self._columns.get(f)
-        if col is None:
-            import pyarrow.parquet as pq
-
-            col = pq.read_table(self.files[f], columns=[self.column]).column(0).combine_chunks()
-            self._columns[f] = col
-        return col
-
-    def preload(self) -> None:
-        """Read every file's image column now."""
-        for f in range(len(self.files)):
-            self._column(f)
-
-    def __getitem__(self, image_id: str) -> bytes | Path:
-        f, r = self.rows[image_id]
-        value = self._column(f)[r].as_py()
-        if isinstance(value, dict):  # datasets' Image feature: {"bytes": ..., "path": ...}
-            data, path = value.get("bytes"), value.get("path")
-            if data:
-                return data
-            if path:  # not embedded: a file beside the parquet file
-                p = Path(path)
-                return p if p.is_absolute() else self.files[f].parent / p
-            raise MedcapError(f"image {image_id!r} has neither bytes nor a path", file=self.files[f])
-        if value is None:
-            raise MedcapError(f"image {image_id!r} is empty", file=self.files[f])
-        return value
-
-
-def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem]) -> Split:
-    """A parquet-layout split; bad rows raise (``strict``) or are added to ``problems``."""
-    try:
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise MedcapError("reading parquet datasets needs pyarrow: pip install pyarrow") from None
-
-    def report(p: Problem) -> None:
-        if strict:
-            raise p.to_error()
-        problems.append(p)
-
-    ids: list[str] = []
-    rows: dict[str, tuple[int, int]] = {}
-    where: dict[str, str] = {}
-    concepts: dict[str, list[str]] = {}
-    captions: dict[str, str] = {}
-    image_col: str | None = None
-    has_cuis = has_captions = False
-    for fi, path in enumerate(files.parquet):
-        try:
-            pf = pq.ParquetFile(path)
-        except Exception as e:
-            raise MedcapError(f"cannot read parquet file: {e}", file=path) from None
-        names = pf.schema_arrow.names
-        id_col = _pick_column(names, _ID_COLUMNS)
-        if id_col is None:
-            raise MedcapError(f"no image ID column; expected one of {', '.join(_ID_COLUMNS)}, found {', '.join(names)}",
-                              file=path)
-        cap_col, cui_col = _pick_column(names, _CAPTION_COLUMNS), _pick_column(names, _CUI_COLUMNS)
-        img_col = _pick_column(names, _IMAGE_COLUMNS)
-        if img_col is None:
-            raise MedcapError(f"no image column; expected one of {', '.join(_IMAGE_COLUMNS)}, found {', '.join(names)}",
-                              file=path)
-        if image_col not in (None, img_col):
-            raise MedcapError(f"image column {img_col!r} differs from {image_col!r} in {files.parquet[0].name}",
-                              file=path)
-        image_col = img_col
-        has_cuis |= cui_col is not None
-        has_captions |= cap_col is not None
-        table = pf.read(columns=[c for c in (id_col, cap_col, cui_col) if c is not None])
-        id_values = table.column(id_col).to_pylist()
-        cap_values = table.column(cap_col).to_pylist() if cap_col else None
-        cui_values = table.column(cui_col).to_pylist() if cui_col else None
-        for r, raw_id in enumerate(id_values):
-            at = f"row {r + 1}"
-            image_id = "" if raw_id is None else str(raw_id).strip()
-            if not image_id:
-                report(Problem(str(path), None, "malformed_row", f"{at}: empty image ID"))
-                continue
-            if image_id in rows:
-                report(Problem(str(path), None, "duplicate_id",
-                               f"{at}: duplicate ID {image_id!r} (first at {where[image_id]})"))
-                continue
-            rows[image_id] = (fi, r)
-            where[image_id] = f"{path.name} row {r + 1}"
-            ids.append(image_id)
-            if cui_values is not None:
-                concepts[image_id] = _parquet_cuis(cui_values[r], path, at, report)
-            if cap_values is not None:
-                caption = (cap_values[r] or "").strip()
-                if not caption:
-                    report(Problem(str(path), None, "empty_caption", f"{at}: empty caption for {image_id!r}"))
-                captions[image_id] = caption
-    images = ParquetImages(list(files.parquet), image_col or "image", rows)
-    return Split(files.name, ids, {}, concepts if has_cuis else None, captions if has_captions else None, None,
-                 image_bytes=images)
-
-
-def _parquet_cuis(value, path: Path, at: str, report) -> list[str]:
-    items = value.split(";") if isinstance(value, str) else list(value or [])
-    out: list[str] = []
-    for item in items:
-        cui = normalize_cui(str(item))
-        if not cui or cui in out:
-            continue
-        if not CUI_PATTERN.fullmatch(cui):
-            report(Problem(str(path), None, "malformed_cui",
-                           f"{at}: malformed CUI {cui!r}; expected 'C' followed by digits"))
-            continue
-        out.append(cui)
-    return out
-

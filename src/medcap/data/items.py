@@ -47,7 +47,7 @@ class ConceptImageDataset:
         if self._cache is not None and i in self._cache:
             return self._cache[i]
         # draft_size: JPEGs decode at the smallest DCT scale that still covers the input size.
-        img = resize_image(self.items.load(self.items.ids[i], draft_size=self.prep["image_size"]), self.prep)
+        img = resize_image(self.items.load(self.items.ids[i], draft_size=self.prep.get("draft_size") or self.prep["image_size"]), self.prep)
         if self._cache is not None:
             self._cache[i] = img
         return img

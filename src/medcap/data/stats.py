@@ -70,7 +70,7 @@ def _figure_split(dataset: ImageCLEFDataset) -> Split | None:
 
 def compute_stats(dataset: ImageCLEFDataset, top_n: int = 20) -> dict:
     """Counts and distributions of every split, plus the concept ranking of the figure split."""
-    out: dict = {"dataset": str(dataset.root), "layout": dataset.layout, "splits": {},
+    out: dict = {"dataset": str(dataset.root), "layout": dataset.layout, "edition": dataset.edition, "splits": {},
                  "cui_mapping_entries": len(dataset.cui_names) or None}
     all_cuis: set[str] = set()
     for name, s in dataset.splits.items():

@@ -47,12 +47,10 @@ def both_empty(gold: str, pred: str) -> bool:
 
 
 def pick_device(device: str | None) -> str:
-    """``device``, or "cuda" when a GPU is there, else "cpu"."""
-    if device:
-        return device
-    import torch
+    """``device``, or "cuda" when a GPU is there, else "cpu" (medcap.device, the one rule)."""
+    from ..device import device_name
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return device_name(device)
 
 
 def resolve_model(name: str | Path, *, download: bool = False, what: str = "model") -> str:

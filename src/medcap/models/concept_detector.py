@@ -20,13 +20,17 @@ A trained detector is a folder (``save_pretrained`` / ``from_pretrained``)::
     model.safetensors    weights
     concepts.json        the ConceptVocabulary: which CUI each output is
     thresholds.json      decision threshold(s) chosen on validation (medcap.thresholds)
-    preprocessing.json   image size, resize mode, mean/std (or null: inputs in [0, 1])
+    preprocessor_config.json   the ConceptProcessor: image size, resize mode, mean/std (or
+                         null: inputs in [0, 1]); older folders hold preprocessing.json instead
+
+``from_pretrained`` takes the folder, or the run folder that holds it
+(:func:`medcap.models.location.resolve_model_folder`).
 """
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -35,15 +39,16 @@ from torch import nn
 from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
 from .backbones import create_backbone
+from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
+from .processing import IMAGENET_MEAN, IMAGENET_STD, LEGACY_PROCESSOR_FILE, PROCESSOR_FILE, ConceptProcessor
 
 HEADS = ("medcsra", "global", "attention", "csra")
 GLOBAL_POOLS = ("avg", "gem")
 # REFERENCE §3: temperatures of Fang et al.'s multi-head CSRA (inf = max pooling over positions).
 CSRA_TEMPERATURES = {1: [1.0], 2: [1.0, math.inf], 4: [1.0, 2.0, 4.0, math.inf],
                      6: [1.0, 2.0, 3.0, 4.0, 5.0, math.inf], 8: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, math.inf]}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-MODEL_FILES = ("config.json", "model.safetensors", "concepts.json", "thresholds.json", "preprocessing.json")
+__all__ = ["HEADS", "IMAGENET_MEAN", "IMAGENET_STD", "ConceptDetector", "ConceptProcessor", "DetectorConfig"]
+MODEL_FILES = ("config.json", "model.safetensors", "concepts.json", "thresholds.json", PROCESSOR_FILE)
 
 
 # ------------------------------------------------------------------------------------------
@@ -209,7 +214,7 @@ class DetectorConfig:
     global_pool: str = "avg"          # avg | gem: the global branch's pooling (medcsra, global heads)
     gem_p: float = 3.0                # GeM's initial exponent
     gem_learnable: bool = True        # GeM's p trained with the rest (false: fixed)
-    model_type: str = field(default="medcap-concept-detector")
+    model_type: str = field(default=CONCEPT_MODEL_TYPE)
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -241,7 +246,16 @@ class ConceptDetector(nn.Module):
         # Set by from_pretrained / the training task: what prediction needs besides weights.
         self.vocabulary = None
         self.thresholds: dict = {}
-        self.preprocessing: dict = {}
+        self.processor: ConceptProcessor | None = None
+
+    @property
+    def preprocessing(self) -> dict:
+        """The processor as the dict medcap.data.items and medcap.inference.map_images take."""
+        return {} if self.processor is None else self.processor.to_dict()
+
+    @preprocessing.setter
+    def preprocessing(self, values: dict | ConceptProcessor) -> None:
+        self.processor = values if isinstance(values, ConceptProcessor) else ConceptProcessor.from_dict(values)
 
     def forward_features(self, x):
         return self.backbone(x)                                              # [B, C, H, W]
@@ -269,6 +283,8 @@ class ConceptDetector(nn.Module):
 
         if self.vocabulary is None:
             raise MedcapError("cannot save a concept detector without its concept vocabulary")
+        if self.processor is None:
+            raise MedcapError("cannot save a concept detector without its processor (preprocessing)")
         folder = Path(folder)
         with atomic_dir(folder) as tmp:
             write_text_atomic(tmp / "config.json", json.dumps(asdict(self.config), indent=2))
@@ -276,7 +292,7 @@ class ConceptDetector(nn.Module):
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             self.vocabulary.save(tmp)
             write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds or {"global": 0.5}, indent=2))
-            write_text_atomic(tmp / "preprocessing.json", json.dumps(self.preprocessing, indent=2))
+            self.processor.save_pretrained(tmp)
         return folder
 
     @classmethod
@@ -285,16 +301,19 @@ class ConceptDetector(nn.Module):
 
         from ..data.vocab import ConceptVocabulary
 
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise MedcapError("model folder not found (expected the folder `medcap train concepts` wrote)",
-                              file=folder)
+        folder = resolve_model_folder(folder, "concepts")
         for name in MODEL_FILES:
+            if name == PROCESSOR_FILE and (folder / LEGACY_PROCESSOR_FILE).is_file():
+                continue  # a folder written before the processor
             if not (folder / name).is_file():
                 raise MedcapError(f"model folder is missing {name} (expected {', '.join(MODEL_FILES)})",
                                   file=folder)
+        from ..config import check_keys
+
+        values = _read_json(folder / "config.json")
+        check_keys(values, [f.name for f in fields(DetectorConfig)], folder / "config.json", what="detector config key")
         try:
-            cfg = DetectorConfig(**_read_json(folder / "config.json"))
+            cfg = DetectorConfig(**values)
         except TypeError as e:
             raise MedcapError(f"config.json does not describe a concept detector ({e})",
                               file=folder / "config.json") from None
@@ -309,7 +328,7 @@ class ConceptDetector(nn.Module):
             raise MedcapError(f"concepts.json lists {len(model.vocabulary.cuis)} concepts but the model has "
                               f"{cfg.num_classes} outputs", file=folder / "concepts.json")
         model.thresholds = _read_json(folder / "thresholds.json")
-        model.preprocessing = _read_json(folder / "preprocessing.json")
+        model.processor = ConceptProcessor.from_pretrained(folder)
         return model.eval()
 
 

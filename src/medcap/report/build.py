@@ -304,7 +304,8 @@ def _dataset_section(ctx: _Context) -> str:
     if not figs:
         raise MissingPiece("the dataset has no labels to describe")
     split_name = summary.get("figure_split") or "train"
-    intro = (f"Dataset <code>{H.esc(ctx.inputs.data)}</code>; figures from the {H.esc(split_name)} split "
+    intro = (f"Dataset <code>{H.esc(ctx.inputs.data)}</code> (ImageCLEFmedical edition: "
+             f"{H.esc(summary.get('edition', 'unknown'))}); figures from the {H.esc(split_name)} split "
              f"(<code>dataset/stats.json</code> has every number).")
     return H.section("dataset", "Dataset", _stats_table(summary) + f'<div class="grid2">{"".join(figs)}</div>', intro)
 

@@ -34,6 +34,7 @@ from . import catalog as cat
 from .captions import caption_for_scene
 from .draw import render
 from .scene import sample_scene
+from .tail import MAX_N_CONCEPTS, rare_concepts, sample_rare
 
 GENERATOR_VERSION = 1
 """Bumped whenever the same config would draw different files (so caches can tell)."""
@@ -62,6 +63,10 @@ class SynthConfig:
         jpeg_quality: JPEG quality of the images.
         id_prefix: image IDs are ``{id_prefix}_{split}_{index:06d}``, e.g.
             ``SYNTH_2025_train_000001`` (shaped like ROCOv2's, clearly synthetic).
+        n_concepts: size of the vocabulary. None: the 47 catalogue concepts. More adds
+            rare label-only concepts with a Zipf long tail (:mod:`medcap.synth.tail`).
+        sizes: ``(min, max)``: each image gets its own width and height drawn from this
+            range (non-square, like real figures) instead of ``size`` x ``size``.
     """
 
     n_train: int = 500
@@ -73,6 +78,8 @@ class SynthConfig:
     noisy_splits: tuple[str, ...] = ("train", "valid")
     jpeg_quality: int = 90
     id_prefix: str = "SYNTH_2025"
+    n_concepts: int | None = None
+    sizes: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         for name in ("n_train", "n_valid", "n_test"):
@@ -91,6 +98,17 @@ class SynthConfig:
             raise MedcapError(f"noisy_splits: unknown split {bad[0]!r}; expected some of {', '.join(SPLITS)}")
         if not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
             raise MedcapError(f"jpeg_quality must be from 1 to 100, got {self.jpeg_quality!r}")
+        if self.n_concepts is not None and (isinstance(self.n_concepts, bool) or not isinstance(
+                self.n_concepts, (int, np.integer)) or not len(cat.CATALOG) <= self.n_concepts <= MAX_N_CONCEPTS):
+            raise MedcapError(f"n-concepts must be a whole number from {len(cat.CATALOG)} (the drawn concepts) "
+                              f"to {MAX_N_CONCEPTS}, got {self.n_concepts!r}")
+        if self.sizes is not None:
+            self.sizes = tuple(self.sizes)
+            if (len(self.sizes) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                                                for v in self.sizes)
+                    or not _MIN_SIZE <= self.sizes[0] <= self.sizes[1] <= _MAX_SIZE):
+                raise MedcapError(f"sizes must be MIN-MAX pixels with {_MIN_SIZE} <= MIN <= MAX <= {_MAX_SIZE}, "
+                                  f"got {self.sizes!r}")
         if not self.id_prefix or any(ch in self.id_prefix for ch in ",;\"/\\ \n"):
             raise MedcapError(f"id_prefix must be non-empty without separators or spaces, got {self.id_prefix!r}")
 
@@ -107,7 +125,7 @@ class SynthImage:
     """One generated image with its labels (what :func:`make_image` returns)."""
 
     image_id: str
-    pixels: np.ndarray  # (size, size) uint8
+    pixels: np.ndarray  # (height, width) uint8; (size, size) unless cfg.sizes
     concepts: list[str]  # true CUIs
     labels: list[str]  # CUIs written to the CSV (after label noise)
     caption: str
@@ -138,8 +156,20 @@ def make_image(cfg: SynthConfig, split: str, index: int) -> SynthImage:
     """Draw image ``index`` of ``split``: pixels, true concepts, noisy labels, caption."""
     rng = image_rng(cfg.seed, split, index)
     scene = sample_scene(rng)
-    pixels, areas = render(scene, cfg.size, rng)
+    if cfg.sizes is None:
+        pixels, areas = render(scene, cfg.size, rng)
+    else:  # drawn square at the longer side, then resized to its own aspect ratio (own stream)
+        w, h = (int(v) for v in image_rng(cfg.seed, split, index, 3).integers(cfg.sizes[0], cfg.sizes[1] + 1, 2))
+        pixels, areas = render(scene, max(w, h), rng)
+        if (w, h) != pixels.shape[::-1]:
+            from PIL import Image
+
+            pixels = np.asarray(Image.fromarray(pixels).resize((w, h), Image.BILINEAR))
     concepts = scene.concepts()
+    if cfg.n_concepts is not None and cfg.n_concepts > len(cat.CATALOG):
+        # Own random stream: the drawn images and their catalogue labels stay the same.
+        concepts = concepts + sample_rare(image_rng(cfg.seed, split, index, 2), cfg.n_concepts,
+                                          cat.MAX_CONCEPTS - len(concepts))
     caption = caption_for_scene(scene, rng)
     labels = concepts
     if cfg.label_noise > 0 and split in cfg.noisy_splits:
@@ -178,6 +208,14 @@ def _quote(text: str) -> str:
 
 def readme_text(cfg: SynthConfig) -> str:
     conf = json.dumps(dataclasses.asdict(cfg), indent=2)
+    size_text = (f"{cfg.size} x {cfg.size} px" if cfg.sizes is None
+                 else f"width and height each from {cfg.sizes[0]} to {cfg.sizes[1]} px")
+    n_rare = len(rare_concepts(cfg.n_concepts or 0))
+    vocab_text = f"the {len(cat.CATALOG)} drawn concepts" + (
+        f" plus {n_rare} rare label-only concepts (C9000001..., names 'Synthetic rare concept K'; Zipf long "
+        "tail, not drawn and not named in captions)" if n_rare else "")
+    extra = (f" --n-concepts {cfg.n_concepts}" if cfg.n_concepts else "") + (
+        f" --sizes {cfg.sizes[0]}-{cfg.sizes[1]}" if cfg.sizes else "")
     return f"""SYNTHETIC DATA - these are procedurally drawn images, NOT real medical images and NOT from any patient. Made by `medcap synth` (medcap {__version__}, generator version {GENERATOR_VERSION}) with seed {cfg.seed} for demos, tests and benchmarks of the ImageCLEFmedical Caption tools; nothing learned or measured on it says anything about real data.
 
 Layout: the ImageCLEFmedical Caption 2025 layout (train/, valid/, test/ folders of <ID>.jpg;
@@ -199,10 +237,11 @@ Captions are written from the true concepts with varied templates. Label noise: 
 (applied to the concept CSVs of: {', '.join(cfg.noisy_splits) or 'no split'}; captions and images
 always follow the true concepts).
 
-Images per split: train {cfg.n_train}, valid {cfg.n_valid}, test {cfg.n_test}; {cfg.size} x {cfg.size} px.
+Images per split: train {cfg.n_train}, valid {cfg.n_valid}, test {cfg.n_test}; {size_text}.
+Vocabulary: {vocab_text}.
 Regenerate exactly with (settings that have no command-line option are in the configuration below;
 the Python API is medcap.synth.generate_dataset(OUT, medcap.synth.SynthConfig(**configuration))):
-  medcap synth OUT --n-train {cfg.n_train} --n-valid {cfg.n_valid} --n-test {cfg.n_test} --size {cfg.size} --seed {cfg.seed} --label-noise {cfg.label_noise}
+  medcap synth OUT --n-train {cfg.n_train} --n-valid {cfg.n_valid} --n-test {cfg.n_test} --size {cfg.size} --seed {cfg.seed} --label-noise {cfg.label_noise}{extra}
 
 Configuration:
 {conf}
@@ -263,7 +302,8 @@ def generate_dataset(
             if pool:
                 pool.shutdown()
         with open(tmp / "cui_mapping.csv", "w", encoding="utf-8", newline="") as f:
-            f.write(_csv_text("CUI,Canonical name", [(c.cui, c.name) for c in cat.CATALOG.values()]))
+            names = [(c.cui, c.name) for c in cat.CATALOG.values()] + rare_concepts(cfg.n_concepts or 0)
+            f.write(_csv_text("CUI,Canonical name", names))
         with open(tmp / "README.txt", "w", encoding="utf-8", newline="\n") as f:
             f.write(readme_text(cfg))
     seconds = time.perf_counter() - t0

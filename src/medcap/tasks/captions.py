@@ -6,10 +6,9 @@
   ``scratch:SIZE``);
 - :class:`CaptionTask`: the engine's Task protocol (loaders, ``training_step``, ``evaluate``
   with validation loss and ROUGE-1 on a subset, ``save_best``); :func:`train_captioner` runs it
-  through :class:`medcap.engine.Trainer`, the one training loop of the project;
-- :func:`predict_captions`: captions for image files -> official submission file (with a
-  concept submission for a model trained with concept prompts);
-- :func:`caption_baseline`: the constant-caption and nearest-neighbour retrieval baselines.
+  through :class:`medcap.engine.Trainer`, the one training loop of the project.
+
+Prediction: :mod:`medcap.inference_captions`; baselines: :mod:`medcap.caption_baselines`.
 
 Bad input: an empty caption or a non-UTF-8 caption file stops at reading the dataset with
 the file and line (:func:`medcap.data.read_dataset`); captions longer than ``max_length``
@@ -19,15 +18,14 @@ nothing is written half (model folders, checkpoints and submissions are atomic).
 """
 from __future__ import annotations
 
-import dataclasses
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
+from ..config import load_config, save_config
+from ..engine import TrainConfig
 from ..errors import MedcapError
 from ..models.captioner import DEFAULT_MODEL, Captioner, GenerationSettings
 
@@ -35,8 +33,16 @@ PROCESSOR_DIR = "processor"   # the run's tokenizer + image processor, reused by
 
 
 @dataclass
-class CaptionConfig:
-    """Settings of a caption run. Engine keys (epochs ... progress) have TrainConfig's meaning."""
+class CaptionConfig(TrainConfig):
+    """Settings of a caption run: the training-loop keys of :class:`medcap.engine.TrainConfig`
+    (with the caption defaults below) and the model / generation / data keys."""
+    # engine defaults for captioning (REFERENCE §1; the other TrainConfig keys keep theirs)
+    epochs: int = 2                  # REFERENCE §1
+    lr: float = 1e-5                 # REFERENCE §1
+    weight_decay: float = 0.01       # torch AdamW's default, what the authors' code used
+    optimizer: str = "adamw"         # REFERENCE §1
+    schedule: str = "constant"       # the authors' code has no schedule
+    patience: int = 0                # early stopping (0 = never)
     name: str = ""
     # model
     model: str = DEFAULT_MODEL       # hub name, model folder, or scratch:tiny|small|base|large
@@ -68,25 +74,9 @@ class CaptionConfig:
     eval_num_beams: int = 1          # greedy while training: fast; predictions use num_beams
     eval_max_new_tokens: int = 60
     monitor: str = "rouge1"          # rouge1 (higher is better) | valid_loss (lower is better)
-    # engine (medcap.engine.TrainConfig)
-    epochs: int = 2                  # REFERENCE §1
-    lr: float = 1e-5                 # REFERENCE §1
-    weight_decay: float = 0.01       # torch AdamW's default, what the authors' code used
-    optimizer: str = "adamw"         # REFERENCE §1
-    schedule: str = "constant"       # the authors' code has no schedule
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    grad_accum: int = 1
-    grad_clip: float = 0.0
-    mixed_precision: str = "no"      # no | bf16 | fp16
-    patience: int = 0                # early stopping (0 = never)
-    max_minutes: float = 0.0         # wall-clock training budget (0 = none)
-    seed: int = 42
-    cpu: bool = False
-    keep_checkpoints: int = 1
-    progress: bool = True
 
     def __post_init__(self):
+        super().__post_init__()   # the engine keys, before any data is read or model built
         if self.padding not in ("max_length", "longest"):
             raise MedcapError(f"padding: expected max_length or longest, got {self.padding!r}")
         if self.monitor not in ("rouge1", "valid_loss"):
@@ -185,28 +175,44 @@ def _labelled_ids(split, limit: int = 0, seed: int = 0) -> list[str]:
 
 
 class CaptionTask:
-    """The engine's Task for captioning (see medcap.engine)."""
+    """The engine's Task for captioning (see medcap.engine): the model, its loaders, the loss."""
 
     def __init__(self, cfg: CaptionConfig, dataset, captioner: Captioner | None = None, tokenizer=None,
                  log=print):
-        from torch.utils.data import DataLoader
-
-        from ..engine import seed_everything
-
-        self.cfg = cfg
+        self.cfg, self.root = cfg, dataset.root
         train = dataset.split("train")
         self.train_ids = _labelled_ids(train, cfg.max_train_images, cfg.seed)
         if not self.train_ids:
             raise MedcapError("no training images with a caption", file=dataset.root)
         captions = [train.captions[i] for i in self.train_ids]
-        prompt = None
-        if cfg.concept_prompt:  # knowledge-guided captions: names of the gold concepts as the prompt
-            from ..data.vocab import ConceptVocabulary
-            from ..models.captioner import ConceptPrompt
+        self.prompt = self._concept_prompt(train, dataset.cui_names)
+        train_concepts = self._build_model(train, captions, captioner, tokenizer, log)
+        lengths = self.captioner.caption_lengths(captions)
+        self.n_truncated = sum(n > cfg.max_length for n in lengths)
+        log(f"{len(self.train_ids)} training captions, {self.n_truncated} longer than {cfg.max_length} tokens "
+            f"(truncated), longest {max(lengths)} tokens; model {self.captioner.source} "
+            f"({self.captioner.num_parameters() / 1e6:.1f} M parameters), {cfg.image_size} px")
+        self._build_loaders(dataset, train, train_concepts, log)
+        self.monitor = cfg.monitor
+        self.monitor_mode = "max" if cfg.monitor == "rouge1" else "min"
 
-            known = self._concepts(train, self.train_ids, "concept_prompt", dataset.root)
-            prompt = ConceptPrompt.from_vocabulary(ConceptVocabulary.from_concepts(known, dataset.cui_names),
-                                                   cfg.concept_prompt_tokens)
+    def _concept_prompt(self, train, cui_names):
+        """Knowledge-guided captions: the names of the gold concepts as the prompt (or None)."""
+        if not self.cfg.concept_prompt:
+            return None
+        from ..data.vocab import ConceptVocabulary
+        from ..models.prompting import ConceptPrompt
+
+        known = self._concepts(train, self.train_ids, "concept_prompt", self.root)
+        return ConceptPrompt.from_vocabulary(ConceptVocabulary.from_concepts(known, cui_names),
+                                             self.cfg.concept_prompt_tokens)
+
+    def _build_model(self, train, captions, captioner, tokenizer, log):
+        """The captioner (seeded), its training options and the optional concept probe;
+        returns the probe's targets [N, K] (None without a probe)."""
+        from ..engine import seed_everything
+
+        cfg, prompt = self.cfg, self.prompt
         seed_everything(cfg.seed)
         vocab_text = captions + [prompt.text(c for c, _ in prompt.concepts)] if prompt else captions
         self.captioner = captioner or build_captioner(cfg, vocab_text, tokenizer=tokenizer)
@@ -216,35 +222,38 @@ class CaptionTask:
         if cfg.gradient_checkpointing:
             self.captioner.enable_gradient_checkpointing()
         self.model = self.captioner.model
-        train_concepts = None
-        if cfg.concept_loss > 0:  # knowledge-guided training (medcap.models.guided)
-            from ..data.vocab import ConceptVocabulary
-            from ..models.guided import ConceptGuidedBlip
+        if cfg.concept_loss <= 0:
+            return None
+        from ..data.vocab import ConceptVocabulary   # knowledge-guided training (medcap.models.guided)
+        from ..models.guided import ConceptGuidedBlip
 
-            known = self._concepts(train, self.train_ids, "concept_loss", dataset.root)
-            vocab = ConceptVocabulary.from_concepts(known)
-            train_concepts, _ = vocab.encode_many(known.values())
-            self.model = ConceptGuidedBlip(self.captioner.model, len(vocab), cfg.concept_loss)
-            log(f"concept probe: {len(vocab)} CUIs, weight {cfg.concept_loss}")
-        lengths = self.captioner.caption_lengths(captions)
-        self.n_truncated = sum(n > cfg.max_length for n in lengths)
-        log(f"{len(self.train_ids)} training captions, {self.n_truncated} longer than {cfg.max_length} tokens "
-            f"(truncated), longest {max(lengths)} tokens; model {self.captioner.source} "
-            f"({self.captioner.num_parameters() / 1e6:.1f} M parameters), {cfg.image_size} px")
+        known = self._concepts(train, self.train_ids, "concept_loss", self.root)
+        vocab = ConceptVocabulary.from_concepts(known)
+        train_concepts, _ = vocab.encode_many(known.values())
+        self.model = ConceptGuidedBlip(self.captioner.model, len(vocab), cfg.concept_loss)
+        log(f"concept probe: {len(vocab)} CUIs, weight {cfg.concept_loss}")
+        return train_concepts
+
+    def _prompts_of(self, split, ids, drop: float = 0.0) -> dict:
+        """CaptionDataset's concept-prompt arguments (none without a concept prompt)."""
+        if self.prompt is None:
+            return {}
+        known = self._concepts(split, ids, "concept_prompt", self.root)
+        return {"prompt": self.prompt, "tokenizer": self.captioner.tokenizer, "cuis": [known[i] for i in ids],
+                "drop": drop}
+
+    def _build_loaders(self, dataset, train, train_concepts, log) -> None:
+        """Training loader and, with a valid split and eval_images > 0, the validation loader."""
+        from torch.utils.data import DataLoader
+
+        cfg = self.cfg
         if cfg.num_workers > 0:  # forked workers share the parent's parquet images
             train.preload()
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
-        tokenizer = self.captioner.tokenizer
-
-        def prompts_of(split, ids, drop=0.0):  # CaptionDataset's concept-prompt arguments
-            if prompt is None:
-                return {}
-            known = self._concepts(split, ids, "concept_prompt", dataset.root)
-            return {"prompt": prompt, "tokenizer": tokenizer, "cuis": [known[i] for i in ids], "drop": drop}
-
         self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts,
-                                                      **prompts_of(train, self.train_ids, cfg.concept_prompt_drop)),
+                                                      **self._prompts_of(train, self.train_ids,
+                                                                         cfg.concept_prompt_drop)),
                                        batch_size=cfg.batch_size,
                                        shuffle=True, num_workers=cfg.num_workers, collate_fn=collate)
         self.valid_loader = None
@@ -257,13 +266,11 @@ class CaptionTask:
             self.valid_captions = [valid.captions[i] for i in self.valid_ids]
             if self.valid_ids:  # a concept-prompted model is validated with the valid split's gold concepts
                 self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform,
-                                                              **prompts_of(valid, self.valid_ids)),
+                                                              **self._prompts_of(valid, self.valid_ids)),
                                                batch_size=cfg.batch_size, shuffle=False,
                                                num_workers=cfg.num_workers, collate_fn=collate)
         if self.valid_loader is None:
             log("no validation (no valid split with captions, or eval_images=0): the last epoch is kept")
-        self.monitor = cfg.monitor
-        self.monitor_mode = "max" if cfg.monitor == "rouge1" else "min"
 
     @staticmethod
     def _concepts(split, ids: Sequence[str], setting: str, root) -> dict[str, list[str]]:
@@ -319,8 +326,8 @@ class CaptionTask:
 def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resume: bool = False, log=print):
     """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult."""
     from ..data import read_dataset
-    from ..engine import TrainConfig, Trainer, latest_checkpoint
-    from ..fileio import atomic_dir, write_text_atomic
+    from ..engine import Trainer, latest_checkpoint
+    from ..fileio import atomic_dir
 
     out = Path(out)
     if not resume and latest_checkpoint(out) is not None:  # before anything in `out` is touched
@@ -337,152 +344,5 @@ def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resum
     if not resume or not processor_dir.is_dir():
         with atomic_dir(processor_dir) as tmp:
             task.captioner.processor.save_pretrained(tmp)
-    write_text_atomic(out / "config.json", json.dumps(dataclasses.asdict(cfg), indent=1) + "\n")
+    save_config(cfg, out)   # config.yaml, as concept runs (older caption runs wrote config.json)
     return Trainer(task, TrainConfig.from_config(cfg), out).fit(resume=resume)
-
-
-# -- prediction ---------------------------------------------------------------------------------
-def predict_captions(model: str | Path | Captioner, images, out: str | Path | None = None, *,
-                     num_beams: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
-                     device: str | None = None, progress: bool = False,
-                     concepts: str | Path | dict[str, Sequence[str]] | None = None,
-                     rerank: str | None = None, rerank_weight: float = 0.5,
-                     cui_names: dict[str, str] | None = None) -> dict[str, str]:
-    """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
-
-    ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
-    extension) or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
-    before anything is written, so an unreadable image leaves no file behind. ``concepts``:
-    {ID: CUIs} or a concept submission file (``medcap predict concepts``), for a model trained
-    with concept prompts (``concept_prompt: true``); every image needs its row there.
-    ``rerank="concepts"``: generate ``num_beams`` beams and keep the one that agrees best with
-    ``concepts`` (medcap.concept_rerank; ``rerank_weight`` chosen on validation with
-    ``medcap ensemble rerank-weight``).
-    """
-    from tqdm.auto import tqdm
-
-    from ..submission import write_caption_submission
-    from ..inference import image_items, resolve_device
-
-    items = image_items(images)
-    captioner = model if isinstance(model, Captioner) else Captioner.from_pretrained(model)
-    captioner.model.to(resolve_device(device))
-    overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
-    per_image = None
-    if captioner.concept_prompt is not None or rerank is not None:
-        per_image = _image_concepts(concepts, items.ids, None if isinstance(model, Captioner) else model)
-    if rerank not in (None, "concepts"):
-        raise MedcapError(f"--rerank: expected concepts, got {rerank!r}")
-    if not 0.0 <= rerank_weight <= 1.0:
-        raise MedcapError(f"--rerank-weight: expected a number in [0, 1], got {rerank_weight}")
-    if rerank is not None:
-        from ..concept_rerank import beam_candidates, concept_matcher, rerank_beams
-
-        matcher, nameable = concept_matcher(cui_names)
-    captions: list[str] = []
-    for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
-        ids = items.ids[start:start + batch_size]
-        batch_concepts = None if per_image is None else [per_image[i] for i in ids]
-        if rerank is not None:
-            prompts = batch_concepts if captioner.concept_prompt is not None else None
-            cands = beam_candidates(captioner, [items.load(i) for i in ids], prompts, num_beams or 5, batch_size)
-            captions += rerank_beams(cands, batch_concepts, rerank_weight, matcher, nameable)
-            continue
-        captions += captioner.generate([items.load(i) for i in ids], batch_size=batch_size, concepts=batch_concepts,
-                                       **overrides)
-    result = dict(zip(items.ids, captions))
-    if out is not None:
-        write_caption_submission(out, result)
-    return result
-
-
-def _image_concepts(concepts, ids: Sequence[str], model_folder=None) -> dict[str, Sequence[str]]:
-    """{ID: CUIs} for every image of ``ids``, from a mapping or a concept submission file."""
-    from ..submission import read_concept_submission
-
-    if concepts is None:
-        raise MedcapError("this captioner was trained with concept prompts: give the images' concepts "
-                          "(--concepts FILE, a concept submission from `medcap predict concepts` on the same images)",
-                          file=model_folder)
-    source = None
-    if not isinstance(concepts, dict):
-        source, concepts = concepts, read_concept_submission(concepts)
-    missing = [i for i in ids if i not in concepts]
-    if missing:
-        raise MedcapError(f"no concepts for {len(missing)} of {len(ids)} images (first: {missing[0]}); "
-                          "predict concepts on the same images", file=source)
-    return concepts
-
-
-# -- baselines ----------------------------------------------------------------------------------
-def captioner_embedder(captioner: Captioner):
-    """The captioner's image encoder as an embedder for :func:`medcap.baselines.image_embeddings`:
-    patch tokens reshaped to a feature map [B, C, h, w] (the embedding is their mean)."""
-    import torch
-
-    class BlipImageFeatures(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.vision = captioner.model.vision_model
-            ip = captioner.processor.image_processor
-            self.preprocessing = {"image_size": captioner.image_size, "resize": "squash",
-                                  "mean": list(ip.image_mean), "std": list(ip.image_std)}
-
-        def forward_features(self, x):
-            tokens = self.vision(pixel_values=x, interpolate_pos_encoding=captioner.interpolate_pos_encoding)
-            patches = tokens.last_hidden_state[:, 1:]                     # [B, h*w, C] (no [CLS])
-            side = round(patches.shape[1] ** 0.5)
-            return patches.transpose(1, 2).reshape(x.shape[0], -1, side, patches.shape[1] // side)
-
-    return BlipImageFeatures()
-
-
-def load_embedder(model: str | Path | None = None, backbone: str = "resnet18", image_size: int = 224,
-                  pretrained: bool = False):
-    """An image embedder: a captioner folder (its image encoder), a concept-detector folder (its
-    backbone), or else a plain timm backbone (random weights unless ``pretrained``)."""
-    from ..baselines import plain_backbone
-    from ..models.captioner import METADATA_FILE
-
-    if model is None:
-        return plain_backbone(backbone, image_size, pretrained)
-    if (Path(model) / METADATA_FILE).is_file():
-        return captioner_embedder(Captioner.from_pretrained(model))
-    from ..inference import load_detector
-
-    return load_detector(model)
-
-
-def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = "test", *, embedder=None,
-                     batch_size: int = 32, progress: bool = False) -> dict[str, str]:
-    """Write a baseline caption submission for ``split`` and return it.
-
-    ``constant``: the training caption with the best mean ROUGE-1 against the other training
-    captions, for every image. ``retrieval``: the caption of the most similar training image
-    (cosine of ``embedder``'s image embeddings, see :func:`load_embedder`).
-    """
-    from .. import baselines
-    from ..data import read_dataset
-    from ..submission import write_caption_submission
-    from ..data.items import ImageFolderItems
-
-    dataset = read_dataset(data)
-    train, target = dataset.split("train"), dataset.split(split)
-    if train.captions is None:
-        raise MedcapError("the train split has no captions file", file=dataset.root)
-    if kind == "constant":
-        caption = baselines.constant_caption(train.captions)
-        result = {i: caption for i in target.ids}
-    elif kind == "retrieval":
-        embedder = embedder if embedder is not None else load_embedder()
-        train_ids = _labelled_ids(train)
-        _, train_emb = baselines.image_embeddings(embedder, ImageFolderItems.from_split(train, train_ids),
-                                                  batch_size=batch_size, progress=progress)
-        target_ids, target_emb = baselines.image_embeddings(embedder, ImageFolderItems.from_split(target),
-                                                            batch_size=batch_size, progress=progress)
-        captions = baselines.retrieval_captions(train_emb, [train.captions[i] for i in train_ids], target_emb)
-        result = dict(zip(target_ids, captions))
-    else:
-        raise MedcapError(f"unknown caption baseline {kind!r}; expected constant or retrieval")
-    write_caption_submission(out, result)
-    return result

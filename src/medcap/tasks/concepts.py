@@ -14,11 +14,9 @@ the training-loop fields of :class:`medcap.engine.TrainConfig`, the loss fields 
 from __future__ import annotations
 
 import dataclasses
-import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
@@ -100,13 +98,17 @@ def detector_config(cfg: ConceptConfig, num_classes: int):
 # Images: decode + resize (cached), augment, normalise (on the device)
 # ------------------------------------------------------------------------------------------
 
-def preprocessing_of(cfg: ConceptConfig) -> dict:
-    """What preprocessing.json holds: everything prediction must do to an image."""
-    from ..models.concept_detector import IMAGENET_MEAN, IMAGENET_STD
+def concept_processor(cfg: ConceptConfig):
+    """The model's :class:`~medcap.models.processing.ConceptProcessor`: everything prediction must
+    do to an image, saved in the model folder (preprocessor_config.json)."""
+    from ..models.processing import ConceptProcessor
 
-    imagenet = cfg.normalize == "imagenet"
-    return {"image_size": cfg.image_size, "resize": cfg.resize,
-            "mean": list(IMAGENET_MEAN) if imagenet else None, "std": list(IMAGENET_STD) if imagenet else None}
+    return ConceptProcessor.from_settings(cfg.image_size, cfg.resize, cfg.normalize)
+
+
+def preprocessing_of(cfg: ConceptConfig) -> dict:
+    """The processor's dict form (what medcap.data.items takes)."""
+    return concept_processor(cfg).to_dict()
 
 
 def train_augmentation(cfg: ConceptConfig) -> Callable | None:
@@ -199,11 +201,12 @@ class ConceptTask:
         from ..models.concept_detector import ConceptDetector
 
         self.cfg, self.data = cfg, data
-        self.prep = preprocessing_of(cfg)
+        self.processor = concept_processor(cfg)
+        self.prep = self.processor.to_dict()
         seed_everything(cfg.seed)
         self.model = ConceptDetector(detector_config(cfg, len(data.vocabulary)), pretrained=cfg.pretrained,
                                      pretrained_path=cfg.pretrained_path or None)
-        self.model.vocabulary, self.model.preprocessing = data.vocabulary, self.prep
+        self.model.vocabulary, self.model.processor = data.vocabulary, self.processor
         self.loss = build_loss(cfg)
         loader = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
         self.train_loader = torch.utils.data.DataLoader(
@@ -246,7 +249,7 @@ class ConceptTask:
                 "never_empty": int(self.thresholds.never_empty), "valid_loss": valid_loss}
 
     def save_best(self, model, folder: Path) -> None:
-        model.vocabulary, model.preprocessing = self.data.vocabulary, self.prep
+        model.vocabulary, model.processor = self.data.vocabulary, self.processor
         model.thresholds = self.thresholds.to_json(self.data.vocabulary.cuis)
         model.thresholds["valid_f1"] = self.threshold_report.get("f1")
         model.thresholds["grid"] = self.cfg.threshold_grid

@@ -1,0 +1,95 @@
+"""Prediction with a trained captioner: images (and their concepts) in, captions and submissions out.
+
+Shared by the CLI, the demo, the report and the web app; training lives in
+``medcap.tasks.captions``. Where the model is: :func:`medcap.models.location.resolve_model_folder`
+(a run folder, its ``model/`` folder or a hub id).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import MedcapError
+from .models.captioner import Captioner
+
+
+def load_captioner(model_or_dir) -> Captioner:
+    """A :class:`Captioner` as is, or loaded from a folder / run folder / hub id."""
+    return model_or_dir if isinstance(model_or_dir, Captioner) else Captioner.from_pretrained(model_or_dir)
+
+
+def predict_captions(model: str | Path | Captioner, images, out: str | Path | None = None, *,
+                     num_beams: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
+                     device: str | None = None, progress: bool = False,
+                     concepts: str | Path | dict[str, Sequence[str]] | None = None,
+                     order: Sequence[str] | None = None, edition: int | None = None,
+                     rerank: str | None = None, rerank_weight: float = 0.5,
+                     cui_names: dict[str, str] | None = None) -> dict[str, str]:
+    """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
+
+    ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
+    extension) or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
+    before anything is written, so an unreadable image leaves no file behind. ``concepts``:
+    {ID: CUIs} or a concept submission file (``medcap predict concepts``), for a model trained
+    with concept prompts (``concept_prompt: true``); every image needs its row there. ``order``:
+    the IDs in the order to write (a gold or ID-order file's, REFERENCE §7), else as listed;
+    ``edition``: whose rules the file is checked against (default the latest).
+    ``rerank="concepts"``: generate ``num_beams`` beams (default 5) and keep the one that agrees
+    best with ``concepts`` (medcap.concept_rerank; ``rerank_weight`` chosen on validation with
+    ``medcap ensemble rerank-weight``).
+    """
+    from tqdm.auto import tqdm
+
+    from .device import resolve_device
+    from .inference import image_items
+    from .submission import check_id_order, write_caption_submission
+
+    items = image_items(images)
+    check_id_order(items.ids, order)
+    captioner = load_captioner(model)
+    captioner.model.to(resolve_device(device))
+    overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
+    per_image = None
+    if captioner.concept_prompt is not None or rerank is not None:
+        per_image = _image_concepts(concepts, items.ids, None if isinstance(model, Captioner) else model)
+    if rerank not in (None, "concepts"):
+        raise MedcapError(f"--rerank: expected concepts, got {rerank!r}")
+    if not 0.0 <= rerank_weight <= 1.0:
+        raise MedcapError(f"--rerank-weight: expected a number in [0, 1], got {rerank_weight}")
+    if rerank is not None:
+        from .concept_rerank import beam_candidates, concept_matcher, rerank_beams
+
+        matcher, nameable = concept_matcher(cui_names)
+    captions: list[str] = []
+    for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
+        ids = items.ids[start:start + batch_size]
+        batch_concepts = None if per_image is None else [per_image[i] for i in ids]
+        if rerank is not None:
+            prompts = batch_concepts if captioner.concept_prompt is not None else None
+            cands = beam_candidates(captioner, [items.load(i) for i in ids], prompts, num_beams or 5, batch_size)
+            captions += rerank_beams(cands, batch_concepts, rerank_weight, matcher, nameable)
+            continue
+        captions += captioner.generate([items.load(i) for i in ids], batch_size=batch_size, concepts=batch_concepts,
+                                       **overrides)
+    result = dict(zip(items.ids, captions))
+    if out is not None:
+        write_caption_submission(out, result, gold_ids=order, edition=edition)
+    return result
+
+
+def _image_concepts(concepts, ids: Sequence[str], model_folder=None) -> dict[str, Sequence[str]]:
+    """{ID: CUIs} for every image of ``ids``, from a mapping or a concept submission file."""
+    from .submission import read_concept_submission
+
+    if concepts is None:
+        raise MedcapError("this captioner was trained with concept prompts: give the images' concepts "
+                          "(--concepts FILE, a concept submission from `medcap predict concepts` on the same images)",
+                          file=model_folder)
+    source = None
+    if not isinstance(concepts, dict):
+        source, concepts = concepts, read_concept_submission(concepts)
+    missing = [i for i in ids if i not in concepts]
+    if missing:
+        raise MedcapError(f"no concepts for {len(missing)} of {len(ids)} images (first: {missing[0]}); "
+                          "predict concepts on the same images", file=source)
+    return concepts

@@ -1,0 +1,176 @@
+"""The caption aggregate of each ImageCLEFmedical edition, as named presets (REFERENCE §4, §7).
+
+- ``public-2025``: Relevance = mean(Similarity, BERTScore, ROUGE-1), the 2025 public code;
+- ``paper``: the same with BLEURT as a fourth term, what the 2025 paper's numbers fit;
+- ``2026``: Relevance = mean(BERTScore F1, ROUGE-1, Similarity, BLEURT), with the image side
+  of the similarity precomputed once per test set (MedImageInsight, ``2.5 * max(cos, 0)``,
+  an empty caption scores 0).
+
+Factuality = mean(UMLS concept F1 with MedCAT restricted to the MEDCON types, AlignScore)
+and Overall = mean(Relevance, Factuality) in all three. The per-metric scores come from
+:func:`medcap.metrics.captions.score_captions`; this module only adds the precomputed-image
+similarity and averages by preset, so the scorers themselves stay as they are.
+"""
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MedcapError
+from .scorers import ScorerUnavailable
+
+
+@dataclass(frozen=True)
+class CaptionPreset:
+    """Which per-metric means each aggregate averages."""
+
+    name: str
+    relevance: tuple[str, ...]
+    factuality: tuple[str, ...]
+    bertscore_measure: str | None  # the BERTScore measure the preset is defined with; None: the user's
+    description: str
+
+
+PRESETS: dict[str, CaptionPreset] = {p.name: p for p in (
+    CaptionPreset("public-2025", ("similarity", "bertscore", "rouge1"), ("umls_f1", "alignscore"), None,
+                  "2025, the organisers' public code: Relevance = mean(Similarity, BERTScore, ROUGE-1)"),
+    CaptionPreset("paper", ("similarity", "bertscore", "rouge1", "bleurt"), ("umls_f1", "alignscore"), None,
+                  "2025, as the paper's numbers fit: Relevance with BLEURT as a fourth term"),
+    CaptionPreset("2026", ("bertscore", "rouge1", "similarity", "bleurt"), ("umls_f1", "alignscore"), "f1",
+                  "2026: Relevance = mean(BERTScore F1, ROUGE-1, Similarity, BLEURT)"),
+)}
+
+
+def caption_preset(name: str | None = None, *, edition=None) -> CaptionPreset:
+    """The preset called ``name``, or the default of ``edition`` (a year; None = the latest)."""
+    if name is None:
+        from ..editions import edition_rules
+
+        name = edition_rules(edition).caption_preset
+    if name not in PRESETS:
+        raise MedcapError(f"unknown caption preset {name!r}; expected one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def aggregate_preset(means: Mapping[str, float | None], preset: str | CaptionPreset, *,
+                     partial: bool = False) -> dict:
+    """Relevance, Factuality and Overall of ``preset`` from the per-metric means.
+
+    An aggregate is None when one of its terms is None, unless ``partial``: then it is the
+    mean of the terms present, labelled ``<name>_partial``. ``<name>_terms`` lists the terms
+    averaged, ``<name>_missing`` the ones not available (same keys as ``aggregate_scores``).
+    """
+    p = preset if isinstance(preset, CaptionPreset) else caption_preset(preset)
+    out: dict = {}
+    for name, terms, values in (("relevance", p.relevance, means), ("factuality", p.factuality, means),
+                                ("overall", ("relevance", "factuality"), out)):
+        present = [t for t in terms if values.get(t) is not None]
+        missing = [t for t in terms if values.get(t) is None]
+        value = float(np.mean([values[t] for t in present])) if present and (partial or not missing) else None
+        out[name] = value
+        out[f"{name}_terms"] = present if value is not None else []
+        out[f"{name}_missing"] = missing
+        out[f"{name}_partial"] = bool(value is not None and missing)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Image-caption similarity from precomputed image embeddings (2026)
+# ---------------------------------------------------------------------------------------
+
+def load_image_embeddings(path: str | Path) -> dict[str, np.ndarray]:
+    """``{ID: vector}`` from an ``.npz`` file with one array per image ID (the layout of the
+    organisers' ``precompute_embeddings.py`` output)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MedcapError("image embeddings file not found", file=path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {k: np.asarray(data[k], dtype=np.float64).reshape(-1) for k in data.files}
+    except (OSError, ValueError) as e:
+        raise MedcapError(f"not an .npz file of image embeddings (one array per image ID): {e}", file=path) from None
+
+
+def similarity_from_embeddings(ids: Sequence[str], pred: Sequence[str], image_embeddings: Mapping[str, np.ndarray],
+                               encode_texts: Callable[[list[str]], np.ndarray], batch_size: int = 32) -> np.ndarray:
+    """``2.5 * max(cos(image, caption), 0)`` per image; an empty caption scores 0 (REFERENCE §7).
+
+    ``encode_texts`` maps a list of captions to their embeddings, one row each.
+    """
+    missing = [i for i in ids if i not in image_embeddings]
+    if missing:
+        raise MedcapError(f"{len(missing)} images have no precomputed embedding, e.g. {missing[0]!r}: "
+                          "compute the embeddings for this gold file's images")
+    scores = np.zeros(len(ids), dtype=np.float64)
+    todo = [k for k in range(len(ids)) if len(pred[k]) > 0]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start:start + batch_size]
+        c = np.asarray(encode_texts([pred[k] for k in chunk]), dtype=np.float64)        # (B, D)
+        v = np.stack([np.asarray(image_embeddings[ids[k]], dtype=np.float64) for k in chunk])  # (B, D)
+        cos = (v * c).sum(1) / (np.linalg.norm(v, axis=1) * np.linalg.norm(c, axis=1))
+        scores[chunk] = 2.5 * np.maximum(cos, 0.0)
+    return scores
+
+
+def medimageinsight_text_encoder(model_dir: str | Path | None) -> Callable[[list[str]], np.ndarray]:
+    """The MedImageInsight text encoder of a checkout of its repository (``--medimageinsight``)."""
+    if model_dir is None or not (Path(model_dir) / "medimageinsightmodel.py").is_file():
+        raise ScorerUnavailable("needs MedImageInsight for the caption side: a checkout of "
+                                "https://huggingface.co/lion-ai/MedImageInsights with its 2024.09.27 model folder "
+                                "(pass it with --medimageinsight DIR)")
+    model_dir = Path(model_dir)
+    sys.path.insert(0, str(model_dir))
+    try:
+        from medimageinsightmodel import MedImageInsight
+    finally:
+        sys.path.remove(str(model_dir))
+    model = MedImageInsight(model_dir=str(model_dir / "2024.09.27"), vision_model_name="medimageinsigt-v1.0.0.pt",
+                            language_model_name="language_model.pth")
+    model.load_model()
+    return lambda texts: np.asarray(model.encode(texts=texts)["text_embeddings"], dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------
+# Scoring a submission with a preset
+# ---------------------------------------------------------------------------------------
+
+def score_captions_preset(gold: Mapping[str, str], pred: Mapping[str, str], *, preset: str | None = None,
+                          edition=None, image_embeddings: Mapping[str, np.ndarray] | None = None,
+                          text_encoder: Callable[[list[str]], np.ndarray] | None = None,
+                          partial_aggregates: bool = False, **settings):
+    """:func:`~medcap.metrics.captions.score_captions` with the aggregates of ``preset``
+    (default: the one of ``edition``). With ``image_embeddings`` (``{ID: vector}``) the
+    similarity uses them and ``text_encoder`` (default: MedImageInsight from
+    ``medimageinsight_dir``) instead of encoding the images. A scorer that cannot run is
+    listed in ``summary["not_available"]`` with how to enable it, never scored 0.
+    """
+    from .captions import SCORE_KEYS, score_captions
+
+    p = caption_preset(preset, edition=edition)
+    measure = settings.setdefault("bertscore_measure", p.bertscore_measure or "f1")
+    if p.bertscore_measure is not None and measure != p.bertscore_measure:
+        raise MedcapError(f"the {p.name} preset is defined with BERTScore {p.bertscore_measure}, not {measure}")
+    if image_embeddings is not None:
+        settings["images_dir"] = None  # the image side comes from the embeddings
+    scores = score_captions(gold, pred, partial_aggregates=partial_aggregates, **settings)
+    s = scores.summary
+    if image_embeddings is not None:
+        try:
+            encode = text_encoder or medimageinsight_text_encoder(settings.get("medimageinsight_dir"))
+            values = similarity_from_embeddings(scores.ids, scores.pred, image_embeddings, encode)
+            scores.per_image["similarity"] = values
+            s["similarity"] = float(values.mean())
+            s["not_available"].pop("similarity", None)
+        except ScorerUnavailable as e:
+            s["not_available"]["similarity"] = str(e)
+    elif "similarity" in s["not_available"]:
+        s["not_available"]["similarity"] += " (or precomputed image embeddings: --image-embeddings FILE.npz)"
+    s.update(aggregate_preset({k: s.get(k) for k in SCORE_KEYS}, p, partial=partial_aggregates))
+    s["preset"] = p.name
+    s["settings"]["relevance"] = p.name
+    s["settings"]["similarity_images"] = "precomputed embeddings" if image_embeddings is not None else "encoded"
+    return scores
