@@ -34,7 +34,11 @@ def main(argv=None) -> int:
     from medcap.data.items import ImageFolderItems
     from medcap.inference import load_detector, predict_concepts
     from medcap.metrics.concepts import evaluate_concepts
-    from medcap.recipes import consistent_retrieval_captions, select_rows, split_embeddings
+    from medcap.recipes import (
+        consistent_retrieval_captions,
+        select_rows,
+        split_embeddings,
+    )
     from medcap.report.scoring import caption_scores
     from medcap.synth import caption_from_concepts
 
@@ -86,7 +90,12 @@ def main(argv=None) -> int:
         ds, ensemble, detected_valid, detected_test, tids, print, emb))
     captions[f"Concept-consistent retrieval, k={chosen['k']}, w={chosen['weight']}"] = cons
     if args.captioner is not None:
-        from medcap.concept_rerank import beam_candidates, concept_matcher, fit_rerank_weight, rerank_beams
+        from medcap.concept_rerank import (
+            beam_candidates,
+            concept_matcher,
+            fit_rerank_weight,
+            rerank_beams,
+        )
         from medcap.models.captioner import Captioner
 
         cap = Captioner.from_pretrained(args.captioner)

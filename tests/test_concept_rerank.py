@@ -4,8 +4,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medcap.concept_rerank import (ConsistentRetrieval, choose_weight, concept_agreement, concept_matcher,
-                                   consensus_scores, pick, unigram_f1, _tokens)
+from medcap.concept_rerank import (
+    ConsistentRetrieval,
+    _tokens,
+    choose_weight,
+    concept_agreement,
+    concept_matcher,
+    consensus_scores,
+    pick,
+    unigram_f1,
+)
 
 CT, MRI, CHEST, ABDOMEN = "C0040405", "C0024485", "C0817096", "C0000726"
 
@@ -84,8 +92,8 @@ def test_predict_captions_rerank_keeps_one_of_the_beams(tmp_path_factory, synth_
     from medcap.concept_rerank import beam_candidates
     from medcap.data.images import list_images, load_image
     from medcap.demo import train_tiny_models
-    from medcap.models.captioner import Captioner
     from medcap.inference_captions import predict_captions
+    from medcap.models.captioner import Captioner
 
     models = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
     captioner = Captioner.from_pretrained(models.captions)

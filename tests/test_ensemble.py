@@ -8,9 +8,14 @@ import shutil
 import numpy as np
 import pytest
 
-from medcap.ensemble import (ConceptEnsemble, fit_fusion, fuse, is_ensemble_folder, knn_probabilities,
-                             weight_grid)
-
+from medcap.ensemble import (
+    ConceptEnsemble,
+    fit_fusion,
+    fuse,
+    is_ensemble_folder,
+    knn_probabilities,
+    weight_grid,
+)
 
 # -- fusion math on hand-made probabilities ----------------------------------------------------
 
@@ -120,7 +125,7 @@ def test_ensemble_folder_reloads_and_fuses_its_members(ensemble_dir, members, sy
 
 def test_predict_concepts_cli_uses_the_ensemble(cli, ensemble_dir, synth_small, tmp_path):
     out = tmp_path / "run.csv"
-    rc, stdout, err = cli("predict", "concepts", "--model", ensemble_dir, "--images", synth_small / "test",
+    rc, _, err = cli("predict", "concepts", "--model", ensemble_dir, "--images", synth_small / "test",
                           "--out", out, "--json", tmp_path / "p.json")
     assert rc == 0, err
     rows = out.read_text().splitlines()
@@ -164,7 +169,7 @@ def test_serve_pipeline_and_explain_accept_an_ensemble(ensemble_dir, synth_small
     from medcap.app import Pipeline
     from medcap.explain import explain_image
 
-    image = sorted((synth_small / "test").iterdir())[0]
+    image = min((synth_small / "test").iterdir())
     result = Pipeline(ensemble_dir, None).analyze(image)
     assert result.concepts and result.heatmap is not None
     report = explain_image(ensemble_dir, image, tmp_path / "x", top=2)

@@ -140,7 +140,7 @@ class ConsistentRetrieval:
         return [[self.train_captions[j] for j in row] for row in idx]
 
     def fit(self, valid_embeddings: np.ndarray, valid_detected: Sequence[Iterable[str]], valid_gold: Sequence[str],
-            ks=RETRIEVAL_KS, weights=WEIGHTS) -> "ConsistentRetrieval":
+            ks=RETRIEVAL_KS, weights=WEIGHTS) -> ConsistentRetrieval:
         """Choose ``k`` and ``weight`` by validation ROUGE-1 (unigram F1 on the official preprocessing)."""
         if len(valid_gold) == 0:
             raise MedcapError("concept-consistent retrieval is tuned on validation: no validation captions")

@@ -356,10 +356,9 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: i
     (the usual kNN of ImageCLEF); k and the vote share are chosen on validation.
     """
     from . import baselines as B
-    from .submission import write_caption_submission, write_concept_submission
-    from .data.items import ImageFolderItems
     from .inference import load_detector
     from .recipes import embeddings_of
+    from .submission import write_caption_submission, write_concept_submission
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
 

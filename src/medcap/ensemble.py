@@ -262,7 +262,7 @@ class ConceptEnsemble(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "ConceptEnsemble":
+    def from_pretrained(cls, folder: str | Path) -> ConceptEnsemble:
         from .inference import load_detector
         from .models.concept_detector import _read_json
 

@@ -13,8 +13,8 @@ predicted.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ENSEMBLE_NAME = "MedCSRA + kNN ensemble"
 RETRIEVAL_NAME = "Concept-consistent retrieval"

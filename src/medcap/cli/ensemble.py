@@ -3,7 +3,6 @@ Thin layer over :mod:`medcap.ensemble`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List
 
 import typer
 
@@ -16,7 +15,7 @@ app.add_typer(ensemble_app, name="ensemble")
 
 @ensemble_app.command("concepts")
 def ensemble_concepts_command(
-    member: List[Path] = typer.Option(..., "--member", "-m", show_default=False,
+    member: list[Path] = typer.Option(..., "--member", "-m", show_default=False,
                                       help="A trained detector folder (OUT/model of `medcap train concepts`); "
                                            "repeatable."),
     data: Path = typer.Option(..., "--data", "-d", show_default=False,
@@ -24,7 +23,7 @@ def ensemble_concepts_command(
     out: Path = typer.Option(..., "--out", "-o", show_default=False, help="Ensemble folder to write."),
     knn: bool = typer.Option(False, "--knn/--no-knn", help="Add kNN retrieval (neighbours' concept shares) as a "
                              "source, embedded with the --embed-member's backbone."),
-    fusion: List[str] = typer.Option(["mean", "weighted", "union", "intersection"], "--fusion",
+    fusion: list[str] = typer.Option(["mean", "weighted", "union", "intersection"], "--fusion",
                                      help="Fusions to try (repeatable); the best on validation is kept."),
     per_concept: bool = typer.Option(True, "--per-concept/--global-only",
                                      help="Per-concept thresholds where they beat the global one on held-out "
