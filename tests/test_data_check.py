@@ -35,6 +35,8 @@ def _broken(root):
         ("train_concepts.csv", 5, "duplicate_id"), ("train_concepts.csv", 6, "unknown_cui"),
         ("train_concepts.csv", 7, "missing_image"), ("train_concepts.csv", 7, "id_mismatch"),
         ("train_concepts.csv", 8, "missing_image"), ("valid_concepts.csv", 2, "duplicate_id"),
+        # rows of train_concepts.csv that the manual-concepts file lacks (train_9's is at 7 already)
+        ("train_concepts.csv", 4, "id_mismatch"), ("train_concepts.csv", 8, "id_mismatch"),
         ("train_captions.csv", 4, "empty_caption"),
         ("train_captions.csv", 6, "id_mismatch"), ("train_captions.csv", 6, "missing_image"),
         ("train_concepts_manual.csv", 3, "bad_encoding"), ("stray.jpg", None, "image_without_row"),
@@ -119,9 +121,10 @@ def test_cli_prints_every_problem_and_exits_1(tmp_path, cli):
     rc, out, err = cli("data", "check", tmp_path / "d")
     assert rc == 1
     lines = [line for line in out.splitlines() if line.startswith(str(tmp_path))]
-    assert len(lines) == len(expected)
+    n = len(expected) + 1  # line 7 (train_9) lacks both a caption row and a manual-concepts row
+    assert len(lines) == n
     assert f"{tmp_path / 'd' / 'train_concepts.csv'}:3: expected 2 fields (ID,CUIs), found 3" in out
-    assert out.strip().splitlines()[-1].startswith(f"{len(expected)} problem(s): ")
+    assert out.strip().splitlines()[-1].startswith(f"{n} problem(s): ")
 
 
 @pytest.mark.parametrize("make", ["missing", "empty"])

@@ -7,6 +7,14 @@ Gradio in it, so it is tested without a browser and reused by the report's galle
 
 The server binds 127.0.0.1 unless told otherwise: medical images should not be served
 to the network by accident. Research software, not for clinical use.
+
+Bounds (one small upload must not take the server down): an image over ``max_pixels``
+(stricter than the training limit, ``medcap.data.images.MAX_PIXELS``) is refused from its
+header, before any pixel is decoded; an accepted one is reduced to ``max_side`` pixels on its
+longer side right after decoding (JPEGs are even decoded at a reduced DCT scale), so the
+preview, the heatmap overlay and the model inputs are never made at full size. Requests are
+queued (``concurrency`` analysed at a time, at most ``queue_size`` waiting; more are refused
+with a message), and each request's images are written to its own files.
 """
 from __future__ import annotations
 
@@ -19,6 +27,11 @@ import numpy as np
 from .errors import MedcapError
 
 DEFAULT_MAX_FILE_MB = 50.0
+DEFAULT_MAX_PIXELS = 40_000_000   # an upload's width x height; training data allows 89.5 M (MAX_PIXELS)
+DEFAULT_MAX_SIDE = 1024           # longer side of the image once loaded (the models need 224-384)
+DEFAULT_CONCURRENCY = 1           # images analysed at the same time (each holds one decoded upload)
+DEFAULT_QUEUE_SIZE = 32           # requests waiting; further ones are refused ("queue is full")
+KEEP_OUTPUTS = 64                 # per-request output folders kept (served from Gradio's cache by then)
 TOP_K = 10  # concepts shown with their probabilities
 MAX_LISTED = 15  # predicted concepts named under them
 
@@ -65,16 +78,21 @@ class Pipeline:
     """Both models, loaded once; :meth:`analyze` runs them on one image file.
 
     Either model folder may be None: that part of the analysis is then skipped with a note.
-    ``max_file_mb`` refuses larger files before they are decoded.
+    ``max_file_mb`` refuses larger files and ``max_pixels`` larger images before they are
+    decoded; ``max_side`` is the longer side an image is reduced to as soon as it is decoded.
     """
 
     def __init__(self, concepts: str | Path | None = None, captions: str | Path | None = None, *,
-                 max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None):
+                 max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None,
+                 max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int = DEFAULT_MAX_SIDE):
         from .device import device_name
 
         self.concepts_dir = model_folder(concepts, "concepts")
         self.captions_dir = model_folder(captions, "captions")
         self.max_file_mb = float(max_file_mb)
+        self.max_pixels, self.max_side = int(max_pixels), int(max_side)
+        if self.max_pixels < 1 or self.max_side < 32:
+            raise MedcapError(f"max_pixels must be at least 1 and max_side at least 32, got {max_pixels} and {max_side}")
         self.device = device_name(device)
         self.concept_model = None
         self.caption_model = None
@@ -103,14 +121,18 @@ class Pipeline:
         return path
 
     def load(self, path: str | Path):
-        """The image as an RGB PIL image; a clear MedcapError for anything that is not one."""
+        """The image as an RGB PIL image of at most ``max_side`` px a side; MedcapError for anything
+        that is not an image or is over ``max_pixels``."""
         from .data.images import load_image
 
         path = self.check_file(path)
         try:
-            return load_image(path)
+            image = load_image(path, max_pixels=self.max_pixels, draft_size=self.max_side, max_side=self.max_side)
         except MedcapError as e:  # name the upload, not the server's temporary path
-            raise MedcapError(e.message, file=path.name) from None
+            message = e.message.replace("raise medcap.data.images.MAX_PIXELS", "raise medcap serve --max-pixels")
+            raise MedcapError(message, file=path.name) from None
+        # Reduced as soon as decoded: the preview, heatmap overlay and model inputs are made from it.
+        return image
 
     # -- analysis -----------------------------------------------------------------------------
     def analyze(self, path: str | Path) -> Analysis:
@@ -211,28 +233,72 @@ def _outputs_for(pipeline: Pipeline, file_path: str | None):
     return (analysis.image, probs or None, predicted, analysis.caption or "", analysis.heatmap, status)
 
 
-def build_ui(pipeline: Pipeline):
+class RequestOutputs:
+    """Each request's images in files of its own (a folder per request, the oldest removed).
+
+    Gradio would otherwise save a returned PIL image under a name derived from its content,
+    rewriting that file for every request with the same image while it may be being served.
+    """
+
+    def __init__(self, root: str | Path | None = None, keep: int = KEEP_OUTPUTS):
+        import tempfile
+        from collections import deque
+
+        self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="medcap-serve-"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+        self._folders: deque = deque()
+
+    def save(self, *images) -> list[str | None]:
+        import shutil
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(dir=self.root))
+        self._folders.append(folder)
+        while len(self._folders) > self.keep:
+            shutil.rmtree(self._folders.popleft(), ignore_errors=True)
+        paths: list[str | None] = []
+        for i, image in enumerate(images):
+            if image is None:
+                paths.append(None)
+                continue
+            path = folder / f"image-{i}.png"
+            image.save(path)
+            paths.append(str(path))
+        return paths
+
+
+def _handle(pipeline: Pipeline, outputs: RequestOutputs, file_path: str | None):
+    preview, probs, predicted, caption, heatmap, status = _outputs_for(pipeline, file_path)
+    preview, heatmap = outputs.save(preview, heatmap)
+    return preview, probs, predicted, caption, heatmap, status
+
+
+def build_ui(pipeline: Pipeline, outputs: RequestOutputs | None = None):
     """The Gradio Blocks app around ``pipeline``."""
     import gradio as gr
 
+    outputs = outputs or RequestOutputs()
+
     with gr.Blocks(title="medcap", analytics_enabled=False) as demo:
         gr.Markdown("# medcap: medical image concepts and captions")
-        gr.Markdown(INTRO + f" Files up to {pipeline.max_file_mb:g} MB.")
+        gr.Markdown(INTRO + f" Files up to {pipeline.max_file_mb:g} MB and {pipeline.max_pixels / 1e6:g} megapixels.")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 upload = gr.File(label="Image file (JPEG, PNG or DICOM)", file_count="single", type="filepath",
                                  elem_id="upload", height=120)
                 status = gr.Markdown(elem_id="status")
                 with gr.Row():
-                    preview = gr.Image(label="Image", type="pil", interactive=False, elem_id="preview", height=300)
-                    heatmap = gr.Image(label="Heatmap of the top concept", type="pil", interactive=False,
+                    preview = gr.Image(label="Image", type="filepath", interactive=False, elem_id="preview",
+                                       height=300)
+                    heatmap = gr.Image(label="Heatmap of the top concept", type="filepath", interactive=False,
                                        elem_id="heatmap", height=300)
             with gr.Column(scale=4):
                 caption = gr.Textbox(label="Generated caption", interactive=False, lines=3, elem_id="caption")
                 concepts = gr.Label(label="Concepts (probability)", num_top_classes=TOP_K, show_heading=False,
                                     elem_id="concepts")
                 predicted = gr.Markdown(elem_id="predicted")
-        upload.change(lambda f: _outputs_for(pipeline, f), inputs=upload,
+        upload.change(lambda f: _handle(pipeline, outputs, f), inputs=upload,
                       outputs=[preview, concepts, predicted, caption, heatmap, status],
                       api_name="analyze")
     return demo
@@ -247,11 +313,18 @@ def _theme():
 
 
 def serve(concepts: str | Path | None, captions: str | Path | None, *, host: str = "127.0.0.1",
-          port: int | None = None, max_file_mb: float = DEFAULT_MAX_FILE_MB, block: bool = True):
+          port: int | None = None, max_file_mb: float = DEFAULT_MAX_FILE_MB, block: bool = True,
+          max_pixels: int = DEFAULT_MAX_PIXELS, concurrency: int = DEFAULT_CONCURRENCY,
+          queue_size: int = DEFAULT_QUEUE_SIZE):
     """Load the models and start the web app; returns the Gradio app when ``block`` is False."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    pipeline = Pipeline(concepts, captions, max_file_mb=max_file_mb)
+    if concurrency < 1 or queue_size < 1:
+        raise MedcapError(f"concurrency and queue size must be at least 1, got {concurrency} and {queue_size}")
+    pipeline = Pipeline(concepts, captions, max_file_mb=max_file_mb, max_pixels=max_pixels)
     demo = build_ui(pipeline)
+    # Each analysis holds one decoded upload and both models' activations: the concurrency
+    # limit bounds memory, the queue bound keeps a burst from piling up without end.
+    demo.queue(default_concurrency_limit=concurrency, max_size=queue_size)
     # Gradio refuses bigger uploads itself too; the pipeline's own check covers other callers.
     demo.launch(server_name=host, server_port=port, max_file_size=f"{int(max_file_mb * 1024 * 1024)}b",
                 prevent_thread_lock=not block, quiet=not block, share=False, theme=_theme(),

@@ -116,7 +116,14 @@ def build_dataclass(cls: type[T], values: dict, label: str = "<config>", prefix:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(values, fields, label, prefix=prefix)
     kwargs = {key: _coerce(value, hints[key], prefix + key, label) for key, value in (values or {}).items()}
-    return cls(**kwargs)
+    from .validation import check_values  # ranges: medcap.validation (the same for every source)
+
+    try:
+        obj = cls(**kwargs)
+    except MedcapError as e:  # a __post_init__ check: name the file (or "command line") it came from
+        raise (MedcapError(e.message, file=label) if e.file in (None, "<config>") else e) from None
+    check_values(obj, label)
+    return obj
 
 
 def config_keys(cls) -> list[tuple[str, Any]]:

@@ -34,6 +34,11 @@ Output folder written by :meth:`Trainer.fit`::
     out/checkpoints/epoch-NNN/   full training state (model, optimiser, schedule, RNG, counters)
     out/metrics.csv       one row per epoch: train loss, lr, time, every evaluate() metric
     out/tensorboard/      the same scalars (when tensorboard is installed)
+    out/.medcap.lock      the run lock: one training per folder at a time (medcap.runlock)
+
+Guards: a step whose loss or gradients are NaN/inf is skipped, and the run stops after
+``max_nonfinite_steps`` of them in a row; a model with NaN/inf weights or a NaN loss at the end
+of an epoch stops the run before anything of that epoch is saved (medcap.nonfinite).
 
 Resuming (``resume=True``) loads the newest checkpoint and continues with the next epoch:
 model, optimiser, schedule, best score, early-stopping counter and RNG states are restored,
@@ -58,11 +63,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from .errors import MedcapError
+from .checkpoints import (CHECKPOINTS, STATE_FILE, clean_run_folder, latest_checkpoint, load_state_error,
+                          read_state)
 from .fileio import atomic_dir, write_text_atomic
+from .nonfinite import StepGuard, nonfinite_count
+from .runlock import RunLock
 
-CHECKPOINTS = "checkpoints"
 BEST = "model"
-STATE_FILE = "trainer_state.json"
 
 
 class _TiedWeightsNotice(logging.Filter):
@@ -96,6 +103,8 @@ class TrainConfig:
     cpu: bool = False                 # force the CPU even when a GPU is present
     keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
     progress: bool = True             # tqdm progress bars
+    max_nonfinite_steps: int = 5      # optimiser steps in a row with a NaN/inf loss or gradient that
+                                      # are skipped before the run stops (medcap.nonfinite)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainConfig":
@@ -110,6 +119,9 @@ class TrainConfig:
                 raise MedcapError(f"{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if self.epochs < 1 or self.grad_accum < 1:
             raise MedcapError("epochs and grad_accum must be at least 1")
+        from .validation import check_values
+
+        check_values(self, "<config>")
 
 
 class Task(Protocol):
@@ -140,12 +152,6 @@ def seed_everything(seed: int) -> None:
     from accelerate.utils import set_seed
 
     set_seed(seed)
-
-
-def latest_checkpoint(out_dir: str | Path) -> Path | None:
-    folders = sorted(Path(out_dir, CHECKPOINTS).glob("epoch-[0-9]*"))
-    folders = [f for f in folders if (f / STATE_FILE).is_file()]
-    return folders[-1] if folders else None
 
 
 class Trainer:
@@ -237,16 +243,22 @@ class Trainer:
         acc.wait_for_everyone()
 
     def _load_checkpoint(self) -> None:
-        ckpt = latest_checkpoint(self.out_dir)
+        skipped: list = []
+        ckpt = latest_checkpoint(self.out_dir, skipped)
+        for folder, why in skipped:
+            self.acc.print(f"notice: skipped the incomplete checkpoint {folder} ({why})")
         if ckpt is None:
-            raise MedcapError("nothing to resume: no checkpoint in this folder (train without --resume)",
+            raise MedcapError("nothing to resume: no complete checkpoint in this folder (train without --resume)",
                               file=self.out_dir / CHECKPOINTS)
-        state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
+        state = read_state(ckpt / STATE_FILE)
         if state.get("total_steps") not in (None, self.total_steps):
             raise MedcapError(f"cannot resume: the checkpoint was made for {state['total_steps']} "
                               f"optimiser steps, this run has {self.total_steps} (epochs, batch size or "
                               "data changed)", file=ckpt)
-        self.acc.load_state(str(ckpt))
+        try:
+            self.acc.load_state(str(ckpt))
+        except Exception as e:  # a damaged file raises whatever its reader raises
+            raise MedcapError(load_state_error(e), file=ckpt) from None
         self.state = state
         self.acc.print(f"resumed from {ckpt} (epoch {state['epoch'] + 1} done)")
 
@@ -305,6 +317,67 @@ class Trainer:
         return metrics
 
     def fit(self, resume: bool = False) -> TrainResult:
+        """Train (see the module docstring); the output folder is locked for the run (medcap.runlock)."""
+        # RANK: set by accelerate launch / torchrun; only the main process locks and cleans up.
+        if int(os.environ.get("RANK", "0")) != 0:
+            return self._fit(resume)
+        with RunLock(self.out_dir):
+            clean_run_folder(self.out_dir, BEST)  # debris of a killed run (safe: we hold the lock)
+            return self._fit(resume)
+
+    # -- non-finite guard (medcap.nonfinite) ------------------------------------------------------
+    def _finite_step(self, loss, epoch: int) -> bool:
+        """Clip the gradients (when asked) and say whether this optimiser step may be taken.
+
+        A step whose loss or gradient norm is NaN/inf is skipped, as mixed-precision grad scalers
+        do; after cfg.max_nonfinite_steps such steps in a row the run stops (MedcapError). With
+        fp16 the grad scaler already skips overflowing steps and must see them to lower its
+        scale, so there only a non-finite loss counts.
+        """
+        import torch
+
+        acc, cfg = self.acc, self.cfg
+        finite = torch.isfinite(loss.detach()).all()
+        self._window_ok = finite if getattr(self, "_window_ok", None) is None else self._window_ok & finite
+        if not acc.sync_gradients:
+            return True
+        ok = self._window_ok
+        self._window_ok = None
+        if cfg.grad_clip > 0:
+            norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        elif cfg.mixed_precision != "fp16":  # (fp16 grads are still scaled here; the scaler checks them)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        else:
+            norm = None
+        if norm is not None and cfg.mixed_precision != "fp16":
+            ok = ok & torch.isfinite(norm)
+        if acc.num_processes > 1:  # every process must decide alike
+            ok = acc.reduce(ok.float(), reduction="sum") == acc.num_processes
+        if not hasattr(self, "_guard"):
+            self._guard = StepGuard(cfg.max_nonfinite_steps)
+        attempt = self.state["step"] + self._guard.skipped + 1  # optimiser steps tried, skipped ones too
+        take = self._guard.update(bool(ok), epoch + 1, attempt)
+        return take or cfg.mixed_precision == "fp16"
+
+    def _check_weights(self, epoch: int) -> None:
+        """A model with NaN/inf weights is never evaluated, saved as best or checkpointed."""
+        bad, total = nonfinite_count(self.acc.unwrap_model(self.model).state_dict().values())
+        if bad:
+            raise MedcapError(f"training diverged in epoch {epoch + 1} (step {self.state['step']}): {bad:,} of "
+                              f"{total:,} weights are NaN or infinite; lower the learning rate (--set lr=...) or "
+                              "add grad_clip / warmup_steps, then train again (this epoch was not saved)",
+                              file=self.out_dir)
+
+    def _check_losses(self, epoch: int, row: dict) -> None:
+        """Finite but huge weights (lr far too high) give NaN losses: the model is as useless."""
+        bad = [k for k, v in row.items() if k.endswith("loss") and isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            raise MedcapError(f"training diverged in epoch {epoch + 1} (step {self.state['step']}): the "
+                              f"{' and '.join(k.replace('_', ' ') for k in bad)} is {row[bad[0]]}; lower the learning "
+                              "rate (--set lr=...) or add grad_clip / warmup_steps, then train again (this epoch "
+                              "was not saved)", file=self.out_dir)
+
+    def _fit(self, resume: bool) -> TrainResult:
         """Train epoch by epoch until the budget, early stopping or the time limit; see the module docstring."""
         self._start(resume)
         stop = self.state["stop_reason"] if resume and self.state["stop_reason"] == "early_stop" else None
@@ -351,31 +424,34 @@ class Trainer:
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=None if show else True)  # None: shown on a terminal only
         for batch in bar:
-            loss = self._train_step(batch)
-            total_loss += loss.detach().float()
-            n_batches += 1
-            if n_batches % 10 == 0:
-                bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
+            loss = self._train_step(batch, epoch)
+            if loss is not None:  # None: a NaN/inf step, skipped
+                total_loss += loss.detach().float()
+                n_batches += 1
+                if n_batches % 10 == 0:
+                    bar.set_postfix(loss=f"{total_loss.item() / n_batches:.4f}")
             if self._out_of_time():
                 stop = "time_budget"
                 break
         bar.close()
+        self._check_weights(epoch)
         return acc.reduce(total_loss / max(1, n_batches), reduction="mean").item(), stop
 
-    def _train_step(self, batch):
-        """Forward, backward, (clip,) optimiser and schedule step under gradient accumulation -> loss."""
+    def _train_step(self, batch, epoch: int):
+        """Forward, backward, (clip,) optimiser and schedule step under gradient accumulation -> loss
+        (None when the non-finite guard skipped the step)."""
         acc, model = self.acc, self.model
         with acc.accumulate(model):
             loss = self.task.training_step(model, batch)
             acc.backward(loss)
-            if self.cfg.grad_clip > 0 and acc.sync_gradients:
-                acc.clip_grad_norm_(model.parameters(), self.cfg.grad_clip)
-            self.optimizer.step()
-            self.scheduler.step()
+            take = self._finite_step(loss, epoch)  # clips; False: skip a NaN/inf step
+            if take:
+                self.optimizer.step()
+                self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-        if acc.sync_gradients:
+        if acc.sync_gradients and take:
             self.state["step"] += 1
-        return loss
+        return loss if take else None
 
     def _out_of_time(self) -> bool:
         """Stop early enough that the final evaluation still fits in the time budget; the trigger
@@ -392,6 +468,7 @@ class Trainer:
             metrics = self._evaluate()
             self.state["eval_s"] = time.monotonic() - t
             row.update(metrics)
+            self._check_losses(epoch, row)
             improved = self._improved(metrics[self.task.monitor])
         if improved:
             self.state.update(best_score=row.get(self.task.monitor), best_epoch=epoch + 1, bad_epochs=0)
@@ -416,3 +493,4 @@ class Trainer:
         return TrainResult(out_dir=self.out_dir, best_dir=self.out_dir / BEST, best_score=s["best_score"],
                            best_epoch=s["best_epoch"], epochs_run=s["epoch"] + 1,
                            stop_reason=stop or "epochs", history=list(s["history"]))
+

@@ -61,12 +61,25 @@ class Thresholds:
     @classmethod
     def from_json(cls, data: dict, cuis: list[str]) -> "Thresholds":
         col = {c: i for i, c in enumerate(cuis)}
-        unknown = [c for c in data.get("per_concept", {}) if c not in col]
+        per_concept = data.get("per_concept", {})
+        if not isinstance(per_concept, dict):
+            raise MedcapError("thresholds.json: per_concept must map CUIs to thresholds")
+        unknown = [c for c in per_concept if c not in col]
         if unknown:
             raise MedcapError(f"thresholds.json names concepts the model does not have: {', '.join(unknown[:5])}")
-        return cls(float(data.get("global", 0.5)),
-                   {col[c]: float(v) for c, v in data.get("per_concept", {}).items()},
-                   bool(data.get("never_empty", False)))
+        never_empty = data.get("never_empty", False)
+        if not isinstance(never_empty, bool):
+            raise MedcapError(f"thresholds.json: never_empty must be true or false, got {never_empty!r}")
+        return cls(_probability("global", data.get("global", 0.5)),
+                   {col[c]: _probability(c, v) for c, v in per_concept.items()}, never_empty)
+
+
+def _probability(key: str, value) -> float:
+    """A threshold is a probability: a finite number in [0, 1] (NaN, 7 or -1 would predict silently)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= float(value) <= 1.0
+    if not ok:  # NaN fails the comparison too
+        raise MedcapError(f"thresholds.json: threshold {key} must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 def _gold_sizes(gold: np.ndarray, gold_sizes) -> np.ndarray:

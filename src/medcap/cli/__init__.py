@@ -1,6 +1,7 @@
 """Command-line interface: ``medcap --help``."""
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -32,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        line = os_error_line(e)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 1
     except SystemExit as e:  # typer/click exits (--help, usage errors)
         return int(e.code or 0)
     except Exception as e:
@@ -46,6 +53,32 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         raise
     return rc if isinstance(rc, int) else 0
+
+
+# Faults of the disk or of the paths given, not of medcap: one line, as for MedcapError. The write
+# helpers of medcap.fileio leave nothing half-written when they fail.
+_OS_ERRORS = {
+    errno.EROFS: "the disk is read-only: write somewhere else",
+    errno.ENOSPC: "no space left on the disk: free some space or write elsewhere (nothing was half-written)",
+    errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere",
+    errno.EISDIR: "is a folder; expected a file path",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.ENOTEMPTY: "a folder is in the way (not empty)",
+    errno.EEXIST: "already exists",
+    errno.EXDEV: "cannot move across disks",
+    errno.ENAMETOOLONG: "the path is too long",
+}
+
+
+def os_error_line(e: OSError) -> str | None:
+    """One line for a disk or path fault (which file, what to do), or None for other OSErrors."""
+    what = _OS_ERRORS.get(e.errno)
+    if what is None:
+        return None
+    where = e.filename if e.filename is not None else ""
+    return f"{where}: {what}" if where else what
 
 
 def run() -> None:

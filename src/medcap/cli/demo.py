@@ -82,6 +82,10 @@ def serve_command(
                              "machine. Use 0.0.0.0 only on a trusted network."),
     port: Optional[int] = typer.Option(None, "--port", help="Port (default: the first free one from 7860)."),
     max_file_mb: float = typer.Option(50.0, "--max-file-mb", min=0.001, help="Largest upload accepted, in MB."),
+    max_pixels: int = typer.Option(40_000_000, "--max-pixels", min=1,
+                                   help="Largest image accepted (width x height), refused before decoding."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="Images analysed at the same time."),
+    queue_size: int = typer.Option(32, "--queue-size", min=1, help="Requests allowed to wait; more are refused."),
 ) -> int:
     """Start the web app: upload a JPEG, PNG or DICOM image and see its concepts, caption and heatmap."""
     if concepts is None and captions is None:
@@ -91,5 +95,6 @@ def serve_command(
             raise MedcapError("model folder not found", file=path)
     from ..app import serve
 
-    serve(concepts, captions, host=host, port=port, max_file_mb=max_file_mb)
+    serve(concepts, captions, host=host, port=port, max_file_mb=max_file_mb, max_pixels=max_pixels,
+          concurrency=concurrency, queue_size=queue_size)
     return 0

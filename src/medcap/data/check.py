@@ -6,7 +6,9 @@ What is checked (each problem carries its file and, for CSV rows, the line):
   CUIs (not ``C`` + digits), empty captions (see :mod:`medcap.data.csvio`);
 * CUIs missing from ``cui_mapping.csv`` (when the dataset has one);
 * IDs in the captions file but not the concepts file, and the reverse; manual-concept IDs
-  without a concepts row; an ID present in two splits;
+  without a concepts row and concepts rows missing from the manual-concepts file; an ID
+  present in two splits;
+* NUL bytes and other control characters in IDs, captions and concept names;
 * labelled IDs without an image file, images without a row, two files for one ID, a split
   with label files but no image folder;
 * every image decoded with :func:`medcap.data.images.load_image` (JPEGs at a reduced DCT
@@ -137,7 +139,8 @@ def _image_folder_problems(root: Path, files: SplitFiles, split: Split, tables: 
 def _id_agreement_problems(tables: dict[str, CsvTable]) -> list[Problem]:
     out: list[Problem] = []
     concepts, captions, manual = tables.get("concepts"), tables.get("captions"), tables.get("manual")
-    pairs = [(captions, concepts), (concepts, captions), (manual, concepts)]
+    # A manual-concepts file covers the same images as the concepts file, both ways.
+    pairs = [(captions, concepts), (concepts, captions), (manual, concepts), (concepts, manual)]
     for have, lack in pairs:
         if have is None or lack is None:
             continue

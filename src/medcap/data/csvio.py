@@ -219,6 +219,8 @@ def _split_row(fields: list[str], fname: str, line: int, expected: str, join_ext
     if not key:
         problems.append(Problem(fname, line, "malformed_row", f"empty key; expected {expected}"))
         return None
+    if _control_problem(key, "the key", fname, line, problems):
+        return None
     return key, fields[1]
 
 
@@ -275,15 +277,33 @@ def _parse_cuis(text: str, fname: str, line: int, problems: list[Problem]) -> li
     return cuis
 
 
+# NUL and other control characters (C0 but tab/newline/CR, DEL, C1) are invisible in every
+# viewer, break tokenizers and the evaluator's text handling: refused with their position.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _control_problem(text: str, what: str, fname: str, line: int, problems: list[Problem]) -> bool:
+    m = _CONTROL.search(text)
+    if m is None:
+        return False
+    ch = m.group()
+    name = "a NUL byte" if ch == "\x00" else f"the control character U+{ord(ch):04X}"
+    problems.append(Problem(fname, line, "control_character",
+                            f"{what} holds {name} at character {m.start() + 1}; remove it (a damaged or binary file?)"))
+    return True
+
+
 def _parse_caption(text: str, fname: str, line: int, problems: list[Problem]) -> str:
     caption = text.strip()
     if not caption:
         problems.append(Problem(fname, line, "empty_caption", "empty caption"))
+    _control_problem(caption, "the caption", fname, line, problems)
     return caption
 
 
 def _parse_name(text: str, fname: str, line: int, problems: list[Problem]) -> str:
     name = text.strip()
+    _control_problem(name, "the canonical name", fname, line, problems)
     if not name:
         problems.append(Problem(fname, line, "malformed_row", "empty canonical name; expected CUI,Canonical name"))
     return name

@@ -94,6 +94,7 @@ def load_image(
     max_pixels: int | None = None,
     draft_size: int | None = None,
     name: str | None = None,
+    max_side: int | None = None,
 ) -> "Image.Image":
     """Load an image file (or its bytes) as an 8-bit ``RGB`` ``PIL.Image``.
 
@@ -101,6 +102,8 @@ def load_image(
     ``draft_size``: for JPEGs, decode at the smallest DCT scale (1/2, 1/4, 1/8) that keeps
     both sides at least this many pixels; the caller resizes afterwards. ``None`` decodes
     at full size. ``name`` labels bytes in error messages (e.g. the image ID).
+    ``max_side``: shrink (keeping the aspect ratio) so that no side is longer, as soon as the
+    pixels are decoded and before any conversion (the web app: no full-size RGB copy is made).
     Raises :class:`MedcapError` naming the file for anything unreadable.
     """
     limit = MAX_PIXELS if max_pixels is None else int(max_pixels)
@@ -120,12 +123,18 @@ def load_image(
         dicom = head[128:132] == b"DICM" or force
     with fp:
         if dicom:
-            return _load_dicom(fp, label, limit, force)
-        return _load_pil(fp, label, limit, draft_size)
+            image = _load_dicom(fp, label, limit, force)
+            if max_side:
+                image.thumbnail((max_side, max_side))
+            return image
+        image = _load_pil(fp, label, limit, draft_size, max_side)
+    if max_side:
+        image.thumbnail((max_side, max_side))
+    return image
 
 
 # --------------------------------------------------------------------------- PIL formats
-def _load_pil(fp, label: str, limit: int, draft_size: int | None) -> "Image.Image":
+def _load_pil(fp, label: str, limit: int, draft_size: int | None, max_side: int | None = None) -> "Image.Image":
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
@@ -156,6 +165,8 @@ def _load_pil(fp, label: str, limit: int, draft_size: int | None) -> "Image.Imag
         raise
     except Exception as e:
         raise MedcapError(f"image data is truncated or corrupt: {_why(e)}", file=label) from None
+    if max_side and max(im.size) > max_side and im.mode in ("L", "LA", "RGB", "RGBA"):
+        im.thumbnail((max_side, max_side))  # other modes are shrunk after their conversion to RGB
     try:
         ImageOps.exif_transpose(im, in_place=True)
     except Exception:  # an unreadable EXIF block only loses the orientation hint

@@ -208,11 +208,18 @@ class Captioner:
         """
         from transformers import BlipForConditionalGeneration
 
+        from ..fileio import recover_dir
         from .location import resolve_model_folder
 
+        # A crash mid-swap leaves the only good copy as .NAME.old (for a run folder: .model.old).
+        folder = Path(str(name_or_folder)).expanduser()
+        recover_dir(folder if not folder.is_dir() or (folder / "config.json").is_file() else folder / "model",
+                    debris=False)
         where = resolve_model_folder(name_or_folder, "captions")
         meta: dict[str, Any] = {}
         if isinstance(where, Path):
+            from ..nonfinite import check_finite_weights
+
             _check_model_folder(where)
             if (where / METADATA_FILE).is_file():
                 meta = _read_metadata(where / METADATA_FILE)
@@ -220,8 +227,12 @@ class Captioner:
                 with _quiet_progress():
                     model = BlipForConditionalGeneration.from_pretrained(where)
                     processor = CaptionProcessor.from_pretrained(where, meta, label=where / METADATA_FILE)
-            except (OSError, ValueError, KeyError) as e:
-                raise MedcapError(f"cannot load the captioner from this folder: {_first_line(e)}", file=where) from None
+            except MedcapError:
+                raise
+            except Exception as e:  # a damaged file raises whatever its reader raises (safetensors: its own type)
+                raise MedcapError(f"cannot load the captioner from this folder (a file is damaged, truncated or "
+                                  f"not a BLIP model): {_first_line(e)}", file=where) from None
+            check_finite_weights(model.state_dict().values(), where, "the captioner")
             if generation is None:
                 generation = GenerationSettings.from_pretrained(where, meta.get("generation"), where / METADATA_FILE)
         else:
@@ -453,8 +464,10 @@ def _read_metadata(path: Path) -> dict:
     if not isinstance(meta, dict):
         raise MedcapError("expected a JSON object", file=path)
     from ..config import check_keys
+    from ..validation import check_mapping
 
     check_keys(meta, METADATA_KEYS, path, what="key")
+    check_mapping(meta, {"image_size": int | None, "max_length": int | None, "pre_resize": int | None}, str(path))
     return meta
 
 

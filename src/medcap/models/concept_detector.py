@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError
-from ..fileio import atomic_dir, write_text_atomic
+from ..fileio import atomic_dir, recover_dir, write_text_atomic
 from .backbones import create_backbone
 from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
 from .processing import IMAGENET_MEAN, IMAGENET_STD, LEGACY_PROCESSOR_FILE, PROCESSOR_FILE, ConceptProcessor
@@ -300,7 +300,14 @@ class ConceptDetector(nn.Module):
         from safetensors.torch import load_file
 
         from ..data.vocab import ConceptVocabulary
+        from ..nonfinite import check_finite_weights
+        from ..thresholds import Thresholds
+        from ..validation import check_mapping, check_values
 
+        folder = Path(folder)
+        # A crash mid-swap leaves the only good copy as .NAME.old (for a run folder: .model.old).
+        recover_dir(folder if not folder.exists() or (folder / "config.json").is_file() else folder / "model",
+                    debris=False)
         folder = resolve_model_folder(folder, "concepts")
         for name in MODEL_FILES:
             if name == PROCESSOR_FILE and (folder / LEGACY_PROCESSOR_FILE).is_file():
@@ -314,21 +321,36 @@ class ConceptDetector(nn.Module):
         check_keys(values, [f.name for f in fields(DetectorConfig)], folder / "config.json", what="detector config key")
         try:
             cfg = DetectorConfig(**values)
+            check_values(cfg, str(folder / "config.json"))
         except TypeError as e:
             raise MedcapError(f"config.json does not describe a concept detector ({e})",
                               file=folder / "config.json") from None
+        except MedcapError as e:
+            raise MedcapError(e.message, file=folder / "config.json") from None
         model = cls(cfg)
+        weights = folder / "model.safetensors"
         try:
-            model.load_state_dict(load_file(str(folder / "model.safetensors"), device=map_location))
+            state = load_file(str(weights), device=map_location)
+        except Exception as e:  # safetensors raises its own error type for a truncated or empty file
+            raise MedcapError(f"cannot read the weights, the file is damaged or truncated ({_first_line(e)}); "
+                              "copy or train the model again", file=weights) from None
+        try:
+            model.load_state_dict(state)
         except (RuntimeError, OSError) as e:
-            raise MedcapError(f"weights do not fit config.json ({str(e).splitlines()[0]})",
-                              file=folder / "model.safetensors") from None
+            raise MedcapError(f"weights do not fit config.json ({_first_line(e)})", file=weights) from None
+        check_finite_weights(state.values(), weights)
         model.vocabulary = ConceptVocabulary.load(folder)
         if len(model.vocabulary.cuis) != cfg.num_classes:
             raise MedcapError(f"concepts.json lists {len(model.vocabulary.cuis)} concepts but the model has "
                               f"{cfg.num_classes} outputs", file=folder / "concepts.json")
         model.thresholds = _read_json(folder / "thresholds.json")
+        try:  # refused here, not at the first prediction (NaN, 7 or -1 would predict silently)
+            Thresholds.from_json(model.thresholds, model.vocabulary.cuis)
+        except MedcapError as e:
+            raise MedcapError(e.message, file=folder / "thresholds.json") from None
         model.processor = ConceptProcessor.from_pretrained(folder)
+        processor_file = folder / (PROCESSOR_FILE if (folder / PROCESSOR_FILE).is_file() else LEGACY_PROCESSOR_FILE)
+        check_mapping({"image_size": model.processor.image_size}, {"image_size": int}, str(processor_file))
         return model.eval()
 
 
@@ -340,3 +362,8 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise MedcapError("expected a JSON object", file=path)
     return data
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__

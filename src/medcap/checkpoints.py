@@ -1,0 +1,76 @@
+"""Training checkpoints on disk: which are complete, reading their state, cleaning up after a kill.
+
+``OUT/checkpoints/epoch-NNN/`` holds Accelerate's ``save_state`` files and ``trainer_state.json``
+(see medcap.engine). A checkpoint is written as ``.epoch-NNN.tmp`` and renamed when complete;
+a kill or a full disk can still leave a stale ``.tmp`` folder, or (copied by hand, damaged
+disk) a folder with a file missing or empty. ``--resume`` uses the newest complete one and says
+which it skipped; a damaged file in it is a one-line error naming the checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from .errors import MedcapError
+from .fileio import recover_dir
+
+CHECKPOINTS = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+# Files every checkpoint must hold (Accelerate's save_state + ours); the model's weights are
+# one of CHECKPOINT_WEIGHTS. A folder without them all is skipped by --resume.
+CHECKPOINT_FILES = (STATE_FILE, "optimizer.bin", "scheduler.bin")
+CHECKPOINT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def checkpoint_problem(folder: Path) -> str | None:
+    """What is missing or empty in a checkpoint folder, or None when it is complete."""
+    for name in CHECKPOINT_FILES:
+        if not (folder / name).is_file() or (folder / name).stat().st_size == 0:
+            return f"{name} is missing or empty"
+    if not any((folder / w).is_file() and (folder / w).stat().st_size > 0 for w in CHECKPOINT_WEIGHTS):
+        return "the model weights are missing or empty"
+    return None
+
+
+def latest_checkpoint(out_dir: str | Path, skipped: list | None = None) -> Path | None:
+    """The newest complete checkpoint; incomplete ones are listed in ``skipped`` (folder, why)."""
+    for folder in sorted(Path(out_dir, CHECKPOINTS).glob("epoch-[0-9]*"), reverse=True):
+        problem = checkpoint_problem(folder)
+        if problem is None:
+            return folder
+        if skipped is not None:
+            skipped.append((folder, problem))
+    return None
+
+
+def clean_run_folder(out_dir: str | Path, best: str) -> None:
+    """Before a run starts (under its run lock): restore or remove what a killed run left."""
+    out_dir = Path(out_dir)
+    recover_dir(out_dir / best)
+    for tmp in sorted(Path(out_dir, CHECKPOINTS).glob(".epoch-*.tmp")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"notice: removed {tmp} (unfinished checkpoint of an earlier run that stopped)", file=sys.stderr)
+
+
+def read_state(path: Path) -> dict:
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+            raise ValueError("not a trainer state")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MedcapError(f"damaged checkpoint ({e}): delete {path.parent.name} to --resume from the previous "
+                          "checkpoint, or train again without --resume", file=path) from None
+    return state
+
+
+def load_state_error(e: BaseException) -> str:
+    text = str(e).strip()
+    first = text.splitlines()[0][:200] if text else type(e).__name__
+    if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
+        return ("this checkpoint does not fit the model of this run (was the backbone, head or vocabulary "
+                f"changed?): {first}; resume with the run's original config, or train into a new --out")
+    return (f"damaged checkpoint ({first}): delete this folder to --resume from the previous checkpoint, "
+            "or train again without --resume")
