@@ -52,6 +52,12 @@ def test_demo_writes_report_submissions_and_scores(demo_run):
     assert any(name.startswith("kNN retrieval") for name in concepts)
     assert {"BLIP from scratch (demo config)", "Constant caption (baseline)",
             "Nearest-neighbour caption (baseline)"} <= set(captions)
+    # The combined recipes (medcap.recipes) sit beside the single models; only baselines say "(baseline)".
+    assert "MedCSRA + kNN ensemble" in concepts
+    assert any(name.startswith("Concept-consistent retrieval") for name in captions)
+    assert all(("(baseline)" in n) == ("kNN retrieval" in n or "Most frequent" in n or "Constant" in n
+                                      or "Nearest-neighbour" in n) for n in [*concepts, *captions])
+    assert (out / "submissions" / "recipes" / "concepts_medcsra-knn-ensemble.csv").is_file()
     for s in concepts.values():
         assert 0.0 <= s["primary_f1"] <= 1.0 and 0.0 <= s["secondary_f1"] <= 1.0
     for s in captions.values():
@@ -67,7 +73,7 @@ def test_demo_submissions_pass_the_official_rules(demo_run):
     test_ids = list(read_concepts_csv(out / "data" / "test_concepts.csv"))
     assert validate_concept_submission(out / "submissions" / "concepts.csv", test_ids) == []
     assert validate_caption_submission(out / "submissions" / "captions.csv", test_ids) == []
-    for baseline in (out / "submissions" / "baselines").iterdir():
+    for baseline in [*(out / "submissions" / "baselines").iterdir(), *(out / "submissions" / "recipes").iterdir()]:
         check = validate_concept_submission if baseline.name.startswith("concepts") else validate_caption_submission
         assert check(baseline, test_ids) == [], baseline
 

@@ -201,21 +201,28 @@ def image_ids(split) -> list[str]:
 
 
 class SplitEmbeddings:
-    """:func:`image_embeddings` of dataset splits with one embedder, each (split, IDs) computed once:
-    the kNN and retrieval baselines of one run share them."""
+    """:func:`image_embeddings` of one dataset's splits with one embedder: every image of a split
+    is embedded once, and each call selects the rows of its IDs. The kNN and retrieval baselines,
+    the concept ensemble and the retrieval captions of one run share them."""
 
     def __init__(self, embedder, batch_size: int = 32, progress: bool = False):
         self.embedder, self.batch_size, self.progress = embedder, batch_size, progress
-        self._cache: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+        self._cache: dict[str, tuple[dict[str, int], np.ndarray]] = {}
 
-    def __call__(self, split, ids: Sequence[str]) -> np.ndarray:
+    def _embed(self, split, ids: list[str]) -> np.ndarray:
         from .data.items import ImageFolderItems
 
-        key = (split.name, tuple(ids))
-        if key not in self._cache:
-            self._cache[key] = image_embeddings(self.embedder, ImageFolderItems.from_split(split, list(ids)),
-                                                batch_size=self.batch_size, progress=self.progress)[1]
-        return self._cache[key]
+        return image_embeddings(self.embedder, ImageFolderItems.from_split(split, ids),
+                                batch_size=self.batch_size, progress=self.progress)[1]
+
+    def __call__(self, split, ids: Sequence[str]) -> np.ndarray:
+        if split.name not in self._cache:
+            every = [i for i in split.ids if split.has_image(i)]
+            self._cache[split.name] = ({i: n for n, i in enumerate(every)}, self._embed(split, every))
+        pos, emb = self._cache[split.name]
+        if any(i not in pos for i in ids):  # IDs outside the split's list: embedded on their own
+            return self._embed(split, list(ids))
+        return emb[[pos[i] for i in ids]]
 
 
 def _need(split, labels: str) -> None:

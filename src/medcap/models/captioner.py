@@ -326,8 +326,9 @@ class Captioner:
 
     # -- generation ---------------------------------------------------------------------------
     def generate_ids(self, pixel_values, model=None, prompts: Sequence[Sequence[int]] | None = None,
-                     **overrides):
-        """Generated token ids [B, T] after the prompt (:func:`~.generation.generate_ids`).
+                     return_beams: int = 0, **overrides):
+        """Generated token ids [B, T] after the prompt (:func:`~.generation.generate_ids`; with
+        ``return_beams``: the beams and their scores).
 
         ``prompts``: one concept prompt per image (:meth:`concept_prompt_ids`), else the text prompt.
         """
@@ -339,7 +340,7 @@ class Captioner:
                                                   text_cfg.bos_token_id, self.tokenizer.sep_token_id,
                                                   self.tokenizer.pad_token_id)
         return generate_ids(model or self.model, pixel_values, input_ids, attention_mask, settings,
-                            self.interpolate_pos_encoding)
+                            self.interpolate_pos_encoding, return_beams)
 
     def decode(self, ids, postprocess: bool | None = None) -> list[str]:
         """Token ids -> caption strings (special tokens dropped, spacing repaired)."""

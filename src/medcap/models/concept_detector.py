@@ -43,6 +43,7 @@ from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
 from .processing import IMAGENET_MEAN, IMAGENET_STD, LEGACY_PROCESSOR_FILE, PROCESSOR_FILE, ConceptProcessor
 
 HEADS = ("medcsra", "global", "attention", "csra")
+GLOBAL_POOLS = ("avg", "gem")
 # REFERENCE §3: temperatures of Fang et al.'s multi-head CSRA (inf = max pooling over positions).
 CSRA_TEMPERATURES = {1: [1.0], 2: [1.0, math.inf], 4: [1.0, 2.0, 4.0, math.inf],
                      6: [1.0, 2.0, 3.0, 4.0, 5.0, math.inf], 8: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, math.inf]}
@@ -54,18 +55,39 @@ MODEL_FILES = ("config.json", "model.safetensors", "concepts.json", "thresholds.
 # Heads. f: backbone feature map [B, C, H, W]; K classes; N = H*W positions.
 # ------------------------------------------------------------------------------------------
 
-class GlobalBranch(nn.Module):
-    """Paper 5.2.3.1: F_global = 1/(HW) sum_ij h[:, i, j];  L_global = W_fc F_global + b_fc."""
+class GeM(nn.Module):
+    """Generalised-mean pooling (Radenovic et al. 2018; the 2026 runner-up's ensembles, REFERENCE §6):
+    F = (1/(HW) sum_ij h[:, i, j]^p)^(1/p); p = 1 is average pooling, p -> inf max pooling."""
 
-    def __init__(self, channels: int, num_classes: int):
+    def __init__(self, p: float = 3.0, learnable: bool = True, eps: float = 1e-6):
         super().__init__()
-        self.fc = nn.Linear(channels, num_classes)
+        self.p = nn.Parameter(torch.tensor(float(p)), requires_grad=learnable)
+        self.eps = eps
 
     def forward(self, f):
-        return self.fc(f.mean(dim=(2, 3)))                                   # [B, C] -> [B, K]
+        p = self.p.clamp(min=1.0)
+        return f.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)   # [B, C, H, W] -> [B, C]
+
+
+class GlobalBranch(nn.Module):
+    """Paper 5.2.3.1: F_global = 1/(HW) sum_ij h[:, i, j];  L_global = W_fc F_global + b_fc.
+
+    ``pool="gem"`` replaces the average by :class:`GeM` (``gem_p``, learnable or fixed).
+    """
+
+    def __init__(self, channels: int, num_classes: int, pool: str = "avg", gem_p: float = 3.0,
+                 gem_learnable: bool = True):
+        super().__init__()
+        self.fc = nn.Linear(channels, num_classes)
+        self.pool = GeM(gem_p, gem_learnable) if pool == "gem" else None
+
+    def forward(self, f):
+        pooled = f.mean(dim=(2, 3)) if self.pool is None else self.pool(f)  # [B, C]
+        return self.fc(pooled)                                               # [B, K]
 
     def score_map(self, f):
-        # Class activation map: the logit is the mean over positions of W_fc h[:, i, j] (+ b).
+        # Class activation map: the logit is the mean over positions of W_fc h[:, i, j] (+ b)
+        # (exact for average pooling; with GeM the same map shows where the evidence is).
         return torch.einsum("kc,bchw->bkhw", self.fc.weight, f) / (f.shape[2] * f.shape[3])
 
 
@@ -104,10 +126,12 @@ class MedCSRAHead(nn.Module):
     "attention" (attention-only ablation).
     """
 
-    def __init__(self, channels: int, num_classes: int, lam: float = 0.1, branches: str = "both"):
+    def __init__(self, channels: int, num_classes: int, lam: float = 0.1, branches: str = "both",
+                 global_pool: str = "avg", gem_p: float = 3.0, gem_learnable: bool = True):
         super().__init__()
         self.lam, self.branches = lam, branches
-        self.global_branch = GlobalBranch(channels, num_classes) if branches in ("both", "global") else None
+        self.global_branch = (GlobalBranch(channels, num_classes, global_pool, gem_p, gem_learnable)
+                              if branches in ("both", "global") else None)
         self.attention_branch = (PaperAttentionBranch(channels, num_classes)
                                  if branches in ("both", "attention") else None)
 
@@ -187,18 +211,25 @@ class DetectorConfig:
     lam: float = 0.1                  # paper 5.2.4 fusion weight; CSRA's residual weight
     csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8 (head: csra)
     dropout: float = 0.0              # on the feature map, before the head
+    global_pool: str = "avg"          # avg | gem: the global branch's pooling (medcsra, global heads)
+    gem_p: float = 3.0                # GeM's initial exponent
+    gem_learnable: bool = True        # GeM's p trained with the rest (false: fixed)
     model_type: str = field(default=CONCEPT_MODEL_TYPE)
 
     def __post_init__(self):
         if self.head not in HEADS:
             raise MedcapError(f"head: expected one of {', '.join(HEADS)}, got {self.head!r}")
+        if self.global_pool not in GLOBAL_POOLS:
+            raise MedcapError(f"global_pool: expected one of {', '.join(GLOBAL_POOLS)}, got {self.global_pool!r}")
+        if not self.gem_p >= 1:
+            raise MedcapError(f"gem_p: expected a number >= 1, got {self.gem_p}")
 
 
 def build_head(cfg: DetectorConfig, channels: int) -> nn.Module:
     if cfg.head == "csra":
         return MultiHeadCSRA(channels, cfg.num_classes, cfg.csra_heads, cfg.lam)
     branches = {"medcsra": "both", "global": "global", "attention": "attention"}[cfg.head]
-    return MedCSRAHead(channels, cfg.num_classes, cfg.lam, branches)
+    return MedCSRAHead(channels, cfg.num_classes, cfg.lam, branches, cfg.global_pool, cfg.gem_p, cfg.gem_learnable)
 
 
 class ConceptDetector(nn.Module):

@@ -132,8 +132,13 @@ def prompt_inputs(pixel_values, prompt_ids: Sequence[int], prompts: Sequence[Seq
 
 
 def generate_ids(model, pixel_values, input_ids, attention_mask, settings: GenerationSettings,
-                 interpolate_pos_encoding: bool = False):
-    """Generated token ids [B, T] after the prompt (batched greedy or beam search)."""
+                 interpolate_pos_encoding: bool = False, return_beams: int = 0):
+    """Generated token ids [B, T] after the prompt (batched greedy or beam search).
+
+    ``return_beams`` > 0: the best ``return_beams`` beams of each image ([B * n, T], image by
+    image, best first) and their length-normalised log-probabilities [B * n]
+    (medcap.concept_rerank picks among them).
+    """
     kwargs = {"num_beams": settings.num_beams, "max_new_tokens": settings.max_new_tokens, "do_sample": False,
               "repetition_penalty": settings.repetition_penalty}
     if settings.num_beams > 1:
@@ -146,7 +151,12 @@ def generate_ids(model, pixel_values, input_ids, attention_mask, settings: Gener
 
         kwargs["logits_processor"] = LogitsProcessorList(
             [GeneratedNoRepeatNGram(settings.no_repeat_ngram_size, input_ids.shape[1] - 1)])
+    if return_beams:
+        kwargs.update(num_beams=max(settings.num_beams, return_beams), num_return_sequences=return_beams,
+                      output_scores=True, return_dict_in_generate=True, length_penalty=settings.length_penalty)
     unwrapped = getattr(model, "module", model)
     out = unwrapped.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                              interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)
+    if return_beams:
+        return out.sequences[:, input_ids.shape[1] - 1:], out.sequences_scores
     return out[:, input_ids.shape[1] - 1:]   # generate() was given all columns but the last

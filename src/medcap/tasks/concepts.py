@@ -45,6 +45,9 @@ class ConceptConfig(TrainConfig, LossConfig):
     lam: float = 0.1                  # fusion weight (paper 5.2.4) / CSRA residual weight
     csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8
     dropout: float = 0.0
+    global_pool: str = "avg"          # avg | gem (generalised mean, REFERENCE §6) in the global branch
+    gem_p: float = 3.0                # GeM's initial exponent
+    gem_learnable: bool = True        # train GeM's p (false: fixed)
     # -- images ---------------------------------------------------------------------------------
     image_size: int = 224             # square input side (REFERENCE §1: 224)
     resize: str = "squash"            # squash (ignore aspect ratio) | pad (letterbox)

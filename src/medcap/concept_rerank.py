@@ -1,0 +1,214 @@
+"""Captions that agree with the concept detector: rerank candidates by concept agreement.
+
+Caption leaders use retrieval of similar training captions and concept-guided decoding
+(REFERENCE §6). Both come down to choosing, among several candidate captions for an image,
+the one that best fits what the concept detector found. Candidates are either
+
+- the N beams of a captioner (``num_return_sequences``): ``medcap predict captions --rerank
+  concepts``, mixed with each beam's normalised score; or
+- the captions of the image's ``k`` nearest training images (cosine on a detector's
+  embeddings, as the nearest-neighbour baseline): the **concept-consistent retrieval** recipe
+  (:class:`ConsistentRetrieval`), mixed with each candidate's consensus (its mean unigram F1
+  with the other candidates: the caption the neighbourhood agrees on, Devlin et al. 2015's
+  consensus reranking of retrieved captions).
+
+``score = weight * agreement + (1 - weight) * other``, where ``agreement`` is the F1 between
+the concepts the candidate names (the fact-checker's dictionary matcher, medcap.factcheck)
+and the detected concepts that have a name to match; ``weight`` (and ``k``) are chosen on the
+validation split by ROUGE-1 (REFERENCE §4), never on test.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import MedcapError
+
+WEIGHTS = tuple(np.round(np.arange(0.0, 1.0 + 1e-9, 0.1), 2))
+RETRIEVAL_KS = (1, 3, 5, 10, 20)
+
+
+def concept_agreement(caption: str, detected: Iterable[str], matcher, nameable: frozenset[str]) -> float:
+    """F1 between the CUIs ``caption`` names and the ``detected`` CUIs that have a name (both
+    empty: 1)."""
+    named = matcher.cuis(caption)
+    want = {c for c in detected if c in nameable}
+    if not named and not want:
+        return 1.0
+    hit = len(named & want)
+    return 2 * hit / (len(named) + len(want))
+
+
+def _tokens(caption: str) -> Counter:
+    from .metrics.captions import preprocess_caption
+
+    return Counter(preprocess_caption(caption).split())
+
+
+def unigram_f1(a: Counter, b: Counter) -> float:
+    """ROUGE-1 F-measure of two token multisets (the official preprocessing applied before)."""
+    if not a and not b:
+        return 1.0
+    overlap = sum((a & b).values())
+    return 0.0 if overlap == 0 else 2 * overlap / (sum(a.values()) + sum(b.values()))
+
+
+def consensus_scores(candidates: Sequence[str]) -> np.ndarray:
+    """Each candidate's mean unigram F1 with the other candidates (0.5 for a lone candidate)."""
+    toks = [_tokens(c) for c in candidates]
+    n = len(toks)
+    if n < 2:
+        return np.full(n, 0.5)
+    m = np.zeros((n, n))
+    for i in range(n):
+        for j in range(i + 1, n):
+            m[i, j] = m[j, i] = unigram_f1(toks[i], toks[j])
+    return m.sum(axis=1) / (n - 1)
+
+
+def normalise(scores: Sequence[float]) -> np.ndarray:
+    """Min-max to [0, 1] within one image's candidates (all equal: 1)."""
+    s = np.asarray(scores, dtype=np.float64)
+    span = s.max() - s.min() if len(s) else 0.0
+    return (s - s.min()) / span if span > 0 else np.ones_like(s)
+
+
+def pick(candidates: Sequence[str], detected: Iterable[str], other: Sequence[float], weight: float, matcher,
+         nameable: frozenset[str]) -> int:
+    """Index of the best candidate: ``weight * agreement + (1 - weight) * other`` (first on ties)."""
+    detected = list(detected)
+    agree = np.array([concept_agreement(c, detected, matcher, nameable) for c in candidates])
+    return int(np.argmax(weight * agree + (1 - weight) * np.asarray(other, dtype=np.float64)))
+
+
+def concept_matcher(cui_names: Mapping[str, str] | None, vocabulary: Iterable[str] | None = None):
+    """(the fact-checker's matcher, the CUIs it can name [within ``vocabulary``])."""
+    from .factcheck import knowledge_base
+
+    kb = knowledge_base(cui_names)
+    nameable = frozenset(kb.synonyms)
+    if vocabulary is not None:
+        nameable &= frozenset(vocabulary)
+    return kb.matcher, nameable
+
+
+def choose_weight(candidates: Sequence[Sequence[str]], other: Sequence[Sequence[float]],
+                  detected: Sequence[Iterable[str]], gold: Sequence[str], matcher, nameable,
+                  weights=WEIGHTS) -> tuple[float, dict]:
+    """The weight with the best mean ROUGE-1 (unigram F1) against ``gold`` -> (weight, {w: score})."""
+    gold_tokens = [_tokens(g) for g in gold]
+    cand_tokens = [[_tokens(c) for c in cands] for cands in candidates]
+    agree = [np.array([concept_agreement(c, list(d), matcher, nameable) for c in cands])
+             for cands, d in zip(candidates, detected, strict=True)]
+    table = {}
+    for w in weights:
+        scores = []
+        for a, o, toks, g in zip(agree, other, cand_tokens, gold_tokens, strict=True):
+            i = int(np.argmax(w * a + (1 - w) * np.asarray(o)))
+            scores.append(unigram_f1(toks[i], g))
+        table[float(w)] = float(np.mean(scores)) if scores else 0.0
+    best = max(table, key=lambda w: (table[w], -abs(w - 0.5)))
+    return best, table
+
+
+# ------------------------------------------------------------------------------------------
+# Concept-consistent retrieval
+# ------------------------------------------------------------------------------------------
+
+@dataclass
+class ConsistentRetrieval:
+    """Among the captions of the ``k`` nearest training images, the one that names the detected
+    concepts and that the neighbourhood agrees on (module docstring); ``k`` and ``weight``
+    chosen on validation."""
+
+    train_embeddings: np.ndarray
+    train_captions: list[str]
+    matcher: object
+    nameable: frozenset
+    k: int = 5
+    weight: float = 0.5
+    table: list[dict] = field(default_factory=list)
+
+    def candidates(self, query_embeddings: np.ndarray, k: int | None = None,
+                   exclude_self: bool = False) -> list[list[str]]:
+        from .baselines import nearest_neighbours
+
+        idx, _ = nearest_neighbours(self.train_embeddings, query_embeddings, k or self.k, exclude_self=exclude_self)
+        return [[self.train_captions[j] for j in row] for row in idx]
+
+    def fit(self, valid_embeddings: np.ndarray, valid_detected: Sequence[Iterable[str]], valid_gold: Sequence[str],
+            ks=RETRIEVAL_KS, weights=WEIGHTS) -> ConsistentRetrieval:
+        """Choose ``k`` and ``weight`` by validation ROUGE-1 (unigram F1 on the official preprocessing)."""
+        if len(valid_gold) == 0:
+            raise MedcapError("concept-consistent retrieval is tuned on validation: no validation captions")
+        ks = sorted({min(k, len(self.train_captions)) for k in ks})
+        pool = self.candidates(valid_embeddings, max(ks))
+        best = None
+        self.table = []
+        for k in ks:
+            cands = [c[:k] for c in pool]
+            other = [consensus_scores(c) for c in cands]
+            w, by_w = choose_weight(cands, other, valid_detected, valid_gold, self.matcher, self.nameable, weights)
+            self.table.append({"k": k, "weight": w, "rouge1": by_w[w], "by_weight": by_w})
+            if best is None or by_w[w] > best[2]:
+                best = (k, w, by_w[w])
+        self.k, self.weight = best[0], best[1]
+        return self
+
+    def predict(self, query_embeddings: np.ndarray, detected: Sequence[Iterable[str]]) -> list[str]:
+        out = []
+        for cands, d in zip(self.candidates(query_embeddings), detected, strict=True):
+            out.append(cands[pick(cands, d, consensus_scores(cands), self.weight, self.matcher, self.nameable)])
+        return out
+
+
+# ------------------------------------------------------------------------------------------
+# Concept-reranked beams
+# ------------------------------------------------------------------------------------------
+
+def beam_candidates(captioner, images: Sequence, concepts: Sequence[Iterable[str]] | None, num_beams: int = 5,
+                    batch_size: int = 8) -> list[tuple[list[str], np.ndarray]]:
+    """Per PIL image: (its ``num_beams`` best beams, their normalised scores in [0, 1])."""
+    import torch
+
+    prompts = captioner.concept_prompt_ids(concepts, len(images))
+    out = []
+    was_training = captioner.model.training
+    captioner.model.eval()
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                pixels = captioner.pixel_values(images[start:start + batch_size]).to(captioner.device)
+                rows = None if prompts is None else prompts[start:start + batch_size]
+                ids, scores = captioner.generate_ids(pixels, prompts=rows, return_beams=num_beams)
+                texts, scores = captioner.decode(ids), scores.float().cpu().numpy()
+                for b in range(len(pixels)):
+                    part = slice(b * num_beams, (b + 1) * num_beams)
+                    out.append((texts[part], normalise(scores[part])))
+    finally:
+        captioner.model.train(was_training)
+    return out
+
+
+def rerank_beams(candidates: Sequence[tuple[list[str], np.ndarray]], detected: Sequence[Iterable[str]],
+                 weight: float, matcher, nameable) -> list[str]:
+    """The chosen beam of each image: ``weight * agreement + (1 - weight) * beam score``."""
+    return [beams[pick(beams, d, scores, weight, matcher, nameable)]
+            for (beams, scores), d in zip(candidates, detected, strict=True)]
+
+
+def fit_rerank_weight(captioner, images: Sequence, detected: Sequence[Iterable[str]], gold: Sequence[str],
+                      cui_names: Mapping[str, str] | None = None, num_beams: int = 5, batch_size: int = 8,
+                      prompt_concepts: Sequence[Iterable[str]] | None = None) -> tuple[float, dict]:
+    """The reranking weight with the best ROUGE-1 on VALIDATION images -> (weight, {weight: ROUGE-1}).
+
+    ``detected``: the detector's concepts for those images (also the prompts of a
+    concept-prompted captioner unless ``prompt_concepts`` is given).
+    """
+    matcher, nameable = concept_matcher(cui_names)
+    cands = beam_candidates(captioner, images, prompt_concepts if prompt_concepts is not None else detected,
+                            num_beams, batch_size)
+    return choose_weight([c for c, _ in cands], [s for _, s in cands], detected, gold, matcher, nameable)

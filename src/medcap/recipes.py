@@ -1,0 +1,121 @@
+"""The demo's combined recipes: what the winners combine, built from medcap's parts (REFERENCE §6).
+
+- **Concept ensemble** ("MedCSRA + kNN ensemble"): the trained detector's probabilities fused
+  with kNN retrieval's vote shares (medcap.ensemble); fusion, weights, k and thresholds
+  chosen on the validation split.
+- **Concept-consistent retrieval** captions: among the captions of the nearest training
+  images (the detector's embeddings), the one that names the detected concepts and that the
+  neighbourhood agrees on (medcap.concept_rerank.ConsistentRetrieval); k and the weight chosen
+  on validation.
+
+Both only read the train and validation splits to decide anything; the test split is only
+predicted.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+CONCEPT_MODEL_NAME = "MedCSRA (demo config)"
+ENSEMBLE_NAME = "MedCSRA + kNN ensemble"
+RETRIEVAL_NAME = "Concept-consistent retrieval"
+
+
+def slug(name: str) -> str:
+    """A method's name as a file-name part ("kNN retrieval, k=5 (baseline)" -> "knn-retrieval-k-5")."""
+    return "-".join("".join(ch if ch.isalnum() else " " for ch in name.lower().replace("(baseline)", "")).split())
+
+
+def build_concept_ensemble(detector: Path, data: Path, out: Path, dataset=None, log: Callable[[str], None] = print,
+                           embeddings=None) -> tuple[Path, dict]:
+    """The detector + kNN ensemble in ``out`` -> (folder, fit report)."""
+    from .ensemble import build_ensemble
+
+    report = build_ensemble([detector], data, out, knn=True, dataset=dataset, log=log, embeddings=embeddings)
+    return out, report
+
+
+def _labelled(split, labels) -> list[str]:
+    return [i for i in split.ids if split.has_image(i) and i in labels]
+
+
+def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str, list[str]],
+                                  detected_test: dict[str, list[str]], test_ids: list[str],
+                                  log: Callable[[str], None] = print,
+                                  embeddings=None) -> tuple[dict[str, str], dict]:
+    """Concept-consistent retrieval captions for ``test_ids`` -> ({ID: caption}, choices on validation).
+
+    ``embed_model``: a detector or ensemble (its backbone embeds the images); ``detected_*``:
+    the concepts it predicts for the validation and test images; ``embeddings``: a shared
+    :class:`medcap.baselines.SplitEmbeddings` of the same backbone, if one exists.
+    """
+    from .baselines import SplitEmbeddings
+    from .concept_rerank import ConsistentRetrieval, concept_matcher
+    from .errors import MedcapError
+
+    train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
+    if train.captions is None or valid.captions is None:
+        raise MedcapError("concept-consistent retrieval needs training and validation captions")
+    train_ids = _labelled(train, train.captions)
+    valid_ids = [i for i in _labelled(valid, valid.captions) if i in detected_valid]
+    embed = embeddings or SplitEmbeddings(embed_model)
+    emb = {name: embed(split, ids) for name, split, ids in
+           (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids))}
+    matcher, nameable = concept_matcher(dataset.cui_names, getattr(embed_model.vocabulary, "cuis", None))
+    method = ConsistentRetrieval(emb["train"], [train.captions[i] for i in train_ids], matcher, nameable)
+    method.fit(emb["valid"], [detected_valid[i] for i in valid_ids], [valid.captions[i] for i in valid_ids])
+    chosen = {"k": method.k, "weight": method.weight, "valid_rouge1": max(r["rouge1"] for r in method.table),
+              "table": [{k: v for k, v in r.items() if k != "by_weight"} for r in method.table]}
+    log(f"concept-consistent retrieval: k={method.k}, weight {method.weight} "
+        f"(validation ROUGE-1 {chosen['valid_rouge1']:.4f})")
+    captions = method.predict(emb["test"], [detected_test[i] for i in test_ids])
+    return dict(zip(test_ids, captions, strict=True)), chosen
+
+
+# ------------------------------------------------------------------------------------------
+# In `medcap demo`
+# ------------------------------------------------------------------------------------------
+
+def demo_ensemble(models, data: Path, dataset, out: Path, log: Callable[[str], None] = print,
+                  timings: dict | None = None):
+    """The demo's ensemble in ``out`` (set as ``models.ensemble``) -> the shared
+    :class:`medcap.baselines.SplitEmbeddings` of the detector."""
+    import time
+
+    from .baselines import SplitEmbeddings
+    from .inference import load_detector
+
+    start = time.monotonic()
+    embeddings = SplitEmbeddings(load_detector(models.concepts), progress=True)
+    models.ensemble, _ = build_concept_ensemble(models.concepts, data, out, dataset, log, embeddings)
+    if timings is not None:
+        timings["ensemble"] = time.monotonic() - start
+    return embeddings
+
+
+def demo_recipes(dataset, models, ensemble_test: dict, out: Path, log: Callable[[str], None] = print,
+                 embeddings=None, edition: int | None = None) -> tuple[dict, dict]:
+    """The single detector beside the ensemble (whose test predictions are ``ensemble_test``), and
+    the concept-consistent retrieval captions -> (concept methods, caption methods); their
+    submission files go to ``out``."""
+    from .data.items import ImageFolderItems
+    from .inference import load_detector, predict_concepts
+    from .submission import write_caption_submission, write_concept_submission
+
+    valid, test = dataset.split("valid"), dataset.split("test")
+    test_ids = [i for i in test.ids if test.has_image(i)]
+    valid_ids = [i for i in valid.ids if valid.has_image(i)]
+    ensemble = load_detector(models.ensemble)
+    single = predict_concepts(models.concepts, ImageFolderItems.from_split(test, test_ids), batch_size=64)
+    detected_valid = {i: [c for c, _ in row] for i, row in
+                      predict_concepts(ensemble, ImageFolderItems.from_split(valid, valid_ids), batch_size=64).items()}
+    detected_test = {i: list(ensemble_test[i]) for i in test_ids}
+    captions, chosen = consistent_retrieval_captions(dataset, ensemble, detected_valid, detected_test, test_ids, log,
+                                                     embeddings)
+    concepts = {CONCEPT_MODEL_NAME: {i: [c for c, _ in single[i]] for i in test_ids}, ENSEMBLE_NAME: detected_test}
+    out.mkdir(parents=True, exist_ok=True)
+    write_concept_submission(out / f"concepts_{slug(ENSEMBLE_NAME)}.csv", detected_test, gold_ids=test_ids,
+                             edition=edition)
+    write_caption_submission(out / f"captions_{slug(RETRIEVAL_NAME)}.csv", captions, gold_ids=test_ids,
+                             edition=edition)
+    return concepts, {f"{RETRIEVAL_NAME}, k={chosen['k']}": captions}
