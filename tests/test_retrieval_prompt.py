@@ -141,6 +141,13 @@ def test_the_index_and_the_embedder_survive_save_and_reload(trained, synth_small
     _, emb = image_embeddings(index.load_embedder(), ImageFolderItems.from_split(train, ids))
     np.testing.assert_allclose(emb, index.embeddings, atol=1e-5)
 
+    # PIL images (the web app, reranking): the captioner retrieves for them by itself
+    captioner = Captioner.from_pretrained(trained)
+    images = [train.load_image(i) for i in ids[:3]]
+    retrieved = captioner.processor.retrieval_prompt.retrieve_images(images)
+    assert len(retrieved) == 3 and all(len(r) == 1 and r[0] in index.captions for r in retrieved)
+    assert captioner.generate(images) == captioner.generate(images, retrieved=retrieved)
+
     broken = tmp_path / "broken"
     shutil.copytree(model, broken)
     (broken / INDEX_FILE).unlink()

@@ -176,6 +176,9 @@ def beam_candidates(captioner, images: Sequence, concepts: Sequence[Iterable[str
     each image's nearest training captions for a retrieval-prompted captioner."""
     import torch
 
+    index = captioner.processor.retrieval_prompt
+    if retrieved is None and index is not None:
+        retrieved = index.retrieve_images(images)
     prompts = captioner.concept_prompt_ids(concepts, len(images), retrieved)
     out = []
     was_training = captioner.model.training

@@ -354,9 +354,11 @@ class Captioner:
                  retrieved: Sequence[Sequence[str]] | None = None, **overrides) -> list[str]:
         """Captions for PIL images, ``batch_size`` at a time. ``concepts``: each image's CUIs (needed by
         a model trained with concept prompts); ``retrieved``: each image's nearest training captions
-        (a retrieval-prompted model). ``overrides``: GenerationSettings fields."""
+        (a retrieval-prompted model; retrieved from ``images`` when None). ``overrides``: GenerationSettings."""
         import torch
 
+        if retrieved is None and self.processor.retrieval_prompt is not None:  # retrieved here when not given
+            retrieved = self.processor.retrieval_prompt.retrieve_images(images)
         prompts = self.concept_prompt_ids(concepts, len(images), retrieved)
         postprocess = overrides.pop("postprocess", None)
         was_training = self.model.training

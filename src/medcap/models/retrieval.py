@@ -105,6 +105,21 @@ class RetrievalPrompt:
                                     exclude_self=exclude_self)
         return [[self.captions[j] for j in row] for row in idx]
 
+    def retrieve_images(self, images: Sequence) -> list[list[str]]:
+        """:meth:`retrieve` for PIL images (the web app, reranking): embedded as
+        ``medcap.inference.image_embeddings`` embeds files, with the embedder's preprocessing."""
+        import torch
+
+        from .processing import ConceptProcessor
+
+        model = self.load_embedder().eval()
+        prep = ConceptProcessor.from_dict(model.preprocessing)
+        features = model.forward_features if hasattr(model, "forward_features") else model
+        with torch.inference_mode():
+            f = features(prep(images).to(next(model.parameters()).device)).float().mean(dim=(2, 3))
+            emb = torch.nn.functional.normalize(f, dim=1).cpu().numpy()
+        return self.retrieve(emb)
+
     def ids(self, tokenizer, captions: Sequence[str]) -> list[int]:
         """Token ids of the retrieved ``captions``: each cut to its share of ``max_tokens``, then [SEP]."""
         share = max(1, self.max_tokens // max(1, len(captions)))
