@@ -104,7 +104,11 @@ def test_the_training_prompt_is_concepts_sep_nearest_other_caption_sep_and_never
     captions = index.captions
     sim = index.embeddings @ index.embeddings.T
     np.fill_diagonal(sim, -np.inf)                                             # never the image itself
-    assert task.retrieved["train"] == [[captions[j]] for j in sim.argmax(axis=1)]
+    idx, best = nearest_neighbours(index.embeddings, index.embeddings, 1, exclude_self=True)
+    assert task.retrieved["train"] == [[captions[j]] for j in idx[:, 0]]
+    assert all(j != i for i, j in enumerate(idx[:, 0]))
+    np.testing.assert_allclose(best[:, 0], sim.max(axis=1), atol=1e-5)         # the nearest other image
+    assert all(r[0] != c or captions.count(c) > 1 for r, c in zip(task.retrieved["train"], captions, strict=True))
 
     dataset = task.train_loader.dataset
     batch = task.train_loader.collate_fn([dataset[i] for i in range(4)])
