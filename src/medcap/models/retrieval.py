@@ -125,7 +125,8 @@ class RetrievalPrompt:
         share = max(1, self.max_tokens // max(1, len(captions)))
         out: list[int] = []
         for caption in captions:
-            out += tokenizer(caption, add_special_tokens=False)["input_ids"][:share] + [tokenizer.sep_token_id]
+            pieces = tokenizer(caption, add_special_tokens=False, truncation=True, max_length=share)["input_ids"]
+            out += pieces[:share] + [tokenizer.sep_token_id]
         return out
 
     # -- the embedder ---------------------------------------------------------------------------
