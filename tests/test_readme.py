@@ -33,6 +33,7 @@ APPENDED = {
                                             "--set", "warmup_steps=0", "--set", "progress=false"],
     "medcap demo": ["--fast"],
 }
+APPENDED["medcap train captions --config demo-retrieval"] = APPENDED["medcap train captions --config demo"]
 # Why a command is parsed but not run.
 NOT_RUN = {
     "needs the licensed ROCOv2 data": lambda line: re.search(r"(^|\s)ROCOv2(\s|$)", line) is not None,

@@ -27,7 +27,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .errors import MedcapError
+from .inference import image_embeddings
 from .metrics.concepts import evaluate_concepts
+from .models.retrieval import nearest_neighbours, plain_backbone  # noqa: F401  (re-exported)
+
+# image_embeddings, nearest_neighbours and plain_backbone live below the tasks layer (the
+# retrieval prompt of captions uses them too); imported here, where the baselines found them.
 
 KNN_KS = (1, 3, 5, 10, 20, 50)
 KNN_VOTES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -61,61 +66,6 @@ def fit_most_frequent(train_concepts, valid_concepts, max_k: int = 10) -> tuple[
 # ------------------------------------------------------------------------------------------
 # Embeddings and kNN
 # ------------------------------------------------------------------------------------------
-
-def plain_backbone(name: str = "resnet18", image_size: int = 224, pretrained: bool = False,
-                   pretrained_path: str | None = None):
-    """A backbone without a trained head, shaped like a ConceptDetector for image_embeddings."""
-    from .models.backbones import create_backbone
-    from .models.processing import ConceptProcessor
-
-    backbone = create_backbone(name, pretrained=pretrained, pretrained_path=pretrained_path)
-    backbone.preprocessing = ConceptProcessor.from_settings(image_size, "squash", "imagenet").to_dict()
-    return backbone
-
-
-def image_embeddings(model, images, batch_size: int = 32, device: str | None = None,
-                     num_workers: int = 0, progress: bool = False) -> tuple[list[str], np.ndarray]:
-    """Images -> (IDs, L2-normalised embeddings [N, C]).
-
-    ``model``: a ConceptDetector (object or folder) or :func:`plain_backbone`; the embedding is
-    the global average of its last feature map. ``images``: folders/files, or
-    ``ImageFolderItems`` (e.g. ``ImageFolderItems.from_split(split)`` for a dataset split).
-    """
-    import torch
-
-    from .inference import load_detector, map_images, resolve_device
-
-    if not isinstance(model, torch.nn.Module):
-        model = load_detector(model)
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
-    features = model.forward_features if hasattr(model, "forward_features") else model
-
-    def embed(x):
-        f = features(x).float().mean(dim=(2, 3))                                    # [B, C]
-        return torch.nn.functional.normalize(f, dim=1)
-
-    return map_images(embed, images, model.preprocessing, batch_size, dev, num_workers, progress, desc="embed")
-
-
-def nearest_neighbours(train_embeddings: np.ndarray, query_embeddings: np.ndarray, k: int,
-                       exclude_self: bool = False, chunk: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """Cosine kNN (embeddings are L2-normalised) -> (indices [Q, k], similarities [Q, k])."""
-    k = min(k, len(train_embeddings) - int(exclude_self))
-    if k < 1:
-        raise MedcapError("kNN needs at least one training image")
-    idx, sims = [], []
-    for s in range(0, len(query_embeddings), chunk):
-        sim = query_embeddings[s:s + chunk] @ train_embeddings.T                    # [q, N]
-        if exclude_self:
-            np.fill_diagonal(sim[:, s:s + chunk], -np.inf)
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        order = np.argsort(-np.take_along_axis(sim, top, axis=1), axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        idx.append(top)
-        sims.append(np.take_along_axis(sim, top, axis=1))
-    return np.concatenate(idx), np.concatenate(sims)
-
 
 def knn_vote(neighbour_concepts: Sequence[Sequence[Sequence[str]]], vote: float) -> list[list[str]]:
     """Per query, the CUIs carried by at least ``vote`` of its neighbours (most votes first)."""

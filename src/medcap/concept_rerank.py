@@ -170,11 +170,16 @@ class ConsistentRetrieval:
 # ------------------------------------------------------------------------------------------
 
 def beam_candidates(captioner, images: Sequence, concepts: Sequence[Iterable[str]] | None, num_beams: int = 5,
-                    batch_size: int = 8) -> list[tuple[list[str], np.ndarray]]:
-    """Per PIL image: (its ``num_beams`` best beams, their normalised scores in [0, 1])."""
+                    batch_size: int = 8, retrieved: Sequence[Sequence[str]] | None = None
+                    ) -> list[tuple[list[str], np.ndarray]]:
+    """Per PIL image: (its ``num_beams`` best beams, their normalised scores in [0, 1]); ``retrieved``:
+    each image's nearest training captions for a retrieval-prompted captioner."""
     import torch
 
-    prompts = captioner.concept_prompt_ids(concepts, len(images))
+    index = captioner.processor.retrieval_prompt
+    if retrieved is None and index is not None:
+        retrieved = index.retrieve_images(images)
+    prompts = captioner.concept_prompt_ids(concepts, len(images), retrieved)
     out = []
     was_training = captioner.model.training
     captioner.model.eval()

@@ -111,3 +111,26 @@ def probabilities_json(model, ids: list[str], probs: np.ndarray, top: int = 10, 
     if full:
         data["vocabulary"] = list(vocab.cuis)
     return data
+
+
+def image_embeddings(model, images, batch_size: int = 32, device: str | None = None,
+                     num_workers: int = 0, progress: bool = False) -> tuple[list[str], np.ndarray]:
+    """Images -> (IDs, L2-normalised embeddings [N, C]).
+
+    ``model``: a ConceptDetector (object or folder) or :func:`medcap.models.retrieval.plain_backbone`; the embedding is
+    the global average of its last feature map. ``images``: folders/files, or
+    ``ImageFolderItems`` (e.g. ``ImageFolderItems.from_split(split)`` for a dataset split).
+    """
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        model = load_detector(model)
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    features = model.forward_features if hasattr(model, "forward_features") else model
+
+    def embed(x):
+        f = features(x).float().mean(dim=(2, 3))                                    # [B, C]
+        return torch.nn.functional.normalize(f, dim=1)
+
+    return map_images(embed, images, model.preprocessing, batch_size, dev, num_workers, progress, desc="embed")

@@ -34,6 +34,8 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     with concept prompts (``concept_prompt: true``); every image needs its row there. ``order``:
     the IDs in the order to write (a gold or ID-order file's, REFERENCE §7), else as listed;
     ``edition``: whose rules the file is checked against (default the latest).
+    A model trained with retrieval prompts (``retrieval_prompt: true``) retrieves each image's
+    nearest training captions itself, with the embedder and index kept in its folder.
     ``rerank="concepts"``: generate ``num_beams`` beams (default 5) and keep the one that agrees
     best with ``concepts`` (medcap.concept_rerank; ``rerank_weight`` chosen on validation with
     ``medcap ensemble rerank-weight``).
@@ -60,21 +62,38 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
         from .concept_rerank import beam_candidates, concept_matcher, rerank_beams
 
         matcher, nameable = concept_matcher(cui_names)
+    retrieved = _retrieved(captioner, items, batch_size, device, progress)
     captions: list[str] = []
     for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
         ids = items.ids[start:start + batch_size]
         batch_concepts = None if per_image is None else [per_image[i] for i in ids]
+        batch_retrieved = None if retrieved is None else retrieved[start:start + batch_size]
         if rerank is not None:
             prompts = batch_concepts if captioner.concept_prompt is not None else None
-            cands = beam_candidates(captioner, [items.load(i) for i in ids], prompts, num_beams or 5, batch_size)
+            cands = beam_candidates(captioner, [items.load(i) for i in ids], prompts, num_beams or 5, batch_size,
+                                    retrieved=batch_retrieved)
             captions += rerank_beams(cands, batch_concepts, rerank_weight, matcher, nameable)
             continue
         captions += captioner.generate([items.load(i) for i in ids], batch_size=batch_size, concepts=batch_concepts,
-                                       **overrides)
+                                       retrieved=batch_retrieved, **overrides)
     result = dict(zip(items.ids, captions, strict=True))
     if out is not None:
         write_caption_submission(out, result, gold_ids=order, edition=edition)
     return result
+
+
+def _retrieved(captioner: Captioner, items, batch_size: int, device, progress: bool) -> list[list[str]] | None:
+    """Each image's nearest training captions (a retrieval-prompted captioner), in ``items`` order."""
+    from .inference import image_embeddings
+
+    index = captioner.processor.retrieval_prompt
+    if index is None:
+        return None
+    ids, emb = image_embeddings(index.load_embedder(), items, batch_size=max(batch_size, 32), device=device,
+                                progress=progress)
+    if list(ids) != list(items.ids):
+        raise RuntimeError("image_embeddings changed the order of the images")  # a bug, not a user mistake
+    return index.retrieve(emb)
 
 
 def _image_concepts(concepts, ids: Sequence[str], model_folder=None) -> dict[str, Sequence[str]]:

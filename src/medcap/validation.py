@@ -62,6 +62,9 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "concept_loss": (0, None, False, False),
     "concept_prompt_drop": (0, 1, False, True),
     "concept_prompt_tokens": (1, None, False, False),
+    "retrieval_neighbours": (1, None, False, False),
+    "retrieval_prompt_tokens": (1, None, False, False),
+    "retrieval_image_size": (16, None, False, False),
 }
 
 

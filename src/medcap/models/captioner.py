@@ -40,6 +40,7 @@ from ..fileio import atomic_dir, write_text_atomic
 from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
+from .retrieval import RetrievalPrompt
 from .tokenization import SPECIAL_TOKENS, train_wordpiece
 
 __all__ = ["DEFAULT_MODEL", "METADATA_FILE", "SIZES", "SPECIAL_TOKENS", "CaptionEncoder", "Captioner", "ConceptPrompt",
@@ -50,7 +51,8 @@ DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
 METADATA_FILE = "medcap_captioner.json"
 LARGE_SIZES_FILE = "blip-large-sizes.json"
 METADATA_KEYS = ("format", "medcap_version", "source", "image_size", "pre_resize", "max_length", "concept_prompt",
-                 "training", "generation")   # generation: folders written before generation_config.json
+                 "retrieval_prompt", "training",
+                 "generation")   # generation: folders written before generation_config.json
 
 
 
@@ -227,6 +229,7 @@ class Captioner:
                 with _quiet_progress():
                     model = BlipForConditionalGeneration.from_pretrained(where)
                     processor = CaptionProcessor.from_pretrained(where, meta, label=where / METADATA_FILE)
+                    processor.retrieval_prompt = RetrievalPrompt.from_settings(where, meta.get("retrieval_prompt"))
             except MedcapError:
                 raise
             except Exception as e:  # a damaged file raises whatever its reader raises (safetensors: its own type)
@@ -260,7 +263,7 @@ class Captioner:
         model = model or self.model
         with _quiet_progress():
             model.save_pretrained(folder)
-            self.processor.save_pretrained(folder)
+            self.processor.save_pretrained(folder, retrieval=True)
         # after the model's own generation_config.json: ours keeps its token ids, adds the settings
         self.generation.save_pretrained(folder, base=getattr(model, "generation_config", None))
         meta = self.metadata()
@@ -313,9 +316,10 @@ class Captioner:
         """Training targets ``input_ids``, ``attention_mask``, ``labels`` [B, T]: see :class:`CaptionEncoder`."""
         return self.caption_encoder(padding)(captions)
 
-    def concept_prompt_ids(self, concepts: Sequence[Iterable[str]] | None, n_images: int) -> list[list[int]] | None:
-        """Each image's concept prompt ids (:class:`ConceptPrompt`), or None for a model without one."""
-        return self.processor.concept_prompt_ids(concepts, n_images)
+    def concept_prompt_ids(self, concepts: Sequence[Iterable[str]] | None, n_images: int,
+                           retrieved: Sequence[Sequence[str]] | None = None) -> list[list[int]] | None:
+        """Each image's concept and retrieval prompt ids, or None for a model without either."""
+        return self.processor.concept_prompt_ids(concepts, n_images, retrieved)
 
     # -- training -----------------------------------------------------------------------------
     def loss(self, model, batch: dict):
@@ -347,12 +351,15 @@ class Captioner:
         return self.processor.decode(ids, self.generation.postprocess if postprocess is None else postprocess)
 
     def generate(self, images: Sequence, batch_size: int = 8, concepts: Sequence[Iterable[str]] | None = None,
-                 **overrides) -> list[str]:
+                 retrieved: Sequence[Sequence[str]] | None = None, **overrides) -> list[str]:
         """Captions for PIL images, ``batch_size`` at a time. ``concepts``: each image's CUIs (needed by
-        a model trained with concept prompts). ``overrides``: GenerationSettings fields."""
+        a model trained with concept prompts); ``retrieved``: each image's nearest training captions
+        (a retrieval-prompted model; retrieved from ``images`` when None). ``overrides``: GenerationSettings."""
         import torch
 
-        prompts = self.concept_prompt_ids(concepts, len(images))
+        if retrieved is None and self.processor.retrieval_prompt is not None:  # retrieved here when not given
+            retrieved = self.processor.retrieval_prompt.retrieve_images(images)
+        prompts = self.concept_prompt_ids(concepts, len(images), retrieved)
         postprocess = overrides.pop("postprocess", None)
         was_training = self.model.training
         self.model.eval()

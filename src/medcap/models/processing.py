@@ -10,7 +10,8 @@ app all read the preprocessing from the model instead of rebuilding it (REFERENC
   which is still read);
 - :class:`CaptionProcessor`: the BLIP image processor and tokenizer with what a caption model
   adds to them: the optional pre-resize, the caption length, the text prompt and the
-  :class:`~medcap.models.prompting.ConceptPrompt`; turns images into pixel values, captions
+  :class:`~medcap.models.prompting.ConceptPrompt` and the
+  :class:`~medcap.models.retrieval.RetrievalPrompt`; turns images into pixel values, captions
   into training targets and generated ids back into captions.
 """
 from __future__ import annotations
@@ -153,14 +154,15 @@ class CaptionProcessor:
     ``blip`` is a transformers ``BlipProcessor``; ``max_length`` the longest caption in tokens
     (REFERENCE §1: 200); ``pre_resize`` None or a square size images are first squashed to;
     ``prompt`` text the decoder continues (cut from the output); ``concept_prompt`` None or the
-    :class:`ConceptPrompt` of a knowledge-guided model. Saved with :meth:`save_pretrained`
+    :class:`ConceptPrompt` of a knowledge-guided model; ``retrieval_prompt`` None or the
+    :class:`~.retrieval.RetrievalPrompt` of a retrieval-augmented one. Saved with :meth:`save_pretrained`
     (the BLIP processor's files; medcap's settings go in the captioner's metadata file).
     """
 
     def __init__(self, blip, max_length: int = 200, pre_resize: int | None = None, prompt: str = "",
-                 concept_prompt: ConceptPrompt | None = None):
+                 concept_prompt: ConceptPrompt | None = None, retrieval_prompt=None):
         self.blip, self.pre_resize, self.prompt = blip, pre_resize, prompt
-        self.concept_prompt = concept_prompt
+        self.concept_prompt, self.retrieval_prompt = concept_prompt, retrieval_prompt
         self.max_length = max_length
 
     @property
@@ -225,14 +227,27 @@ class CaptionProcessor:
         """[CLS] prompt [SEP] ids; BLIP's generate() swaps [CLS] for [DEC] and drops the [SEP]."""
         return self.tokenizer(self.prompt.strip())["input_ids"]
 
-    def concept_prompt_ids(self, concepts: Sequence[Iterable[str]] | None, n_images: int) -> list[list[int]] | None:
-        """Each image's concept prompt ids, or None for a model without concept prompts.
+    def concept_prompt_ids(self, concepts: Sequence[Iterable[str]] | None, n_images: int,
+                           retrieved: Sequence[Sequence[str]] | None = None) -> list[list[int]] | None:
+        """Each image's prompt ids, or None for a model without concept or retrieval prompts.
 
-        A model trained with concept prompts needs ``concepts`` (one CUI list per image); a model
-        without them ignores ``concepts``.
+        The layout: [concept names] [SEP] [retrieved caption] [SEP] ... (either part absent when
+        the model has no such prompt). A model trained with concept prompts needs ``concepts``
+        (one CUI list per image), one trained with retrieval prompts ``retrieved`` (each image's
+        nearest training captions, :meth:`RetrievalPrompt.retrieve`); a model ignores the other.
         """
-        if self.concept_prompt is None:
+        if self.concept_prompt is None and self.retrieval_prompt is None:
             return None
+        rows = self._concept_rows(concepts, n_images) if self.concept_prompt is not None else [[]] * n_images
+        if self.retrieval_prompt is None:
+            return rows
+        if retrieved is None or len(retrieved) != n_images:
+            raise MedcapError("this captioner was trained with retrieval prompts: give every image's retrieved "
+                              f"captions (got {'none' if retrieved is None else len(retrieved)}, expected {n_images})")
+        index = self.retrieval_prompt
+        return [row + index.ids(self.tokenizer, caps) for row, caps in zip(rows, retrieved, strict=True)]
+
+    def _concept_rows(self, concepts, n_images: int) -> list[list[int]]:
         if concepts is None:
             raise MedcapError("this captioner was trained with concept prompts: give every image's concepts "
                               "(a concept submission, e.g. --concepts from `medcap predict concepts`)")
@@ -253,11 +268,16 @@ class CaptionProcessor:
         out = {"image_size": self.image_size, "pre_resize": self.pre_resize, "max_length": self.max_length}
         if self.concept_prompt is not None:
             out["concept_prompt"] = self.concept_prompt.to_dict()
+        if self.retrieval_prompt is not None:
+            out["retrieval_prompt"] = self.retrieval_prompt.settings()
         return out
 
-    def save_pretrained(self, folder: str | Path) -> None:
-        """The BLIP processor's files (tokenizer, image processor) into ``folder``."""
+    def save_pretrained(self, folder: str | Path, retrieval: bool = False) -> None:
+        """The BLIP processor's files (tokenizer, image processor) into ``folder``; ``retrieval``:
+        also the retrieval index and embedder (a model folder, not a run's processor/)."""
         self.blip.save_pretrained(folder)
+        if retrieval and self.retrieval_prompt is not None:
+            self.retrieval_prompt.save_pretrained(folder)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, settings: dict | None = None, prompt: str = "",
@@ -275,4 +295,5 @@ class CaptionProcessor:
                 concept_prompt = ConceptPrompt.from_dict(settings["concept_prompt"])
             except MedcapError as e:
                 raise MedcapError(str(e), file=label) from None
+        # the retrieval prompt (medcap.models.retrieval) is loaded by Captioner.from_pretrained
         return cls(blip, max_length, settings.get("pre_resize"), prompt, concept_prompt)

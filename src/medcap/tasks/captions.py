@@ -61,6 +61,12 @@ class CaptionConfig(TrainConfig):
     concept_prompt: bool = False     # the decoder starts from the image's concept names (ConceptPrompt)
     concept_prompt_tokens: int = 24  # longest concept prompt, in tokens
     concept_prompt_drop: float = 0.0  # training: leave each gold concept out of the prompt with this probability
+    retrieval_prompt: bool = False   # the prompt also holds the captions of the nearest training images
+    retrieval_neighbours: int = 1    # how many retrieved captions, nearest first
+    retrieval_prompt_tokens: int = 32  # WordPieces the retrieved captions share
+    retrieval_model: str = ""        # concept model (run) folder whose embeddings retrieve ("": a plain backbone)
+    retrieval_backbone: str = "resnet18"  # the plain backbone (random weights from `seed`) without retrieval_model
+    retrieval_image_size: int = 224  # the plain backbone's image size
     # generation (REFERENCE §2: the authors' run)
     num_beams: int = 5
     no_repeat_ngram_size: int = 2
@@ -87,6 +93,9 @@ class CaptionConfig(TrainConfig):
             raise MedcapError("dropout and concept_prompt_drop must be in [0, 1), concept_loss at least 0")
         if self.concept_prompt and (self.prompt or self.concept_prompt_tokens < 1):
             raise MedcapError("concept_prompt: needs concept_prompt_tokens >= 1 and no text prompt (prompt: \"\")")
+        if self.retrieval_prompt and (self.prompt or self.retrieval_prompt_tokens < self.retrieval_neighbours):
+            raise MedcapError("retrieval_prompt: needs retrieval_prompt_tokens >= retrieval_neighbours and no text "
+                              "prompt (prompt: \"\")")
 
     @property
     def generation(self) -> GenerationSettings:
@@ -120,13 +129,17 @@ class CaptionDataset:
     ``concepts``: an optional multi-hot matrix [len(ids), K] (the concept probe's targets);
     ``prompt``: an optional :class:`ConceptPrompt` with the ``tokenizer`` to encode it and
     ``cuis`` (each image's CUIs), of which each is left out with probability ``drop`` (training
-    only: the detector misses concepts at prediction time). Absent items are None.
+    only: the detector misses concepts at prediction time); ``retrieval``: an optional
+    :class:`~medcap.models.retrieval.RetrievalPrompt` with ``retrieved`` (each image's nearest
+    training captions), appended after the concept prompt. Absent items are None.
     """
 
     def __init__(self, split, ids: Sequence[str], transform, concepts=None, prompt=None, tokenizer=None,
-                 cuis: Sequence[Sequence[str]] | None = None, drop: float = 0.0):
+                 cuis: Sequence[Sequence[str]] | None = None, drop: float = 0.0, retrieval=None,
+                 retrieved: Sequence[Sequence[str]] | None = None):
         self.split, self.ids, self.transform, self.concepts = split, list(ids), transform, concepts
         self.prompt, self.tokenizer, self.cuis, self.drop = prompt, tokenizer, cuis, drop
+        self.retrieval, self.retrieved = retrieval, retrieved
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -140,6 +153,8 @@ class CaptionDataset:
         if self.prompt is not None:
             cuis = [c for c in self.cuis[i] if not self.drop or random.random() >= self.drop]
             prompt = self.prompt.ids(self.tokenizer, cuis)
+        if self.retrieval is not None:  # [concepts] [SEP] [retrieved captions] [SEP]
+            prompt = (prompt or []) + self.retrieval.ids(self.tokenizer, self.retrieved[i])
         return self.transform([image])[0], self.split.captions[image_id], i, concepts, prompt
 
 
@@ -186,6 +201,8 @@ class CaptionTask:
             raise MedcapError("no training images with a caption", file=dataset.root)
         captions = [train.captions[i] for i in self.train_ids]
         self.prompt = self._concept_prompt(train, dataset.cui_names)
+        self.retrieved: dict[str, list[list[str]]] = {}
+        self.retrieval = self._retrieval_prompt(train, captions, log)
         train_concepts = self._build_model(train, captions, captioner, tokenizer, log)
         lengths = self.captioner.caption_lengths(captions)
         self.n_truncated = sum(n > cfg.max_length for n in lengths)
@@ -207,6 +224,44 @@ class CaptionTask:
         return ConceptPrompt.from_vocabulary(ConceptVocabulary.from_concepts(known, cui_names),
                                              self.cfg.concept_prompt_tokens)
 
+    def _retrieval_prompt(self, train, captions, log):
+        """Retrieval-augmented captions: the index of the training captions and their embeddings
+        (the retrieval model's or a plain backbone's); None without a retrieval prompt."""
+        if not self.cfg.retrieval_prompt:
+            return None
+        from ..data.items import ImageFolderItems
+        from ..inference import image_embeddings, load_detector
+        from ..models.location import resolve_model_folder
+        from ..models.retrieval import RetrievalPrompt
+
+        cfg, source = self.cfg, None
+        if cfg.retrieval_model:
+            source = resolve_model_folder(cfg.retrieval_model, "concepts")
+            spec, embedder = {"kind": "detector"}, load_detector(source)
+        else:
+            spec, embedder = RetrievalPrompt.backbone_spec(cfg.retrieval_backbone, cfg.retrieval_image_size,
+                                                           cfg.seed)
+        _, emb = image_embeddings(embedder, ImageFolderItems.from_split(train, self.train_ids),
+                                  batch_size=max(cfg.batch_size, 32), progress=cfg.progress)
+        prompt = RetrievalPrompt(captions, emb, cfg.retrieval_neighbours, cfg.retrieval_prompt_tokens, spec)
+        prompt.embedder_model, prompt.embedder_source = embedder, source
+        log(f"retrieval prompt: {cfg.retrieval_neighbours} nearest of {len(captions)} training captions by "
+            f"{'the concept model ' + str(source) if source else 'a plain ' + cfg.retrieval_backbone}, "
+            f"{cfg.retrieval_prompt_tokens} tokens")
+        self.retrieved["train"] = prompt.retrieve(emb, exclude_self=True)  # never an image's own caption
+        return prompt
+
+    def _retrieved_of(self, split, ids) -> list[list[str]]:
+        """Each image's nearest training captions (training images: their neighbours but themselves)."""
+        if split.name == "train" and list(ids) == self.train_ids:
+            return self.retrieved["train"]
+        from ..data.items import ImageFolderItems
+        from ..inference import image_embeddings
+
+        _, emb = image_embeddings(self.retrieval.embedder_model, ImageFolderItems.from_split(split, ids),
+                                  batch_size=max(self.cfg.batch_size, 32))
+        return self.retrieval.retrieve(emb)
+
     def _build_model(self, train, captions, captioner, tokenizer, log):
         """The captioner (seeded), its training options and the optional concept probe;
         returns the probe's targets [N, K] (None without a probe)."""
@@ -217,6 +272,7 @@ class CaptionTask:
         vocab_text = captions + [prompt.text(c for c, _ in prompt.concepts)] if prompt else captions
         self.captioner = captioner or build_captioner(cfg, vocab_text, tokenizer=tokenizer)
         self.captioner.concept_prompt = prompt
+        self.captioner.processor.retrieval_prompt = self.retrieval
         if cfg.freeze_vision:
             self.captioner.freeze_vision()
         if cfg.gradient_checkpointing:
@@ -235,12 +291,14 @@ class CaptionTask:
         return train_concepts
 
     def _prompts_of(self, split, ids, drop: float = 0.0) -> dict:
-        """CaptionDataset's concept-prompt arguments (none without a concept prompt)."""
-        if self.prompt is None:
-            return {}
-        known = self._concepts(split, ids, "concept_prompt", self.root)
-        return {"prompt": self.prompt, "tokenizer": self.captioner.tokenizer, "cuis": [known[i] for i in ids],
-                "drop": drop}
+        """CaptionDataset's concept- and retrieval-prompt arguments (none without prompts)."""
+        out: dict[str, Any] = {}
+        if self.prompt is not None:
+            known = self._concepts(split, ids, "concept_prompt", self.root)
+            out.update(prompt=self.prompt, cuis=[known[i] for i in ids], drop=drop)
+        if self.retrieval is not None:
+            out.update(retrieval=self.retrieval, retrieved=self._retrieved_of(split, ids))
+        return {**out, "tokenizer": self.captioner.tokenizer} if out else out
 
     def _build_loaders(self, dataset, train, train_concepts, log) -> None:
         """Training loader and, with a valid split and eval_images > 0, the validation loader."""
@@ -315,7 +373,7 @@ class CaptionTask:
 
     def training_summary(self) -> dict[str, Any]:
         return {"config": self.cfg.name, "train_images": len(self.train_ids), "concept_loss": self.cfg.concept_loss,
-                "concept_prompt": self.cfg.concept_prompt,
+                "concept_prompt": self.cfg.concept_prompt, "retrieval_prompt": self.cfg.retrieval_prompt,
                 "captions_truncated": self.n_truncated, "max_length": self.cfg.max_length}
 
 
