@@ -17,6 +17,25 @@ for _k, _v in {
 
 import pytest  # noqa: E402
 
+# A caption config that trains a tiny BLIP for one quick epoch (tests only).
+TINY_CAPTION_CONFIG = """\
+base: demo
+model: scratch:tiny
+image_size: 32
+vocab_size: 300
+batch_size: 16
+epochs: 1
+max_minutes: 0
+warmup_steps: 0
+eval_images: 4
+eval_max_new_tokens: 8
+max_new_tokens: 8
+num_beams: 1
+concept_loss: 0
+dropout: 0
+progress: false
+"""
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _torch_threads():

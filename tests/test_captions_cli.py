@@ -13,25 +13,10 @@ import shutil
 import pytest
 import yaml
 
+from conftest import TINY_CAPTION_CONFIG
 from medcap.submission import read_caption_submission, validate_caption_submission
 
-TINY = """\
-base: demo
-model: scratch:tiny
-image_size: 32
-vocab_size: 300
-batch_size: 16
-epochs: 1
-max_minutes: 0
-warmup_steps: 0
-eval_images: 4
-eval_max_new_tokens: 8
-max_new_tokens: 8
-num_beams: 1
-concept_loss: 0
-dropout: 0
-progress: false
-"""
+TINY = TINY_CAPTION_CONFIG
 
 
 @pytest.fixture(scope="module", autouse=True)

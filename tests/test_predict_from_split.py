@@ -7,27 +7,12 @@ import json
 
 import pytest
 
+from conftest import TINY_CAPTION_CONFIG
 from medcap.submission import read_caption_submission, read_concept_submission
 
 FAST = ["--set", "image_size=32", "--set", "epochs=1", "--set", "max_minutes=0", "--set", "batch_size=16",
         "--set", "progress=false"]
-TINY_CAPTIONER = """\
-base: demo
-model: scratch:tiny
-image_size: 32
-vocab_size: 300
-batch_size: 16
-epochs: 1
-max_minutes: 0
-warmup_steps: 0
-eval_images: 4
-eval_max_new_tokens: 8
-max_new_tokens: 8
-num_beams: 1
-concept_loss: 0
-dropout: 0
-progress: false
-"""
+TINY_CAPTIONER = TINY_CAPTION_CONFIG
 
 
 @pytest.fixture(scope="module")

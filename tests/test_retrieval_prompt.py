@@ -14,26 +14,12 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import TINY_CAPTION_CONFIG
 from medcap.errors import MedcapError
 from medcap.models.retrieval import INDEX_FILE, RetrievalPrompt, nearest_neighbours
 from medcap.submission import read_caption_submission, validate_caption_submission
 
-TINY = """\
-base: demo
-model: scratch:tiny
-image_size: 32
-vocab_size: 300
-batch_size: 16
-epochs: 1
-max_minutes: 0
-warmup_steps: 0
-eval_images: 4
-eval_max_new_tokens: 8
-max_new_tokens: 8
-num_beams: 1
-concept_loss: 0
-dropout: 0
-progress: false
+TINY = TINY_CAPTION_CONFIG + """\
 retrieval_prompt: true
 retrieval_image_size: 32
 retrieval_prompt_tokens: 12

@@ -14,7 +14,6 @@ themselves (which scorers, how they aggregate) are :data:`medcap.metrics.registr
 """
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 from ..errors import MedcapError
 from .registry import PRESETS, CaptionPreset  # noqa: F401  (PRESETS: re-exported; the presets live there)
-from .scorers import ScorerUnavailable
+from .scorers import ScorerUnavailable, load_medimageinsight
 
 
 def caption_preset(name: str | None = None, *, edition=None) -> CaptionPreset:
@@ -90,19 +89,7 @@ def similarity_from_embeddings(ids: Sequence[str], pred: Sequence[str], image_em
 
 def medimageinsight_text_encoder(model_dir: str | Path | None) -> Callable[[list[str]], np.ndarray]:
     """The MedImageInsight text encoder of a checkout of its repository (``--medimageinsight``)."""
-    if model_dir is None or not (Path(model_dir) / "medimageinsightmodel.py").is_file():
-        raise ScorerUnavailable("needs MedImageInsight for the caption side: a checkout of "
-                                "https://huggingface.co/lion-ai/MedImageInsights with its 2024.09.27 model folder "
-                                "(pass it with --medimageinsight DIR)")
-    model_dir = Path(model_dir)
-    sys.path.insert(0, str(model_dir))
-    try:
-        from medimageinsightmodel import MedImageInsight
-    finally:
-        sys.path.remove(str(model_dir))
-    model = MedImageInsight(model_dir=str(model_dir / "2024.09.27"), vision_model_name="medimageinsigt-v1.0.0.pt",
-                            language_model_name="language_model.pth")
-    model.load_model()
+    model = load_medimageinsight(model_dir, " for the caption side")
     return lambda texts: np.asarray(model.encode(texts=texts)["text_embeddings"], dtype=np.float64)
 
 

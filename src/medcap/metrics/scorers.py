@@ -192,18 +192,13 @@ def _image_file(images_dir: Path, image_id: str) -> Path:
     raise MedcapError(f"no image for {image_id}", file=images_dir)
 
 
-def similarity_scores(ids: Sequence[str], pred: Sequence[str], *, images_dir: str | Path | None,
-                      model_dir: str | Path | None, batch_size: int = 8) -> np.ndarray:
-    """2.5 * max(cos(image, caption), 0) with MedImageInsight; an empty caption scores 0.
-
-    ``model_dir`` is a checkout of the MedImageInsights repository (its
-    ``medimageinsightmodel.py`` beside the ``2024.09.27`` model folder).
-    """
-    if images_dir is None:
-        raise ScorerUnavailable("needs the test images: pass --images DIR")
+def load_medimageinsight(model_dir: str | Path | None, what: str = ""):
+    """The MedImageInsight model of a checkout of its repository (``medimageinsightmodel.py``
+    beside the ``2024.09.27`` model folder, ``--medimageinsight DIR``); ScorerUnavailable without one."""
     if model_dir is None or not (Path(model_dir) / "medimageinsightmodel.py").is_file():
-        raise ScorerUnavailable("needs MedImageInsight: a checkout of https://huggingface.co/lion-ai/MedImageInsights "
-                                "with its 2024.09.27 model folder (pass it with --medimageinsight DIR)")
+        raise ScorerUnavailable(f"needs MedImageInsight{what}: a checkout of "
+                                "https://huggingface.co/lion-ai/MedImageInsights with its 2024.09.27 model folder "
+                                "(pass it with --medimageinsight DIR)")
     model_dir = Path(model_dir)
     sys.path.insert(0, str(model_dir))
     try:
@@ -213,6 +208,19 @@ def similarity_scores(ids: Sequence[str], pred: Sequence[str], *, images_dir: st
     model = MedImageInsight(model_dir=str(model_dir / "2024.09.27"), vision_model_name="medimageinsigt-v1.0.0.pt",
                             language_model_name="language_model.pth")
     model.load_model()
+    return model
+
+
+def similarity_scores(ids: Sequence[str], pred: Sequence[str], *, images_dir: str | Path | None,
+                      model_dir: str | Path | None, batch_size: int = 8) -> np.ndarray:
+    """2.5 * max(cos(image, caption), 0) with MedImageInsight; an empty caption scores 0.
+
+    ``model_dir`` is a checkout of the MedImageInsights repository (its
+    ``medimageinsightmodel.py`` beside the ``2024.09.27`` model folder).
+    """
+    if images_dir is None:
+        raise ScorerUnavailable("needs the test images: pass --images DIR")
+    model = load_medimageinsight(model_dir)
     images_dir = Path(images_dir)
     scores = np.zeros(len(ids), dtype=np.float64)
     todo = [i for i in range(len(ids)) if len(pred[i]) > 0]
