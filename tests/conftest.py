@@ -1,7 +1,9 @@
 """Test set-up: never touch the network, keep torch to the cores we have."""
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 # Nothing may hang waiting for a hub: every library is told it is offline.
 for _k, _v in {
@@ -69,3 +71,34 @@ def synth_small(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "data"
     generate_dataset(root, SynthConfig(n_train=48, n_valid=16, n_test=16, size=64, seed=0))
     return root
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch runs on ``n`` threads inside the block (tiny models run fastest on one)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Module-wide single-threaded torch (use with ``pytestmark = pytest.mark.usefixtures(...)``)."""
+    with torch_threads(1):
+        yield
+
+
+def train_caption_run(config_text: str, data, tmp_path_factory) -> Path:
+    """Train a caption run from ``config_text`` (YAML) on ``data`` -> the run folder."""
+    from medcap.cli import main
+
+    config = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    config.write_text(config_text)
+    out = tmp_path_factory.mktemp("run") / "run"
+    assert main(["train", "captions", "--config", str(config), "--data", str(data), "--out", str(out)]) == 0
+    return out

@@ -13,20 +13,13 @@ import shutil
 import pytest
 import yaml
 
-from conftest import TINY_CAPTION_CONFIG
+from conftest import TINY_CAPTION_CONFIG, train_caption_run
 from medcap.submission import read_caption_submission, validate_caption_submission
 
 TINY = TINY_CAPTION_CONFIG
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model runs fastest on one thread
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _error_line(err: str) -> str:
@@ -42,14 +35,9 @@ def tiny_config(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(synth_small, tiny_config, tmp_path_factory):
+def trained(synth_small, tmp_path_factory):
     """One tiny training run shared by the tests that only read its outputs."""
-    from medcap.cli import main
-
-    out = tmp_path_factory.mktemp("run") / "run"
-    rc = main(["train", "captions", "--config", str(tiny_config), "--data", str(synth_small), "--out", str(out)])
-    assert rc == 0
-    return out
+    return train_caption_run(TINY, synth_small, tmp_path_factory)
 
 
 def _test_ids(root):

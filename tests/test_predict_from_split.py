@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import TINY_CAPTION_CONFIG
+from conftest import TINY_CAPTION_CONFIG, torch_threads
 from medcap.submission import read_caption_submission, read_concept_submission
 
 FAST = ["--set", "image_size=32", "--set", "epochs=1", "--set", "max_minutes=0", "--set", "batch_size=16",
@@ -97,19 +97,13 @@ def test_explain_an_image_of_a_parquet_split_by_id(cli, concept_model, parquet_d
 
 
 def test_predict_captions_from_a_parquet_split(cli, synth_small, parquet_data, tmp_path):
-    import torch
-
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(TINY_CAPTIONER)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         rc, _, err = cli("train", "captions", "--config", cfg, "--data", parquet_data, "--out", tmp_path / "run")
         assert rc == 0, err
         sub = tmp_path / "captions.csv"
         rc, _, err = cli("predict", "captions", "--model", tmp_path / "run" / "model", "--data", parquet_data,
                          "--split", "test", "--out", sub)
-    finally:
-        torch.set_num_threads(threads)
     assert rc == 0, err
     assert set(read_caption_submission(sub)) == set(_ids(synth_small))

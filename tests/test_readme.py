@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import torch_threads
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 # README text -> text used here: sizes only.
@@ -125,18 +127,12 @@ def _prepared(line: str) -> list[str]:
 
 @pytest.mark.slow
 def test_the_readme_commands_run_in_order_on_tiny_data(cli, tmp_path, monkeypatch):
-    import torch
-
     monkeypatch.chdir(tmp_path)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models run fastest on one thread
-    try:
+    with torch_threads(1):  # tiny models run fastest on one thread
         for line in readme_commands():
             if _why_not_run(line) is not None:
                 continue
             rc, _, err = cli(*_prepared(line))
             assert rc == 0, f"README command failed: {line}\n{err[-3000:]}"
-    finally:
-        torch.set_num_threads(threads)
     assert (tmp_path / "medcap-demo" / "report" / "report.html").is_file()
     assert (tmp_path / "report" / "report.html").is_file()

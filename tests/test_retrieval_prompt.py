@@ -14,7 +14,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import TINY_CAPTION_CONFIG
+from conftest import TINY_CAPTION_CONFIG, train_caption_run
 from medcap.errors import MedcapError
 from medcap.models.retrieval import INDEX_FILE, RetrievalPrompt, nearest_neighbours
 from medcap.submission import read_caption_submission, validate_caption_submission
@@ -26,14 +26,7 @@ retrieval_prompt_tokens: 12
 """
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model runs fastest on one thread
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +37,9 @@ def tiny_config(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(synth_small, tiny_config, tmp_path_factory):
+def trained(synth_small, tmp_path_factory):
     """One retrieval-prompted run (plain resnet18 embedder) shared by the tests that read it."""
-    from medcap.cli import main
-
-    out = tmp_path_factory.mktemp("run") / "run"
-    assert main(["train", "captions", "--config", str(tiny_config), "--data", str(synth_small), "--out", str(out)]) == 0
-    return out
+    return train_caption_run(TINY, synth_small, tmp_path_factory)
 
 
 def _test_ids(root):
