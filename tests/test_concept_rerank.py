@@ -7,6 +7,7 @@ import pytest
 from medcap.concept_rerank import (
     ConsistentRetrieval,
     _tokens,
+    caption_name_matcher,
     choose_weight,
     concept_agreement,
     concept_matcher,
@@ -66,6 +67,42 @@ def test_consistent_retrieval_fits_on_validation_and_excludes_the_image_itself(m
     method.fit(emb, [[CT, CHEST]] * 6, ["CT of the chest."] * 6, ks=(1, 3), weights=(0.0, 1.0))
     assert method.k == 3 and method.weight == 1.0
     assert all("CT of the chest" in c for c in method.predict(emb, [[CT, CHEST]] * 6))
+
+
+def _one_query_three_neighbours():
+    q = np.array([[1.0, 0.0]])
+    train = np.array([[1.0, 0.1], [1.0, 0.5], [1.0, 0.6]])            # nearest first
+    return q, train / np.linalg.norm(train, axis=1, keepdims=True)
+
+
+def test_the_guard_keeps_choices_whose_guard_score_is_not_below_the_nearest_neighbours(matcher):
+    m, nameable = matcher
+    q, train = _one_query_three_neighbours()
+    caps = ["a nodule", "the chest of the patient", "the chest of the patient"]
+    gold = ["the chest of the patient with a nodule"]
+    free = ConsistentRetrieval(train, caps, m, nameable).fit(q, [[]], gold, ks=(1, 3), weights=(0.0,))
+    assert free.k == 3 and free.predict(q, [[]]) == ["the chest of the patient"]   # more ROUGE-1
+    seen = []
+
+    def names_the_nodule(golds, preds):                              # e.g. the approximate UMLS F1
+        seen.extend(preds)
+        return [1.0 if "nodule" in p else 0.0 for p in preds]
+
+    guarded = ConsistentRetrieval(train, caps, m, nameable).fit(q, [[]], gold, ks=(3,), weights=(0.0,),
+                                                                  guard=names_the_nodule)
+    assert guarded.k == 1 and guarded.predict(q, [[]]) == ["a nodule"]        # k = 1 is always allowed
+    assert sorted(seen) == sorted(caps)                                       # each candidate scored once
+    row = next(r for r in guarded.table if r["k"] == 3)
+    assert row["weight"] is None and row["guard_floor"] == 1.0               # nothing at k = 3 kept the floor
+
+
+def test_caption_name_matcher_counts_concepts_the_way_the_caption_evaluation_finds_them():
+    names = {CT: "CT", CHEST: "Chest", ABDOMEN: "Abdomen"}
+    matcher, nameable = caption_name_matcher(names, ["CT of the chest.", "An image."])
+    assert nameable == {CT, CHEST}                                   # no caption names the abdomen
+    assert caption_name_matcher(names, ["CT of the chest."], vocabulary=[CT])[1] == {CT}
+    assert concept_agreement("CT of the chest.", [CT, CHEST], matcher, nameable) == 1.0
+    assert concept_agreement("Computed tomography of the chest.", [CT, CHEST], matcher, nameable) == 2 / 3
 
 
 def test_gem_pooling_option():

@@ -95,22 +95,50 @@ def concept_matcher(cui_names: Mapping[str, str] | None, vocabulary: Iterable[st
     return kb.matcher, nameable
 
 
+def caption_name_matcher(cui_names: Mapping[str, str], captions: Iterable[str],
+                         vocabulary: Iterable[str] | None = None):
+    """(the approximate UMLS F1's name matcher, the CUIs that ``captions`` name by it [within
+    ``vocabulary``]).
+
+    Agreement measured this way counts a concept when a caption names it the way the caption
+    evaluation finds it (medcap.metrics.scorers.ConceptNameMatcher); the fact-checker's wider
+    dictionary (:func:`concept_matcher`) also counts synonyms that evaluation does not see.
+    """
+    from .metrics.scorers import ConceptNameMatcher
+
+    matcher = ConceptNameMatcher(cui_names)
+    nameable = frozenset().union(*(matcher.cuis(c) for c in captions))
+    if vocabulary is not None:
+        nameable &= frozenset(vocabulary)
+    return matcher, nameable
+
+
 def choose_weight(candidates: Sequence[Sequence[str]], other: Sequence[Sequence[float]],
                   detected: Sequence[Iterable[str]], gold: Sequence[str], matcher, nameable,
-                  weights=WEIGHTS) -> tuple[float, dict]:
-    """The weight with the best mean ROUGE-1 (unigram F1) against ``gold`` -> (weight, {w: score})."""
+                  weights=WEIGHTS, guard: Sequence[Sequence[float]] | None = None) -> tuple[float, dict]:
+    """The weight with the best mean ROUGE-1 (unigram F1) against ``gold`` -> (weight, {w: score}).
+
+    ``guard``: per image, a second score of each candidate (e.g. its UMLS F1 against the gold
+    caption); then ``{w: score}`` holds (ROUGE-1, mean guard score) pairs and the weight is
+    chosen by ROUGE-1 only (the caller applies the guard's floor).
+    """
     gold_tokens = [_tokens(g) for g in gold]
     cand_tokens = [[_tokens(c) for c in cands] for cands in candidates]
     agree = [np.array([concept_agreement(c, list(d), matcher, nameable) for c in cands])
              for cands, d in zip(candidates, detected, strict=True)]
-    table = {}
+    table, guarded = {}, {}
     for w in weights:
-        scores = []
-        for a, o, toks, g in zip(agree, other, cand_tokens, gold_tokens, strict=True):
+        scores, second = [], []
+        for n, (a, o, toks, g) in enumerate(zip(agree, other, cand_tokens, gold_tokens, strict=True)):
             i = int(np.argmax(w * a + (1 - w) * np.asarray(o)))
             scores.append(unigram_f1(toks[i], g))
+            if guard is not None:
+                second.append(guard[n][i])
         table[float(w)] = float(np.mean(scores)) if scores else 0.0
+        guarded[float(w)] = float(np.mean(second)) if second else 0.0
     best = max(table, key=lambda w: (table[w], -abs(w - 0.5)))
+    if guard is not None:
+        return best, {w: (table[w], guarded[w]) for w in table}
     return best, table
 
 
@@ -140,21 +168,43 @@ class ConsistentRetrieval:
         return [[self.train_captions[j] for j in row] for row in idx]
 
     def fit(self, valid_embeddings: np.ndarray, valid_detected: Sequence[Iterable[str]], valid_gold: Sequence[str],
-            ks=RETRIEVAL_KS, weights=WEIGHTS) -> ConsistentRetrieval:
-        """Choose ``k`` and ``weight`` by validation ROUGE-1 (unigram F1 on the official preprocessing)."""
+            ks=RETRIEVAL_KS, weights=WEIGHTS, guard=None) -> ConsistentRetrieval:
+        """Choose ``k`` and ``weight`` by validation ROUGE-1 (unigram F1 on the official preprocessing).
+
+        ``guard``: a caption scorer ``(gold captions, predicted captions) -> per-pair scores``
+        (e.g. the approximate UMLS F1, medcap.metrics.scorers.ConceptNameMatcher.scores). Then
+        only choices whose validation mean of it is not below the nearest-neighbour caption's
+        (k = 1, always allowed) are eligible: more ROUGE-1 is not bought with fewer right concepts.
+        """
         if len(valid_gold) == 0:
             raise MedcapError("concept-consistent retrieval is tuned on validation: no validation captions")
-        ks = sorted({min(k, len(self.train_captions)) for k in ks})
+        ks = sorted({min(k, len(self.train_captions)) for k in ks} | ({1} if guard is not None else set()))
         pool = self.candidates(valid_embeddings, max(ks))
-        best = None
-        self.table = []
+        second = None
+        if guard is not None:  # each pool candidate's guard score against its image's gold caption
+            flat = [(g, c) for g, cands in zip(valid_gold, pool, strict=True) for c in cands]
+            values = np.asarray(guard([g for g, _ in flat], [c for _, c in flat]), dtype=np.float64)
+            second = values.reshape(len(pool), -1)
+        floor = float(second[:, 0].mean()) if second is not None else None   # the nearest neighbour's
+        self.table, options = [], []
         for k in ks:
             cands = [c[:k] for c in pool]
             other = [consensus_scores(c) for c in cands]
-            w, by_w = choose_weight(cands, other, valid_detected, valid_gold, self.matcher, self.nameable, weights)
-            self.table.append({"k": k, "weight": w, "rouge1": by_w[w], "by_weight": by_w})
-            if best is None or by_w[w] > best[2]:
-                best = (k, w, by_w[w])
+            _, by_w = choose_weight(cands, other, valid_detected, valid_gold, self.matcher, self.nameable, weights,
+                                    None if second is None else [row[:k] for row in second])
+            for w, value in by_w.items():
+                rouge, umls = value if second is not None else (value, None)
+                options.append((k, w, rouge, umls))
+            eligible = [o for o in options if o[0] == k and (floor is None or o[3] >= floor - 1e-12)]
+            best_k = max(eligible, key=lambda o: (o[2], -abs(o[1] - 0.5))) if eligible else None
+            row = {"k": k, "weight": best_k[1] if best_k else None, "rouge1": best_k[2] if best_k else None,
+                   "by_weight": {w: v for (kk, w, *v) in options if kk == k}}
+            if floor is not None:
+                row["guard"] = best_k[3] if best_k else None
+                row["guard_floor"] = floor
+            self.table.append(row)
+        eligible = [o for o in options if floor is None or o[3] >= floor - 1e-12]
+        best = max(eligible, key=lambda o: (o[2], -abs(o[1] - 0.5), -o[0]))
         self.k, self.weight = best[0], best[1]
         return self
 

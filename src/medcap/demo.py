@@ -74,6 +74,10 @@ class DemoPlan:
 #   concept-consistent retrieval captions, the kNN baselines' embeddings); on seed 1 with 1.4
 #   minutes the MedCSRA + kNN ensemble scored 0.750 against kNN's 0.760, and with 2.2 minutes
 #   (seed 2) 0.787 against 0.777 (BENCHMARKS.md, demo section). Both demos took 3 min 50 s.
+# - 2026-11-30, later: the `demo` detector config mirrors half its images with their side labels
+#   swapped and pools its global branch over 2 x 2 cells (best validation F1 on two fresh
+#   datasets, BENCHMARKS.md "Detector options"); the retrieval captions are guarded by the
+#   approximate UMLS F1 (medcap.recipes.consistent_retrieval_captions).
 # 2.2 + 1.2 minutes of training leave about 1 minute (idle machine) for data, the ensemble,
 # predictions, baselines, BERTScore and the report. Greedy decoding and 48 new tokens bound the
 # prediction time.

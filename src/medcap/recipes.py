@@ -50,7 +50,7 @@ def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str
     :class:`medcap.baselines.SplitEmbeddings` of the same backbone, if one exists.
     """
     from .baselines import SplitEmbeddings
-    from .concept_rerank import ConsistentRetrieval, concept_matcher
+    from .concept_rerank import ConsistentRetrieval, caption_name_matcher, concept_matcher
     from .errors import MedcapError
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
@@ -61,13 +61,32 @@ def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str
     embed = embeddings or SplitEmbeddings(embed_model)
     emb = {name: embed(split, ids) for name, split, ids in
            (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids))}
-    matcher, nameable = concept_matcher(dataset.cui_names, getattr(embed_model.vocabulary, "cuis", None))
-    method = ConsistentRetrieval(emb["train"], [train.captions[i] for i in train_ids], matcher, nameable)
-    method.fit(emb["valid"], [detected_valid[i] for i in valid_ids], [valid.captions[i] for i in valid_ids])
-    chosen = {"k": method.k, "weight": method.weight, "valid_rouge1": max(r["rouge1"] for r in method.table),
-              "table": [{k: v for k, v in r.items() if k != "by_weight"} for r in method.table]}
-    log(f"concept-consistent retrieval: k={method.k}, weight {method.weight} "
-        f"(validation ROUGE-1 {chosen['valid_rouge1']:.4f})")
+    vocabulary, train_captions = getattr(embed_model.vocabulary, "cuis", None), [train.captions[i] for i in train_ids]
+    # Agreement counts concepts with the fact-checker's dictionary, or with the concept names the
+    # caption evaluation finds (medcap.concept_rerank.caption_name_matcher): whichever scores
+    # the better validation ROUGE-1. With the concept names, the approximate UMLS F1 guards
+    # every choice: not below the nearest-neighbour caption's on validation.
+    matchers = {"fact-checker": concept_matcher(dataset.cui_names, vocabulary)}
+    guard = None
+    if dataset.cui_names:
+        matchers["concept names"] = caption_name_matcher(dataset.cui_names, train_captions, vocabulary)
+        guard = matchers["concept names"][0].scores
+    fitted = {}
+    for name, (matcher, nameable) in matchers.items():
+        method = ConsistentRetrieval(emb["train"], train_captions, matcher, nameable)
+        method.fit(emb["valid"], [detected_valid[i] for i in valid_ids], [valid.captions[i] for i in valid_ids],
+                   guard=guard)
+        fitted[name] = (method, next(r for r in method.table if r["k"] == method.k))
+    name = max(fitted, key=lambda n: fitted[n][1]["rouge1"])
+    method, row = fitted[name]
+    chosen = {"k": method.k, "weight": method.weight, "matcher": name, "valid_rouge1": row["rouge1"],
+              "valid_umls_f1_approx": row.get("guard"), "nearest_neighbour_umls_f1_approx": row.get("guard_floor"),
+              "table": [{"matcher": n, **{k: v for k, v in r.items() if k != "by_weight"}}
+                        for n, (m, _) in fitted.items() for r in m.table]}
+    guarded = "" if guard is None else (f", UMLS F1 approx. {row['guard']:.4f} against the nearest neighbour's "
+                                        f"{row['guard_floor']:.4f}")
+    log(f"concept-consistent retrieval: k={method.k}, weight {method.weight}, {name} "
+        f"(validation ROUGE-1 {chosen['valid_rouge1']:.4f}{guarded})")
     captions = method.predict(emb["test"], [detected_test[i] for i in test_ids])
     return dict(zip(test_ids, captions, strict=True)), chosen
 

@@ -50,6 +50,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "csra_heads": (1, None, False, False),
     "crop_scale_min": (0, 1, True, False),
     "rotation": (0, 180, False, False),
+    "translate": (0, 0.5, False, False),
     "color_jitter": (0, None, False, False),
     "min_concept_count": (1, None, False, False),
     "valid_fraction": (0, 1, False, True),

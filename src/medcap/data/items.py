@@ -33,11 +33,15 @@ class ImageFolderItems:
 
 
 class ConceptImageDataset:
-    """torch Dataset: item i -> (uint8 image [3, S, S], target [K] float32, i)."""
+    """torch Dataset: item i -> (uint8 image [3, S, S], target [K] float32, i).
+
+    ``mirror``: a :class:`LateralMirror` (training only): half of the images are flipped left to
+    right and their side labels swapped with them.
+    """
 
     def __init__(self, items: ImageFolderItems, prep: dict, targets: np.ndarray | None = None,
-                 augment: Callable | None = None, cache: bool = False):
-        self.items, self.prep, self.targets, self.augment = items, prep, targets, augment
+                 augment: Callable | None = None, cache: bool = False, mirror: "LateralMirror | None" = None):
+        self.items, self.prep, self.targets, self.augment, self.mirror = items, prep, targets, augment, mirror
         self._cache: dict[int, Any] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -60,4 +64,35 @@ class ConceptImageDataset:
         if self.augment is not None:
             x = self.augment(x)
         y = torch.from_numpy(self.targets[i]) if self.targets is not None else torch.zeros(0)
+        if self.mirror is not None:
+            x, y = self.mirror(x, y)
         return x, y, i
+
+
+class LateralMirror:
+    """Flip an image left to right with probability ``p`` and swap the target columns of each
+    side pair with it (a "Right" finding is on the other side of a mirrored image).
+
+    A plain horizontal flip would teach a detector that predicts sides the wrong side half of the
+    time; with the swap, every training image counts twice for the findings, and the sides stay
+    right. ``pairs``: (column, column) of the targets, e.g. Right <-> Left.
+    """
+
+    def __init__(self, pairs: Sequence[tuple[int | None, int | None]], p: float = 0.5):
+        # None: that side is not in the vocabulary (its column is taken as all zeros)
+        self.pairs, self.p = [tuple(pair) for pair in pairs], p
+
+    def __call__(self, x, y):
+        import torch
+
+        if torch.rand(()) >= self.p:
+            return x, y
+        x = x.flip(-1)
+        if self.pairs and y.numel():
+            old, y = y, y.clone()
+            for a, b in self.pairs:
+                if a is not None:
+                    y[a] = old[b] if b is not None else 0
+                if b is not None:
+                    y[b] = old[a] if a is not None else 0
+        return x, y

@@ -43,7 +43,7 @@ from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
 from .processing import IMAGENET_MEAN, IMAGENET_STD, LEGACY_PROCESSOR_FILE, PROCESSOR_FILE, ConceptProcessor
 
 HEADS = ("medcsra", "global", "attention", "csra")
-GLOBAL_POOLS = ("avg", "gem")
+GLOBAL_POOLS = ("avg", "gem", "grid")
 # REFERENCE §3: temperatures of Fang et al.'s multi-head CSRA (inf = max pooling over positions).
 CSRA_TEMPERATURES = {1: [1.0], 2: [1.0, math.inf], 4: [1.0, 2.0, 4.0, math.inf],
                      6: [1.0, 2.0, 3.0, 4.0, 5.0, math.inf], 8: [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, math.inf]}
@@ -69,26 +69,46 @@ class GeM(nn.Module):
         return f.clamp(min=self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)   # [B, C, H, W] -> [B, C]
 
 
+class GridPool(nn.Module):
+    """Average pooling over a g x g grid of cells, the cells side by side: [B, C, H, W] ->
+    [B, C * g * g]. Unlike one average it keeps WHERE a finding is, which side labels need
+    ("Left", "Upper"...); the sum of the cells is the plain average, so nothing is lost."""
+
+    def __init__(self, grid: int = 2):
+        super().__init__()
+        self.grid = grid
+
+    def forward(self, f):
+        return nn.functional.adaptive_avg_pool2d(f, self.grid).flatten(1)   # [B, C * g * g]
+
+
 class GlobalBranch(nn.Module):
     """Paper 5.2.3.1: F_global = 1/(HW) sum_ij h[:, i, j];  L_global = W_fc F_global + b_fc.
 
-    ``pool="gem"`` replaces the average by :class:`GeM` (``gem_p``, learnable or fixed).
+    ``pool="gem"`` replaces the average by :class:`GeM` (``gem_p``, learnable or fixed);
+    ``pool="grid"`` by :class:`GridPool` (2 x 2 cells, position-aware).
     """
 
     def __init__(self, channels: int, num_classes: int, pool: str = "avg", gem_p: float = 3.0,
                  gem_learnable: bool = True):
         super().__init__()
-        self.fc = nn.Linear(channels, num_classes)
-        self.pool = GeM(gem_p, gem_learnable) if pool == "gem" else None
+        self.grid = 2 if pool == "grid" else 1
+        self.fc = nn.Linear(channels * self.grid ** 2, num_classes)
+        self.pool = {"gem": lambda: GeM(gem_p, gem_learnable), "grid": lambda: GridPool(self.grid)}.get(
+            pool, lambda: None)()
 
     def forward(self, f):
-        pooled = f.mean(dim=(2, 3)) if self.pool is None else self.pool(f)  # [B, C]
+        pooled = f.mean(dim=(2, 3)) if self.pool is None else self.pool(f)  # [B, C] ([B, C g g] for grid)
         return self.fc(pooled)                                               # [B, K]
 
     def score_map(self, f):
         # Class activation map: the logit is the mean over positions of W_fc h[:, i, j] (+ b)
-        # (exact for average pooling; with GeM the same map shows where the evidence is).
-        return torch.einsum("kc,bchw->bkhw", self.fc.weight, f) / (f.shape[2] * f.shape[3])
+        # (exact for average pooling; with GeM the same map shows where the evidence is). With a
+        # grid, each position takes the weights of its cell, scaled by the cell's size.
+        h, w, g = f.shape[2], f.shape[3], self.grid
+        weight = self.fc.weight.view(self.fc.out_features, -1, g, g)         # [K, C, g, g]
+        weight = nn.functional.interpolate(weight, size=(h, w), mode="nearest")  # [K, C, H, W]
+        return torch.einsum("kchw,bchw->bkhw", weight, f) * (g * g) / (h * w)
 
 
 class PaperAttentionBranch(nn.Module):
@@ -211,7 +231,7 @@ class DetectorConfig:
     lam: float = 0.1                  # paper 5.2.4 fusion weight; CSRA's residual weight
     csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8 (head: csra)
     dropout: float = 0.0              # on the feature map, before the head
-    global_pool: str = "avg"          # avg | gem: the global branch's pooling (medcsra, global heads)
+    global_pool: str = "avg"          # avg | gem | grid: the global branch's pooling (medcsra, global heads)
     gem_p: float = 3.0                # GeM's initial exponent
     gem_learnable: bool = True        # GeM's p trained with the rest (false: fixed)
     model_type: str = field(default=CONCEPT_MODEL_TYPE)

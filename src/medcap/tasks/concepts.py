@@ -29,6 +29,8 @@ from ..fileio import write_text_atomic
 from ..losses import LossConfig
 
 TASK = "concepts"
+# UMLS Right (C0205090) and Left (C0205091): the side labels a left-right flip swaps.
+SIDE_PAIRS = "C0205090:C0205091"
 
 
 @dataclass
@@ -45,7 +47,7 @@ class ConceptConfig(TrainConfig, LossConfig):
     lam: float = 0.1                  # fusion weight (paper 5.2.4) / CSRA residual weight
     csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8
     dropout: float = 0.0
-    global_pool: str = "avg"          # avg | gem (generalised mean, REFERENCE §6) in the global branch
+    global_pool: str = "avg"          # avg | gem (generalised mean, REFERENCE §6) | grid (2x2 cells)
     gem_p: float = 3.0                # GeM's initial exponent
     gem_learnable: bool = True        # train GeM's p (false: fixed)
     # -- images ---------------------------------------------------------------------------------
@@ -54,7 +56,10 @@ class ConceptConfig(TrainConfig, LossConfig):
     normalize: str = "imagenet"       # imagenet (mean/std) | none (inputs in [0, 1], authors' code)
     crop_scale_min: float = 1.0       # RandomResizedCrop scale (min, 1); 1 = no crop
     hflip: bool = False               # random horizontal flip (never when sides are labels)
+    lateral_flip: bool = False        # flip half the images and swap their side labels (LateralMirror)
+    lateral_pairs: str = SIDE_PAIRS   # "CUI:CUI,...": the side labels lateral_flip swaps
     rotation: float = 0.0             # random rotation, degrees
+    translate: float = 0.0            # random shift, up to this share of the side (0.06 = 4 px at 64)
     color_jitter: float = 0.0         # brightness/contrast/saturation jitter
     cache_images: bool = False        # keep decoded, resized images in memory (small datasets)
     num_workers: int = 0              # DataLoader workers
@@ -79,6 +84,9 @@ class ConceptConfig(TrainConfig, LossConfig):
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise MedcapError(f"{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        if self.hflip and self.lateral_flip:
+            raise MedcapError("hflip and lateral_flip: choose one (lateral_flip also swaps the side labels)")
+        side_pairs(self.lateral_pairs)  # checked now, not at the first batch
         if not 0 <= self.valid_fraction < 1:
             raise MedcapError(f"valid_fraction: expected a number in [0, 1), got {self.valid_fraction}")
 
@@ -111,6 +119,29 @@ def preprocessing_of(cfg: ConceptConfig) -> dict:
     return concept_processor(cfg).to_dict()
 
 
+def side_pairs(text: str) -> list[tuple[str, str]]:
+    """``lateral_pairs`` ("C0205090:C0205091,...") -> [(CUI, CUI), ...]."""
+    from ..data.csvio import normalize_cui
+
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        sides = [normalize_cui(c) for c in part.split(":")]
+        if len(sides) != 2 or not all(sides) or sides[0] == sides[1]:
+            raise MedcapError(f"lateral_pairs: expected CUI:CUI pairs separated by commas, got {part!r}")
+        pairs.append((sides[0], sides[1]))
+    return pairs
+
+
+def lateral_mirror(cfg: ConceptConfig, vocabulary):
+    """The training set's :class:`~medcap.data.items.LateralMirror`, or None when lateral_flip is off."""
+    from ..data.items import LateralMirror
+
+    if not cfg.lateral_flip:
+        return None
+    column = {c: i for i, c in enumerate(vocabulary.cuis)}
+    return LateralMirror([(column.get(a), column.get(b)) for a, b in side_pairs(cfg.lateral_pairs)])
+
+
 def train_augmentation(cfg: ConceptConfig) -> Callable | None:
     """Augmentations on uint8 tensors (authors' code: RandomResizedCrop 0.8-1, flip, rotation 15,
     colour jitter 0.2, REFERENCE §2). None when every one is off."""
@@ -123,6 +154,8 @@ def train_augmentation(cfg: ConceptConfig) -> Callable | None:
         steps.append(v2.RandomHorizontalFlip())
     if cfg.rotation > 0:
         steps.append(v2.RandomRotation(cfg.rotation))
+    if cfg.translate > 0:  # a shift keeps sizes (which tell a nodule from a mass), unlike a crop
+        steps.append(v2.RandomAffine(degrees=0, translate=(cfg.translate, cfg.translate)))
     if cfg.color_jitter > 0:
         j = cfg.color_jitter
         steps.append(v2.ColorJitter(brightness=j, contrast=j, saturation=j))
@@ -207,7 +240,8 @@ class ConceptTask:
         self.loss = build_loss(cfg)
         loader = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
         self.train_loader = torch.utils.data.DataLoader(
-            ConceptImageDataset(data.train, self.prep, data.train_targets, train_augmentation(cfg), cfg.cache_images),
+            ConceptImageDataset(data.train, self.prep, data.train_targets, train_augmentation(cfg), cfg.cache_images,
+                                lateral_mirror(cfg, data.vocabulary)),
             batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train.ids) > cfg.batch_size, **loader)
         self.valid_loader = torch.utils.data.DataLoader(
             ConceptImageDataset(data.valid, self.prep, data.valid_targets, None, cfg.cache_images),
