@@ -43,7 +43,7 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoints(train
     assert [r["epoch"] for r in rows] == ["1", "2"] and "f1" in rows[0]
     assert (trained / "checkpoints" / "epoch-001" / "trainer_state.json").is_file()
     assert json.loads((model / "preprocessor_config.json").read_text())["image_size"] == 64
-    assert "backbone: resnet18" in (trained / "config.yaml").read_text()
+    assert "backbone: resnet10t" in (trained / "config.yaml").read_text()
 
 
 def test_predict_writes_a_valid_submission_for_every_test_image_and_probabilities(cli, trained, synth_small,

@@ -123,6 +123,19 @@ def test_ensemble_folder_reloads_and_fuses_its_members(ensemble_dir, members, sy
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
+def test_ensemble_folder_keeps_its_processor_as_a_detector_does(ensemble_dir, tmp_path):
+    from medcap.inference import load_detector
+    from medcap.models.processing import PROCESSOR_FILE
+
+    saved = json.loads((ensemble_dir / PROCESSOR_FILE).read_text())
+    assert saved["processor_class"] == "ConceptProcessor" and not (ensemble_dir / "preprocessing.json").exists()
+    # an ensemble saved before the processor file (preprocessing.json) still loads
+    old = shutil.copytree(ensemble_dir, tmp_path / "old")
+    (old / PROCESSOR_FILE).unlink()
+    (old / "preprocessing.json").write_text(json.dumps({k: v for k, v in saved.items() if k != "processor_class"}))
+    assert load_detector(old).preprocessing == load_detector(ensemble_dir).preprocessing
+
+
 def test_predict_concepts_cli_uses_the_ensemble(cli, ensemble_dir, synth_small, tmp_path):
     out = tmp_path / "run.csv"
     rc, _, err = cli("predict", "concepts", "--model", ensemble_dir, "--images", synth_small / "test",

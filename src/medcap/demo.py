@@ -59,7 +59,7 @@ class DemoPlan:
 # Sized for a 2-core machine (BENCHMARKS.md, demo section):
 # - the detector trains at 64 px: in 1.7 minutes (1 thread, beside other jobs) it made 81
 #   steps of 32 images and reached 0.67 validation F1, against 33 steps and 0.32 at 96 px (it
-#   needs about 60 steps to pass 0.5); its heatmaps are coarser (2 x 2 ResNet-18 cells);
+#   needs about 60 steps to pass 0.5); its heatmaps are coarser (2 x 2 cells);
 # - the small BLIP keeps the `demo` config's 96 px; 20 warm-up steps instead of the config's
 #   100 (half of the run) lowered its validation loss (1.38 -> 1.08 in a 2.2-minute trial of
 #   the unprompted `demo` captioner, which never beat the constant caption's ROUGE-1 in 1.6-2.1
@@ -77,7 +77,8 @@ class DemoPlan:
 # - 2026-11-30, later: the `demo` detector config mirrors half its images with their side labels
 #   swapped and pools its global branch over 2 x 2 cells (best validation F1 on two fresh
 #   datasets, BENCHMARKS.md "Detector options"); the retrieval captions are guarded by the
-#   approximate UMLS F1 (medcap.recipes.consistent_retrieval_captions).
+#   approximate UMLS F1 (medcap.recipes.consistent_retrieval_captions). Its backbone is
+#   ResNet-10-T instead of ResNet-18 (more epochs in the budget, less overfitting).
 # 2.2 + 1.2 minutes of training leave about 1 minute (idle machine) for data, the ensemble,
 # predictions, baselines, BERTScore and the report. Greedy decoding and 48 new tokens bound the
 # prediction time.

@@ -30,7 +30,8 @@ An ensemble is a folder that loads like a detector (``medcap.inference.load_dete
     knn.safetensors    train_embeddings [N, C] (L2-normalised), train_labels [N, K]
     concepts.json      the shared concept vocabulary
     thresholds.json    the ensemble's thresholds (medcap.thresholds)
-    preprocessing.json the input the ensemble takes (members get theirs from it)
+    preprocessor_config.json  the input the ensemble takes (a ConceptProcessor, as a detector's;
+                       members get theirs from it; older ensembles: preprocessing.json)
     fit.json           the validation table every choice was made from
 """
 from __future__ import annotations

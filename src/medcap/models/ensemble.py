@@ -17,10 +17,11 @@ from torch import nn
 
 from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
+from .processing import ConceptProcessor
 
 MODEL_TYPE = "medcap-concept-ensemble"
 FUSIONS = ("mean", "weighted", "union", "intersection")
-ENSEMBLE_FILES = ("config.json", "concepts.json", "thresholds.json", "preprocessing.json")
+ENSEMBLE_FILES = ("config.json", "concepts.json", "thresholds.json")   # + the processor (below)
 
 
 def member_threshold_vector(thresholds: dict, cuis: list[str]) -> np.ndarray:
@@ -146,7 +147,7 @@ class ConceptEnsemble(nn.Module):
                            "train_labels": self.train_labels.contiguous()}, str(tmp / "knn.safetensors"))
             self.vocabulary.save(tmp)
             write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds, indent=2))
-            write_text_atomic(tmp / "preprocessing.json", json.dumps(self.preprocessing, indent=2))
+            ConceptProcessor.from_dict(self.preprocessing).save_pretrained(tmp)   # preprocessor_config.json
             write_text_atomic(tmp / "fit.json", json.dumps(fit or {}, indent=1, default=float))
         return folder
 
@@ -181,7 +182,8 @@ class ConceptEnsemble(nn.Module):
                 raise MedcapError(f"unreadable kNN index ({e})", file=folder / "knn.safetensors") from None
         model = cls(cfg, members, emb, labels)
         model.thresholds = _read_json(folder / "thresholds.json")
-        model.preprocessing = _read_json(folder / "preprocessing.json")
+        # preprocessor_config.json, as a detector's; ensembles saved before 2026-11-30: preprocessing.json
+        model.preprocessing = ConceptProcessor.from_pretrained(folder).to_dict()
         return model.eval()
 
 
