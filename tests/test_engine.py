@@ -198,7 +198,8 @@ def test_two_processes_train_stop_on_the_budget_together_and_save_every_rank_sta
         "from medcap.engine import Trainer\n"
         "budget = float(sys.argv[2])\n"
         "r = Trainer(ToyTask(), _cfg(epochs=3, max_minutes=budget), sys.argv[1]).fit()\n"
-        "print('RESULT', r.epochs_run, r.stop_reason)\n")
+        # one write per rank: a short write to a pipe is atomic, print()'s pieces can interleave
+        "sys.stdout.write(f'RESULT {r.epochs_run} {r.stop_reason}\\n')\n")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)]
     done = subprocess.run([*torchrun, str(tmp_path / "a"), "0"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
