@@ -102,3 +102,11 @@ def train_caption_run(config_text: str, data, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "run"
     assert main(["train", "captions", "--config", str(config), "--data", str(data), "--out", str(out)]) == 0
     return out
+
+
+def split_ids(root, labels: str = "captions") -> list[str]:
+    """The IDs of ``root``'s test split, in the order of its ``test_<labels>.csv``."""
+    import csv
+
+    with open(Path(root) / f"test_{labels}.csv", newline="", encoding="utf-8") as f:
+        return [row["ID"] for row in csv.DictReader(f)]

@@ -13,7 +13,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import TINY_CAPTION_CONFIG, train_caption_run
+from conftest import TINY_CAPTION_CONFIG, split_ids, train_caption_run
 from medcap.submission import read_caption_submission, validate_caption_submission
 
 TINY = TINY_CAPTION_CONFIG
@@ -39,10 +39,6 @@ def trained(synth_small, tmp_path_factory):
     """One tiny training run shared by the tests that only read its outputs."""
     return train_caption_run(TINY, synth_small, tmp_path_factory)
 
-
-def _test_ids(root):
-    with open(root / "test_captions.csv", newline="", encoding="utf-8") as f:
-        return [row["ID"] for row in csv.DictReader(f)]
 
 
 def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(trained, synth_small):
@@ -77,7 +73,7 @@ def test_predict_writes_an_official_submission_with_every_test_id_once(trained, 
     rc, out, err = cli("predict", "captions", "--model", trained / "model", "--images", synth_small / "test",
                        "--out", sub, "--beams", "2", "--batch-size", "5")
     assert rc == 0, err
-    ids = _test_ids(synth_small)
+    ids = split_ids(synth_small)
     assert validate_caption_submission(sub, gold_ids=ids) == []
     assert sorted(read_caption_submission(sub)) == sorted(ids)
     lines = sub.read_text(encoding="utf-8").splitlines()
@@ -203,7 +199,7 @@ def test_concept_prompted_training_and_prediction_from_a_concept_submission(synt
     rc, _, err = cli("predict", "captions", "--model", model, "--images", test, "--out", sub,
                      "--concepts", synth_small / "test_concepts.csv")
     assert rc == 0, err
-    assert not validate_caption_submission(sub, _test_ids(synth_small))
+    assert not validate_caption_submission(sub, split_ids(synth_small))
 
 
 def test_concept_prompt_beside_a_text_prompt_is_a_one_line_error(synth_small, tiny_config, cli, tmp_path):
@@ -256,7 +252,7 @@ def test_constant_baseline_gives_one_training_caption_to_every_image(synth_small
     sub = tmp_path / "const.csv"
     rc, out, err = cli("baseline", "captions", "constant", "--data", synth_small, "--out", sub)
     assert rc == 0, err
-    captions = read_caption_submission(sub, gold_ids=_test_ids(synth_small))
+    captions = read_caption_submission(sub, gold_ids=split_ids(synth_small))
     train = read_caption_submission_like(synth_small / "train_captions.csv")
     assert len(set(captions.values())) == 1 and next(iter(captions.values())) in train.values()
     assert "test ROUGE-1" in out

@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import split_ids
 from medcap.errors import MedcapError
 from medcap.submission import read_concept_submission
 
@@ -24,10 +25,6 @@ def trained(synth_small, tmp_path_factory):
     assert main(["train", "concepts", "--config", "demo", "--data", str(synth_small), "--out", str(out), *FAST]) == 0
     return out
 
-
-def _test_ids(root):
-    with open(root / "test_concepts.csv") as f:
-        return [r["ID"] for r in csv.DictReader(f)]
 
 
 def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoints(trained):
@@ -52,7 +49,7 @@ def test_predict_writes_a_valid_submission_for_every_test_image_and_probabilitie
     rc, out, err = cli("predict", "concepts", "--model", trained / "model", "--images", synth_small / "test",
                        "--out", sub, "--json", probs, "--batch-size", "5")
     assert rc == 0, err
-    ids = _test_ids(synth_small)
+    ids = split_ids(synth_small, "concepts")
     preds = read_concept_submission(sub, gold_ids=ids)  # raises on any official-rule violation
     assert set(preds) == set(ids)
     data = json.loads(probs.read_text())

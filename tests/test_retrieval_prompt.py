@@ -7,14 +7,13 @@ synthetic ``synth_small`` data; a training run is one epoch of 48 images.
 """
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 
 import numpy as np
 import pytest
 
-from conftest import TINY_CAPTION_CONFIG, train_caption_run
+from conftest import TINY_CAPTION_CONFIG, split_ids, train_caption_run
 from medcap.errors import MedcapError
 from medcap.models.retrieval import INDEX_FILE, RetrievalPrompt, nearest_neighbours
 from medcap.submission import read_caption_submission, validate_caption_submission
@@ -41,10 +40,6 @@ def trained(synth_small, tmp_path_factory):
     """One retrieval-prompted run (plain resnet18 embedder) shared by the tests that read it."""
     return train_caption_run(TINY, synth_small, tmp_path_factory)
 
-
-def _test_ids(root):
-    with open(root / "test_captions.csv", newline="", encoding="utf-8") as f:
-        return [row["ID"] for row in csv.DictReader(f)]
 
 
 def _unit(x):
@@ -138,7 +133,7 @@ def test_predict_captions_retrieves_by_itself_from_images_and_from_a_split(train
     sub = tmp_path / "sub.csv"
     rc, _, err = cli("predict", "captions", "--model", trained, "--images", synth_small / "test", "--out", sub)
     assert rc == 0, err
-    assert not validate_caption_submission(sub, _test_ids(synth_small))
+    assert not validate_caption_submission(sub, split_ids(synth_small))
     sub2 = tmp_path / "split.csv"
     rc, _, err = cli("predict", "captions", "--model", trained, "--data", synth_small, "--split", "test",
                      "--out", sub2)
@@ -168,7 +163,7 @@ def test_concept_and_retrieval_prompts_with_a_concept_detector_embedder(synth_sm
     rc, _, err = cli("predict", "captions", "--model", out, "--images", synth_small / "test", "--out", sub,
                      "--concepts", synth_small / "test_concepts.csv")
     assert rc == 0, err
-    assert not validate_caption_submission(sub, _test_ids(synth_small))
+    assert not validate_caption_submission(sub, split_ids(synth_small))
 
 
 def test_the_named_config_and_bad_values(synth_small, tiny_config, cli, tmp_path):
