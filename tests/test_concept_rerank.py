@@ -13,6 +13,8 @@ from medcap.concept_rerank import (
     concept_matcher,
     consensus_scores,
     pick,
+    retrieval_candidates,
+    sentence_prefixes,
     unigram_f1,
 )
 
@@ -91,9 +93,56 @@ def test_the_guard_keeps_choices_whose_guard_score_is_not_below_the_nearest_neig
     guarded = ConsistentRetrieval(train, caps, m, nameable).fit(q, [[]], gold, ks=(3,), weights=(0.0,),
                                                                   guard=names_the_nodule)
     assert guarded.k == 1 and guarded.predict(q, [[]]) == ["a nodule"]        # k = 1 is always allowed
-    assert sorted(seen) == sorted(caps)                                       # each candidate scored once
+    assert sorted(seen) == sorted(set(caps))                           # each distinct candidate scored once
     row = next(r for r in guarded.table if r["k"] == 3)
     assert row["weight"] is None and row["guard_floor"] == 1.0               # nothing at k = 3 kept the floor
+
+
+def test_with_a_guard_the_choice_maximises_rouge_plus_the_guard_score(matcher):
+    m, nameable = matcher
+    q = np.array([[1.0, 0.0]])
+    train = np.array([[1.0, 0.1], [1.0, 0.5], [1.0, 0.6], [1.0, 0.7]])          # nearest first
+    train /= np.linalg.norm(train, axis=1, keepdims=True)
+    caps = ["MRI of the knee.", "CT of the chest.", "the chest of the patient", "the chest of the patient"]
+    gold = ["the chest of the patient on CT"]
+
+    def names_ct(golds, preds):
+        return [1.0 if "CT" in p else 0.0 for p in preds]
+
+    kw = dict(ks=(1, 4), weights=(0.0, 1.0))
+    plain = ConsistentRetrieval(train, caps, m, nameable).fit(q, [[CT, CHEST]], gold, **kw)
+    assert plain.weight == 0.0 and plain.predict(q, [[CT, CHEST]]) == ["the chest of the patient"]  # ROUGE-1 0.83
+    both = ConsistentRetrieval(train, caps, m, nameable).fit(q, [[CT, CHEST]], gold, guard=names_ct, **kw)
+    assert both.weight == 1.0 and both.predict(q, [[CT, CHEST]]) == ["CT of the chest."]  # 0.73 + 1 > 0.83 + 0
+    assert both.objective == pytest.approx(8 / 11 + 1.0)
+
+
+def test_sentence_prefixes():
+    caption = "CT of the chest. Fig. 2 shows the nodule. Image courtesy of Dr. Smith."
+    assert sentence_prefixes(caption) == ["CT of the chest.", "CT of the chest. Fig. 2 shows the nodule.",
+                                          "CT of the chest. Fig. 2 shows the nodule. Image courtesy of Dr.", caption]
+    assert sentence_prefixes("  one sentence only ") == ["one sentence only"]
+
+
+def test_a_leading_sentence_the_neighbours_share_beats_their_full_captions(matcher):
+    neighbours = ["CT of the chest. Image courtesy of the radiology department.",
+                  "CT of the chest. The patient recovered well.",
+                  "CT of the chest showing a nodule."]
+    cands, cons = retrieval_candidates(neighbours)
+    assert cands == ["CT of the chest.", neighbours[0], "CT of the chest.", neighbours[1], neighbours[2]]
+    assert cands[int(cons.argmax())] == "CT of the chest."
+    # a candidate is compared with the *other* neighbours' captions only
+    assert cons[0] == pytest.approx(np.mean([unigram_f1(_tokens(cands[0]), _tokens(n)) for n in neighbours[1:]]))
+    full, full_cons = retrieval_candidates(neighbours, prefixes=False)
+    assert full == neighbours and np.allclose(full_cons, consensus_scores(neighbours))
+    assert retrieval_candidates(neighbours[:1]) == (neighbours[:1], pytest.approx([0.5]))   # k = 1: the NN caption
+
+    m, nameable = matcher
+    q = np.array([[1.0, 0.0]])
+    train = np.array([[1.0, 0.1], [1.0, 0.5], [1.0, 0.6]])
+    method = ConsistentRetrieval(train / np.linalg.norm(train, axis=1, keepdims=True), neighbours, m, nameable)
+    method.fit(q, [[CT, CHEST]], ["CT of the chest with contrast."], ks=(3,), weights=(0.0,))
+    assert method.predict(q, [[CT, CHEST]]) == ["CT of the chest."]
 
 
 def test_caption_name_matcher_counts_concepts_the_way_the_caption_evaluation_finds_them():

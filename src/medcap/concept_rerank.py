@@ -7,18 +7,23 @@ the one that best fits what the concept detector found. Candidates are either
 - the N beams of a captioner (``num_return_sequences``): ``medcap predict captions --rerank
   concepts``, mixed with each beam's normalised score; or
 - the captions of the image's ``k`` nearest training images (cosine on a detector's
-  embeddings, as the nearest-neighbour baseline): the **concept-consistent retrieval** recipe
-  (:class:`ConsistentRetrieval`), mixed with each candidate's consensus (its mean unigram F1
-  with the other candidates: the caption the neighbourhood agrees on, Devlin et al. 2015's
-  consensus reranking of retrieved captions).
+  embeddings, as the nearest-neighbour baseline) and their leading sentences: the
+  **concept-consistent retrieval** recipe (:class:`ConsistentRetrieval`), mixed with each
+  candidate's consensus (its mean unigram F1 with the other neighbours' captions: the caption
+  the neighbourhood agrees on, Devlin et al. 2015's consensus reranking of retrieved captions,
+  a minimum-Bayes-risk choice for ROUGE-1). A caption cut after its first sentence keeps the
+  image's description and drops case details the reference rarely shares, so the leading
+  sentences are candidates of their own.
 
 ``score = weight * agreement + (1 - weight) * other``, where ``agreement`` is the F1 between
 the concepts the candidate names (the fact-checker's dictionary matcher, medcap.factcheck)
 and the detected concepts that have a name to match; ``weight`` (and ``k``) are chosen on the
-validation split by ROUGE-1 (REFERENCE §4), never on test.
+validation split by ROUGE-1 (REFERENCE §4), or by ROUGE-1 + approximate UMLS F1 when a guard
+scores factuality too, never on test.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +72,35 @@ def consensus_scores(candidates: Sequence[str]) -> np.ndarray:
         for j in range(i + 1, n):
             m[i, j] = m[j, i] = unigram_f1(toks[i], toks[j])
     return m.sum(axis=1) / (n - 1)
+
+
+_SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def sentence_prefixes(caption: str) -> list[str]:
+    """The caption's first sentence, its first two, ..., all of it (the last is the caption)."""
+    parts = _SENTENCE_BREAK.split(caption.strip())
+    return [" ".join(parts[:n]) for n in range(1, len(parts) + 1)]
+
+
+def retrieval_candidates(neighbours: Sequence[str], prefixes: bool = True) -> tuple[list[str], np.ndarray]:
+    """One image's candidates from its neighbours' captions -> (candidates, their consensus).
+
+    A candidate's consensus is its mean unigram F1 with the *other* neighbours' captions (its
+    expected ROUGE-1 if the reference were one of them). ``prefixes``: each caption's leading
+    sentences (:func:`sentence_prefixes`) are candidates too. A lone neighbour is its own
+    candidate (consensus 0.5), so ``k = 1`` is the nearest-neighbour caption.
+    """
+    if not prefixes or len(neighbours) < 2:
+        return list(neighbours), consensus_scores(neighbours)
+    toks = [_tokens(c) for c in neighbours]
+    cands, cons = [], []
+    for a, caption in enumerate(neighbours):
+        for text in sentence_prefixes(caption):
+            t = _tokens(text)
+            cands.append(text)
+            cons.append(np.mean([unigram_f1(t, toks[b]) for b in range(len(toks)) if b != a]))
+    return cands, np.asarray(cons)
 
 
 def normalise(scores: Sequence[float]) -> np.ndarray:
@@ -148,9 +182,9 @@ def choose_weight(candidates: Sequence[Sequence[str]], other: Sequence[Sequence[
 
 @dataclass
 class ConsistentRetrieval:
-    """Among the captions of the ``k`` nearest training images, the one that names the detected
-    concepts and that the neighbourhood agrees on (module docstring); ``k`` and ``weight``
-    chosen on validation."""
+    """Among the captions of the ``k`` nearest training images and their leading sentences, the
+    one that names the detected concepts and that the neighbourhood agrees on (module
+    docstring); ``k`` and ``weight`` chosen on validation."""
 
     train_embeddings: np.ndarray
     train_captions: list[str]
@@ -158,10 +192,13 @@ class ConsistentRetrieval:
     nameable: frozenset
     k: int = 5
     weight: float = 0.5
+    prefixes: bool = True
     table: list[dict] = field(default_factory=list)
+    objective: float | None = None   # the chosen option's validation score (fit)
 
     def candidates(self, query_embeddings: np.ndarray, k: int | None = None,
                    exclude_self: bool = False) -> list[list[str]]:
+        """Each query's ``k`` nearest training captions, nearest first."""
         from .baselines import nearest_neighbours
 
         idx, _ = nearest_neighbours(self.train_embeddings, query_embeddings, k or self.k, exclude_self=exclude_self)
@@ -169,34 +206,43 @@ class ConsistentRetrieval:
 
     def fit(self, valid_embeddings: np.ndarray, valid_detected: Sequence[Iterable[str]], valid_gold: Sequence[str],
             ks=RETRIEVAL_KS, weights=WEIGHTS, guard=None) -> ConsistentRetrieval:
-        """Choose ``k`` and ``weight`` by validation ROUGE-1 (unigram F1 on the official preprocessing).
+        """Choose ``k`` and ``weight`` on validation: by ROUGE-1 (unigram F1 on the official
+        preprocessing) or, with ``guard``, by ROUGE-1 + the guard's mean.
 
         ``guard``: a caption scorer ``(gold captions, predicted captions) -> per-pair scores``
-        (e.g. the approximate UMLS F1, medcap.metrics.scorers.ConceptNameMatcher.scores). Then
-        only choices whose validation mean of it is not below the nearest-neighbour caption's
-        (k = 1, always allowed) are eligible: more ROUGE-1 is not bought with fewer right concepts.
+        (e.g. the approximate UMLS F1, medcap.metrics.scorers.ConceptNameMatcher.scores). Only
+        choices whose validation mean of it is not below the nearest-neighbour caption's (k = 1,
+        always allowed) are eligible: more ROUGE-1 is not bought with fewer right concepts.
+        Among them the best ROUGE-1 + UMLS F1 wins: one relevance and one factuality measure,
+        weighted equally as the official Overall = mean(Relevance, Factuality) (REFERENCE §4).
         """
         if len(valid_gold) == 0:
             raise MedcapError("concept-consistent retrieval is tuned on validation: no validation captions")
         ks = sorted({min(k, len(self.train_captions)) for k in ks} | ({1} if guard is not None else set()))
         pool = self.candidates(valid_embeddings, max(ks))
-        second = None
-        if guard is not None:  # each pool candidate's guard score against its image's gold caption
-            flat = [(g, c) for g, cands in zip(valid_gold, pool, strict=True) for c in cands]
-            values = np.asarray(guard([g for g, _ in flat], [c for _, c in flat]), dtype=np.float64)
-            second = values.reshape(len(pool), -1)
-        floor = float(second[:, 0].mean()) if second is not None else None   # the nearest neighbour's
+        expanded = {k: [retrieval_candidates(c[:k], self.prefixes) for c in pool] for k in ks}
+        second = floor = None
+        if guard is not None:   # each distinct candidate's guard score against its image's gold caption, once
+            texts = [sorted({t for k in ks for t in expanded[k][n][0]}) for n in range(len(pool))]
+            flat = [(g, t) for g, ts in zip(valid_gold, texts, strict=True) for t in ts]
+            values = iter(np.asarray(guard([g for g, _ in flat], [t for _, t in flat]), dtype=np.float64))
+            scored = [{t: next(values) for t in ts} for ts in texts]
+            second = {k: [[scored[n][t] for t in expanded[k][n][0]] for n in range(len(pool))] for k in ks}
+            floor = float(np.mean([scored[n][c[0]] for n, c in enumerate(pool)]))   # the nearest neighbour's
+
+        def score(o):   # (k, weight, ROUGE-1, guard mean)
+            return o[2] + (o[3] if floor is not None else 0.0)
+
         self.table, options = [], []
         for k in ks:
-            cands = [c[:k] for c in pool]
-            other = [consensus_scores(c) for c in cands]
+            cands, other = [c for c, _ in expanded[k]], [o for _, o in expanded[k]]
             _, by_w = choose_weight(cands, other, valid_detected, valid_gold, self.matcher, self.nameable, weights,
-                                    None if second is None else [row[:k] for row in second])
+                                    None if second is None else second[k])
             for w, value in by_w.items():
                 rouge, umls = value if second is not None else (value, None)
                 options.append((k, w, rouge, umls))
             eligible = [o for o in options if o[0] == k and (floor is None or o[3] >= floor - 1e-12)]
-            best_k = max(eligible, key=lambda o: (o[2], -abs(o[1] - 0.5))) if eligible else None
+            best_k = max(eligible, key=lambda o: (score(o), -abs(o[1] - 0.5))) if eligible else None
             row = {"k": k, "weight": best_k[1] if best_k else None, "rouge1": best_k[2] if best_k else None,
                    "by_weight": {w: v for (kk, w, *v) in options if kk == k}}
             if floor is not None:
@@ -204,14 +250,15 @@ class ConsistentRetrieval:
                 row["guard_floor"] = floor
             self.table.append(row)
         eligible = [o for o in options if floor is None or o[3] >= floor - 1e-12]
-        best = max(eligible, key=lambda o: (o[2], -abs(o[1] - 0.5), -o[0]))
-        self.k, self.weight = best[0], best[1]
+        best = max(eligible, key=lambda o: (score(o), -abs(o[1] - 0.5), -o[0]))
+        self.k, self.weight, self.objective = best[0], best[1], score(best)
         return self
 
     def predict(self, query_embeddings: np.ndarray, detected: Sequence[Iterable[str]]) -> list[str]:
         out = []
-        for cands, d in zip(self.candidates(query_embeddings), detected, strict=True):
-            out.append(cands[pick(cands, d, consensus_scores(cands), self.weight, self.matcher, self.nameable)])
+        for neighbours, d in zip(self.candidates(query_embeddings), detected, strict=True):
+            cands, other = retrieval_candidates(neighbours, self.prefixes)
+            out.append(cands[pick(cands, d, other, self.weight, self.matcher, self.nameable)])
         return out
 
 

@@ -4,9 +4,9 @@
   with kNN retrieval's vote shares (medcap.ensemble); fusion, weights, k and thresholds
   chosen on the validation split.
 - **Concept-consistent retrieval** captions: among the captions of the nearest training
-  images (the detector's embeddings), the one that names the detected concepts and that the
-  neighbourhood agrees on (medcap.concept_rerank.ConsistentRetrieval); k and the weight chosen
-  on validation.
+  images (the detector's embeddings) and their leading sentences, the one that names the
+  detected concepts and that the neighbourhood agrees on
+  (medcap.concept_rerank.ConsistentRetrieval); k and the weight chosen on validation.
 
 Both only read the train and validation splits to decide anything; the test split is only
 predicted.
@@ -64,8 +64,9 @@ def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str
     vocabulary, train_captions = getattr(embed_model.vocabulary, "cuis", None), [train.captions[i] for i in train_ids]
     # Agreement counts concepts with the fact-checker's dictionary, or with the concept names the
     # caption evaluation finds (medcap.concept_rerank.caption_name_matcher): whichever scores
-    # the better validation ROUGE-1. With the concept names, the approximate UMLS F1 guards
-    # every choice: not below the nearest-neighbour caption's on validation.
+    # better on validation. With concept names, the approximate UMLS F1 guards every choice
+    # (not below the nearest-neighbour caption's on validation) and the score is ROUGE-1 + it
+    # (ConsistentRetrieval.fit); without them, ROUGE-1 alone.
     matchers = {"fact-checker": concept_matcher(dataset.cui_names, vocabulary)}
     guard = None
     if dataset.cui_names:
@@ -77,7 +78,7 @@ def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str
         method.fit(emb["valid"], [detected_valid[i] for i in valid_ids], [valid.captions[i] for i in valid_ids],
                    guard=guard)
         fitted[name] = (method, next(r for r in method.table if r["k"] == method.k))
-    name = max(fitted, key=lambda n: fitted[n][1]["rouge1"])
+    name = max(fitted, key=lambda n: fitted[n][0].objective)
     method, row = fitted[name]
     chosen = {"k": method.k, "weight": method.weight, "matcher": name, "valid_rouge1": row["rouge1"],
               "valid_umls_f1_approx": row.get("guard"), "nearest_neighbour_umls_f1_approx": row.get("guard_floor"),
