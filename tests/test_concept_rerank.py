@@ -114,7 +114,9 @@ def test_with_a_guard_the_choice_maximises_rouge_plus_the_guard_score(matcher):
     assert plain.weight == 0.0 and plain.predict(q, [[CT, CHEST]]) == ["the chest of the patient"]  # ROUGE-1 0.83
     both = ConsistentRetrieval(train, caps, m, nameable).fit(q, [[CT, CHEST]], gold, guard=names_ct, **kw)
     assert both.weight == 1.0 and both.predict(q, [[CT, CHEST]]) == ["CT of the chest."]  # 0.73 + 1 > 0.83 + 0
-    assert both.objective == pytest.approx(8 / 11 + 1.0)
+    assert both.valid_score == pytest.approx(8 / 11 + 1.0)
+    rouge_only = ConsistentRetrieval(train, caps, m, nameable, guard_weight=0.0)
+    assert rouge_only.fit(q, [[CT, CHEST]], gold, guard=names_ct, **kw).weight == 0.0   # the guard only filters
 
 
 def test_sentence_prefixes():

@@ -27,6 +27,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -47,7 +48,9 @@ def concept_agreement(caption: str, detected: Iterable[str], matcher, nameable: 
     return 2 * hit / (len(named) + len(want))
 
 
+@lru_cache(maxsize=1 << 16)
 def _tokens(caption: str) -> Counter:
+    """The caption's token multiset after the official preprocessing (cached: do not change it)."""
     from .metrics.captions import preprocess_caption
 
     return Counter(preprocess_caption(caption).split())
@@ -57,21 +60,14 @@ def unigram_f1(a: Counter, b: Counter) -> float:
     """ROUGE-1 F-measure of two token multisets (the official preprocessing applied before)."""
     if not a and not b:
         return 1.0
-    overlap = sum((a & b).values())
-    return 0.0 if overlap == 0 else 2 * overlap / (sum(a.values()) + sum(b.values()))
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    overlap = sum(min(n, large[w]) for w, n in small.items() if w in large)   # |a & b|, without a new Counter
+    return 0.0 if overlap == 0 else 2 * overlap / (a.total() + b.total())
 
 
 def consensus_scores(candidates: Sequence[str]) -> np.ndarray:
     """Each candidate's mean unigram F1 with the other candidates (0.5 for a lone candidate)."""
-    toks = [_tokens(c) for c in candidates]
-    n = len(toks)
-    if n < 2:
-        return np.full(n, 0.5)
-    m = np.zeros((n, n))
-    for i in range(n):
-        for j in range(i + 1, n):
-            m[i, j] = m[j, i] = unigram_f1(toks[i], toks[j])
-    return m.sum(axis=1) / (n - 1)
+    return _consensus(*_candidate_table(tuple(candidates), prefixes=False), len(candidates))[1]
 
 
 _SENTENCE_BREAK = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
@@ -83,6 +79,32 @@ def sentence_prefixes(caption: str) -> list[str]:
     return [" ".join(parts[:n]) for n in range(1, len(parts) + 1)]
 
 
+@lru_cache(maxsize=4096)
+def _candidate_table(neighbours: tuple[str, ...], prefixes: bool):
+    """(candidate texts, the neighbour each comes from, unigram F1 of each with every neighbour's
+    caption [C, n]): computed once per image (and matcher), then cut to each k by
+    :func:`_consensus` (cached: do not change the arrays)."""
+    toks = [_tokens(c) for c in neighbours]
+    texts, source = [], []
+    for a, caption in enumerate(neighbours):
+        for text in (sentence_prefixes(caption) if prefixes else [caption]):
+            texts.append(text)
+            source.append(a)
+    f1 = np.array([[unigram_f1(_tokens(t), tb) for tb in toks] for t in texts]).reshape(len(texts), len(toks))
+    return texts, np.asarray(source, dtype=int), f1
+
+
+def _consensus(texts: list[str], source: np.ndarray, f1: np.ndarray, k: int) -> tuple[list[str], np.ndarray]:
+    """The candidates from the first ``k`` neighbours and their mean F1 with the other ``k - 1``."""
+    if k < 2:   # a lone neighbour: its caption, as the nearest-neighbour baseline gives it
+        last = [i for i, a in enumerate(source) if a == 0][-1:]
+        return [texts[i] for i in last], np.full(len(last), 0.5)
+    keep = np.flatnonzero(source < k)
+    part = f1[keep, :k]
+    own = part[np.arange(len(keep)), source[keep]]
+    return [texts[i] for i in keep], (part.sum(axis=1) - own) / (k - 1)
+
+
 def retrieval_candidates(neighbours: Sequence[str], prefixes: bool = True) -> tuple[list[str], np.ndarray]:
     """One image's candidates from its neighbours' captions -> (candidates, their consensus).
 
@@ -91,16 +113,20 @@ def retrieval_candidates(neighbours: Sequence[str], prefixes: bool = True) -> tu
     sentences (:func:`sentence_prefixes`) are candidates too. A lone neighbour is its own
     candidate (consensus 0.5), so ``k = 1`` is the nearest-neighbour caption.
     """
-    if not prefixes or len(neighbours) < 2:
-        return list(neighbours), consensus_scores(neighbours)
-    toks = [_tokens(c) for c in neighbours]
-    cands, cons = [], []
-    for a, caption in enumerate(neighbours):
-        for text in sentence_prefixes(caption):
-            t = _tokens(text)
-            cands.append(text)
-            cons.append(np.mean([unigram_f1(t, toks[b]) for b in range(len(toks)) if b != a]))
-    return cands, np.asarray(cons)
+    return _consensus(*_candidate_table(tuple(neighbours), prefixes), len(neighbours))
+
+
+class _RememberedNames:
+    """A concept matcher whose ``cuis(text)`` is computed once per text: the same candidates
+    come back for every k and weight."""
+
+    def __init__(self, matcher):
+        self.matcher, self.seen = matcher, {}
+
+    def cuis(self, text: str):
+        if text not in self.seen:
+            self.seen[text] = self.matcher.cuis(text)
+        return self.seen[text]
 
 
 def normalise(scores: Sequence[float]) -> np.ndarray:
@@ -193,8 +219,9 @@ class ConsistentRetrieval:
     k: int = 5
     weight: float = 0.5
     prefixes: bool = True
+    guard_weight: float = 1.0        # the guard's share of the validation score (fit); 0: ROUGE-1 only
     table: list[dict] = field(default_factory=list)
-    objective: float | None = None   # the chosen option's validation score (fit)
+    valid_score: float | None = None   # the chosen option's validation score (fit)
 
     def candidates(self, query_embeddings: np.ndarray, k: int | None = None,
                    exclude_self: bool = False) -> list[list[str]]:
@@ -213,14 +240,17 @@ class ConsistentRetrieval:
         (e.g. the approximate UMLS F1, medcap.metrics.scorers.ConceptNameMatcher.scores). Only
         choices whose validation mean of it is not below the nearest-neighbour caption's (k = 1,
         always allowed) are eligible: more ROUGE-1 is not bought with fewer right concepts.
-        Among them the best ROUGE-1 + UMLS F1 wins: one relevance and one factuality measure,
-        weighted equally as the official Overall = mean(Relevance, Factuality) (REFERENCE §4).
+        Among them the best ROUGE-1 + ``guard_weight`` x guard wins: with the UMLS F1, one
+        relevance and one factuality measure, weighted equally (``guard_weight`` 1) as the
+        official Overall = mean(Relevance, Factuality) (REFERENCE §4).
         """
         if len(valid_gold) == 0:
             raise MedcapError("concept-consistent retrieval is tuned on validation: no validation captions")
         ks = sorted({min(k, len(self.train_captions)) for k in ks} | ({1} if guard is not None else set()))
         pool = self.candidates(valid_embeddings, max(ks))
-        expanded = {k: [retrieval_candidates(c[:k], self.prefixes) for c in pool] for k in ks}
+        tables = [_candidate_table(tuple(c), self.prefixes) for c in pool]
+        expanded = {k: [_consensus(*t, k) for t in tables] for k in ks}
+        matcher = _RememberedNames(self.matcher)
         second = floor = None
         if guard is not None:   # each distinct candidate's guard score against its image's gold caption, once
             texts = [sorted({t for k in ks for t in expanded[k][n][0]}) for n in range(len(pool))]
@@ -231,12 +261,12 @@ class ConsistentRetrieval:
             floor = float(np.mean([scored[n][c[0]] for n, c in enumerate(pool)]))   # the nearest neighbour's
 
         def score(o):   # (k, weight, ROUGE-1, guard mean)
-            return o[2] + (o[3] if floor is not None else 0.0)
+            return o[2] + (self.guard_weight * o[3] if floor is not None else 0.0)
 
         self.table, options = [], []
         for k in ks:
             cands, other = [c for c, _ in expanded[k]], [o for _, o in expanded[k]]
-            _, by_w = choose_weight(cands, other, valid_detected, valid_gold, self.matcher, self.nameable, weights,
+            _, by_w = choose_weight(cands, other, valid_detected, valid_gold, matcher, self.nameable, weights,
                                     None if second is None else second[k])
             for w, value in by_w.items():
                 rouge, umls = value if second is not None else (value, None)
@@ -251,7 +281,7 @@ class ConsistentRetrieval:
             self.table.append(row)
         eligible = [o for o in options if floor is None or o[3] >= floor - 1e-12]
         best = max(eligible, key=lambda o: (score(o), -abs(o[1] - 0.5), -o[0]))
-        self.k, self.weight, self.objective = best[0], best[1], score(best)
+        self.k, self.weight, self.valid_score = best[0], best[1], score(best)
         return self
 
     def predict(self, query_embeddings: np.ndarray, detected: Sequence[Iterable[str]]) -> list[str]:

@@ -42,12 +42,13 @@ def _labelled(split, labels) -> list[str]:
 def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str, list[str]],
                                   detected_test: dict[str, list[str]], test_ids: list[str],
                                   log: Callable[[str], None] = print,
-                                  embeddings=None) -> tuple[dict[str, str], dict]:
+                                  embeddings=None, **options) -> tuple[dict[str, str], dict]:
     """Concept-consistent retrieval captions for ``test_ids`` -> ({ID: caption}, choices on validation).
 
     ``embed_model``: a detector or ensemble (its backbone embeds the images); ``detected_*``:
     the concepts it predicts for the validation and test images; ``embeddings``: a shared
-    :class:`medcap.baselines.SplitEmbeddings` of the same backbone, if one exists.
+    :class:`medcap.baselines.SplitEmbeddings` of the same backbone, if one exists; ``options``:
+    fields of :class:`medcap.concept_rerank.ConsistentRetrieval` (``prefixes``, ``guard_weight``).
     """
     from .baselines import SplitEmbeddings
     from .concept_rerank import ConsistentRetrieval, caption_name_matcher, concept_matcher
@@ -74,11 +75,11 @@ def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str
         guard = matchers["concept names"][0].scores
     fitted = {}
     for name, (matcher, nameable) in matchers.items():
-        method = ConsistentRetrieval(emb["train"], train_captions, matcher, nameable)
+        method = ConsistentRetrieval(emb["train"], train_captions, matcher, nameable, **options)
         method.fit(emb["valid"], [detected_valid[i] for i in valid_ids], [valid.captions[i] for i in valid_ids],
                    guard=guard)
         fitted[name] = (method, next(r for r in method.table if r["k"] == method.k))
-    name = max(fitted, key=lambda n: fitted[n][0].objective)
+    name = max(fitted, key=lambda n: fitted[n][0].valid_score)
     method, row = fitted[name]
     chosen = {"k": method.k, "weight": method.weight, "matcher": name, "valid_rouge1": row["rouge1"],
               "valid_umls_f1_approx": row.get("guard"), "nearest_neighbour_umls_f1_approx": row.get("guard_floor"),

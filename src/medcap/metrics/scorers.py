@@ -280,5 +280,12 @@ class ConceptNameMatcher:
 
     def scores(self, gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
         """Per pair: F1 of the matched CUI sets, with the official empty rules of the UMLS F1."""
-        return np.asarray([1.0 if both_empty(g, p) else set_f1(self.cuis(g), self.cuis(p))
+        found: dict[str, set[str]] = {}   # each distinct text matched once (a gold caption recurs per candidate)
+
+        def cuis(text: str) -> set[str]:
+            if text not in found:
+                found[text] = self.cuis(text)
+            return found[text]
+
+        return np.asarray([1.0 if both_empty(g, p) else set_f1(cuis(g), cuis(p))
                            for g, p in zip(gold, pred, strict=True)])
