@@ -137,3 +137,20 @@ def test_the_full_demo_captioner_starts_from_the_detected_concepts():
     assert load_caption_config(FULL.caption_config, FULL.captions).concept_prompt
     assert not load_caption_config(FAST.caption_config, FAST.captions).concept_prompt
     assert caption_model_name(FULL) == "BLIP from scratch (demo-prompted config)"
+
+
+def test_the_caption_candidates_bench_replays_a_demo_folder(demo_run):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "caption_candidates.py"
+    spec = importlib.util.spec_from_file_location("caption_candidates", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    _, out, _, _ = demo_run
+    rows = bench.replay(out)
+    nn = rows.pop("nearest-neighbour caption (baseline)")
+    assert set(rows) == set(bench.VARIANTS)
+    for r in rows.values():
+        assert 0.0 <= r["rouge1"] <= 1.0 and r["rouge1_margin"] == r["rouge1"] - nn["rouge1"]
+        assert r["umls_margin"] == r["umls_f1_approx"] - nn["umls_f1_approx"]
