@@ -48,7 +48,7 @@ def concept_agreement(caption: str, detected: Iterable[str], matcher, nameable: 
     return 2 * hit / (len(named) + len(want))
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def _tokens(caption: str) -> Counter:
     """The caption's token multiset after the official preprocessing (cached: do not change it)."""
     from .metrics.captions import preprocess_caption
@@ -79,11 +79,11 @@ def sentence_prefixes(caption: str) -> list[str]:
     return [" ".join(parts[:n]) for n in range(1, len(parts) + 1)]
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _candidate_table(neighbours: tuple[str, ...], prefixes: bool):
     """(candidate texts, the neighbour each comes from, unigram F1 of each with every neighbour's
-    caption [C, n]): computed once per image (and matcher), then cut to each k by
-    :func:`_consensus` (cached: do not change the arrays)."""
+    caption [C, n]): one table per image, cut to each k by :func:`_consensus` (cached, so the
+    second matcher's fit reuses it: do not change the arrays)."""
     toks = [_tokens(c) for c in neighbours]
     texts, source = [], []
     for a, caption in enumerate(neighbours):
