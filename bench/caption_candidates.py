@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 VARIANTS = {
@@ -77,9 +78,15 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(2)
+    from medcap.errors import MedcapError
+
     results = {}
     for folder in args.folders:
-        results[str(folder)] = rows = replay(folder)
+        try:
+            results[str(folder)] = rows = replay(folder)
+        except MedcapError as e:   # not a finished `medcap demo --out` folder: one line, exit 2
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(f"\n{folder} (SYNTHETIC)")
         print(f"{'method':40s} {'ROUGE-1':>8s} {'UMLS':>7s} {'dR-1':>7s} {'dUMLS':>7s}  choice")
         for name, r in rows.items():
