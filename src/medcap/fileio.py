@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import shutil
@@ -128,3 +129,107 @@ def write_json(path: str | Path, data) -> None:
     import json
 
     write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+# -- safe readers: a damaged artifact or a hostile folder is one line naming the path ----------
+_READ_ERRORS = {
+    errno.ELOOP: "a symbolic link loop (a link that points back to itself or to a folder above it)",
+    errno.EACCES: "permission denied (cannot read it)",
+    errno.EPERM: "permission denied (cannot read it)",
+    errno.EIO: "input/output error (a damaged disk or a lost network mount)",
+    errno.ENOENT: "not found",
+    errno.EISDIR: "is a folder; expected a file",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.ENAMETOOLONG: "the path is too long (a symbolic link loop?)",
+}
+
+
+def read_error(e: OSError, path: str | Path):
+    """The MedcapError for an OSError met while reading ``path`` (it names the path)."""
+    from .errors import MedcapError
+
+    what = _READ_ERRORS.get(e.errno) or (e.strerror or type(e).__name__)
+    return MedcapError(f"cannot read: {what}", file=e.filename if e.filename else path)
+
+
+def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
+    """The bytes of a file (at most ``limit``: a larger file is an error), OSError -> one line."""
+    from .errors import MedcapError
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(-1 if limit is None else limit + 1)
+    except OSError as e:
+        raise read_error(e, path) from None
+    if limit is not None and len(data) > limit:
+        raise MedcapError(f"file too large (over {limit:,} bytes)", file=path)
+    return data
+
+
+def read_json(path: str | Path, expect: type | None = dict, limit: int = 256 << 20):
+    """A JSON artifact: a truncated, damaged, unreadable or wrong-typed file is one line naming it."""
+    import json
+
+    from .errors import MedcapError
+
+    try:
+        data = json.loads(read_bytes(path, limit).decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise MedcapError(f"not UTF-8 text ({e.reason} at byte {e.start}): damaged or not JSON", file=path) from None
+    except json.JSONDecodeError as e:
+        raise MedcapError(f"invalid JSON, the file is damaged or truncated ({e.msg}, line {e.lineno})",
+                          file=path) from None
+    except RecursionError:
+        raise MedcapError("invalid JSON: nested too deeply", file=path) from None
+    if expect is not None and not isinstance(data, expect):
+        raise MedcapError(f"expected a JSON {'object' if expect is dict else expect.__name__}", file=path)
+    return data
+
+
+def scan_dir(folder: str | Path) -> list[tuple[Path, str]]:
+    """The entries of ``folder`` (hidden ones left out), sorted by name, each with its kind:
+    ``"dir"``, ``"file"`` or ``"other"``. Links are followed; an unreadable folder and a link
+    loop are one-line errors naming the path."""
+    from .errors import MedcapError
+
+    folder = Path(folder)
+    out = []
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        raise read_error(e, folder) from None
+    for e in entries:
+        try:
+            kind = "dir" if e.is_dir() else "file" if e.is_file() else "other"
+        except OSError as err:
+            raise read_error(err, e.path) from None
+        if kind == "other" and e.is_symlink():
+            try:
+                os.stat(e.path)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise MedcapError(f"cannot read: {_READ_ERRORS[errno.ELOOP]}", file=e.path) from None
+        out.append((Path(e.path), kind))
+    return out
+
+
+def walk_dirs(folder: str | Path) -> Iterator[Path]:
+    """``folder`` and every folder below it, each once: a link back to a folder already visited
+    (a loop) is a one-line error naming it, never an endless walk."""
+    from .errors import MedcapError
+
+    seen: set[tuple[int, int]] = set()
+    stack = [Path(folder)]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError as e:
+            raise read_error(e, d) from None
+        if (st.st_dev, st.st_ino) in seen:
+            raise MedcapError(f"cannot read: {_READ_ERRORS[errno.ELOOP]}", file=d)
+        seen.add((st.st_dev, st.st_ino))
+        yield d
+        stack.extend(reversed([p for p, kind in scan_dir(d) if kind == "dir"]))

@@ -24,6 +24,10 @@ def _load_commands() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medcap`` console script."""
     _load_commands()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--no-verify" in argv[:argv.index("--") if "--" in argv else None]:
+        # accepted after any command too (`medcap predict concepts ... --no-verify`): a root option
+        argv = ["--no-verify"] + [a for a in argv if a != "--no-verify"]
     try:
         # standalone_mode=False: click returns a command's exit code instead of exiting.
         rc = app(args=argv, standalone_mode=False)
@@ -61,6 +65,7 @@ _OS_ERRORS = {
     errno.EROFS: "the disk is read-only: write somewhere else",
     errno.ENOSPC: "no space left on the disk: free some space or write elsewhere (nothing was half-written)",
     errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere",
+    errno.EIO: "input/output error (a failing disk or a lost network mount): nothing was half-written",
     errno.EISDIR: "is a folder; expected a file path",
     errno.ENOTDIR: "a part of this path is a file, not a folder",
     errno.EACCES: "permission denied",

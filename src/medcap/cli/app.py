@@ -24,6 +24,14 @@ evaluate_app = typer.Typer(help="Score a submission exactly as the official Imag
 validate_app = typer.Typer(help="Check a submission file against every official rule.", no_args_is_help=True)
 baseline_app = typer.Typer(help="Standard ImageCLEF baselines (most frequent, kNN retrieval).", no_args_is_help=True)
 
+@app.callback()
+def _root(no_verify: bool = typer.Option(False, "--no-verify", help="Load model folders without checking their "
+                                         "weight files against checksums.json (sha256 and size).")) -> None:
+    from ..models.weights import set_verify
+
+    set_verify(not no_verify)
+
+
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(predict_app, name="predict")

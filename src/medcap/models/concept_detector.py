@@ -37,10 +37,11 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError
-from ..fileio import atomic_dir, recover_dir, write_text_atomic
+from ..fileio import atomic_dir, read_json, recover_dir, write_text_atomic
 from .backbones import create_backbone
 from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
 from .processing import IMAGENET_MEAN, IMAGENET_STD, LEGACY_PROCESSOR_FILE, PROCESSOR_FILE, ConceptProcessor
+from .weights import read_safetensors, require_fit, verified, write_checksums
 
 HEADS = ("medcsra", "global", "attention", "csra")
 GLOBAL_POOLS = ("avg", "gem", "grid")
@@ -313,12 +314,11 @@ class ConceptDetector(nn.Module):
             self.vocabulary.save(tmp)
             write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds or {"global": 0.5}, indent=2))
             self.processor.save_pretrained(tmp)
+            write_checksums(tmp)
         return folder
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> "ConceptDetector":
-        from safetensors.torch import load_file
-
         from ..data.vocab import ConceptVocabulary
         from ..nonfinite import check_finite_weights
         from ..thresholds import Thresholds
@@ -349,15 +349,9 @@ class ConceptDetector(nn.Module):
             raise MedcapError(e.message, file=folder / "config.json") from None
         model = cls(cfg)
         weights = folder / "model.safetensors"
-        try:
-            state = load_file(str(weights), device=map_location)
-        except Exception as e:  # safetensors raises its own error type for a truncated or empty file
-            raise MedcapError(f"cannot read the weights, the file is damaged or truncated ({_first_line(e)}); "
-                              "copy or train the model again", file=weights) from None
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, OSError) as e:
-            raise MedcapError(f"weights do not fit config.json ({_first_line(e)})", file=weights) from None
+        with verified(folder):  # sha256 + size of checksums.json, hashed while the file is read
+            state = read_safetensors(weights, device=map_location)
+            require_fit(model, state, folder, "concept detector of config.json")
         check_finite_weights(state.values(), weights)
         model.vocabulary = ConceptVocabulary.load(folder)
         if len(model.vocabulary.cuis) != cfg.num_classes:
@@ -375,15 +369,4 @@ class ConceptDetector(nn.Module):
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MedcapError(f"invalid JSON ({e})", file=path) from None
-    if not isinstance(data, dict):
-        raise MedcapError("expected a JSON object", file=path)
-    return data
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    return read_json(path)

@@ -1,0 +1,218 @@
+"""Weight files of a model folder: they must fit the architecture and be the bytes that were saved.
+
+- :func:`fit_report` / :func:`require_fit`: missing, unexpected and wrong-shaped tensors are one
+  error naming the folder, with their count and the first key (never a warning: a folder holding
+  another model's weights would otherwise produce fluent garbage).
+- :func:`write_checksums` records the sha256 and size of every weight file in ``checksums.json``
+  at save time; :func:`verified` checks them at load time (by default; ``medcap --no-verify`` or
+  ``MEDCAP_NO_VERIFY=1`` skips it). Folders saved before checksums existed load with a notice,
+  given once per folder and process. Hashing runs in a thread beside the load (hashlib releases
+  the GIL), so checking adds little to the load time (bench/weight_checks.py, BENCHMARKS.md).
+- :func:`read_safetensors`: a truncated or damaged ``.safetensors`` file is one line naming it.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from ..errors import MedcapError
+from ..fileio import read_error, read_json, write_json
+
+CHECKSUMS_FILE = "checksums.json"
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".npy")
+_CHUNK = 8 << 20
+
+_verify = os.environ.get("MEDCAP_NO_VERIFY", "") not in ("1", "true", "yes")
+_noticed: set[str] = set()
+
+
+def set_verify(on: bool) -> None:
+    """Check checksums at load (the default) or not (``--no-verify``)."""
+    global _verify
+    _verify = bool(on)
+
+
+# -- fit --------------------------------------------------------------------------------------
+def fit_report(missing: Iterable[str], unexpected: Iterable[str], mismatched: Iterable, where: str | Path,
+               what: str = "model") -> None:
+    """MedcapError when any key is missing, unexpected or of the wrong shape (count + first key)."""
+    problems = []
+    for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong-shaped", mismatched)):
+        keys = sorted(k if isinstance(k, str) else _mismatch_text(k) for k in keys)
+        if keys:
+            problems.append(f"{len(keys)} {label} (first: {keys[0]})")
+    if problems:
+        raise MedcapError(f"the weights do not fit the {what}: {'; '.join(problems)} tensor(s) - these are "
+                          "another model's weights or a different architecture", file=where)
+
+
+def _mismatch_text(item) -> str:
+    key, *shapes = item if isinstance(item, (tuple, list)) else (str(item),)
+    return f"{key} {' vs '.join(str(tuple(s)) for s in shapes)}" if shapes else str(key)
+
+
+def require_fit(module, state: dict, where: str | Path, what: str = "model") -> None:
+    """Compare ``state`` (name -> tensor) with ``module``'s own tensors, then load it strictly."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [(k, state[k].shape, own[k].shape) for k in state
+                  if k in own and tuple(state[k].shape) != tuple(own[k].shape)]
+    fit_report(missing, unexpected, mismatched, where, what)
+    module.load_state_dict(state, strict=True)
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No per-shard progress bars and no load report while transformers reads or writes a local
+    folder: the report's missing / unexpected / mismatched keys go to :func:`fit_report` instead."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+# -- safetensors ------------------------------------------------------------------------------
+def read_safetensors(path: str | Path, framework: str = "pt", device: str = "cpu") -> dict:
+    """All tensors of a ``.safetensors`` file; unreadable, truncated or damaged -> one line naming it."""
+    path = Path(path)
+    try:
+        if framework == "np":
+            from safetensors.numpy import load_file
+
+            return load_file(str(path))
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device=device)
+    except OSError as e:
+        raise read_error(e, path) from None
+    except Exception as e:  # safetensors raises its own error type (SafetensorError) for damaged files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise MedcapError(f"cannot read the tensors, the file is damaged or truncated ({first}); copy or "
+                          "save it again", file=path) from None
+
+
+# -- checksums --------------------------------------------------------------------------------
+def weight_files(folder: Path) -> list[Path]:
+    """The weight files under ``folder`` (subfolders too, e.g. a captioner's retrieval embedder);
+    a subfolder with its own checksums.json (an ensemble's member) is checked when it is loaded."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not Path(root, d, CHECKSUMS_FILE).is_file())
+        found += [Path(root, f) for f in sorted(files) if f.endswith(WEIGHT_SUFFIXES) and not f.startswith(".")]
+    return found
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    h, size = hashlib.sha256(), 0
+    try:
+        with open(path, "rb", buffering=0) as f:
+            buf = bytearray(_CHUNK)
+            view = memoryview(buf)
+            while n := f.readinto(buf):
+                h.update(view[:n])
+                size += n
+    except OSError as e:
+        raise read_error(e, path) from None
+    return h.hexdigest(), size
+
+
+def write_checksums(folder: str | Path) -> Path:
+    """Record sha256 and size of each weight file of ``folder`` in ``checksums.json``."""
+    folder = Path(folder)
+    files = {}
+    for path in weight_files(folder):
+        digest, size = file_sha256(path)
+        files[path.relative_to(folder).as_posix()] = {"sha256": digest, "size": size}
+    write_json(folder / CHECKSUMS_FILE, {"format": 1, "algorithm": "sha256", "files": files})
+    return folder / CHECKSUMS_FILE
+
+
+def check_folder(folder: str | Path) -> None:
+    """Every weight file recorded in ``checksums.json`` has its size and sha256; one line otherwise."""
+    for check in _checks(Path(folder)):
+        check()
+
+
+def _checks(folder: Path) -> list:
+    """One callable per recorded file (size at once, hash when called); [] when not verifying."""
+    if not _verify:
+        return []
+    record = folder / CHECKSUMS_FILE
+    if not record.is_file():
+        if weight_files(folder) and str(folder) not in _noticed:
+            _noticed.add(str(folder))
+            print(f"notice: {folder} has no {CHECKSUMS_FILE} (saved by an older medcap): its weight files are "
+                  "not verified; save the model again to add them", file=sys.stderr)
+        return []
+    data = read_json(record)
+    files = data.get("files")
+    if not isinstance(files, dict):
+        raise MedcapError("expected a 'files' object", file=record)
+    checks = []
+    for name, want in sorted(files.items()):
+        path = folder / name
+        if not (isinstance(want, dict) and isinstance(want.get("sha256"), str) and isinstance(want.get("size"), int)):
+            raise MedcapError(f"entry {name!r} needs 'sha256' and 'size'", file=record)
+        if ".." in Path(name).parts or Path(name).is_absolute():
+            raise MedcapError(f"entry {name!r} points outside the folder", file=record)
+        if not path.is_file():
+            raise MedcapError(f"missing (listed in {CHECKSUMS_FILE})", file=path)
+        size = path.stat().st_size
+        if size != want["size"]:
+            raise MedcapError(f"the file is damaged or truncated: {size:,} bytes, {want['size']:,} when saved "
+                              f"({CHECKSUMS_FILE}); copy or train the model again (--no-verify skips this check)",
+                              file=path)
+        checks.append(lambda path=path, want=want: _compare(path, want["sha256"]))
+    return checks
+
+
+def _compare(path: Path, want: str) -> None:
+    got, _ = file_sha256(path)
+    if got != want:
+        raise MedcapError(f"the file is damaged or changed since it was saved: its sha256 differs from "
+                          f"{CHECKSUMS_FILE}; copy or train the model again (--no-verify skips this check)", file=path)
+
+
+@contextlib.contextmanager
+def verified(folder: str | Path) -> Iterator[None]:
+    """Load inside this block; the weight files are hashed meanwhile in a thread. A mismatch is
+    raised at the end, in place of any error the load raised (a damaged file explains it)."""
+    checks = _checks(Path(folder))
+    errors: list[MedcapError] = []
+
+    def run():
+        for check in checks:
+            try:
+                check()
+            except MedcapError as e:
+                errors.append(e)
+                return
+
+    thread = threading.Thread(target=run, name="medcap-verify", daemon=True) if checks else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield
+    except BaseException:
+        if thread is not None:
+            thread.join()
+        if errors:
+            raise errors[0] from None
+        raise
+    if thread is not None:
+        thread.join()
+    if errors:
+        raise errors[0]
