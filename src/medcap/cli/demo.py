@@ -86,6 +86,9 @@ def serve_command(
                                    help="Largest image accepted (width x height), refused before decoding."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="Images analysed at the same time."),
     queue_size: int = typer.Option(32, "--queue-size", min=1, help="Requests allowed to wait; more are refused."),
+    auth: Optional[str] = typer.Option(None, "--auth", help="USER:PASSWORD_FILE: a login page (Gradio auth); the "
+                                       "password is the file's first line. Needed on any non-loopback --host.",
+                                       show_default=False),
 ) -> int:
     """Start the web app: upload a JPEG, PNG or DICOM image and see its concepts, caption and heatmap."""
     if concepts is None and captions is None:
@@ -96,5 +99,5 @@ def serve_command(
     from ..app import serve
 
     serve(concepts, captions, host=host, port=port, max_file_mb=max_file_mb, max_pixels=max_pixels,
-          concurrency=concurrency, queue_size=queue_size)
+          concurrency=concurrency, queue_size=queue_size, auth=auth)
     return 0

@@ -75,6 +75,7 @@ class CaptionConfig(TrainConfig):
     batch_size: int = 4              # REFERENCE §1
     num_workers: int = 0
     max_train_images: int = 0        # 0 = all (a smaller number for quick trials)
+    allow_missing_images: bool = False  # train although over 1% of the label rows are dropped (data.drops)
     # validation each epoch, on a fixed random subset of the valid split
     eval_images: int = 200           # 0 = no validation (the last epoch is kept)
     eval_num_beams: int = 1          # greedy while training: fast; predictions use num_beams
@@ -380,6 +381,7 @@ class CaptionTask:
 def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resume: bool = False, log=print):
     """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult."""
     from ..data import read_dataset
+    from ..data.drops import check_drops
     from ..engine import Trainer, latest_checkpoint
     from ..fileio import atomic_dir
 
@@ -388,6 +390,9 @@ def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resum
         raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
                           "or choose another --out", file=out)
     dataset = read_dataset(data)
+    for name in ("train", "valid"):
+        if name in dataset:  # one summary line each; more than 1% of the rows dropped: refused
+            check_drops(dataset.split(name), cfg.allow_missing_images, log)
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR
     if resume and processor_dir.is_dir():  # the same tokenizer as the interrupted run

@@ -68,6 +68,7 @@ class ConceptConfig(TrainConfig, LossConfig):
     eval_batch_size: int = 64
     min_concept_count: int = 1        # vocabulary: CUIs in at least this many training images
     valid_fraction: float = 0.0       # hold out this share of train when there is no valid split
+    allow_missing_images: bool = False  # train although over 1% of the label rows are dropped (data.drops)
     # -- thresholds (medcap.thresholds) ------------------------------------------------------
     threshold_grid: str = "paper"     # paper (0.05..0.55 step 0.05) | fine (0.01 steps)
     never_empty: str = "auto"         # top-1 when nothing passes: auto (chosen on valid) | on | off
@@ -181,12 +182,15 @@ class ConceptData:
 def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = print) -> ConceptData:
     from ..data.csvio import normalize_cui
     from ..data.dataset import read_dataset
+    from ..data.drops import check_drops
     from ..data.vocab import ConceptVocabulary
 
     ds = read_dataset(data_dir)
     train = ds.split("train")
     if train.concepts is None:
         raise MedcapError("the training split has no concepts file (train_concepts.csv)", file=ds.root)
+    for split in (train, *([ds.split("valid")] if "valid" in ds else [])):
+        check_drops(split, cfg.allow_missing_images, log)  # one summary line each; >1% dropped: refused
     train_ids = [i for i in train.ids if i in train.concepts]
     if "valid" in ds and ds.split("valid").concepts is not None:
         valid = ds.split("valid")
