@@ -8,10 +8,12 @@ which it skipped; a damaged file in it is a one-line error naming the checkpoint
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from .errors import MedcapError
 from .fileio import recover_dir
@@ -74,3 +76,22 @@ def load_state_error(e: BaseException) -> str:
                 f"changed?): {first}; resume with the run's original config, or train into a new --out")
     return (f"damaged checkpoint ({first}): delete this folder to --resume from the previous checkpoint, "
             "or train again without --resume")
+
+
+@contextlib.contextmanager
+def writing_checkpoint(tmp: Path) -> Iterator[None]:
+    """Around a checkpoint's writes into ``tmp``: on any failure ``tmp`` is removed (the last
+    complete checkpoint is untouched) and a writer's own error becomes one line. torch's zip
+    writer reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos``, safetensors as its own error type; an OSError keeps its errno for the CLI's one line."""
+    try:
+        yield
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (MedcapError, OSError, KeyboardInterrupt, SystemExit)) or not isinstance(e, Exception):
+            raise
+        text = str(e).strip()
+        first = text.splitlines()[0][:160] if text else type(e).__name__
+        raise MedcapError(f"cannot write the checkpoint (a full disk, a quota or a failing disk?): {first}; the last "
+                          "complete checkpoint is kept: free some space and train again with --resume",
+                          file=tmp.with_name(tmp.name.lstrip(".").removesuffix(".tmp"))) from None

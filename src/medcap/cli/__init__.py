@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--no-verify" in argv[:argv.index("--") if "--" in argv else None]:
         # accepted after any command too (`medcap predict concepts ... --no-verify`): a root option
         argv = ["--no-verify"] + [a for a in argv if a != "--no-verify"]
+    from ..models import weights
+
+    verify = weights.verifying()
     try:
         # standalone_mode=False: click returns a command's exit code instead of exiting.
         rc = app(args=argv, standalone_mode=False)
@@ -56,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         if type(e).__name__ == "Abort":
             return 1
         raise
+    finally:
+        weights.set_verify(verify)  # --no-verify holds for this command only (in-process callers)
     return rc if isinstance(rc, int) else 0
 
 

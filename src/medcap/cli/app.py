@@ -29,7 +29,8 @@ def _root(no_verify: bool = typer.Option(False, "--no-verify", help="Load model 
                                          "weight files against checksums.json (sha256 and size).")) -> None:
     from ..models.weights import set_verify
 
-    set_verify(not no_verify)
+    if no_verify:  # else as MEDCAP_NO_VERIFY says (checked by default)
+        set_verify(False)
 
 
 app.add_typer(data_app, name="data")

@@ -31,6 +31,10 @@ _verify = os.environ.get("MEDCAP_NO_VERIFY", "") not in ("1", "true", "yes")
 _noticed: set[str] = set()
 
 
+def verifying() -> bool:
+    return _verify
+
+
 def set_verify(on: bool) -> None:
     """Check checksums at load (the default) or not (``--no-verify``)."""
     global _verify
