@@ -239,8 +239,8 @@ class Trainer:
         if acc.is_main_process:
             with writing_checkpoint(tmp):
                 write_text_atomic(tmp / STATE_FILE, json.dumps(self.state, indent=1))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)  # a checkpoint folder exists only once it is complete
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)  # a checkpoint folder exists only once it is complete
             for old in sorted(root.glob("epoch-[0-9]*"))[:-max(1, self.cfg.keep_checkpoints)]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()

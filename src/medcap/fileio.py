@@ -69,18 +69,24 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    moved = False
     try:
         yield tmp
         if path.exists():
             old = _old_of(path)
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
+            moved = True
             os.replace(tmp, path)
+            moved = False
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if moved:  # the second rename failed (a full or failing disk): put the previous folder back
+            with contextlib.suppress(OSError):
+                os.replace(_old_of(path), path)
         raise
 
 
