@@ -283,3 +283,55 @@ def test_report_survives_a_failure_at_every_write_and_keeps_the_previous_report(
         assert report() == 0 and _digests(out) == previous
 
     _sweep(run, check, monkeypatch)
+
+
+# -- kills at random moments (slow) ----------------------------------------------------------
+KILLS = int(os.environ.get("MEDCAP_KILLS", "20"))
+
+
+def _train_args(task: str, data: Path, out: Path, config: Path) -> list[str]:
+    import sys
+
+    if task == "concepts":
+        extra = ["--config", "demo", "--set", "image_size=32", "--set", "epochs=3", "--set", "batch_size=16",
+                 "--set", "progress=false", "--set", "max_minutes=0"]
+    else:
+        extra = ["--config", str(config), "--set", "epochs=3", "--set", "progress=false"]
+    return [sys.executable, "-m", "medcap", "train", task, "--data", str(data), "--out", str(out), *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["concepts", "captions"])
+def test_training_killed_at_random_moments_resumes_to_a_byte_identical_model_folder(task, synth_small, tmp_path):
+    """SIGKILL `medcap train` at KILLS random moments (from its start, so also before its first
+    checkpoint); each restart passes --resume; the final model folder equals an uninterrupted
+    run's file by file, byte for byte."""
+    import random
+    import signal
+    import subprocess
+    import time
+
+    from conftest import TINY_CAPTION_CONFIG
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_CAPTION_CONFIG)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1"}
+    t0 = time.monotonic()
+    clean = subprocess.run(_train_args(task, synth_small, tmp_path / "clean", config), env=env,
+                           capture_output=True, text=True, timeout=900, check=False)
+    assert clean.returncode == 0, clean.stderr[-2000:]
+    duration = time.monotonic() - t0
+    rng = random.Random(26)
+    out = tmp_path / "killed"
+    for _ in range(KILLS):
+        proc = subprocess.Popen([*_train_args(task, synth_small, out, config), "--resume"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.0, duration))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    done = subprocess.run([*_train_args(task, synth_small, out, config), "--resume"], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _digests(out / "model") == _digests(tmp_path / "clean" / "model")
+    assert _temporary(out) == []

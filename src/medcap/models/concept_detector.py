@@ -347,9 +347,9 @@ class ConceptDetector(nn.Module):
                               file=folder / "config.json") from None
         except MedcapError as e:
             raise MedcapError(e.message, file=folder / "config.json") from None
-        model = cls(cfg)
         weights = folder / "model.safetensors"
-        with verified(folder):  # sha256 + size of checksums.json, hashed while the file is read
+        with verified(folder):  # sha256 + size of checksums.json, hashed while the network is built and read
+            model = cls(cfg)
             state = read_safetensors(weights, device=map_location)
             require_fit(model, state, folder, "concept detector of config.json")
         check_finite_weights(state.values(), weights)

@@ -398,7 +398,12 @@ def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resum
     if resume and processor_dir.is_dir():  # the same tokenizer as the interrupted run
         from transformers import BlipProcessor
 
+        from ..fileio import read_json
+
         tokenizer = BlipProcessor.from_pretrained(processor_dir).tokenizer
+        saved = read_json(processor_dir / "tokenizer_config.json")
+        for key in set(tokenizer.init_kwargs) - set(saved):  # loading adds is_local, local_files_only: the
+            tokenizer.init_kwargs.pop(key)                  # resumed model folder must equal a clean run's
     task = CaptionTask(cfg, dataset, tokenizer=tokenizer, log=log)
     if not resume or not processor_dir.is_dir():
         with atomic_dir(processor_dir) as tmp:
