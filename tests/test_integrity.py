@@ -274,3 +274,40 @@ def test_serve_auth_reads_the_password_file_and_warns_without_it_on_a_network(tm
         read_auth(f"ann:{tmp_path / 'none'}")
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.5") and not is_loopback("example.org")
+
+
+# -- 8. bounded parsing -----------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["pred", "gold"])
+def test_an_overlong_line_in_a_submission_or_label_file_is_one_line_naming_it(which, cli, synth_small, tmp_path,
+                                                                           monkeypatch):
+    import medcap.fileio
+
+    monkeypatch.setattr(medcap.fileio, "MAX_LINE_BYTES", 4096)
+    gold = Path(shutil.copy(synth_small / "test_concepts.csv", tmp_path / "gold.csv"))
+    pred = Path(shutil.copy(gold, tmp_path / "pred.csv"))
+    hostile = pred if which == "pred" else gold
+    with open(hostile, "a") as f:
+        f.write("x" * 10_000 + ",C0000001\n")
+    rc, _, err = cli("evaluate", "concepts", "--gold", gold, "--pred", pred)
+    line = _one_line(err)
+    assert rc != 0 and "longer than 4,096 bytes" in line and str(hostile) in line
+
+
+@pytest.mark.slow
+def test_evaluate_of_a_200_mb_single_line_stays_under_300_mb(tmp_path, synth_small):
+    import subprocess
+    import sys
+
+    pred = tmp_path / "pred.csv"
+    with open(pred, "wb") as f:
+        for _ in range(200):
+            f.write(b"C" * (1 << 20))
+    # VmHWM: this process's peak (ru_maxrss would carry pytest's own peak over fork + exec)
+    code = ("import re, sys; from medcap.cli import main; rc = main(sys.argv[1:]); "
+            "print(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)); sys.exit(rc)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    done = subprocess.run([sys.executable, "-c", code, "evaluate", "concepts", "--gold",
+                           str(synth_small / "test_concepts.csv"), "--pred", str(pred)], capture_output=True,
+                          text=True, timeout=600, env=env)
+    assert done.returncode == 2 and "longer than" in _one_line(done.stderr)
+    assert int(done.stdout.split()[-1]) < 300 * 1024, done.stdout  # KiB

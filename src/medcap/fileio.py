@@ -239,3 +239,32 @@ def walk_dirs(folder: str | Path) -> Iterator[Path]:
         seen.add((st.st_dev, st.st_ino))
         yield d
         stack.extend(reversed([p for p, kind in scan_dir(d) if kind == "dir"]))
+
+
+MAX_LINE_BYTES = 1 << 20  # a CSV line of a label or submission file (100 CUIs or a caption: a few KB)
+
+
+def check_line_lengths(path: str | Path, limit: int | None = None) -> None:
+    """Stream ``path`` in 1 MB blocks; a line longer than ``limit`` bytes is a one-line error
+    naming file and line, raised before anything holds the file in memory (a hostile 200 MB
+    single-line file costs one block, not the file)."""
+    from .errors import MedcapError
+
+    limit = MAX_LINE_BYTES if limit is None else limit
+    line, run = 1, 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                start = 0
+                while (end := block.find(b"\n", start)) >= 0:
+                    if run + end - start > limit:
+                        break
+                    line, run, start = line + 1, 0, end + 1
+                else:
+                    run += len(block) - start
+                    if run <= limit:
+                        continue
+                raise MedcapError(f"line longer than {limit:,} bytes: not a label or submission file "
+                                  "(a CSV row is one image's concepts or caption)", file=path, line=line)
+    except OSError as e:
+        raise read_error(e, path) from None
