@@ -457,12 +457,9 @@ def _check_model_folder(folder: Path) -> None:
 
 
 def _read_metadata(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MedcapError(f"not valid JSON: {e}", file=path) from None
-    if not isinstance(meta, dict):
-        raise MedcapError("expected a JSON object", file=path)
+    from ..fileio import read_json
+
+    meta = read_json(path)  # damaged, truncated, unreadable or not an object: one line naming it
     from ..config import check_keys
     from ..validation import check_mapping
 

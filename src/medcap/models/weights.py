@@ -6,8 +6,9 @@
 - :func:`write_checksums` records the sha256 and size of every weight file in ``checksums.json``
   at save time; :func:`verified` checks them at load time (by default; ``medcap --no-verify`` or
   ``MEDCAP_NO_VERIFY=1`` skips it). Folders saved before checksums existed load with a notice,
-  given once per folder and process. Hashing runs in a thread beside the load (hashlib releases
-  the GIL), so checking adds little to the load time (bench/weight_checks.py, BENCHMARKS.md).
+  given once per folder and process. The sha256 of each 64 MB block is recorded too: a load
+  hashes the blocks in threads beside the load itself (hashlib releases the GIL), so checking
+  adds little to the load time on a machine with cores to spare (bench/weight_checks.py).
 - :func:`read_safetensors`: a truncated or damaged ``.safetensors`` file is one line naming it.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from ..fileio import read_error, read_json, write_json
 CHECKSUMS_FILE = "checksums.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".npy")
 _CHUNK = 8 << 20
+BLOCK = 64 << 20  # block hashes: a 1.8 GB BLIP-large file is 28 blocks, checked in parallel threads
 
 _verify = os.environ.get("MEDCAP_NO_VERIFY", "") not in ("1", "true", "yes")
 _noticed: set[str] = set()
@@ -119,27 +121,54 @@ def weight_files(folder: Path) -> list[Path]:
     return found
 
 
-def file_sha256(path: Path) -> tuple[str, int]:
-    h, size = hashlib.sha256(), 0
+def file_sha256(path: Path, block: int = BLOCK) -> tuple[str, int, list[str]]:
+    """(sha256 of the file, its size, sha256 of each ``block``-byte block): one read for all."""
+    h, size, blocks, bh = hashlib.sha256(), 0, [], hashlib.sha256()
     try:
         with open(path, "rb", buffering=0) as f:
             buf = bytearray(_CHUNK)
             view = memoryview(buf)
             while n := f.readinto(buf):
                 h.update(view[:n])
-                size += n
+                start = 0
+                while start < n:  # a chunk may end one block and start the next
+                    take = min(n - start, block - size % block)
+                    bh.update(view[start:start + take])
+                    start, size = start + take, size + take
+                    if size % block == 0:
+                        blocks.append(bh.hexdigest())
+                        bh = hashlib.sha256()
     except OSError as e:
         raise read_error(e, path) from None
-    return h.hexdigest(), size
+    if size % block or not size:
+        blocks.append(bh.hexdigest())
+    return h.hexdigest(), size, blocks
+
+
+def _block_sha256(path: Path, index: int, block: int) -> str:
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb", buffering=0) as f:
+            f.seek(index * block)
+            left, buf = block, bytearray(_CHUNK)
+            view = memoryview(buf)
+            while left and (n := f.readinto(buf)):
+                h.update(view[:min(n, left)])
+                left -= min(n, left)
+    except OSError as e:
+        raise read_error(e, path) from None
+    return h.hexdigest()
 
 
 def write_checksums(folder: str | Path) -> Path:
-    """Record sha256 and size of each weight file of ``folder`` in ``checksums.json``."""
+    """Record sha256 and size of each weight file of ``folder`` in ``checksums.json``; also the
+    sha256 of each 64 MB block, which a load checks on several cores at once."""
     folder = Path(folder)
     files = {}
     for path in weight_files(folder):
-        digest, size = file_sha256(path)
-        files[path.relative_to(folder).as_posix()] = {"sha256": digest, "size": size}
+        digest, size, blocks = file_sha256(path)
+        files[path.relative_to(folder).as_posix()] = {"sha256": digest, "size": size, "block_size": BLOCK,
+                                                      "block_sha256": blocks}
     write_json(folder / CHECKSUMS_FILE, {"format": 1, "algorithm": "sha256", "files": files})
     return folder / CHECKSUMS_FILE
 
@@ -179,12 +208,17 @@ def _checks(folder: Path) -> list:
             raise MedcapError(f"the file is damaged or truncated: {size:,} bytes, {want['size']:,} when saved "
                               f"({CHECKSUMS_FILE}); copy or train the model again (--no-verify skips this check)",
                               file=path)
-        checks.append(lambda path=path, want=want: _compare(path, want["sha256"]))
+        blocks, block = want.get("block_sha256"), want.get("block_size")
+        n_blocks = max(1, -(-size // block)) if isinstance(block, int) and block > 0 else -1
+        if isinstance(blocks, list) and len(blocks) == n_blocks:
+            checks += [lambda path=path, i=i, block=block, h=h: _compare(_block_sha256(path, i, block), h, path)
+                       for i, h in enumerate(blocks)]
+        else:
+            checks.append(lambda path=path, want=want: _compare(file_sha256(path)[0], want["sha256"], path))
     return checks
 
 
-def _compare(path: Path, want: str) -> None:
-    got, _ = file_sha256(path)
+def _compare(got: str, want: str, path: Path) -> None:
     if got != want:
         raise MedcapError(f"the file is damaged or changed since it was saved: its sha256 differs from "
                           f"{CHECKSUMS_FILE}; copy or train the model again (--no-verify skips this check)", file=path)
@@ -196,27 +230,32 @@ def verified(folder: str | Path) -> Iterator[None]:
     raised at the end, in place of any error the load raised (a damaged file explains it)."""
     checks = _checks(Path(folder))
     errors: list[MedcapError] = []
+    todo = list(reversed(checks))
 
     def run():
-        for check in checks:
+        while todo and not errors:
+            try:
+                check = todo.pop()
+            except IndexError:
+                return
             try:
                 check()
             except MedcapError as e:
                 errors.append(e)
-                return
 
-    thread = threading.Thread(target=run, name="medcap-verify", daemon=True) if checks else None
-    if thread is not None:
-        thread.start()
+    n = min(len(checks), max(1, (os.cpu_count() or 1) - 1), 8)  # leave a core to the load itself
+    threads = [threading.Thread(target=run, name="medcap-verify", daemon=True) for _ in range(n)]
+    for t in threads:
+        t.start()
     try:
         yield
     except BaseException:
-        if thread is not None:
-            thread.join()
+        for t in threads:
+            t.join()
         if errors:
             raise errors[0] from None
         raise
-    if thread is not None:
-        thread.join()
+    for t in threads:
+        t.join()
     if errors:
         raise errors[0]
