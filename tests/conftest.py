@@ -110,3 +110,18 @@ def split_ids(root, labels: str = "captions") -> list[str]:
 
     with open(Path(root) / f"test_{labels}.csv", newline="", encoding="utf-8") as f:
         return [row["ID"] for row in csv.DictReader(f)]
+
+
+def train_tiny_models(data: str | Path, out: str | Path, reuse: bool = True):
+    """Tiny, barely trained models (one epoch of the FAST plan) in ``out``: for tests and smoke runs.
+
+    With ``reuse``, models already in ``out`` (from an earlier call) are returned as they are.
+    """
+    from medcap.demo import FAST, DemoModels
+    from medcap.demo.steps import train_models
+
+    out = Path(out)
+    models = DemoModels(concepts=out / "concepts" / "model", captions=out / "captions" / "model")
+    if reuse and (models.concepts / "config.json").is_file() and (models.captions / "config.json").is_file():
+        return models
+    return train_models(Path(data), out, FAST, log=lambda _msg: None)

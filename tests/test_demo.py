@@ -52,7 +52,7 @@ def test_demo_writes_report_submissions_and_scores(demo_run):
     assert any(name.startswith("kNN retrieval") for name in concepts)
     assert {"BLIP from scratch (demo config)", "Constant caption (baseline)",
             "Nearest-neighbour caption (baseline)"} <= set(captions)
-    # The combined recipes (medcap.recipes) sit beside the single models; only baselines say "(baseline)".
+    # The combined recipes (medcap.demo.steps) sit beside the single models; only baselines say "(baseline)".
     assert "MedCSRA + kNN ensemble" in concepts
     assert any(name.startswith("Concept-consistent retrieval") for name in captions)
     assert all(("(baseline)" in n) == ("kNN retrieval" in n or "Most frequent" in n or "Constant" in n
@@ -88,7 +88,8 @@ def test_demo_writes_nothing_outside_its_folder(demo_run):
 def test_demo_reuses_its_data_and_regenerates_it_when_the_settings_change(tmp_path):
     from dataclasses import replace
 
-    from medcap.demo import FAST, prepare_data
+    from medcap.demo.plan import FAST
+    from medcap.demo.steps import prepare_data
 
     plan = replace(FAST, n_train=8, n_valid=4, n_test=4, image_px=32)
     messages = []
@@ -102,7 +103,7 @@ def test_demo_reuses_its_data_and_regenerates_it_when_the_settings_change(tmp_pa
 
 
 def test_summary_says_where_everything_is_and_ends_with_the_score_table(tmp_path):
-    from medcap.demo import DemoResult
+    from medcap.demo.plan import DemoResult
 
     scores = {"concepts": {"MedCSRA": {"primary_f1": 0.61, "secondary_f1": 0.9},
                            "Most frequent": {"primary_f1": 0.25, "secondary_f1": None}},
@@ -120,7 +121,7 @@ def test_summary_says_where_everything_is_and_ends_with_the_score_table(tmp_path
 
 
 def test_torch_threads_leave_the_cores_other_jobs_are_using(monkeypatch):
-    import medcap.demo as demo
+    import medcap.demo.machine as demo
 
     cores = os.cpu_count() or 1
     assert 0 <= demo.busy_cores(interval=0.05) <= cores + 0.01  # sampled from /proc/stat here
@@ -131,8 +132,8 @@ def test_torch_threads_leave_the_cores_other_jobs_are_using(monkeypatch):
 
 
 def test_the_full_demo_captioner_starts_from_the_detected_concepts():
-    from medcap.demo import FAST, FULL, caption_model_name
-    from medcap.tasks.captions import load_caption_config
+    from medcap.demo.plan import FAST, FULL, caption_model_name
+    from medcap.training.captions import load_caption_config
 
     assert load_caption_config(FULL.caption_config, FULL.captions).concept_prompt
     assert not load_caption_config(FAST.caption_config, FAST.captions).concept_prompt

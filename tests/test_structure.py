@@ -65,14 +65,14 @@ def test_score_tables_name_every_registered_caption_metric():
 
 
 def test_split_baselines_are_the_ones_the_cli_demo_and_report_use(synth_small):
-    from medcap.baselines import (
+    from medcap.data import read_dataset
+    from medcap.methods.baselines import (
         CONSTANT_CAPTION_SAMPLE,
         constant_caption,
         constant_caption_baseline,
         fit_most_frequent,
         most_frequent_baseline,
     )
-    from medcap.data import read_dataset
 
     ds = read_dataset(synth_small)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")

@@ -80,7 +80,7 @@ class _Context:
 
 
 def _load(inputs: ReportInputs, out: Path) -> _Context:
-    from ..pipeline import model_folder
+    from ..inference.pipeline import model_folder
 
     inputs = dataclasses.replace(inputs, concept_model=model_folder(inputs.concept_model),
                                  caption_model=model_folder(inputs.caption_model))
@@ -166,12 +166,12 @@ def sweep_on_validation(model_dir: Path, split, thresholds: Mapping) -> tuple[li
     import numpy as np
 
     from ..data.items import ImageFolderItems
-    from ..inference import load_detector, predict_probabilities
+    from ..inference.concepts import load_detector, predict_probabilities
     from ..thresholds import sweep_global
 
     if split.concepts is None:
         raise MissingPiece(f"the {split.name} split has no concepts file")
-    ids = [i for i in split.ids if i in split.concepts and split.has_image(i)]
+    ids = split.labelled_ids("concepts")
     if not ids:
         raise MissingPiece(f"no labelled images in the {split.name} split")
     model = load_detector(model_dir)
@@ -258,7 +258,7 @@ def _training_split(ctx: _Context, scored, labels: str):
 
 def _concept_baselines(ctx: _Context, split) -> dict[str, dict[str, list[str]]]:
     """The most-frequent-concepts baseline (k chosen on validation, else the median count)."""
-    from ..baselines import most_frequent_baseline
+    from ..methods.baselines import most_frequent_baseline
 
     train = _training_split(ctx, split, "concepts")
     if train is None:
@@ -270,7 +270,7 @@ def _concept_baselines(ctx: _Context, split) -> dict[str, dict[str, list[str]]]:
 
 def _caption_baselines(ctx: _Context, split) -> dict[str, dict[str, str]]:
     """The constant-caption baseline: the training caption closest to all others (ROUGE-1)."""
-    from ..baselines import constant_caption_baseline
+    from ..methods.baselines import constant_caption_baseline
 
     train = _training_split(ctx, split, "captions")
     if train is None:

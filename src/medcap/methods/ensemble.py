@@ -6,7 +6,7 @@ Here every member is a probability source over the same concepts:
 
 - a trained detector (``medcap train concepts``): its sigmoid probabilities;
 - kNN retrieval: the share of the ``k`` nearest training images (cosine on L2-normalised
-  embeddings of one member's backbone, as ``medcap.baselines``) that carry each concept.
+  embeddings of one member's backbone, as ``medcap.methods.baselines``) that carry each concept.
 
 Fusions of the members' probabilities ``p_m`` [N, K]:
 
@@ -22,7 +22,7 @@ Everything (fusion, weights, k, thresholds: global or per-concept with the guard
 ``medcap.thresholds``) is chosen on the validation split by the official per-image F1
 (REFERENCE §4); the test split is never read.
 
-An ensemble is a folder that loads like a detector (``medcap.inference.load_detector``)::
+An ensemble is a folder that loads like a detector (``medcap.inference.concepts.load_detector``)::
 
     config.json        {"model_type": "medcap-concept-ensemble", "members": ["members/m0", ...],
                         "fusion", "weights", "knn": {"k", "embed_member", "thresholds"} or null}
@@ -44,8 +44,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import MedcapError
-from .models.ensemble import (
+from ..errors import MedcapError
+from ..models.ensemble import (
     ENSEMBLE_FILES,
     FUSIONS,
     MODEL_TYPE,
@@ -124,7 +124,7 @@ def fit_fusion(probs: list[np.ndarray], gold: np.ndarray, gold_sizes, cuis: list
                fusions=FUSIONS, per_concept: bool = True, grid: str = "fine", seed: int = 0) -> FusionChoice:
     """Choose the fusion (and weights) by validation F1 at its best global threshold, then its
     thresholds (per-concept only where the held-out guard of medcap.thresholds keeps them)."""
-    from .thresholds import select_thresholds
+    from ..thresholds import select_thresholds
 
     gold = np.asarray(gold, dtype=bool)
     table = []
@@ -145,10 +145,6 @@ def fit_fusion(probs: list[np.ndarray], gold: np.ndarray, gold_sizes, cuis: list
 # Building an ensemble on the validation split
 # ------------------------------------------------------------------------------------------
 
-def _labelled_ids(split) -> list[str]:
-    return [i for i in split.ids if split.concepts is not None and i in split.concepts and split.has_image(i)]
-
-
 def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
                    temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
                    embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
@@ -156,12 +152,12 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
     """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
     split and write it to ``out`` -> the fit report (validation F1 of every option).
 
-    ``embeddings``: a :class:`medcap.baselines.SplitEmbeddings` of the ``embed_member`` detector
+    ``embeddings``: a :class:`medcap.methods.baselines.SplitEmbeddings` of the ``embed_member`` detector
     (the same embedding), shared with other methods of one run to save computing them again.
     """
-    from .data.items import ImageFolderItems
-    from .inference import load_detector, map_images, resolve_device
-    from .thresholds import select_thresholds
+    from ..data.items import ImageFolderItems
+    from ..inference.concepts import load_detector, map_images, resolve_device
+    from ..thresholds import select_thresholds
 
     member_dirs = [Path(d) for d in member_dirs]
     if not member_dirs:
@@ -175,11 +171,11 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
     if not 0 <= embed_member < len(member_dirs):
         raise MedcapError(f"--embed-member: expected 0..{len(member_dirs) - 1}, got {embed_member}")
     if dataset is None:
-        from .data.dataset import read_dataset
+        from ..data.dataset import read_dataset
 
         dataset = read_dataset(data)
     train, valid = dataset.split("train"), dataset.split("valid")
-    train_ids, valid_ids = _labelled_ids(train), _labelled_ids(valid)
+    train_ids, valid_ids = train.labelled_ids("concepts"), valid.labelled_ids("concepts")
     if not valid_ids:
         raise MedcapError("the ensemble is chosen on validation: no labelled validation images", file=data)
     members = [load_detector(d) for d in member_dirs]
