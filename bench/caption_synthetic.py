@@ -54,7 +54,7 @@ def concept_naming(captions: dict[str, str], gold: dict[str, list[str]]) -> dict
 
 def score(name: str, captions: dict[str, str], gold_captions: dict[str, str], gold_concepts: dict[str, list[str]],
           **extra) -> dict:
-    from medcap.metrics.captions import rouge1_scores
+    from medcap.metrics.textscores import rouge1_scores
 
     ids = list(gold_captions)
     rouge = float(rouge1_scores([gold_captions[i] for i in ids], [captions[i] for i in ids]).mean())

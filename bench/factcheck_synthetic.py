@@ -183,7 +183,7 @@ class Scorer:
         self._cache: dict[tuple[str, str], tuple[float, float]] = {}
 
     def pair(self, image_id, caption) -> tuple[float, float]:
-        from medcap.metrics.captions import rouge1_scores
+        from medcap.metrics.textscores import rouge1_scores
 
         key = (image_id, caption)
         if key not in self._cache:

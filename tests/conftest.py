@@ -112,16 +112,16 @@ def split_ids(root, labels: str = "captions") -> list[str]:
         return [row["ID"] for row in csv.DictReader(f)]
 
 
-def train_tiny_models(data: str | Path, out: str | Path, reuse: bool = True):
-    """Tiny, barely trained models (one epoch of the FAST plan) in ``out``: for tests and smoke runs.
+def train_tiny_models(data, out, reuse: bool = True):
+    """Tiny, barely trained models (one epoch of the demo's FAST plan) in ``out`` -> their folders
+    (``.concepts``, ``.captions``). With ``reuse``, models already in ``out`` are returned as they are."""
+    from types import SimpleNamespace
 
-    With ``reuse``, models already in ``out`` (from an earlier call) are returned as they are.
-    """
-    from medcap.demo import FAST, DemoModels
+    from medcap.demo import FAST
     from medcap.demo.steps import train_models
 
     out = Path(out)
-    models = DemoModels(concepts=out / "concepts" / "model", captions=out / "captions" / "model")
-    if reuse and (models.concepts / "config.json").is_file() and (models.captions / "config.json").is_file():
-        return models
-    return train_models(Path(data), out, FAST, log=lambda _msg: None)
+    models = SimpleNamespace(concepts=out / "concepts" / "model", captions=out / "captions" / "model")
+    if not (reuse and (models.concepts / "config.json").is_file() and (models.captions / "config.json").is_file()):
+        train_models(Path(data), out, FAST, log=lambda _msg: None)
+    return models

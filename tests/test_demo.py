@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from medcap.submission import validate_caption_submission, validate_concept_submission
+
+MODEL_LOADS: list[tuple[str, Path]] = []   # (class, folder) of every model load of the demo below
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +25,37 @@ def demo_run(tmp_path_factory):
     os.chdir(work)
     import torch
 
+    from medcap.models.captioner import Captioner
+    from medcap.models.concept_detector import ConceptDetector
+    from medcap.models.ensemble import ConceptEnsemble
+
+    loads = []   # every model folder the demo loads: each trained model once, then handed on
+    originals = {cls: cls.__dict__["from_pretrained"] for cls in (ConceptDetector, Captioner, ConceptEnsemble)}
+
+    def counting(cls):
+        def from_pretrained(klass, folder, *args, **kwargs):
+            loads.append((klass.__name__, Path(folder).resolve()))
+            return originals[cls].__func__(klass, folder, *args, **kwargs)
+        return classmethod(from_pretrained)
+
     threads = torch.get_num_threads()
     try:
         from medcap.cli import main
 
+        for cls in originals:
+            cls.from_pretrained = counting(cls)
         rc = main(["demo", "--out", "out", "--fast"])
         assert torch.get_num_threads() == threads  # the demo gives back the threads it changed
     finally:
+        for cls, method in originals.items():
+            cls.from_pretrained = method
         os.chdir(cwd)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    MODEL_LOADS[:] = loads
     return rc, work / "out", work, home
 
 
@@ -155,3 +176,16 @@ def test_the_caption_candidates_bench_replays_a_demo_folder(demo_run):
     for r in rows.values():
         assert 0.0 <= r["rouge1"] <= 1.0 and r["rouge1_margin"] == r["rouge1"] - nn["rouge1"]
         assert r["umls_margin"] == r["umls_f1_approx"] - nn["umls_f1_approx"]
+
+
+def test_the_demo_loads_each_trained_model_once(demo_run):
+    """The demo holds models, not paths: the detector and the captioner are loaded once after
+    training and handed to the ensemble, the predictions, the recipes, the baselines and the
+    report; the ensemble is fitted in memory and never loaded back."""
+    from collections import Counter
+
+    _, out, _, _ = demo_run
+    counts = Counter(MODEL_LOADS)
+    runs = (out / "runs").resolve()
+    assert counts == Counter({("ConceptDetector", runs / "concepts" / "model"): 1,
+                              ("Captioner", runs / "captions" / "model"): 1}), counts

@@ -9,14 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import train_tiny_models
-from medcap.methods.ensemble import (
-    ConceptEnsemble,
-    fit_fusion,
-    fuse,
-    is_ensemble_folder,
-    knn_probabilities,
-    weight_grid,
-)
+from medcap.methods.ensemble import fit_fusion, fuse, knn_probabilities, weight_grid
+from medcap.models.ensemble import ConceptEnsemble, is_ensemble_folder
 
 # -- fusion math on hand-made probabilities ----------------------------------------------------
 

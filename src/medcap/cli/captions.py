@@ -120,7 +120,7 @@ def _splits(data: Path, split: str):
 def _finish_baseline(out: Path, target, preds: dict[str, str], what: str, order, edition: int) -> None:
     """Write the submission (in ``order`` when given, by ``edition``'s rules); score it with
     ROUGE-1 when ``target`` has captions."""
-    from ..metrics.captions import rouge1_scores
+    from ..metrics.textscores import rouge1_scores
     from ..submission import write_caption_submission
 
     write_caption_submission(out, preds, gold_ids=order, edition=edition)

@@ -54,9 +54,23 @@ FAST = DemoPlan(
 
 @dataclass
 class DemoModels:
-    concepts: Path                    # reloadable model folders (out/model of each run)
-    captions: Path
-    ensemble: Path | None = None      # the detector + kNN ensemble (medcap.demo.steps), when built
+    """The demo's trained models, each loaded once and handed to every step, and their folders."""
+
+    detector: Any                     # ConceptDetector, from detector_dir (runs/concepts/model)
+    captioner: Any                    # Captioner, from captioner_dir (runs/captions/model)
+    detector_dir: Path
+    captioner_dir: Path
+    ensemble: Any = None              # ConceptEnsemble (detector + kNN), saved in ensemble_dir, when built
+    ensemble_dir: Path | None = None
+
+    @property
+    def concept_model(self):
+        """What predicts the test split's concepts: the ensemble when there is one."""
+        return self.ensemble if self.ensemble is not None else self.detector
+
+    @property
+    def concept_dir(self) -> Path:
+        return self.ensemble_dir if self.ensemble is not None else self.detector_dir
 
 
 @dataclass

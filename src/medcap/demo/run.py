@@ -8,7 +8,7 @@ Steps, each with its progress bar:
 1. generate the synthetic dataset (``medcap.synth``) into ``OUT/data``; kept for re-runs and
    regenerated only when its settings change (``OUT/data-settings.json``);
 2. train the concept detector (``demo``) and 3. the captioner (``demo-prompted``) into
-   ``OUT/runs``; fuse the detector with kNN into ``OUT/runs/ensemble`` (medcap.demo.steps);
+   ``OUT/runs``; fuse the detector with kNN into ``OUT/runs/ensemble`` (medcap.methods.ensemble);
 4. predict the test split (the ensemble's concepts, the captioner prompted with them) into both
    official submission files in ``OUT/submissions``, checked with the official rules;
 5. score the single detector, the recipes (medcap.demo.steps) and the baselines (most frequent,
@@ -35,7 +35,7 @@ from ..errors import MedcapError
 from ..fileio import write_text_atomic
 from .machine import contained_in, free_cores
 from .plan import FAST, FULL, DemoPlan, DemoResult
-from .steps import predict_test, prepare_data, score_methods, train_models, write_report
+from .steps import demo_ensemble, predict_test, prepare_data, score_methods, train_models, write_report
 
 
 def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int = 0, plan: DemoPlan | None = None,
@@ -64,7 +64,6 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         say(f"torch uses {threads} thread(s) on {os.cpu_count()} cores (fewer when other jobs are busy)")
         data = prepare_data(out, plan, seed, say)
         from ..data.dataset import read_dataset
-        from .steps import demo_ensemble
 
         dataset = read_dataset(data)
         timings["data"] = time.monotonic() - t
@@ -75,16 +74,17 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
             if plan.recipes else None
 
         t = step(4)
-        concept_csv, caption_csv = predict_test(dataset, models, out / "submissions", say, edition)
+        concept_csv, caption_csv, detected, captions = predict_test(dataset, models, out / "submissions", say,
+                                                                    edition)
         timings["predict"] = time.monotonic() - t
 
         t = step(5)
-        scores, notes = score_methods(dataset, models, plan, out / "submissions", concept_csv, caption_csv, edition,
+        scores, notes = score_methods(dataset, models, plan, out / "submissions", detected, captions, edition,
                                       embeddings, say)
         timings["baselines_and_scores"] = time.monotonic() - t
 
         t = step(6)
-        report = write_report(data, models, plan, concept_csv, caption_csv, scores, notes, out / "report")
+        report = write_report(data, models, plan, detected, captions, scores, notes, out / "report")
         timings["report"] = time.monotonic() - t
 
         seconds = time.monotonic() - start

@@ -1,4 +1,9 @@
-"""The steps of ``medcap demo`` (:func:`medcap.demo.run.run_demo` runs them in order)."""
+"""The steps of ``medcap demo`` (:func:`medcap.demo.run.run_demo` runs them in order).
+
+Each trained model is loaded once (:class:`medcap.demo.plan.DemoModels`) and handed to every
+step; every method's test predictions are written once as an official submission
+(:func:`write_submissions`) and scored from memory, as written.
+"""
 from __future__ import annotations
 
 import json
@@ -54,10 +59,13 @@ def prepare_data(out: Path, plan: DemoPlan, seed: int, log: Callable[[str], None
 
 def train_models(data: Path, runs: Path, plan: DemoPlan, seed: int = 0, log: Callable[[str], None] = print,
                  timings: dict | None = None, between: Callable[[], object] | None = None) -> DemoModels:
-    """Train both models with the `demo` configs and ``plan``'s overrides; previous runs are replaced.
+    """Train both models with the `demo` configs and ``plan``'s overrides (previous runs are
+    replaced) and load each best model once.
 
     ``between`` is called after the concept detector and before the captioner (a step header).
     """
+    from ..models.captioner import Captioner
+    from ..models.concept_detector import ConceptDetector
     from ..training.captions import load_caption_config, train_captioner
     from ..training.concepts import train_concepts
 
@@ -74,25 +82,49 @@ def train_models(data: Path, runs: Path, plan: DemoPlan, seed: int = 0, log: Cal
     cfg = load_caption_config(plan.caption_config, {"seed": seed, **plan.captions})
     train_captioner(cfg, data, caption_run, log=log)
     timings["train_captions"] = time.monotonic() - t
-    return DemoModels(concepts=concept_run / "model", captions=caption_run / "model")
+    detector_dir, captioner_dir = concept_run / "model", caption_run / "model"
+    return DemoModels(ConceptDetector.from_pretrained(detector_dir), Captioner.from_pretrained(captioner_dir),
+                      detector_dir, captioner_dir)
+
+
+def write_submissions(out: Path, concepts: dict[str, dict], captions: dict[str, dict], ids: list[str],
+                      edition: int | None = None) -> tuple[dict, dict]:
+    """Each method's test predictions as an official submission in ``out``
+    (``concepts_<method>.csv``, ``captions_<method>.csv``, rows in ``ids``' order) -> the
+    predictions as written (captions through :func:`medcap.submission.clean_caption`), to score."""
+    from ..submission import clean_caption, write_caption_submission, write_concept_submission
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, preds in concepts.items():
+        write_concept_submission(out / f"concepts_{slug(name)}.csv", preds, gold_ids=ids, edition=edition)
+    for name, preds in captions.items():
+        write_caption_submission(out / f"captions_{slug(name)}.csv", preds, gold_ids=ids, edition=edition)
+    written = {name: {i: clean_caption(c) for i, c in preds.items()} for name, preds in captions.items()}
+    return {name: {i: list(preds[i]) for i in ids} for name, preds in concepts.items()}, written
 
 
 def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], None] = print,
-                 edition: int | None = None) -> tuple[Path, Path]:
-    """Both official submission files for the test split, checked against every rule of ``edition``."""
+                 edition: int | None = None) -> tuple[Path, Path, dict, dict]:
+    """Both official submission files for the test split, checked against every rule of
+    ``edition`` -> (their paths, the concepts and the captions as written)."""
     from ..data.items import ImageFolderItems
     from ..inference.captions import predict_captions
     from ..inference.concepts import predict_concepts
-    from ..submission import validate_caption_submission, validate_concept_submission, write_concept_submission
+    from ..submission import (
+        clean_caption,
+        validate_caption_submission,
+        validate_concept_submission,
+        write_concept_submission,
+    )
 
     test = dataset.split("test")
     ids = test.image_ids()
     concepts_csv, captions_csv = out / "concepts.csv", out / "captions.csv"
-    preds = predict_concepts(models.ensemble or models.concepts, ImageFolderItems.from_split(test, ids),
-                             batch_size=64, progress=True)
+    preds = predict_concepts(models.concept_model, ImageFolderItems.from_split(test, ids), batch_size=64,
+                             progress=True)
     detected = {i: [c for c, _ in preds[i]] for i in ids}
     write_concept_submission(concepts_csv, detected, gold_ids=ids, edition=edition)
-    captions = predict_captions(models.captions, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
+    captions = predict_captions(models.captioner, [test.image_paths[i] for i in ids], captions_csv, batch_size=32,
                                 progress=True, concepts=detected,  # a demo-prompted captioner starts from them
                                 order=ids, edition=edition)
     if list(captions) != ids:
@@ -103,23 +135,21 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
             raise MedcapError(f"the submission breaks {len(problems)} official rules, first: "
                               f"{problems[0].format(path)}", file=path)
     log(f"submissions: {concepts_csv} and {captions_csv} ({len(ids)} test images, official rules checked)")
-    return concepts_csv, captions_csv
+    return concepts_csv, captions_csv, detected, {i: clean_caption(captions[i]) for i in ids}
 
 
 def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: int | None = None,
               embeddings=None) -> tuple[dict, dict]:
-    """Baseline predictions on the test split -> ({name: concepts}, {name: captions}).
+    """Baseline predictions on the test split, written to ``out`` -> ({name: concepts}, {name: captions}).
 
     Retrieval baselines use the trained concept detector's backbone as the image embedding
     (the usual kNN of ImageCLEF); k and the vote share are chosen on validation.
     """
-    from ..inference.concepts import load_detector
     from ..methods import baselines as B
-    from ..submission import write_caption_submission, write_concept_submission
 
     train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
     test_ids = test.image_ids()
-    embed = embeddings or B.SplitEmbeddings(load_detector(models.concepts), progress=True)
+    embed = embeddings or B.SplitEmbeddings(models.detector, progress=True)
     concepts: dict[str, dict[str, list[str]]] = {}
     frequent, _ = B.most_frequent_baseline(train, valid)
     concepts["Most frequent concepts (baseline)"] = {i: list(frequent) for i in test_ids}
@@ -129,13 +159,7 @@ def baselines(dataset, models: DemoModels, plan: DemoPlan, out: Path, edition: i
         "Constant caption (baseline)": B.constant_caption_baseline(train, test_ids)[0],
         "Nearest-neighbour caption (baseline)": B.retrieval_caption_baseline(embed, train, test),
     }
-
-    out.mkdir(parents=True, exist_ok=True)
-    for name, preds in concepts.items():
-        write_concept_submission(out / f"concepts_{slug(name)}.csv", preds, gold_ids=test_ids, edition=edition)
-    for name, preds in captions.items():
-        write_caption_submission(out / f"captions_{slug(name)}.csv", preds, gold_ids=test_ids, edition=edition)
-    return concepts, captions
+    return write_submissions(out, concepts, captions, test_ids, edition)
 
 
 def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, dict]) -> tuple[dict, list[str]]:
@@ -152,18 +176,17 @@ def score_all(dataset, concept_preds: dict[str, dict], caption_preds: dict[str, 
     return scores, caption_score_notes()
 
 
-def score_methods(dataset, models: DemoModels, plan: DemoPlan, submissions: Path, concept_csv: Path,
-                  caption_csv: Path, edition: int | None = None, embeddings=None,
+def score_methods(dataset, models: DemoModels, plan: DemoPlan, submissions: Path, detected: dict, captions: dict,
+                  edition: int | None = None, embeddings=None,
                   log: Callable[[str], None] = print) -> tuple[dict, list[str]]:
-    """The models' test submissions, the recipes and the baselines (written by ``edition``'s rules),
-    scored -> (scores, notes). ``embeddings``: the run's shared baselines.SplitEmbeddings."""
-    from ..data.csvio import read_captions_csv, read_concepts_csv
-
-    concept_preds = {CONCEPT_MODEL_NAME: read_concepts_csv(concept_csv)}
-    caption_preds = {caption_model_name(plan): read_captions_csv(caption_csv)}
-    if models.ensemble is not None:  # medcap.demo.steps: the single detector beside the ensemble
-        concept_preds, more = demo_recipes(dataset, models, concept_preds[CONCEPT_MODEL_NAME],
-                                           submissions / "recipes", log, embeddings, edition)
+    """The models' test predictions (``detected``, ``captions``: as written to their submissions),
+    the recipes and the baselines (written by ``edition``'s rules), scored -> (scores, notes).
+    ``embeddings``: the run's shared baselines.SplitEmbeddings."""
+    concept_preds = {CONCEPT_MODEL_NAME: detected}
+    caption_preds = {caption_model_name(plan): captions}
+    if models.ensemble is not None:  # the single detector beside the ensemble, and the retrieval recipe
+        concept_preds, more = demo_recipes(dataset, models, detected, submissions / "recipes", log, embeddings,
+                                           edition)
         caption_preds.update(more)
     base_concepts, base_captions = baselines(dataset, models, plan, submissions / "baselines", edition, embeddings)
     concept_preds.update(base_concepts)
@@ -171,63 +194,55 @@ def score_methods(dataset, models: DemoModels, plan: DemoPlan, submissions: Path
     return score_all(dataset, concept_preds, caption_preds)
 
 
-def write_report(data: Path, models: DemoModels, plan: DemoPlan, concept_csv: Path, caption_csv: Path,
+def write_report(data: Path, models: DemoModels, plan: DemoPlan, detected: dict, captions: dict,
                  scores: dict, notes: list[str], out: Path) -> Path:
-    """The HTML report of the demo's test split, with the scores computed here."""
+    """The HTML report of the demo's test split, with the scores computed here and the models in memory."""
     from ..report import ReportInputs, build_report
-    from .plan import ENSEMBLE_NAME
 
     return build_report(ReportInputs(
-        data=data, concept_model=models.ensemble or models.concepts, caption_model=models.captions,
-        concept_pred=concept_csv, caption_pred=caption_csv, split="test", scores=scores, score_notes=notes,
+        data=data, concept_model=models.concept_dir, caption_model=models.captioner_dir,
+        detector=models.concept_model, captioner=models.captioner,
+        concept_pred=detected, caption_pred=captions, split="test", scores=scores, score_notes=notes,
         title="medcap demo report", gallery_size=plan.gallery,
         concept_model_name=CONCEPT_MODEL_NAME if models.ensemble is None else ENSEMBLE_NAME,
         caption_model_name=caption_model_name(plan)), out, progress=True)
 
 
-def demo_ensemble(models, data: Path, dataset, out: Path, log: Callable[[str], None] = print,
+def demo_ensemble(models: DemoModels, data: Path, dataset, out: Path, log: Callable[[str], None] = print,
                   timings: dict | None = None):
-    """The demo's ensemble in ``out`` (set as ``models.ensemble``) -> the shared
-    :class:`medcap.methods.baselines.SplitEmbeddings` of the detector."""
-    import time
-
-    from ..inference.concepts import load_detector
+    """The detector + kNN ensemble, fitted on validation, saved in ``out`` and set as
+    ``models.ensemble`` -> the shared :class:`medcap.methods.baselines.SplitEmbeddings` of the detector."""
     from ..methods.baselines import SplitEmbeddings
-    from ..methods.ensemble import build_ensemble
+    from ..methods.ensemble import fit_ensemble
 
     start = time.monotonic()
-    embeddings = SplitEmbeddings(load_detector(models.concepts), progress=True)
-    build_ensemble([models.concepts], data, out, knn=True, dataset=dataset, log=log, embeddings=embeddings)
-    models.ensemble = out
+    embeddings = SplitEmbeddings(models.detector, progress=True)
+    ensemble, report = fit_ensemble([models.detector_dir], data, knn=True, dataset=dataset, log=log,
+                                    embeddings=embeddings, members=[models.detector])
+    ensemble.save_pretrained(out, [models.detector_dir], fit=report)
+    models.ensemble, models.ensemble_dir = ensemble, out
     if timings is not None:
         timings["ensemble"] = time.monotonic() - start
     return embeddings
 
 
-def demo_recipes(dataset, models, ensemble_test: dict, out: Path, log: Callable[[str], None] = print,
+def demo_recipes(dataset, models: DemoModels, ensemble_test: dict, out: Path, log: Callable[[str], None] = print,
                  embeddings=None, edition: int | None = None) -> tuple[dict, dict]:
     """The single detector beside the ensemble (whose test predictions are ``ensemble_test``), and
     the concept-consistent retrieval captions -> (concept methods, caption methods); their
     submission files go to ``out``."""
     from ..data.items import ImageFolderItems
-    from ..inference.concepts import load_detector, predict_concepts
+    from ..inference.concepts import predict_concepts
     from ..methods.consistent import consistent_retrieval_captions
-    from ..submission import write_caption_submission, write_concept_submission
 
     valid, test = dataset.split("valid"), dataset.split("test")
-    test_ids = test.image_ids()
-    valid_ids = valid.image_ids()
-    ensemble = load_detector(models.ensemble)
-    single = predict_concepts(models.concepts, ImageFolderItems.from_split(test, test_ids), batch_size=64)
-    detected_valid = {i: [c for c, _ in row] for i, row in
-                      predict_concepts(ensemble, ImageFolderItems.from_split(valid, valid_ids), batch_size=64).items()}
+    test_ids, valid_ids = test.image_ids(), valid.image_ids()
+    single = predict_concepts(models.detector, ImageFolderItems.from_split(test, test_ids), batch_size=64)
+    detected_valid = {i: [c for c, _ in row] for i, row in predict_concepts(
+        models.ensemble, ImageFolderItems.from_split(valid, valid_ids), batch_size=64).items()}
     detected_test = {i: list(ensemble_test[i]) for i in test_ids}
-    captions, chosen = consistent_retrieval_captions(dataset, ensemble, detected_valid, detected_test, test_ids, log,
-                                                     embeddings)
-    concepts = {CONCEPT_MODEL_NAME: {i: [c for c, _ in single[i]] for i in test_ids}, ENSEMBLE_NAME: detected_test}
-    out.mkdir(parents=True, exist_ok=True)
-    write_concept_submission(out / f"concepts_{slug(ENSEMBLE_NAME)}.csv", detected_test, gold_ids=test_ids,
-                             edition=edition)
-    write_caption_submission(out / f"captions_{slug(RETRIEVAL_NAME)}.csv", captions, gold_ids=test_ids,
-                             edition=edition)
-    return concepts, {f"{RETRIEVAL_NAME}, k={chosen['k']}": captions}
+    captions, chosen = consistent_retrieval_captions(dataset, models.ensemble, detected_valid, detected_test,
+                                                     test_ids, log, embeddings)
+    concepts, written = write_submissions(out, {ENSEMBLE_NAME: detected_test},
+                                          {f"{RETRIEVAL_NAME}, k={chosen['k']}": captions}, test_ids, edition)
+    return {CONCEPT_MODEL_NAME: {i: [c for c, _ in single[i]] for i in test_ids}, **concepts}, written

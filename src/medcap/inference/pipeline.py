@@ -92,6 +92,21 @@ class Pipeline:
             self.caption_model = Captioner.from_pretrained(self.captions_dir)
             self.caption_model.model.to(self.device).eval()
 
+    @classmethod
+    def from_models(cls, concept_model=None, caption_model=None, *, concepts_dir: str | Path | None = None,
+                    captions_dir: str | Path | None = None, **options) -> Pipeline:
+        """A pipeline over models already in memory (a ConceptDetector or ConceptEnsemble, a
+        Captioner), loaded from ``concepts_dir`` / ``captions_dir``: nothing is loaded again."""
+        self = cls(None, None, **options)
+        self.concepts_dir = None if concepts_dir is None else Path(concepts_dir)
+        self.captions_dir = None if captions_dir is None else Path(captions_dir)
+        if concept_model is not None:
+            self.concept_model = concept_model.to(self.device).eval()
+        if caption_model is not None:
+            self.caption_model = caption_model
+            self.caption_model.model.to(self.device).eval()
+        return self
+
     # -- checks -------------------------------------------------------------------------------
     def check_file(self, path: str | Path) -> Path:
         """The path, or a MedcapError a user can act on (missing, empty, too large)."""

@@ -113,7 +113,7 @@ def constant_caption(train_captions: Mapping[str, str] | Sequence[str], sample: 
 
     Candidates and references are random samples of ``sample`` captions each (all when fewer).
     """
-    from ..metrics.captions import rouge1_scores
+    from ..metrics.textscores import rouge1_scores
 
     captions = list(train_captions.values()) if isinstance(train_captions, Mapping) else list(train_captions)
     captions = [c for c in captions if c.strip()]

@@ -46,17 +46,11 @@ from torch import nn
 
 from ..errors import MedcapError
 from ..models.ensemble import (
-    ENSEMBLE_FILES,
     FUSIONS,
-    MODEL_TYPE,
     ConceptEnsemble,
     EnsembleConfig,
-    is_ensemble_folder,
     member_threshold_vector,
 )
-
-__all__ = ["ENSEMBLE_FILES", "FUSIONS", "MODEL_TYPE", "ConceptEnsemble", "EnsembleConfig", "build_ensemble",
-           "fit_fusion", "fuse", "is_ensemble_folder", "knn_probabilities", "member_threshold_vector"]
 
 KNN_KS = (1, 3, 5, 10, 20, 50)
 KNN_TEMPERATURES = (0.0, 0.01, 0.03, 0.1)   # 0: plain vote shares
@@ -145,13 +139,27 @@ def fit_fusion(probs: list[np.ndarray], gold: np.ndarray, gold_sizes, cuis: list
 # Building an ensemble on the validation split
 # ------------------------------------------------------------------------------------------
 
-def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
-                   temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
-                   embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
-                   log=print, dataset=None, embeddings=None) -> dict:
+def build_ensemble(member_dirs, data, out, **options) -> dict:
     """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
     split and write it to ``out`` -> the fit report (validation F1 of every option).
+    ``options``: those of :func:`fit_ensemble`."""
+    target = Path(out).resolve()
+    for d in member_dirs:
+        if target == Path(d).resolve() or target in Path(d).resolve().parents:
+            raise MedcapError("--out would replace a member's folder: write the ensemble elsewhere", file=out)
+    ensemble, report = fit_ensemble(member_dirs, data, **options)
+    ensemble.save_pretrained(out, [Path(d) for d in member_dirs], fit=report)
+    return report
 
+
+def fit_ensemble(member_dirs, data, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
+                 temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
+                 embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
+                 log=print, dataset=None, embeddings=None, members=None) -> tuple[ConceptEnsemble, dict]:
+    """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
+    split -> (the ensemble, in memory, the fit report: validation F1 of every option).
+
+    ``members``: the detectors of ``member_dirs`` when they are already loaded (else loaded here).
     ``embeddings``: a :class:`medcap.methods.baselines.SplitEmbeddings` of the ``embed_member`` detector
     (the same embedding), shared with other methods of one run to save computing them again.
     """
@@ -164,10 +172,6 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
         raise MedcapError("an ensemble needs at least one member detector (--member DIR)")
     if len(member_dirs) == 1 and not knn:
         raise MedcapError("one member and no kNN is not an ensemble: add --member DIR or --knn")
-    target = Path(out).resolve()
-    for d in member_dirs:
-        if target == d.resolve() or target in d.resolve().parents:
-            raise MedcapError("--out would replace a member's folder: write the ensemble elsewhere", file=out)
     if not 0 <= embed_member < len(member_dirs):
         raise MedcapError(f"--embed-member: expected 0..{len(member_dirs) - 1}, got {embed_member}")
     if dataset is None:
@@ -178,7 +182,7 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
     train_ids, valid_ids = train.labelled_ids("concepts"), valid.labelled_ids("concepts")
     if not valid_ids:
         raise MedcapError("the ensemble is chosen on validation: no labelled validation images", file=data)
-    members = [load_detector(d) for d in member_dirs]
+    members = [load_detector(d) for d in (member_dirs if members is None else members)]
     names = [f"members/m{i}" for i in range(len(members))]
     cfg = EnsembleConfig(members=names, knn=None)
     ens = ConceptEnsemble(cfg, members)                     # without kNN: the members' sources
@@ -240,6 +244,5 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
     final = ConceptEnsemble(cfg, members, emb, labels)
     final.thresholds = {**choice.thresholds, "grid": grid}
     report.update(fusion=choice.fusion, weights=choice.weights, valid_f1=choice.valid_f1, table=choice.table)
-    final.save_pretrained(out, member_dirs, fit=report)
-    log(f"ensemble: {choice.fusion} {choice.weights}, validation F1 {choice.valid_f1:.4f} -> {out}")
-    return report
+    log(f"ensemble: {choice.fusion} {choice.weights}, validation F1 {choice.valid_f1:.4f}")
+    return final, report

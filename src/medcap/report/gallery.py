@@ -6,6 +6,8 @@ scored); the models fill in what the files lack and draw the heatmaps, through t
 """
 from __future__ import annotations
 
+import dataclasses
+
 from ..errors import MedcapError
 from . import html as H
 
@@ -138,4 +140,10 @@ def _pipeline(ctx):
         return None
     from ..inference.pipeline import Pipeline
 
-    return Pipeline(ctx.inputs.concept_model, captions)
+    if captions is not None and ctx.inputs.captioner is None:
+        from ..models.captioner import Captioner
+
+        ctx.inputs = dataclasses.replace(ctx.inputs, captioner=Captioner.from_pretrained(captions))
+    return Pipeline.from_models(None if ctx.inputs.concept_model is None else ctx.detector(),
+                                None if captions is None else ctx.inputs.captioner,
+                                concepts_dir=ctx.inputs.concept_model, captions_dir=captions)

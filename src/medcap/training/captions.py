@@ -345,7 +345,7 @@ class CaptionTask:
         """Validation loss (mean over tokens) and ROUGE-1 of greedy captions (official preprocessing)."""
         import torch
 
-        from ..metrics.captions import rouge1_scores
+        from ..metrics.textscores import rouge1_scores
         from ..models.guided import captioning_model
 
         model = captioning_model(model)  # validation scores the caption model alone
