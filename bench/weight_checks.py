@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 def save_paper_detector(folder: Path) -> None:
     from medcap.data.vocab import ConceptVocabulary
     from medcap.models.concept_detector import ConceptDetector
-    from medcap.tasks.concepts import concept_processor, detector_config, load_concept_config
+    from medcap.training.concepts import concept_processor, detector_config, load_concept_config
 
     cfg = load_concept_config("paper", ["pretrained=false"])
     cuis = [f"C{i:07d}" for i in range(2125)]

@@ -179,7 +179,7 @@ def _sweep(run, check, monkeypatch, limit: int = 400, prepare=None) -> int:
 
 # -- training (the engine: Accelerate checkpoints, metrics, the best model) ----------------------
 def test_training_survives_a_failure_at_every_write_and_resumes_to_the_clean_run(tmp_path, monkeypatch):
-    from medcap.engine import Trainer
+    from medcap.training.engine import Trainer
 
     def train(out: Path, resume=False):
         Trainer(ToyTask(), _cfg(epochs=2, keep_checkpoints=1), out).fit(resume=resume)
@@ -211,7 +211,7 @@ def test_training_survives_a_failure_at_every_write_and_resumes_to_the_clean_run
 # -- predict (submission + probabilities JSON) ---------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, synth_small):
-    from medcap.demo import train_tiny_models
+    from conftest import train_tiny_models
 
     return train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
 

@@ -27,7 +27,7 @@ def _one_line(err: str) -> str:
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, synth_small):
-    from medcap.demo import train_tiny_models
+    from conftest import train_tiny_models
 
     return train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
 
@@ -235,7 +235,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_leaves_nothing_temporary_an
                                                                                          monkeypatch):
     import accelerate
 
-    from medcap.engine import Trainer
+    from medcap.training.engine import Trainer
     from test_faults import ToyTask, _cfg
 
     real = accelerate.Accelerator.save_state
@@ -264,7 +264,7 @@ def test_a_full_disk_during_a_checkpoint_is_one_line_leaves_nothing_temporary_an
 
 # -- 9. serve on a network --------------------------------------------------------------------
 def test_serve_auth_reads_the_password_file_and_warns_without_it_on_a_network(tmp_path, capsys):
-    from medcap.app import is_loopback, read_auth
+    from medcap.webapp.server import is_loopback, read_auth
 
     (tmp_path / "pw").write_text("s3cret\n")
     assert read_auth(f"ann:{tmp_path / 'pw'}") == ("ann", "s3cret")

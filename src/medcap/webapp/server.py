@@ -2,7 +2,7 @@
 
 Upload a JPEG, PNG or DICOM file and see the detected concepts with their probabilities,
 the generated caption and a heatmap of where the top concept was found. All the work is
-done by :class:`medcap.pipeline.Pipeline` (models loaded once, ``analyze(path) -> Analysis``),
+done by :class:`medcap.inference.pipeline.Pipeline` (models loaded once, ``analyze(path) -> Analysis``),
 which has no Gradio in it, so it is tested without a browser and reused by the report's gallery.
 
 The server binds 127.0.0.1 unless told otherwise: medical images should not be served
@@ -22,19 +22,14 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import MedcapError
-from .pipeline import (  # noqa: F401  (the analysis lives in medcap.pipeline; re-exported here)
+from ..errors import MedcapError
+from ..inference.pipeline import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_FILE_MB,
     DEFAULT_MAX_PIXELS,
-    DEFAULT_MAX_SIDE,
     DEFAULT_QUEUE_SIZE,
     KEEP_OUTPUTS,
-    Analysis,
-    ConceptScore,
     Pipeline,
-    model_folder,
-    overlay_heatmap,
 )
 
 TOP_K = 10  # concepts shown with their probabilities
@@ -182,7 +177,7 @@ def serve(concepts: str | Path | None, captions: str | Path | None, *, host: str
 def read_auth(spec: str) -> tuple[str, str]:
     """``USER:PASSWORD_FILE`` -> (user, password): the password is read from a file, never typed
     on the command line (where other users of the machine see it in the process list)."""
-    from .fileio import read_bytes
+    from ..fileio import read_bytes
 
     user, sep, file = spec.partition(":")
     if not sep or not user or not file:
