@@ -249,7 +249,9 @@ def verified(folder: str | Path) -> Iterator[None]:
         t.start()
     try:
         yield
-    except BaseException:
+    except BaseException as e:
+        if not isinstance(e, Exception):
+            todo.clear()  # Ctrl-C: stop after the blocks being hashed, do not check the rest
         for t in threads:
             t.join()
         if errors:
