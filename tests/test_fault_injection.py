@@ -157,7 +157,7 @@ def _digests(root: Path, skip=()) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and p.name not in skip}
 
 
-def _sweep(run, check, monkeypatch, limit: int = 400, prepare=None) -> int:
+def _sweep(run, check, monkeypatch, limit: int = 400, prepare=None, stop_at: int | None = None) -> int:
     """run() for N = 1, 2, ... until a run passes without its fault firing; check(n, exc).
     ``prepare()`` (before each run, with no fault active) puts the previous content in place."""
     for n in range(1, limit):
@@ -174,6 +174,8 @@ def _sweep(run, check, monkeypatch, limit: int = 400, prepare=None) -> int:
             assert exc is None, exc
             return n - 1
         check(n, exc, faults.where)
+        if stop_at is not None and n >= stop_at:
+            return n
     raise AssertionError(f"still failing after {limit} writes")
 
 
@@ -283,6 +285,39 @@ def test_report_survives_a_failure_at_every_write_and_keeps_the_previous_report(
         assert report() == 0 and _digests(out) == previous
 
     _sweep(run, check, monkeypatch)
+
+
+@pytest.mark.slow
+def test_train_concepts_survives_a_failure_at_every_write_and_resumes_to_the_clean_model(synth_small, tmp_path,
+                                                                                      monkeypatch, capsys):
+    """The sweep through the real `medcap train concepts` (the model folder, checksums.json, the
+    config and metrics files too). MEDCAP_SWEEP_LIMIT stops it early (a quick look)."""
+    from medcap.cli import main
+
+    def args(out: Path) -> list[str]:
+        return ["train", "concepts", "--config", "demo", "--data", str(synth_small), "--out", str(out),
+                "--set", "image_size=32", "--set", "epochs=2", "--set", "progress=false", "--set", "max_minutes=0"]
+
+    assert main(args(tmp_path / "clean")) == 0
+    want = _digests(tmp_path / "clean" / "model")
+    capsys.readouterr()
+    runs: list[Path] = []
+
+    def run():
+        runs.append(tmp_path / f"run{len(runs)}")
+        rc = main(args(runs[-1]))
+        if rc != 0:
+            raise MedcapError(f"exit {rc}")
+
+    def check(n, exc, where):
+        _printed_one_line(exc, capsys, where)
+        assert _temporary(runs[-1]) == [], f"write {n} ({where}): {_temporary(runs[-1])}"
+        assert main([*args(runs[-1]), "--resume"]) == 0
+        assert _digests(runs[-1] / "model") == want, f"write {n} ({where}): the resumed run ends elsewhere"
+        capsys.readouterr()
+        shutil.rmtree(runs[-1])
+
+    _sweep(run, check, monkeypatch, stop_at=int(os.environ.get("MEDCAP_SWEEP_LIMIT", "0")) or None)
 
 
 # -- kills at random moments (slow) ----------------------------------------------------------
