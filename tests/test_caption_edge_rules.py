@@ -69,6 +69,16 @@ def test_bertscore_of_adversarial_batches_equals_one_pair_at_a_time(scorer, adve
     assert ours[10] == 0.0  # punctuation only: empty after the official preprocessing
 
 
+def test_bertscore_held_a_chunk_of_pairs_at_a_time_gives_the_same_scores(scorer, adversarial_reference,
+                                                                           monkeypatch):
+    from medcap.metrics import textscores
+
+    monkeypatch.setattr(textscores, "_PAIRS_PER_CHUNK", 5)
+    scorer.batch_size = 7
+    np.testing.assert_allclose(scorer.score(ADVERSARIAL_GOLD, ADVERSARIAL_PRED), adversarial_reference,
+                               atol=1e-6, rtol=0)
+
+
 def test_bert_scores_own_batched_call_is_off_on_these_batches(scorer, adversarial_reference):
     # The witness that the data above is adversarial: bert-score's one batched call pads the
     # similarity matrix with zeros, and the short captions score too high.

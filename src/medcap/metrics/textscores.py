@@ -25,6 +25,7 @@ from ..errors import MedcapError
 from .scorers import ScorerUnavailable, both_empty, pick_device, resolve_model
 
 DEFAULT_BERTSCORE_MODEL = "microsoft/deberta-xlarge-mnli"
+_PAIRS_PER_CHUNK = 2048  # BERTScore pairs whose token vectors are held at once
 
 _DIGITS = re.compile(r"\d+")
 _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -202,17 +203,22 @@ class BertScorer:
         import torch
         from bert_score.utils import greedy_cos_idf
 
-        stats = self.embed(list(gold_pre) + list(pred_pre))
         out = np.zeros((3, len(gold_pre)), dtype=np.float64)
+        # A few thousand pairs at a time: the token vectors of every caption of a whole test
+        # set (19k pairs, 1024 dimensions with deberta-xlarge) would take gigabytes.
+        for start in range(0, len(gold_pre), _PAIRS_PER_CHUNK):
+            gold_chunk = list(gold_pre[start:start + _PAIRS_PER_CHUNK])
+            pred_chunk = list(pred_pre[start:start + _PAIRS_PER_CHUNK])
+            stats = self.embed(gold_chunk + pred_chunk)
 
-        def one(sentence):  # (1, L, D), (1, L) mask, (1, L) idf; cloned: greedy_cos_idf divides in place
-            emb, idf = stats[sentence]
-            return emb[None].clone(), torch.ones(1, len(idf), dtype=torch.bool), idf[None].clone()
+            def one(sentence, stats=stats):  # (1, L, D), (1, L) mask, (1, L) idf; cloned: divided in place
+                emb, idf = stats[sentence]
+                return emb[None].clone(), torch.ones(1, len(idf), dtype=torch.bool), idf[None].clone()
 
-        with torch.no_grad(), _quiet_empty_warnings():
-            for k, (g, p) in enumerate(zip(gold_pre, pred_pre, strict=True)):
-                prf = greedy_cos_idf(*one(g), *one(p))
-                out[:, k] = [float(v[0]) for v in prf]
+            with torch.no_grad(), _quiet_empty_warnings():
+                for k, (g, p) in enumerate(zip(gold_chunk, pred_chunk, strict=True)):
+                    prf = greedy_cos_idf(*one(g), *one(p))
+                    out[:, start + k] = [float(v[0]) for v in prf]
         return out[0], out[1], out[2]
 
 
