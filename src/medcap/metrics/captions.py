@@ -49,14 +49,7 @@ from .registry import (
     CaptionPreset,
 )
 from .scorers import DEFAULT_BLEURT_MODEL, SIMILARITY_EMPTY_MODES, ScorerUnavailable, both_empty
-from .textscores import (  # noqa: F401  (re-exported: the caption metrics' public names)
-    DEFAULT_BERTSCORE_MODEL,
-    BertScorer,
-    _patch_tokenizer,
-    find_minilm_model,
-    preprocess_caption,
-    rouge1_scores,
-)
+from .textscores import DEFAULT_BERTSCORE_MODEL, preprocess_caption
 
 RELEVANCE_TERMS = {name: preset.relevance for name, preset in PRESETS.items()}
 FACTUALITY_TERMS = PRESETS[DEFAULT_PRESET].factuality
