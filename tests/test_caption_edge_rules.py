@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from medcap.metrics.captions import aggregate_scores, preprocess_caption
-from medcap.metrics.textscores import BertScorer, find_minilm_model
 from medcap.metrics.editions import score_captions_preset, similarity_from_embeddings
 from medcap.metrics.scorers import both_empty, similarity_empty_rule
+from medcap.metrics.textscores import BertScorer, find_minilm_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

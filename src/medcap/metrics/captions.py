@@ -85,7 +85,7 @@ def aggregate_scores(scores: Mapping[str, float | None], *, relevance: str = DEF
         out[f"{name}_terms"] = present if value is not None else []
         out[f"{name}_missing"] = missing
         out[f"{name}_partial"] = bool(value is not None and missing)
-    # The evaluator's own two outputs, under its names (REFERENCE §4): the same values.
+    # The evaluator's own two outputs, under its names (REFERENCE §10): the same values.
     for name, evaluator_name in EVALUATOR_NAMES.items():
         if name in out:
             out[evaluator_name] = out[name]

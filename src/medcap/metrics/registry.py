@@ -198,9 +198,9 @@ PRESETS: dict[str, CaptionPreset] = {p.name: p for p in (
 DEFAULT_PRESET = "public-2025"
 # The organisers' `_evaluate` returns two numbers, "score" (Relevance) and "score_secondary"
 # (Factuality); Overall, their mean, is the leaderboard's convention and no output of the
-# evaluator (REFERENCE §4): the titles say so wherever a table shows them.
+# evaluator (REFERENCE §10): the titles say so wherever a table shows them.
 EVALUATOR_NAMES = {"relevance": "score", "factuality": "score_secondary"}
 AGGREGATE_TITLES = {"relevance": "Relevance (score)", "factuality": "Factuality (score_secondary)",
                     "overall": "Overall (leaderboard mean)"}
 OVERALL_NOTE = ("overall = mean(score, score_secondary): the leaderboard's convention; the organisers' evaluator "
-                "returns only score (Relevance) and score_secondary (Factuality)")
+                "returns score (Relevance) and score_secondary (Factuality), no Overall")
