@@ -1,6 +1,6 @@
 """BERTScore: medcap's batched scorer against the organisers' one-pair-at-a-time calls, side by side.
 
-    PYTHONPATH=src .venv/bin/python bench/bertscore_batching.py            # ~1 min on 2 CPU cores
+    PYTHONPATH=src .venv/bin/python bench/bertscore_batching.py     # 4 to 20 min on the shared 2-core machine
 
 On ``--pairs`` synthetic caption pairs (``medcap.synth.caption_from_concepts``, with one pair
 in ten made adversarial: one-token, punctuation-only, empty or ~200-token captions), with the
