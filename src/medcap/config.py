@@ -110,11 +110,58 @@ def check_keys(values: dict, known, label: str | Path | None = None, what: str =
             raise unknown_key_error(prefix + str(key), known, label, what)
 
 
+def nested_configs(cls) -> dict[str, type]:
+    """Fields of config dataclass ``cls`` that hold a config of their own, as transformers nests
+    ``vision_config`` (``ConceptConfig.model``: a DetectorConfig) -> {field: dataclass}."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if dataclasses.is_dataclass(hints[f.name])}
+
+
+def flat_keys(cls) -> dict[str, str]:
+    """The keys of ``cls``'s nested configs that may be written at the top level, as the shipped
+    YAML files and ``--set backbone=...`` do -> {key: the field that holds it}."""
+    own = {f.name for f in dataclasses.fields(cls)}
+    return {f.name: name for name, sub in nested_configs(cls).items() for f in dataclasses.fields(sub)
+            if f.name not in own and f.init}
+
+
+def nest_keys(cls, values: dict | None) -> dict:
+    """A config mapping with flat (``backbone``) and dotted (``model.backbone``) keys of a nested
+    config moved into it: ``{"model": {"backbone": ...}}``."""
+    nested, flat = nested_configs(cls), flat_keys(cls)
+    out: dict[str, Any] = {}
+    for key, value in (values or {}).items():
+        head, _, rest = str(key).partition(".")
+        if rest and head in nested:
+            out.setdefault(head, {})[rest] = value
+        elif key in nested and isinstance(value, dict):
+            out.setdefault(key, {}).update(value)
+        elif key in flat:
+            out.setdefault(flat[key], {})[key] = value
+        else:
+            out[key] = value
+    return out
+
+
+def merge_config_values(cls, base: dict, update: dict) -> dict:
+    """``base`` updated with ``update`` (both nested by :func:`nest_keys`), nested configs key by key."""
+    out = dict(base)
+    for key, value in update.items():
+        if key in nested_configs(cls) and isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
 def build_dataclass(cls: type[T], values: dict, label: str = "<config>", prefix: str = "") -> T:
     """Build ``cls`` from a dict, refusing unknown keys with the file that holds them."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    check_keys(values, fields, label, prefix=prefix)
+    values = nest_keys(cls, values)
+    for key in values:
+        if key not in fields:   # the hint names the keys one can write, the nested ones included
+            raise unknown_key_error(prefix + str(key), [*fields, *flat_keys(cls)], label)
     kwargs = {key: _coerce(value, hints[key], prefix + key, label) for key, value in (values or {}).items()}
     from .config_checks import check_values
 
@@ -127,8 +174,17 @@ def build_dataclass(cls: type[T], values: dict, label: str = "<config>", prefix:
 
 
 def config_keys(cls) -> list[tuple[str, Any]]:
-    """(key, default) of every field of a config dataclass, in declaration order (for --help)."""
-    return [(f.name, f.default) for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING]
+    """(key, default) of every key a config file or ``--set`` may give, in declaration order, a
+    nested config's keys where the config sits (for --help)."""
+    nested, flat = nested_configs(cls), flat_keys(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in nested:
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            out += [(k, getattr(default, k)) for k, owner in flat.items() if owner == f.name]
+        elif f.default is not dataclasses.MISSING:
+            out.append((f.name, f.default))
+    return out
 
 
 def config_help(cls) -> str:
@@ -179,12 +235,12 @@ def load_config(cls: type[T], name_or_path: str | Path, task: str,
         merged.update(dataclasses.asdict(base_cfg))
         merged.pop("name", None)  # a config built on `base: X` is named after itself, not X
     build_dataclass(cls, data, label)  # validate this file's own keys with its own label
-    merged.update(data)
+    merged = merge_config_values(cls, merged, nest_keys(cls, data))
     if isinstance(overrides, list):
         overrides = parse_overrides(overrides)
     if overrides:
         build_dataclass(cls, overrides, "command line")
-        merged.update(overrides)
+        merged = merge_config_values(cls, merged, nest_keys(cls, overrides))
     cfg = build_dataclass(cls, merged, label)
     if hasattr(cfg, "name") and not getattr(cfg, "name", None):
         p = Path(name_or_path)

@@ -222,9 +222,13 @@ class MultiHeadCSRA(nn.Module):
 
 @dataclass
 class DetectorConfig:
-    """What config.json holds: enough to rebuild the network (weights come separately)."""
-    num_classes: int
-    backbone: str = "resnet101"
+    """What config.json holds: enough to rebuild the network (weights come separately).
+
+    A concept training config holds one (``ConceptConfig.model``); its ``num_classes`` is set
+    from the training data's vocabulary when the network is built.
+    """
+    num_classes: int = 0              # outputs: one per concept of the vocabulary
+    backbone: str = "resnet101"       # timm name, or tv/<torchvision name>
     feature_stage: str = "last"       # "last" = layer4 for ResNets (see backbones.py)
     train_from: str = ""              # first trained backbone stage ("layer4" = paper); "" = all
     head: str = "medcsra"             # medcsra | global | attention | csra

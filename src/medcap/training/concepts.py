@@ -14,7 +14,7 @@ the training-loop fields of :class:`medcap.training.engine.TrainConfig`, the los
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +25,7 @@ from ..data.items import ConceptImageDataset, ImageFolderItems
 from ..data.transforms import normalize_batch
 from ..errors import MedcapError
 from ..fileio import write_text_atomic
+from ..models.concept_detector import DetectorConfig
 from .engine import TrainConfig, Trainer, TrainResult, seed_everything
 from .losses import LossConfig
 
@@ -37,19 +38,11 @@ SIDE_PAIRS = "C0205090:C0205091"
 class ConceptConfig(TrainConfig, LossConfig):
     """Every key a concept config may set (named configs: medcap/configs/concepts/*.yaml)."""
     name: str = ""
-    # -- model (medcap.models.concept_detector.DetectorConfig) --------------------------------
-    backbone: str = "resnet101"       # timm name, or tv/<torchvision name>
+    # -- model: the network's config, nested as transformers nests its configs. Its keys may be
+    # written at the top level (backbone: resnet18, --set head=csra) or under model: / model.KEY.
+    model: DetectorConfig = field(default_factory=DetectorConfig)
     pretrained: bool = False          # ImageNet weights from the local cache (REFERENCE §1: yes)
     pretrained_path: str = ""         # ... or from this file
-    feature_stage: str = "last"       # "last" = layer4 (2048 ch for ResNet-101); "layer3" = 1024
-    train_from: str = ""              # first trained backbone stage; "layer4" = paper; "" = all
-    head: str = "medcsra"             # medcsra | global | attention | csra
-    lam: float = 0.1                  # fusion weight (paper 5.2.4) / CSRA residual weight
-    csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8
-    dropout: float = 0.0
-    global_pool: str = "avg"          # avg | gem (generalised mean, REFERENCE §6) | grid (2x2 cells)
-    gem_p: float = 3.0                # GeM's initial exponent
-    gem_learnable: bool = True        # train GeM's p (false: fixed)
     # -- images ---------------------------------------------------------------------------------
     image_size: int = 224             # square input side (REFERENCE §1: 224)
     resize: str = "squash"            # squash (ignore aspect ratio) | pad (letterbox)
@@ -77,9 +70,7 @@ class ConceptConfig(TrainConfig, LossConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        from ..models.concept_detector import HEADS
-
-        choices = {"head": HEADS, "resize": ("squash", "pad"), "normalize": ("imagenet", "none"),
+        choices = {"resize": ("squash", "pad"), "normalize": ("imagenet", "none"),
                    "threshold_grid": ("paper", "fine"), "never_empty": ("auto", "on", "off")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -95,11 +86,9 @@ def load_concept_config(name_or_path: str | Path, overrides: dict | list[str] | 
     return load_config(ConceptConfig, name_or_path, TASK, overrides)
 
 
-def detector_config(cfg: ConceptConfig, num_classes: int):
-    from ..models.concept_detector import DetectorConfig
-
-    keys = {f.name for f in dataclasses.fields(DetectorConfig)} - {"num_classes", "model_type"}
-    return DetectorConfig(num_classes=num_classes, **{k: getattr(cfg, k) for k in keys})
+def detector_config(cfg: ConceptConfig, num_classes: int) -> DetectorConfig:
+    """The config's network with one output per concept of the vocabulary."""
+    return dataclasses.replace(cfg.model, num_classes=num_classes)
 
 
 # ------------------------------------------------------------------------------------------
