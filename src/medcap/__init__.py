@@ -5,15 +5,12 @@ The Python API behind the ``medcap`` command. Names are imported lazily, so
 
     import medcap
     ds = medcap.read_dataset("synth-data")                      # ImageCLEF folder layout
-    medcap.train_concepts("demo", "synth-data", "runs/concepts")  # MedCSRA, named config
+    medcap.train_concepts("demo", "synth-data", "runs/concepts", {"max_minutes": 1})  # MedCSRA
     det = medcap.ConceptDetector.from_pretrained("runs/concepts")
     preds = medcap.predict_concepts(det, "synth-data/test")       # thresholds come with the model
     scores = medcap.evaluate_concepts(gold, {i: [c for c, _ in p] for i, p in preds.items()})
 """
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 __version__ = "0.1.0"
 
@@ -41,6 +38,7 @@ _EXPORTS = {
     "predict_concepts": "medcap.inference",
     "load_concept_config": "medcap.tasks.concepts",
     "train_captioner": "medcap.tasks.captions",
+    "train_captions": "medcap.tasks.captions",
     "predict_captions": "medcap.inference_captions",
     "load_caption_config": "medcap.tasks.captions",
     # submissions and metrics
@@ -61,14 +59,17 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'medcap' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module  # (inside: `import medcap` leaves no helper names behind)
+
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    """The public API only (what tab completion shows): no helper or dunder names."""
+    return sorted([*__all__, "__version__"])

@@ -85,8 +85,8 @@ class _TiedWeightsNotice(logging.Filter):
 class TrainConfig:
     """Settings of the training loop (task configs carry the same keys, flat; see from_config)."""
     epochs: int = 100                 # epoch budget; the cosine schedule spans all of it (REFERENCE §1: 100)
-    lr: float = 1e-4                  # REFERENCE §1: Adam 1e-4
-    weight_decay: float = 1e-5        # REFERENCE §1: 1e-5
+    lr: float = 1e-4                  # learning rate (REFERENCE §1: Adam 1e-4)
+    weight_decay: float = 1e-5        # weight decay (REFERENCE §1: 1e-5)
     optimizer: str = "adam"           # adam | adamw
     schedule: str = "cosine"          # cosine | constant (both after the warm-up)
     warmup_steps: int = 0             # linear warm-up from 0 over this many optimiser steps
@@ -98,7 +98,7 @@ class TrainConfig:
     patience: int = 5                 # epochs without improvement before stopping; 0 = never
     max_minutes: float = 0.0          # wall-clock budget; 0 = none. With a budget the schedule
                                       # follows time too (whichever of steps/time is further on)
-    seed: int = 42                    # REFERENCE §1: seed 42
+    seed: int = 42                    # random seed of weights, shuffling, augmentation (REFERENCE §1: 42)
     cpu: bool = False                 # force the CPU even when a GPU is present
     keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
     progress: bool = True             # tqdm progress bars
@@ -412,7 +412,8 @@ class Trainer:
         """One pass over the training data -> (mean loss over processes, "time_budget" or None)."""
         import torch
         from accelerate.utils import set_seed
-        from tqdm.auto import tqdm
+
+        from .progress import training_bar
 
         cfg, acc = self.cfg, self.acc
         # Epoch e is seeded from seed + e (shuffle and augmentation): resume gives the same run.
@@ -420,8 +421,8 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         total_loss, n_batches, stop = torch.zeros((), device=acc.device), 0, None
         show = cfg.progress and acc.is_local_main_process
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if show else True)  # None: shown on a terminal only
+        # on a terminal only; with a time budget the bar counts its seconds (the ETA: the budget's end)
+        bar = training_bar(self.train_loader, epoch, cfg.epochs, self._budget_s, self._elapsed, show)
         for batch in bar:
             loss = self._train_step(batch, epoch)
             if loss is not None:  # None: a NaN/inf step, skipped

@@ -33,12 +33,9 @@ def probability_fn(model) -> Callable:
 
 
 def image_items(images) -> ImageFolderItems:
-    """Folders / files / an ImageFolderItems -> ImageFolderItems (ID = file name stem)."""
-    if isinstance(images, ImageFolderItems):
-        return images
-    from .data.images import list_images
-
-    return ImageFolderItems.from_files(list_images(images))
+    """Folders / files / PIL images / numpy arrays (or a list of them) / an ImageFolderItems ->
+    ImageFolderItems (ID = file name stem, or image-N for an in-memory image: its place in the list)."""
+    return ImageFolderItems.from_images(images)
 
 
 def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=None, num_workers: int = 0,
@@ -84,7 +81,8 @@ def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
 
 def predict_concepts(model_or_dir, images, batch_size: int = 32, device: str | None = None,
                      num_workers: int = 0, progress: bool = False) -> dict[str, list[tuple[str, float]]]:
-    """Images (folders, files) -> {ID: [(CUI, probability), ...]} with the saved thresholds."""
+    """Images (folders, files, PIL images, numpy arrays) -> {ID: [(CUI, probability), ...]} with the
+    saved thresholds (in-memory images: the IDs image-1, image-2, ...)."""
     model = load_detector(model_or_dir)
     ids, probs = predict_probabilities(model, images, batch_size, device, num_workers, progress)
     return dict(zip(ids, decide(model, probs), strict=True))

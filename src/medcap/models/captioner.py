@@ -377,13 +377,12 @@ class Captioner:
     def caption_files(self, paths: Sequence[str | Path], batch_size: int = 8, progress: bool = False,
                       concepts: Sequence[Iterable[str]] | None = None, **overrides) -> list[str]:
         """Captions for image files (JPEG, PNG, DICOM, ... via medcap.data.images.load_image)."""
-        from tqdm.auto import tqdm
-
         from ..data.images import load_image
+        from ..progress import bar
 
         out: list[str] = []
         starts = range(0, len(paths), batch_size)
-        for start in tqdm(starts, desc="captioning", disable=not progress, unit="batch"):
+        for start in bar(starts, desc="captioning", show=progress, unit="batch", leave=True):
             images = [load_image(p) for p in paths[start:start + batch_size]]
             batch_concepts = None if concepts is None else concepts[start:start + batch_size]
             out += self.generate(images, batch_size=batch_size, concepts=batch_concepts, **overrides)
