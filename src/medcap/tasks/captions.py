@@ -385,13 +385,12 @@ def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: s
     ``{"epochs": 3}`` or ``["epochs=3"]``, applied to any of them (as :func:`train_concepts`)."""
     cfg = resolve_config(CaptionConfig, config, "captions", overrides)
     from ..data import read_dataset
-    from ..engine import Trainer, latest_checkpoint
+    from ..checkpoints import check_run_folder
+    from ..engine import Trainer
     from ..fileio import atomic_dir
 
     out = Path(out)
-    if not resume and latest_checkpoint(out) is not None:  # before anything in `out` is touched
-        raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
-                          "or choose another --out", file=out)
+    check_run_folder(out, resume)  # before anything in `out` is touched
     dataset = read_dataset(data)
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR

@@ -296,7 +296,10 @@ def train_concepts(config: str | Path | ConceptConfig, data_dir: str | Path, out
 
     ``config``: a named config (``"demo"``), a YAML path or a :class:`ConceptConfig`; ``overrides``:
     ``{"epochs": 3}`` or ``["epochs=3"]``, applied to any of them."""
+    from ..checkpoints import check_run_folder
+
     cfg = resolve_config(ConceptConfig, config, TASK, overrides)
+    check_run_folder(out_dir, resume)  # before the data is read or `out_dir` touched
     data = load_concept_data(data_dir, cfg, log)
     log(f"{len(data.train.ids)} training / {len(data.valid.ids)} validation images, "
         f"{len(data.vocabulary)} concepts; config {cfg.name or 'custom'}")
