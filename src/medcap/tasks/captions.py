@@ -383,12 +383,12 @@ def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: s
 
     ``config``: a named config (``"demo"``), a YAML path or a :class:`CaptionConfig`; ``overrides``:
     ``{"epochs": 3}`` or ``["epochs=3"]``, applied to any of them (as :func:`train_concepts`)."""
-    cfg = resolve_config(CaptionConfig, config, "captions", overrides)
-    from ..data import read_dataset
     from ..checkpoints import check_run_folder
+    from ..data import read_dataset
     from ..engine import Trainer
     from ..fileio import atomic_dir
 
+    cfg = resolve_config(CaptionConfig, config, "captions", overrides)
     out = Path(out)
     check_run_folder(out, resume)  # before anything in `out` is touched
     dataset = read_dataset(data)
