@@ -317,6 +317,9 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (see the module docstring); the output folder is locked for the run (medcap.runlock)."""
+        from .checkpoints import check_run_folder
+
+        check_run_folder(self.out_dir, resume)  # --resume without a run, or a second run: nothing is created
         # RANK: set by accelerate launch / torchrun; only the main process locks and cleans up.
         if int(os.environ.get("RANK", "0")) != 0:
             return self._fit(resume)
@@ -397,11 +400,8 @@ class Trainer:
                       "elapsed_s": 0.0, "eval_s": 0.0, "history": [], "stop_reason": None}
         self._setup()
         self.state["total_steps"] = self.total_steps
-        if resume:
+        if resume:  # (fit() checked that a run is there to resume, or none when not resuming)
             self._load_checkpoint()
-        elif latest_checkpoint(self.out_dir) is not None:
-            raise MedcapError("this output folder already holds a training run: pass --resume to "
-                              "continue it or choose another --out", file=self.out_dir)
         if self.acc.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self._tb = self._open_tensorboard()
