@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = _global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         # standalone_mode=False: click returns a command's exit code instead of exiting.
-        rc = app(args=argv, standalone_mode=False)
+        rc = app(args=argv, prog_name="medcap", standalone_mode=False)
     except MedcapError as e:
         print(f"error: {e.format()}", file=sys.stderr)
         return e.exit_code

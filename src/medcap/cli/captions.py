@@ -34,6 +34,7 @@ baseline_app.add_typer(captions_baseline_app, name="captions")
 @train_app.command("captions", cls=config_keys_command("medcap.tasks.captions:CaptionConfig",
                                                            "medcap.tasks.captions:load_caption_config"))
 def train_captions_command(
+    ctx: typer.Context,
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, demo, demo-prompted) or a YAML file."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_captions.csv).",
@@ -57,7 +58,7 @@ def train_captions_command(
     cfg = load_caption_config(config, set_)
     if print_config_:
         return print_config(cfg)
-    with resume_hint(out):
+    with resume_hint(ctx, out):
         result = train_captioner(cfg, data, out, resume=resume, log=log)
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(f"best validation {cfg.monitor} {score} at epoch {result.best_epoch} "

@@ -37,6 +37,7 @@ baseline_app.add_typer(concepts_baseline_app, name="concepts")
 @train_app.command("concepts", cls=config_keys_command("medcap.tasks.concepts:ConceptConfig",
                                                            "medcap.tasks.concepts:load_concept_config"))
 def train_concepts_command(
+    ctx: typer.Context,
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
                                     "or a YAML file."),
@@ -70,7 +71,7 @@ def train_concepts_command(
     cfg = load_concept_config(config, overrides)
     if print_config_:
         return print_config(cfg)
-    with resume_hint(out):
+    with resume_hint(ctx, out):
         result = train_concepts(cfg, data, out, resume=resume, log=log)
     typer.echo(f"best validation F1 {result.best_score:.4f} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")

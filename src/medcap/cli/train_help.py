@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import importlib
 import shlex
-import sys
 from pathlib import Path
 
 import typer
@@ -86,7 +85,7 @@ def print_config(cfg) -> int:
 
 
 @contextlib.contextmanager
-def resume_hint(out: Path):
+def resume_hint(ctx: typer.Context, out: Path):
     """Ctrl-C during training: one line naming the newest complete checkpoint and the exact
     command that continues the run, then exit 130 (the shell's code for an interrupt)."""
     try:
@@ -94,9 +93,11 @@ def resume_hint(out: Path):
     except KeyboardInterrupt:
         from ..checkpoints import latest_checkpoint
 
-        ctx = typer.get_current_context(silent=True)
-        args = list(ctx.meta.get(RAW_ARGS, [])) if ctx is not None else sys.argv[1:]
-        path = ["medcap", *ctx.command_path.split()[1:]] if ctx is not None else ["medcap"]
+        args, path, c = list(ctx.meta.get(RAW_ARGS, [])), [], ctx
+        while c.parent is not None:  # the command's names below the root ("train", "concepts")
+            path.insert(0, c.info_name)
+            c = c.parent
+        path.insert(0, "medcap")
         again = shlex.join(path + args + ([] if "--resume" in args else ["--resume"]))
         ckpt = latest_checkpoint(out)
         if ckpt is None:
