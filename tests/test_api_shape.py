@@ -89,14 +89,15 @@ def test_predict_concepts_takes_pil_images_and_arrays():
     assert [c for c, _ in a] == [c for c, _ in b] and [p for _, p in a] == pytest.approx([p for _, p in b])
 
 
-def test_predict_captions_takes_pil_images_and_arrays():
+def test_predict_captions_takes_pil_images_and_arrays_and_writes_no_bar_into_a_log(capsys):
     from medcap.models.captioner import Captioner
 
     pil, rgb, _ = _images()
     captioner = Captioner.from_scratch("tiny", ["a chest x-ray", "a ct of the head"], vocab_size=100, seed=0,
                                        image_size=32)
-    captions = medcap.predict_captions(captioner, [pil, rgb], device="cpu", max_new_tokens=4)
+    captions = medcap.predict_captions(captioner, [pil, rgb], device="cpu", max_new_tokens=4, progress=True)
     assert list(captions) == ["image-1", "image-2"] and captions["image-1"] == captions["image-2"]
+    assert "captioning" not in capsys.readouterr().err  # progress=True: a bar on a terminal only
 
 
 def test_dataset_and_split_reprs_are_one_short_line(synth_small):

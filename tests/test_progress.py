@@ -1,0 +1,117 @@
+"""Progress and noise (issue 24): bars on a terminal only, the training bar follows the time budget,
+BERTScore shows progress, transformers' bars and warnings are hidden unless --verbose."""
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from medcap import progress
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_a_bar_is_written_on_a_terminal_and_nothing_elsewhere():
+    log, tty = io.StringIO(), FakeTerminal()
+    assert list(progress.bar(range(3), desc="work", file=log)) == [0, 1, 2] and log.getvalue() == ""
+    list(progress.bar(range(3), desc="work", file=tty))
+    assert "work" in tty.getvalue()
+    never = FakeTerminal()
+    list(progress.bar(range(3), desc="work", show=False, file=never))
+    assert never.getvalue() == ""
+
+
+def test_with_a_time_budget_the_training_bar_counts_the_budgets_seconds():
+    clock = iter([30.0, 45.0, 60.0, 90.0])  # before the epoch, then after each batch
+    tty = FakeTerminal()
+    bar = progress.BudgetBar(["a", "b", "c"], 120.0, lambda: next(clock), desc="epoch 2/100", file=tty)
+    assert bar.bar.total == 120 and bar.bar.n == 30  # the seconds used before this epoch count
+    assert list(bar) == ["a", "b", "c"]
+    assert bar.bar.n == 90  # after the last batch: the run's elapsed seconds, not the batch count
+    bar.set_postfix(loss="0.1")
+    text = tty.getvalue()
+    bar.close()
+    assert "of the time budget" in text and "left" in text and "epoch 2/100" in text
+    assert isinstance(progress.training_bar([1], 0, 1, 60.0, lambda: 0.0, show=False), progress.BudgetBar)
+    assert not isinstance(progress.training_bar([1], 0, 1, float("inf"), lambda: 0.0, show=False),
+                          progress.BudgetBar)  # no budget: the epoch's batches
+
+
+def test_the_engine_gives_its_bar_the_time_budget(monkeypatch, tmp_path):
+    from test_engine import ToyTask, _cfg
+
+    from medcap.engine import Trainer
+
+    seen = []
+
+    def spy(loader, epoch, epochs, budget_s, elapsed, show):
+        seen.append((epochs, budget_s, elapsed() >= 0))
+        return progress.bar(loader, show=False)
+
+    monkeypatch.setattr(progress, "training_bar", spy)
+    Trainer(ToyTask(), _cfg(epochs=1, max_minutes=5), tmp_path / "a").fit()
+    assert seen == [(1, 300.0, True)]
+
+
+def test_bertscore_shows_progress_on_a_terminal_in_chunks_with_the_same_scores(monkeypatch):
+    from medcap.metrics import textscores
+
+    calls = []
+
+    class FakeBert:  # bert-score's BERTScorer.score: P, R, F per pair
+        def score(self, cands, refs, batch_size):
+            calls.append(len(cands))
+            t = torch.tensor([float(len(c) + len(r)) for c, r in zip(cands, refs, strict=True)])
+            return t, t + 1, t + 2
+
+    scorer = object.__new__(textscores.BertScorer)
+    scorer._scorer, scorer.batch_size = FakeBert(), 2
+    cands, refs = [f"c{i}" * i for i in range(20)], [f"r{i}" for i in range(20)]
+    whole = scorer._score_pairs(cands, refs)
+    assert calls == [20]  # not a terminal (pytest): one call, no bar
+    monkeypatch.setattr(progress, "on_terminal", lambda stream=None: True)
+    calls.clear()
+    chunked = scorer._score_pairs(cands, refs)
+    assert calls == [8, 8, 4] and all(torch.equal(a, b) for a, b in zip(whole, chunked, strict=True))
+
+
+@pytest.fixture
+def restore_transformers_logging():
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    yield
+    hf_logging.set_verbosity(level)
+    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+
+
+def test_transformers_bars_and_warnings_are_off_unless_verbose(monkeypatch, restore_transformers_logging):
+    from transformers.utils import logging as hf_logging
+
+    for key in progress.QUIET_ENV:
+        monkeypatch.delenv(key, raising=False)
+    progress.quiet_libraries(verbose=True)
+    assert all(key not in __import__("os").environ for key in progress.QUIET_ENV)
+    monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the user's own setting wins
+    progress.quiet_libraries()
+    import os
+
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "info" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    assert not hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.ERROR
+
+
+def test_verbose_may_follow_the_command(cli, synth_small, monkeypatch):
+    import medcap.progress as p
+
+    seen = []
+    monkeypatch.setattr(p, "quiet_libraries", lambda verbose=False: seen.append(verbose))
+    rc, _, err = cli("data", "check", synth_small, "--verbose")
+    assert rc == 0, err
+    rc, _, err = cli("--verbose", "data", "check", synth_small)
+    assert rc == 0, err
+    rc, _, _ = cli("data", "check", synth_small)
+    assert seen == [True, True, False]
