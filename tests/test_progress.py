@@ -42,9 +42,8 @@ def test_with_a_time_budget_the_training_bar_counts_the_budgets_seconds():
 
 
 def test_the_engine_gives_its_bar_the_time_budget(monkeypatch, tmp_path):
-    from test_engine import ToyTask, _cfg
-
     from medcap.engine import Trainer
+    from test_engine import ToyTask, _cfg
 
     seen = []
 
