@@ -80,12 +80,15 @@ def test_bertscore_shows_progress_on_a_terminal_in_chunks_with_the_same_scores(m
 
 @pytest.fixture
 def restore_transformers_logging():
+    import huggingface_hub.utils as hub
     from transformers.utils import logging as hf_logging
 
-    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    level, bars, hub_bars = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(),
+                             hub.are_progress_bars_disabled())
     yield
     hf_logging.set_verbosity(level)
     (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+    (hub.disable_progress_bars if hub_bars else hub.enable_progress_bars)()
 
 
 def test_transformers_bars_and_warnings_are_off_unless_verbose(monkeypatch, restore_transformers_logging):
@@ -101,6 +104,24 @@ def test_transformers_bars_and_warnings_are_off_unless_verbose(monkeypatch, rest
 
     assert os.environ["TRANSFORMERS_VERBOSITY"] == "info" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
     assert not hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.ERROR
+
+
+def test_loading_a_transformers_model_shows_no_bar_once_quiet(tmp_path, capsys, restore_transformers_logging):
+    from transformers import BlipForConditionalGeneration
+    from transformers.utils import logging as hf_logging
+
+    from medcap.models.captioner import Captioner
+
+    folder = tmp_path / "blip"
+    captioner = Captioner.from_scratch("tiny", ["a chest x-ray"], vocab_size=60, seed=0, image_size=32)
+    captioner.model.save_pretrained(folder)
+    hf_logging.enable_progress_bar()
+    capsys.readouterr()
+    BlipForConditionalGeneration.from_pretrained(folder)
+    shown = capsys.readouterr().err
+    progress.quiet_libraries()
+    BlipForConditionalGeneration.from_pretrained(folder)
+    assert "Loading weights" in shown and "Loading weights" not in capsys.readouterr().err
 
 
 def test_verbose_may_follow_the_command(cli, synth_small, monkeypatch):

@@ -43,14 +43,15 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
     """Run ``fn`` (normalised input batch -> [B, ...] tensor) over images in batches, without
     autograd -> (IDs, stacked float32 results). Models must already be on ``device``."""
     import torch
-    from tqdm.auto import tqdm
+
+    from .progress import bar
 
     items = image_items(images)
     loader = torch.utils.data.DataLoader(ConceptImageDataset(items, prep), batch_size=batch_size,
                                          num_workers=num_workers)
     out = []
     with torch.inference_mode():
-        for x, _, _ in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
+        for x, _, _ in bar(loader, desc=desc, show=progress):  # on a terminal only
             out.append(fn(normalize_batch(x.to(device), prep)).float().cpu().numpy())
     return items.ids, np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 

@@ -75,7 +75,11 @@ def quiet_libraries(verbose: bool = False) -> None:
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
     warnings.filterwarnings("ignore", module=r"(transformers|huggingface_hub)(\.|$)")
-    if "transformers" in sys.modules:  # already imported: its env defaults were read then
+    if "huggingface_hub" in sys.modules:  # already imported: its env defaults were read then
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    if "transformers" in sys.modules:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
