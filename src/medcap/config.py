@@ -168,13 +168,20 @@ def field_meanings(cls) -> dict[str, str]:
     return out
 
 
-def config_help(cls, cfg: Any = None) -> list[str]:
-    """One line per ``--set`` key: ``key = value  meaning``, the values of ``cfg`` (the chosen
-    config) or the dataclass defaults (the train commands' --help)."""
+def config_help(cls, cfg: Any = None, width: int | None = None) -> list[str]:
+    """One row per ``--set`` key: ``key = value  meaning``, the values of ``cfg`` (the chosen
+    config) or the dataclass defaults (the train commands' --help). ``width``: wrap each row to
+    this many columns, the meaning indented under itself."""
+    import textwrap
+
     meanings = field_meanings(cls)
     rows = [(k, getattr(cfg, k) if cfg is not None else v) for k, v in config_keys(cls)]
-    width = max(len(f"{k} = {v!r}") for k, v in rows)
-    return [f"{f'{k} = {v!r}':<{width}}  {meanings.get(k, '')}".rstrip() for k, v in rows]
+    col = max(len(f"{k} = {v!r}") for k, v in rows) + 2
+    lines = [f"{f'{k} = {v!r}':<{col}}{meanings.get(k, '')}".rstrip() for k, v in rows]
+    if width is None or width <= col + 20:  # too narrow to indent: rows as they are
+        return lines
+    return ["\n".join(textwrap.wrap(line, width, subsequent_indent=" " * col, break_on_hyphens=False))
+            for line in lines]
 
 
 def config_yaml(cfg: Any) -> str:

@@ -64,13 +64,15 @@ def config_keys_command(config_class: str, loader: str) -> type[TyperCommand]:
                 cfg, title = getattr(importlib.import_module(module), name)(chosen), f"config {chosen!r}"
             except MedcapError:  # a config that does not load: its error comes when the command runs
                 cfg, title = None, "defaults"
-            lines = [f"--set keys ({title}; choose another with --config NAME --help):", *config_help(cls, cfg)]
+            head = f"--set keys ({title}; choose another with --config NAME --help):"
             if self.rich_markup_mode == "rich":  # (rich help keeps single line breaks of an epilog)
+                from rich.console import Console
                 from rich.markup import escape
 
-                self.epilog = "\n".join(escape(line) for line in lines)
+                width = Console().width - 2  # the console typer's help uses, less its padding
+                self.epilog = "\n".join(escape(line) for line in [head, *config_help(cls, cfg, width)])
             else:  # click's "\b": a paragraph printed as is, not rewrapped
-                self.epilog = "\b\n" + "\n".join(lines)
+                self.epilog = "\b\n" + "\n".join([head, *config_help(cls, cfg, formatter.width)])
             super().format_help(ctx, formatter)
 
     return ConfigKeysCommand
