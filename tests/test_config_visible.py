@@ -68,3 +68,11 @@ def test_a_misspelt_config_name_gets_did_you_mean(task, load, typo, meant):
 def test_a_misspelt_config_name_on_the_command_line_is_one_line(cli):
     rc, _, err = cli("train", "concepts", "--config", "dmeo", "--print-config")
     assert rc != 0 and "did you mean 'demo'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_help_rows_wrap_under_the_meaning_column():
+    rows = config_help(ConceptConfig, width=70)
+    lines = [ln for row in rows for ln in row.split("\n")]
+    col = rows[0].index("bce")  # where the meanings start
+    assert all(len(ln) <= 70 for ln in lines)
+    assert any(ln.startswith(" " * col) and ln.strip() for ln in lines)  # a continued meaning
