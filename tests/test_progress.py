@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 
-import pytest
 import torch
 
 from medcap import progress
@@ -78,35 +77,31 @@ def test_bertscore_shows_progress_on_a_terminal_in_chunks_with_the_same_scores(m
     assert calls == [8, 8, 4] and all(torch.equal(a, b) for a, b in zip(whole, chunked, strict=True))
 
 
-@pytest.fixture
-def restore_transformers_logging():
+def _states():
     import huggingface_hub.utils as hub
     from transformers.utils import logging as hf_logging
 
-    level, bars, hub_bars = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(),
-                             hub.are_progress_bars_disabled())
-    yield
-    hf_logging.set_verbosity(level)
-    (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
-    (hub.disable_progress_bars if hub_bars else hub.enable_progress_bars)()
+    return hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled(), hub.are_progress_bars_disabled()
 
 
-def test_transformers_bars_and_warnings_are_off_unless_verbose(monkeypatch, restore_transformers_logging):
+def test_transformers_bars_and_warnings_are_off_inside_and_restored_after(monkeypatch):
+    import os
+
     from transformers.utils import logging as hf_logging
 
     for key in progress.QUIET_ENV:
         monkeypatch.delenv(key, raising=False)
-    progress.quiet_libraries(verbose=True)
-    assert all(key not in __import__("os").environ for key in progress.QUIET_ENV)
+    before = _states()
+    with progress.quiet_libraries(verbose=True):
+        assert all(key not in os.environ for key in progress.QUIET_ENV) and _states() == before
     monkeypatch.setenv("TRANSFORMERS_VERBOSITY", "info")  # the user's own setting wins
-    progress.quiet_libraries()
-    import os
+    with progress.quiet_libraries():
+        assert os.environ["TRANSFORMERS_VERBOSITY"] == "info" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+        assert not hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.ERROR
+    assert _states() == before and "HF_HUB_DISABLE_PROGRESS_BARS" not in os.environ
 
-    assert os.environ["TRANSFORMERS_VERBOSITY"] == "info" and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
-    assert not hf_logging.is_progress_bar_enabled() and hf_logging.get_verbosity() == hf_logging.ERROR
 
-
-def test_loading_a_transformers_model_shows_no_bar_once_quiet(tmp_path, capsys, restore_transformers_logging):
+def test_loading_a_transformers_model_shows_no_bar_when_quiet(tmp_path, capsys):
     from transformers import BlipForConditionalGeneration
     from transformers.utils import logging as hf_logging
 
@@ -115,20 +110,32 @@ def test_loading_a_transformers_model_shows_no_bar_once_quiet(tmp_path, capsys, 
     folder = tmp_path / "blip"
     captioner = Captioner.from_scratch("tiny", ["a chest x-ray"], vocab_size=60, seed=0, image_size=32)
     captioner.model.save_pretrained(folder)
+    was = hf_logging.is_progress_bar_enabled()
     hf_logging.enable_progress_bar()
-    capsys.readouterr()
-    BlipForConditionalGeneration.from_pretrained(folder)
-    shown = capsys.readouterr().err
-    progress.quiet_libraries()
-    BlipForConditionalGeneration.from_pretrained(folder)
-    assert "Loading weights" in shown and "Loading weights" not in capsys.readouterr().err
+    try:
+        capsys.readouterr()
+        BlipForConditionalGeneration.from_pretrained(folder)
+        shown = capsys.readouterr().err
+        with progress.quiet_libraries():
+            BlipForConditionalGeneration.from_pretrained(folder)
+        assert "Loading weights" in shown and "Loading weights" not in capsys.readouterr().err
+    finally:
+        (hf_logging.enable_progress_bar if was else hf_logging.disable_progress_bar)()
 
 
 def test_verbose_may_follow_the_command(cli, synth_small, monkeypatch):
+    import contextlib
+
     import medcap.progress as p
 
     seen = []
-    monkeypatch.setattr(p, "quiet_libraries", lambda verbose=False: seen.append(verbose))
+
+    @contextlib.contextmanager
+    def spy(verbose=False):
+        seen.append(verbose)
+        yield
+
+    monkeypatch.setattr(p, "quiet_libraries", spy)
     rc, _, err = cli("data", "check", synth_small, "--verbose")
     assert rc == 0, err
     rc, _, err = cli("--verbose", "data", "check", synth_small)

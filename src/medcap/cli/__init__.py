@@ -21,18 +21,16 @@ def _load_commands() -> None:
                 raise
 
 
-def _global_options(argv: list[str]) -> list[str]:
-    """Bare ``medcap`` shows the help (exit 0); ``--verbose`` is taken anywhere before ``--`` (it is a
-    global option, but users type it after the command) and moved to the front."""
+def _global_options(argv: list[str]) -> tuple[list[str], bool]:
+    """-> (arguments, verbose). Bare ``medcap`` shows the help (exit 0); ``--verbose`` is taken
+    anywhere before ``--`` (a global option, but users type it after the command) and moved to the
+    front."""
     if not argv:
-        return ["--help"]
+        return ["--help"], False
     end = argv.index("--") if "--" in argv else len(argv)
     verbose = "--verbose" in argv[:end]
-    from ..progress import quiet_libraries
-
-    quiet_libraries(verbose)
     rest = [a for i, a in enumerate(argv) if not (a == "--verbose" and i < end)]
-    return ["--verbose", *rest] if verbose else rest
+    return (["--verbose", *rest] if verbose else rest), verbose
 
 
 def _positional_hint(e: Exception, ctx) -> str | None:
@@ -54,10 +52,13 @@ def _positional_hint(e: Exception, ctx) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medcap`` console script."""
     _load_commands()
-    argv = _global_options(list(sys.argv[1:] if argv is None else argv))
+    from ..progress import quiet_libraries
+
+    argv, verbose = _global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         # standalone_mode=False: click returns a command's exit code instead of exiting.
-        rc = app(args=argv, prog_name="medcap", standalone_mode=False)
+        with quiet_libraries(verbose):  # transformers' load bars and warnings: only with --verbose
+            rc = app(args=argv, prog_name="medcap", standalone_mode=False)
     except MedcapError as e:
         print(f"error: {e.format()}", file=sys.stderr)
         return e.exit_code

@@ -9,6 +9,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -68,14 +69,31 @@ def training_bar(loader: Iterable, epoch: int, epochs: int, budget_s: float, ela
     return bar(loader, desc=desc, show=show)
 
 
-def quiet_libraries(verbose: bool = False) -> None:
-    """transformers' and the hub's load bars and warnings off (``verbose``: left as they are)."""
+@contextlib.contextmanager
+def quiet_libraries(verbose: bool = False):
+    """Inside: transformers' and the hub's load bars and warnings off (``verbose``: left as they
+    are). The settings are restored on the way out, so a caller in the same process (a test, a
+    notebook) keeps its own."""
     if verbose:
+        yield
         return
-    for key, value in QUIET_ENV.items():
-        os.environ.setdefault(key, value)
-    warnings.filterwarnings("ignore", module=r"(transformers|huggingface_hub)(\.|$)")
-    if "huggingface_hub" in sys.modules:  # already imported: its env defaults were read then
+    added = {k: v for k, v in QUIET_ENV.items() if k not in os.environ}
+    os.environ.update(added)
+    hub, hf = _library_states()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"(transformers|huggingface_hub)(\.|$)")
+            _quiet_imported()
+            yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
+        _restore(hub, hf)
+
+
+def _quiet_imported() -> None:
+    """The libraries already imported read the environment then: tell them directly."""
+    if "huggingface_hub" in sys.modules:
         from huggingface_hub.utils import disable_progress_bars
 
         disable_progress_bars()
@@ -84,3 +102,29 @@ def quiet_libraries(verbose: bool = False) -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+
+
+def _library_states():
+    hub = hf = None
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import are_progress_bars_disabled
+
+        hub = are_progress_bars_disabled()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf = (hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled())
+    return hub, hf
+
+
+def _restore(hub, hf) -> None:
+    """Put back what was set before (libraries imported inside keep their quiet settings)."""
+    if hub is not None:
+        from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+        (disable_progress_bars if hub else enable_progress_bars)()
+    if hf is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity(hf[0])
+        (hf_logging.enable_progress_bar if hf[1] else hf_logging.disable_progress_bar)()
