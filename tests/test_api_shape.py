@@ -113,3 +113,11 @@ def test_dir_of_medcap_is_the_public_api():
     assert set(names) == set(medcap.__all__) | {"__version__"}
     for name in medcap.__all__:
         assert getattr(medcap, name) is not None
+
+
+def test_a_training_result_repr_leaves_out_the_history(tmp_path):
+    from medcap.engine import TrainResult
+
+    result = TrainResult(tmp_path, tmp_path / "model", 0.5, 3, 30, "time_budget",
+                         history=[{"epoch": e, "train_loss": 0.1, "f1": 0.5} for e in range(100)])
+    assert len(repr(result)) < 300 and "time_budget" in repr(result) and len(result.history) == 100

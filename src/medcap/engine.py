@@ -143,7 +143,7 @@ class TrainResult:
     best_epoch: int | None
     epochs_run: int
     stop_reason: str                  # "epochs" | "early_stop" | "time_budget"
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list, repr=False)  # (metrics.csv; a short repr)
 
 
 def seed_everything(seed: int) -> None:
