@@ -5,10 +5,15 @@ The Python API behind the ``medcap`` command. Names are imported lazily, so
 
     import medcap
     ds = medcap.read_dataset("synth-data")                      # ImageCLEF folder layout
+    # both tasks: (config name or object, data, out, overrides)
     medcap.train_concepts("demo", "synth-data", "runs/concepts", {"max_minutes": 1})  # MedCSRA
+    medcap.train_captions("demo", "synth-data", "runs/captions", {"max_minutes": 1})  # BLIP
     det = medcap.ConceptDetector.from_pretrained("runs/concepts")
     preds = medcap.predict_concepts(det, "synth-data/test")       # thresholds come with the model
+    preds = medcap.predict_concepts(det, [pil_image, array])      # in memory: IDs image-1, image-2
     scores = medcap.evaluate_concepts(gold, {i: [c for c, _ in p] for i, p in preds.items()})
+
+The README's "Python API" block is the runnable version (tests/test_readme.py runs it).
 """
 from __future__ import annotations
 
