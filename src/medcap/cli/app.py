@@ -25,7 +25,6 @@ validate_app = typer.Typer(help="Check a submission file against every official 
 baseline_app = typer.Typer(help="Standard ImageCLEF baselines (most frequent, kNN retrieval).", no_args_is_help=True)
 
 
-
 def _print_version(value: bool) -> None:
     if value:
         from .. import __version__
