@@ -13,8 +13,8 @@ from PIL import Image
 import medcap
 from medcap.data.items import ImageFolderItems
 from medcap.errors import MedcapError
-from medcap.tasks.captions import CaptionConfig, load_caption_config, train_captioner, train_captions
-from medcap.tasks.concepts import train_concepts
+from medcap.training.captions import CaptionConfig, load_caption_config, train_captioner, train_captions
+from medcap.training.concepts import train_concepts
 
 
 def test_both_train_functions_take_config_data_out_overrides():
@@ -116,7 +116,7 @@ def test_dir_of_medcap_is_the_public_api():
 
 
 def test_a_training_result_repr_leaves_out_the_history(tmp_path):
-    from medcap.engine import TrainResult
+    from medcap.training.engine import TrainResult
 
     result = TrainResult(tmp_path, tmp_path / "model", 0.5, 3, 30, "time_budget",
                          history=[{"epoch": e, "train_loss": 0.1, "f1": 0.5} for e in range(100)])

@@ -37,21 +37,21 @@ def test_resume_of_a_folder_without_a_run_is_one_line_and_creates_nothing(cli, s
 
 
 def test_the_engine_refuses_resume_without_a_run_before_creating_anything(tmp_path):
-    from medcap.engine import TrainConfig, Trainer
     from medcap.errors import MedcapError
+    from medcap.training.engine import TrainConfig, Trainer
 
     with pytest.raises(MedcapError, match="nothing to resume"):
         Trainer(object(), TrainConfig(epochs=1), tmp_path / "empty").fit(resume=True)
     assert not (tmp_path / "empty").exists()
 
 
-@pytest.mark.parametrize("task, fn", [("concepts", "medcap.tasks.concepts.train_concepts"),
-                                      ("captions", "medcap.tasks.captions.train_captioner")])
+@pytest.mark.parametrize("task, fn", [("concepts", "medcap.training.concepts.train_concepts"),
+                                      ("captions", "medcap.training.captions.train_captioner")])
 def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_resume_command(cli, monkeypatch, tmp_path, task, fn):
     out = tmp_path / "run dir"  # a space: the command must be quoted to be pasted back
 
     def interrupted(*args, **kwargs):
-        from medcap.checkpoints import CHECKPOINT_FILES, CHECKPOINT_WEIGHTS
+        from medcap.training.checkpoints import CHECKPOINT_FILES, CHECKPOINT_WEIGHTS
 
         ckpt = out / "checkpoints" / "epoch-002"  # what an epoch leaves (the interrupt came in the next one)
         ckpt.mkdir(parents=True)
@@ -71,6 +71,6 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(cli,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("medcap.tasks.concepts.train_concepts", interrupted)
+    monkeypatch.setattr("medcap.training.concepts.train_concepts", interrupted)
     rc, _, err = cli("train", "concepts", "--config", "demo", "--data", tmp_path, "--out", tmp_path / "r")
     assert rc == 130 and "interrupted before the first checkpoint" in err and "--resume" not in err

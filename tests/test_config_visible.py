@@ -9,8 +9,8 @@ import yaml
 
 from medcap.config import config_help, field_meanings
 from medcap.errors import MedcapError
-from medcap.tasks.captions import CaptionConfig, load_caption_config
-from medcap.tasks.concepts import ConceptConfig, load_concept_config
+from medcap.training.captions import CaptionConfig, load_caption_config
+from medcap.training.concepts import ConceptConfig, load_concept_config
 
 
 @pytest.mark.parametrize("task, load", [("concepts", load_concept_config), ("captions", load_caption_config)])

@@ -41,7 +41,7 @@ def test_with_a_time_budget_the_training_bar_counts_the_budgets_seconds():
 
 
 def test_the_engine_gives_its_bar_the_time_budget(monkeypatch, tmp_path):
-    from medcap.engine import Trainer
+    from medcap.training.engine import Trainer
     from test_engine import ToyTask, _cfg
 
     seen = []

@@ -93,7 +93,7 @@ def resume_hint(ctx: typer.Context, out: Path):
     try:
         yield
     except KeyboardInterrupt:
-        from ..checkpoints import latest_checkpoint
+        from ..training.checkpoints import latest_checkpoint
 
         args, path, c = list(ctx.meta.get(RAW_ARGS, [])), [], ctx
         while c.parent is not None:  # the command's names below the root ("train", "concepts")
