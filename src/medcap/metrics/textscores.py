@@ -163,9 +163,12 @@ class BertScorer:
         vectors are those it gets alone, up to float rounding (~1e-7)."""
         from bert_score.utils import get_bert_embedding
 
+        from ..progress import bar, on_terminal
+
         s = self._scorer
         stats: dict[str, tuple] = {}
-        for chunk in self._batches(sentences):
+        # A bar on a terminal only: encoding a test set takes minutes.
+        for chunk in bar(self._batches(sentences), desc="BERTScore", unit="batch", show=on_terminal()):
             emb, mask, idf = get_bert_embedding(chunk, s._model, s._tokenizer, s._idf_dict, device=s.device)
             emb, mask, idf = emb.cpu(), mask.cpu(), idf.cpu()       # (B, L, D), (B, L), (B, L)
             for k, sentence in enumerate(chunk):
