@@ -1,0 +1,73 @@
+"""Experiment trackers (report_to): step-level train/ and valid/ scalars through Accelerate's trackers."""
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+
+from medcap.engine import Trainer
+from medcap.errors import MedcapError
+from medcap.tracking.trackers import check_installed, parse_report_to
+from test_engine import ToyTask, _cfg  # the engine tests' toy regression task
+
+
+def _mlflow_metrics(uri: str) -> dict[str, list[tuple[int, float]]]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (experiment,) = [e for e in client.search_experiments() if e.name == "medcap"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.01"
+    return {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
+            for key in run.data.metrics}
+
+
+def test_mlflow_with_a_local_file_store_gets_step_level_train_and_valid_scalars(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    store = tmp_path / "mlruns"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # mlflow 3.x keeps file stores behind this switch
+    result = Trainer(ToyTask(), _cfg(epochs=2, report_to="mlflow", logging_steps=2), tmp_path / "run").fit()
+    metrics = _mlflow_metrics(store.as_uri())
+    assert {"train/loss", "train/lr", "train/epoch", "valid/score", "valid/mse"} <= set(metrics)
+    assert not {"step", "elapsed_s", "epoch", "train_loss"} & set(metrics)  # no flat, per-epoch tags
+    # 64 examples / batch 8 = 8 optimiser steps an epoch: a report every 2 steps, validation per epoch
+    assert [s for s, _ in metrics["train/loss"]] == [2, 4, 6, 8, 10, 12, 14, 16]
+    assert [s for s, _ in metrics["valid/mse"]] == [8, 16]
+    assert [v for _, v in metrics["valid/mse"]] == pytest.approx([r["mse"] for r in result.history])
+    assert metrics["train/epoch"][-1][1] == pytest.approx(2.0)
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_tensorboard_tags_are_train_and_valid_per_logging_step(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    Trainer(ToyTask(), _cfg(epochs=1, logging_steps=4), tmp_path).fit()  # report_to defaults to tensorboard
+    events = EventAccumulator(str(tmp_path / "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "valid/score", "valid/mse"} <= tags and "step" not in tags
+    assert [e.step for e in events.Scalars("train/loss")] == [4, 8]
+
+
+def test_report_to_none_writes_no_tracker_files(tmp_path):
+    Trainer(ToyTask(), _cfg(epochs=1, report_to="none"), tmp_path).fit()
+    assert (tmp_path / "metrics.csv").is_file()
+    assert not (tmp_path / "tensorboard").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_report_to_names_are_checked_in_one_line():
+    assert parse_report_to("none") == [] and parse_report_to("tensorboard, mlflow") == ["tensorboard", "mlflow"]
+    with pytest.raises(MedcapError, match="report_to: expected tensorboard, mlflow, wandb or none"):
+        _cfg(report_to="comet")
+    with pytest.raises(MedcapError, match="logging_steps must be at least 1"):
+        _cfg(logging_steps=0)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
+def test_a_tracker_whose_package_is_missing_is_a_one_line_error(tmp_path):
+    with pytest.raises(MedcapError) as e:
+        check_installed(["wandb"])
+    assert "pip install 'medcap[wandb]'" in e.value.format() and "\n" not in e.value.format()
+    with pytest.raises(MedcapError, match="report_to=wandb needs the wandb package"):
+        Trainer(ToyTask(), _cfg(epochs=1, report_to="wandb"), tmp_path).fit()
+    assert not (tmp_path / "checkpoints").exists()
