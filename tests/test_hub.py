@@ -1,0 +1,116 @@
+"""The Hugging Face hub: `medcap push` (against a stand-in HfApi; offline: one line) and loading a
+hub id pinned with --revision (from a Hugging Face cache laid out as huggingface_hub writes it)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from medcap.errors import MissingWeightsError
+from medcap.export.hub import push_model
+from medcap.models.concept_detector import ConceptDetector
+from test_concept_model import _detector
+
+COMMITS = ("1" * 40, "2" * 40)
+
+
+class RecordingApi:
+    """Stands in for huggingface_hub.HfApi: records the calls, uploads nothing."""
+
+    def __init__(self, *args, **kwargs):
+        self.calls = []
+
+    def create_repo(self, repo_id, **kwargs):
+        self.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, folder_path, repo_id, **kwargs):
+        files = sorted(p.name for p in Path(folder_path).iterdir())
+        self.calls.append(("upload_folder", repo_id, {"files": files, **kwargs}))
+        return type("CommitInfo", (), {"commit_url": f"https://huggingface.co/{repo_id}/commit/abc"})()
+
+
+@pytest.fixture(scope="module")
+def model_folders(tmp_path_factory):
+    """Two detector folders with different weights (two commits of one hub repository)."""
+    root = tmp_path_factory.mktemp("hub")
+    folders = []
+    for i in range(2):
+        model = _detector()
+        with torch.no_grad():
+            next(iter(model.head.parameters())).add_(float(i))
+        folders.append(model.save_pretrained(root / f"run{i}" / "model"))
+    return folders
+
+
+def test_push_creates_the_repo_and_uploads_the_model_folder(model_folders, monkeypatch, cli):
+    api = RecordingApi()
+    url = push_model(model_folders[0].parent, "owner/detector", private=True, api=api)
+    assert url == "https://huggingface.co/owner/detector/commit/abc"
+    (create, upload) = api.calls
+    assert create == ("create_repo", "owner/detector", {"repo_type": "model", "private": True, "exist_ok": True})
+    assert upload[1] == "owner/detector" and {"config.json", "model.safetensors", "concepts.json"} <= set(
+        upload[2]["files"])  # the model/ folder of the run, not the run folder
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    rc, out, err = cli("push", model_folders[0].parent, "owner/detector", "--private")
+    assert rc == 0 and "https://huggingface.co/owner/detector/commit/abc" in out
+
+
+def test_push_offline_or_to_a_bad_id_is_one_line(model_folders, tmp_path, cli):
+    rc, _, err = cli("push", model_folders[0], "owner/detector")  # HF_HUB_OFFLINE=1 (conftest)
+    assert rc == 2 and err.count("\n") == 1 and "cannot push to the Hugging Face hub" in err and "offline" in err
+    rc, _, err = cli("push", model_folders[0], "just-a-name")
+    assert rc == 2 and "expected a hub repository id owner/name" in err
+    (tmp_path / "empty").mkdir()
+    rc, _, err = cli("push", tmp_path / "empty", "owner/detector")
+    assert rc == 2 and "not a model folder" in err
+
+
+@pytest.fixture
+def hub_cache(model_folders, tmp_path, monkeypatch):
+    """A Hugging Face cache holding owner/detector: tag v1 = the first folder, main = the second."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    repo = tmp_path / "hub" / "models--owner--detector"
+    for commit, folder in zip(COMMITS, model_folders, strict=True):
+        shutil.copytree(folder, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text(COMMITS[0])
+    (repo / "refs" / "main").write_text(COMMITS[1])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.chdir(tmp_path)
+    return repo
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_a_hub_id_loads_at_the_pinned_revision(hub_cache, model_folders, synth_small, cli, tmp_path):
+    first, second = (ConceptDetector.from_pretrained(f) for f in model_folders)
+    assert not _same_weights(first, second)
+    assert _same_weights(ConceptDetector.from_pretrained("owner/detector", revision="v1"), first)
+    assert _same_weights(ConceptDetector.from_pretrained("owner/detector", revision=COMMITS[0]), first)
+    assert _same_weights(ConceptDetector.from_pretrained("owner/detector"), second)  # main
+    outputs = []
+    for revision in ("v1", COMMITS[1]):
+        rc, _, err = cli("predict", "concepts", "--model", "owner/detector", "--revision", revision, "--images",
+                         synth_small / "test", "--out", tmp_path / f"{revision[:2]}.csv", "--json",
+                         tmp_path / f"{revision[:2]}.json", "--all-probabilities")
+        assert rc == 0, err
+        outputs.append(json.loads((tmp_path / f"{revision[:2]}.json").read_text()))
+    assert outputs[0] != outputs[1]
+
+
+def test_a_revision_not_on_this_machine_is_one_line_with_how_to_get_it(hub_cache, cli, synth_small, tmp_path):
+    with pytest.raises(MissingWeightsError) as e:
+        ConceptDetector.from_pretrained("owner/detector", revision="v2")
+    assert "hf download owner/detector --revision v2" in e.value.format() and "\n" not in e.value.format()
+    rc, _, err = cli("predict", "concepts", "--model", hub_cache.parent.parent / "nowhere", "--revision", "v1",
+                     "--images", synth_small / "test", "--out", tmp_path / "x.csv")
+    assert rc == 2 and "--revision applies to a hub id" in err
