@@ -12,9 +12,10 @@ from medcap.export.timm_backbone import export_timm
 from test_concept_model import _detector  # a tiny resnet18 detector with vocabulary and processor
 
 
-def _run_folder(tmp_path, name="run", **kw):
+def _run_folder(tmp_path, name="run", image_size=64, **kw):
     """A run folder whose model/ is a detector with weights no fresh network has."""
     model = _detector(**kw)
+    model.preprocessing = {**model.preprocessing, "image_size": image_size}
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.01)
@@ -77,6 +78,15 @@ def test_onnx_export_matches_pytorch_under_onnxruntime_with_any_batch_size(tmp_p
         with torch.no_grad():
             want = detector(x).sigmoid().numpy()
         assert got.shape == (batch, 5) and np.abs(got - want).max() <= 1e-4
+
+
+def test_onnx_export_of_grid_pooling_on_a_map_the_grid_does_not_divide(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from medcap.export.onnx_detector import export_onnx, onnx_parity
+
+    run, detector = _run_folder(tmp_path, image_size=96, global_pool="grid")  # a 3 x 3 feature map, 2 x 2 grid
+    folder, diff = export_onnx(run, tmp_path / "onnx")
+    assert diff <= 1e-4 and onnx_parity(detector, folder / "model.onnx", batch=4, seed=1) <= 1e-4
 
 
 def test_export_takes_one_format_and_refuses_the_run_folder_as_output(tmp_path, cli, trained):

@@ -29,6 +29,24 @@ INPUT, OUTPUT = "pixel_values", "probabilities"
 TOLERANCE = 1e-4  # max |onnxruntime - PyTorch| accepted on a probability
 
 
+class CellMeans(torch.nn.Module):
+    """GridPool as the exporter can write it: the TorchScript exporter has adaptive average pooling
+    only when the grid divides the feature map (not for a 3 x 3 map at 96 px). The cells are
+    adaptive pooling's own (rows floor(i H / g) to ceil((i + 1) H / g), columns alike), each
+    averaged, in adaptive_avg_pool2d(f, g).flatten(1)'s order."""
+
+    def __init__(self, grid: int):
+        super().__init__()
+        self.grid = grid
+
+    def forward(self, f):                                                       # [B, C, H, W]
+        g, h, w = self.grid, int(f.shape[-2]), int(f.shape[-1])  # the input size is fixed: constants
+        rows = [((i * h) // g, -(-(i + 1) * h // g)) for i in range(g)]          # (floor, ceil)
+        cols = [((j * w) // g, -(-(j + 1) * w // g)) for j in range(g)]
+        cells = [f[..., r0:r1, c0:c1].mean(dim=(-2, -1)) for r0, r1 in rows for c0, c1 in cols]   # g*g x [B, C]
+        return torch.stack(cells, dim=-1).flatten(1)                             # [B, C * g * g]
+
+
 class Probabilities(torch.nn.Module):
     """The detector with the sigmoid inside: what a server wants out."""
 
@@ -45,13 +63,27 @@ def probability_module(detector) -> Probabilities:
     return Probabilities(detector).eval()
 
 
+def exportable(detector):
+    """A copy of ``detector`` whose grid pooling the exporter can write (CellMeans)."""
+    import copy
+
+    from ..models.concept_detector import GridPool
+
+    detector = copy.deepcopy(detector)
+    for parent in list(detector.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, GridPool):
+                setattr(parent, name, CellMeans(child.grid))
+    return detector
+
+
 def write_onnx(detector, path: Path, opset: int = OPSET) -> None:
     """Export ``detector`` (probabilities out, dynamic batch) to the file ``path``."""
     size = detector.processor.image_size
     example = torch.zeros(2, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notices
-        torch.onnx.export(probability_module(detector), (example,), str(path), dynamo=False,
+        torch.onnx.export(probability_module(exportable(detector)), (example,), str(path), dynamo=False,
                           input_names=[INPUT], output_names=[OUTPUT], opset_version=opset,
                           dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
 
