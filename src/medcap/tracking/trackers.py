@@ -27,7 +27,8 @@ from ..errors import MedcapError
 
 TRACKERS = ("tensorboard", "mlflow", "wandb")
 PROJECT = "medcap"
-_EXTRA = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}  # pyproject extras
+_INSTALL = {"tensorboard": "pip install tensorboard", "mlflow": "pip install 'medcap[mlflow]'",
+            "wandb": "pip install 'medcap[wandb]'"}
 
 
 def parse_report_to(value: str) -> list[str]:
@@ -46,8 +47,8 @@ def check_installed(names: list[str]) -> None:
     """A one-line error naming the package a tracker needs, before any training starts."""
     for name in names:
         if importlib.util.find_spec(name) is None:
-            raise MedcapError(f"report_to={name} needs the {name} package: pip install 'medcap[{_EXTRA[name]}]' "
-                              f"(or pip install {name}), or choose another tracker (--set report_to=none)")
+            raise MedcapError(f"report_to={name} needs the {name} package: {_INSTALL[name]}, or choose another "
+                              "tracker (--set report_to=none)")
 
 
 def log_with(names: list[str], out_dir: Path, main_process: bool) -> list | None:
