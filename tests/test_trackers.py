@@ -11,12 +11,18 @@ from medcap.tracking.trackers import check_installed, parse_report_to
 from test_engine import ToyTask, _cfg  # the engine tests' toy regression task
 
 
+def _mlflow_runs(uri: str) -> list:
+    from mlflow.tracking import MlflowClient
+
+    (experiment,) = [e for e in MlflowClient(uri).search_experiments() if e.name == "medcap"]
+    return MlflowClient(uri).search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
 def _mlflow_metrics(uri: str) -> dict[str, list[tuple[int, float]]]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(uri)
-    (experiment,) = [e for e in client.search_experiments() if e.name == "medcap"]
-    (run,) = client.search_runs([experiment.experiment_id])
+    (run,) = _mlflow_runs(uri)
     assert run.info.status == "FINISHED" and run.data.params["lr"] == "0.01"
     return {key: [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, key)]
             for key in run.data.metrics}
@@ -37,6 +43,17 @@ def test_mlflow_with_a_local_file_store_gets_step_level_train_and_valid_scalars(
     assert [v for _, v in metrics["valid/mse"]] == pytest.approx([r["mse"] for r in result.history])
     assert metrics["train/epoch"][-1][1] == pytest.approx(2.0)
     assert not (tmp_path / "run" / "tensorboard").exists()
+
+
+def test_a_run_that_crashes_is_marked_failed_and_the_next_one_starts_clean(tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        Trainer(ToyTask(crash_after_steps=3), _cfg(epochs=1, report_to="mlflow"), tmp_path / "a").fit()
+    Trainer(ToyTask(), _cfg(epochs=1, report_to="mlflow"), tmp_path / "b").fit()
+    assert [(r.info.run_name, r.info.status) for r in _mlflow_runs(store)] == [("a", "FAILED"), ("b", "FINISHED")]
 
 
 def test_tensorboard_tags_are_train_and_valid_per_logging_step(tmp_path):
@@ -63,8 +80,9 @@ def test_report_to_names_are_checked_in_one_line():
         _cfg(logging_steps=0)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed")
-def test_a_tracker_whose_package_is_missing_is_a_one_line_error(tmp_path):
+def test_a_tracker_whose_package_is_missing_is_a_one_line_error(tmp_path, monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
     with pytest.raises(MedcapError) as e:
         check_installed(["wandb"])
     assert "pip install 'medcap[wandb]'" in e.value.format() and "\n" not in e.value.format()

@@ -375,12 +375,13 @@ class Trainer:
         stop = self.state["stop_reason"] if resume and self.state["stop_reason"] == "early_stop" else None
         self.model.train()
         epoch = self.state["epoch"]
-        while stop is None and epoch + 1 < self.cfg.epochs:
-            epoch += 1
-            train_loss, stop = self._train_epoch(epoch)
-            row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
-                   "lr": self.scheduler.get_last_lr()[0]}
-            stop = self._end_epoch(epoch, row, stop)
+        with self._report.run():  # the trackers' run ends, as failed if an exception ends training
+            while stop is None and epoch + 1 < self.cfg.epochs:
+                epoch += 1
+                train_loss, stop = self._train_epoch(epoch)
+                row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
+                       "lr": self.scheduler.get_last_lr()[0]}
+                stop = self._end_epoch(epoch, row, stop)
         return self._finish(stop)
 
     # -- the steps of fit() -------------------------------------------------------------------
@@ -485,7 +486,6 @@ class Trainer:
         return stop
 
     def _finish(self, stop: str | None) -> TrainResult:
-        self._report.close()
         s = self.state
         return TrainResult(out_dir=self.out_dir, best_dir=self.out_dir / BEST, best_score=s["best_score"],
                            best_epoch=s["best_epoch"], epochs_run=s["epoch"] + 1,

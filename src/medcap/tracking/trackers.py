@@ -17,6 +17,7 @@ after OUT; Weights & Biases in project ``medcap`` (``WANDB_MODE=offline`` keeps 
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -110,8 +111,24 @@ class StepReporter:
                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.acc.log(values, step=step)
 
-    def close(self) -> None:
+    @contextlib.contextmanager
+    def run(self):
+        """The trackers' run around the training loop: finished at its end, marked failed (MLflow)
+        when an exception ends it, so that a later run in the same process starts clean."""
+        try:
+            yield self
+        except BaseException:
+            self.close(failed=True)
+            raise
+        self.close()
+
+    def close(self, failed: bool = False) -> None:
         """Finish every tracker's run (not Accelerator.end_training: it would end the process group too)."""
         for tracker in self.acc.trackers:
-            tracker.finish()
+            if failed and tracker.name == "mlflow":
+                import mlflow
+
+                mlflow.end_run(status="FAILED")
+            else:
+                tracker.finish()
         self.acc.trackers = []
