@@ -13,25 +13,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import MedcapError
+from ..models.location import is_hub_failure, resolve_model_folder
 
 # The files that make a folder loadable (models.location for medcap folders; an ONNX export).
 _MODEL_MARKERS = ("config.json", "model.onnx")
 
 
-def _hub_error(e: Exception) -> str | None:
-    """One line for a failure of the hub or the network (offline, no token, no such repo), or
-    None for an error of another kind (a bug: let it show)."""
-    package = type(e).__module__.split(".")[0]
-    if not (isinstance(e, (OSError, ValueError)) or package in ("huggingface_hub", "httpx", "httpx2", "requests")):
-        return None
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-    return text[:300]
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
-def upload_folder(folder: Path) -> Path:
-    from ..models.location import resolve_model_folder
-
-    folder = Path(resolve_model_folder(folder, None))
+def _model_folder(folder: Path) -> Path:
+    folder = resolve_model_folder(folder, None)
     if not any((folder / m).is_file() for m in _MODEL_MARKERS):
         raise MedcapError(f"not a model folder: no {' or '.join(_MODEL_MARKERS)} (expected a run folder, its "
                           "model/ folder or a `medcap export` folder)", file=folder)
@@ -46,13 +39,13 @@ def push_model(run: str | Path, repo_id: str, private: bool = False, api=None,
     or ``hf auth login``)."""
     from huggingface_hub.utils import validate_repo_id
 
-    folder = upload_folder(Path(run))
+    folder = _model_folder(Path(run))
     try:
         if repo_id.count("/") != 1:
             raise ValueError("not of the form owner/name")
         validate_repo_id(repo_id)
     except ValueError as e:
-        raise MedcapError(f"expected a hub repository id owner/name, got {repo_id!r} ({_hub_error(e)})") from None
+        raise MedcapError(f"expected a hub repository id owner/name, got {repo_id!r} ({_first_line(e)})") from None
     if api is None:
         from huggingface_hub import HfApi
 
@@ -60,11 +53,10 @@ def push_model(run: str | Path, repo_id: str, private: bool = False, api=None,
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                 commit_message=commit_message or f"medcap push {folder}")
+                                 commit_message=commit_message or "Upload with medcap push")
     except Exception as e:
-        line = _hub_error(e)
-        if line is None:
+        if not is_hub_failure(e):
             raise
-        raise MedcapError(f"cannot push to the Hugging Face hub ({line}); check the network, HF_HUB_OFFLINE "
+        raise MedcapError(f"cannot push to the Hugging Face hub ({_first_line(e)}); check the network, HF_HUB_OFFLINE "
                           "and your token (`hf auth login` or HF_TOKEN)") from None
     return str(getattr(info, "commit_url", info))

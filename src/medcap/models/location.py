@@ -69,6 +69,13 @@ def missing_weights_message(name: str, error: BaseException | None = None, revis
             "and pass its path instead of the hub name (e.g. --set model=/path/to/blip-image-captioning-large)")
 
 
+def is_hub_failure(error: BaseException) -> bool:
+    """An error of the hub or the network (offline, no token, no such repo or revision, no
+    connection: httpx's errors are no OSError), not a bug."""
+    package = type(error).__module__.split(".")[0]
+    return isinstance(error, (OSError, ValueError)) or package in ("huggingface_hub", "httpx", "httpx2")
+
+
 def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
     """The local copy of hub model ``repo_id`` at ``revision`` (None: the default branch), from the
     Hugging Face cache or downloaded into it; MissingWeightsError (one line) when neither works."""
@@ -76,10 +83,12 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
 
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(HUB_FILES)))
-    except Exception as e:  # offline, no such repo or revision, no network (httpx's errors are no OSError)
-        if not isinstance(e, (OSError, ValueError)) and not type(e).__module__.startswith(("huggingface_hub", "httpx")):
+    except Exception as e:
+        if not is_hub_failure(e):
             raise
-        raise MissingWeightsError(missing_weights_message(repo_id, e, revision)) from None
+        # a mistyped local path looks like a hub id too: say both
+        raise MissingWeightsError(f"no local folder {repo_id}, and as a hub id: "
+                                  + missing_weights_message(repo_id, e, revision)) from None
 
 
 def resolve_model_folder(path_or_id: str | Path, kind: str | None = "concepts", revision: str | None = None) -> Path:
