@@ -13,8 +13,9 @@ from test_concept_model import _detector  # a tiny resnet18 detector with vocabu
 
 
 def _run_folder(tmp_path, name="run", image_size=64, **kw):
-    """A run folder whose model/ is a detector with weights no fresh network has."""
-    model = _detector(**kw)
+    """A run folder whose model/ is a detector with weights no fresh network has (timm's tiny
+    test_resnet: a ResNet with every stage, 0.4 M parameters)."""
+    model = _detector(backbone="test_resnet", **kw)
     model.preprocessing = {**model.preprocessing, "image_size": image_size}
     with torch.no_grad():
         for p in model.parameters():
@@ -36,7 +37,7 @@ def test_timm_loads_the_exported_backbone_with_the_same_weights(tmp_path, train_
     run, detector = _run_folder(tmp_path, train_from=train_from) if train_from else trained
     out = export_timm(run, tmp_path / "timm")
     config = json.loads((out / "config.json").read_text())
-    assert config["architecture"] == "resnet18" and config["num_classes"] == 0
+    assert config["architecture"] == "test_resnet" and config["num_classes"] == 0
     assert config["pretrained_cfg"]["input_size"] == [3, 64, 64] and "hf_hub_id" not in config["pretrained_cfg"]
     loaded = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     # the same tensors in the same order, under timm's names instead of the detector's containers

@@ -37,7 +37,7 @@ def model_folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     folders = []
     for i in range(2):
-        model = _detector()
+        model = _detector(backbone="test_resnet")
         with torch.no_grad():
             next(iter(model.head.parameters())).add_(float(i))
         folders.append(model.save_pretrained(root / f"run{i}" / "model"))
