@@ -69,22 +69,27 @@ def test_push_offline_or_to_a_bad_id_is_one_line(model_folders, tmp_path, cli):
     assert rc == 2 and "not a model folder" in err
 
 
+def cache_repo(cache, repo_id: str, refs: dict[str, Path]) -> Path:
+    """Lay out ``repo_id`` in Hugging Face cache ``cache`` as huggingface_hub does: one snapshot
+    folder per commit, refs/<name> holding the commit (refs: ref name -> model folder)."""
+    import shutil
+
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    for commit, (ref, folder) in zip(COMMITS, refs.items(), strict=False):
+        shutil.copytree(folder, repo / "snapshots" / commit)
+        (repo / "refs" / ref).write_text(commit)
+    return repo
+
+
 @pytest.fixture
 def hub_cache(model_folders, tmp_path, monkeypatch):
     """A Hugging Face cache holding owner/detector: tag v1 = the first folder, main = the second."""
-    import shutil
-
     import huggingface_hub.constants
 
-    repo = tmp_path / "hub" / "models--owner--detector"
-    for commit, folder in zip(COMMITS, model_folders, strict=True):
-        shutil.copytree(folder, repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "v1").write_text(COMMITS[0])
-    (repo / "refs" / "main").write_text(COMMITS[1])
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.chdir(tmp_path)
-    return repo
+    return cache_repo(tmp_path / "hub", "owner/detector", {"v1": model_folders[0], "main": model_folders[1]})
 
 
 def _same_weights(a, b) -> bool:
@@ -112,3 +117,14 @@ def test_a_revision_not_on_this_machine_is_one_line_with_how_to_get_it(hub_cache
     rc, _, err = cli("predict", "concepts", "--model", hub_cache.parent.parent / "nowhere", "--revision", "v1",
                      "--images", synth_small / "test", "--out", tmp_path / "x.csv")
     assert rc == 2 and "--revision applies to a hub id" in err
+
+
+def test_a_captioner_loads_from_the_hub_at_a_revision(hub_cache, tmp_path):
+    from medcap.models.captioner import Captioner
+
+    captioner = Captioner.from_scratch("tiny", ["a chest x-ray", "a ct scan of the head"], vocab_size=200, seed=0,
+                                       image_size=32)
+    cache_repo(hub_cache.parent, "owner/captioner", {"v1": captioner.save_pretrained(tmp_path / "captioner")})
+    loaded = Captioner.from_pretrained("owner/captioner", revision="v1")
+    assert _same_weights(loaded.model, captioner.model) and loaded.image_size == 32
+    assert loaded.tokenizer.get_vocab() == captioner.tokenizer.get_vocab()
