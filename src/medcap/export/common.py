@@ -16,7 +16,8 @@ def require(*packages: str, extra: str) -> None:
 
 
 def load_detector_folder(run: str | Path, what: str):
-    """The concept detector of a run folder or model folder (not an ensemble, not a captioner)."""
+    """(model folder, its concept detector) of a run folder or model folder (not an ensemble, not a
+    captioner)."""
     from ..models.concept_detector import ConceptDetector
     from ..models.ensemble import is_ensemble_folder
     from ..models.location import model_kind, resolve_model_folder
@@ -26,7 +27,7 @@ def load_detector_folder(run: str | Path, what: str):
         raise MedcapError(f"{run} is a captioner; {what} exports a concept detector")
     if is_ensemble_folder(folder):
         raise MedcapError(f"{run} is an ensemble; {what} exports one concept detector (export each member)")
-    return ConceptDetector.from_pretrained(folder)
+    return folder, ConceptDetector.from_pretrained(folder)
 
 
 def check_output(out: str | Path, run: str | Path, marker: str) -> Path:

@@ -105,12 +105,9 @@ def onnx_parity(detector, path: str | Path, batch: int = 3, seed: int = 0) -> fl
 def export_onnx(run: str | Path, out: str | Path, opset: int = OPSET) -> tuple[Path, float]:
     """Write ``out/model.onnx`` and the decision files for the detector in ``run`` -> (out, max
     difference from PyTorch on a random batch). MedcapError when the difference exceeds TOLERANCE."""
-    from ..models.location import resolve_model_folder
-
     require("onnx", "onnxruntime", extra="onnx")
     out = check_output(out, run, ONNX_FILE)
-    detector = load_detector_folder(run, "--onnx").eval()
-    folder = resolve_model_folder(run, "concepts")
+    folder, detector = load_detector_folder(run, "--onnx")
     with atomic_dir(out) as tmp:
         write_onnx(detector, tmp / ONNX_FILE, opset)
         diff = onnx_parity(detector, tmp / ONNX_FILE)

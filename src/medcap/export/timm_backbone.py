@@ -67,7 +67,7 @@ def export_timm(run: str | Path, out: str | Path) -> Path:
     from timm.models import save_for_hf
 
     out = check_output(out, run, "config.json")
-    detector = load_detector_folder(run, "--timm")
+    _, detector = load_detector_folder(run, "--timm")
     model = timm_backbone(detector)
     proc = detector.processor
     # timm's data config: what medcap.models.processing.ConceptProcessor does (no mean/std: inputs in [0, 1])
