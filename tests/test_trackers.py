@@ -5,9 +5,9 @@ import importlib.util
 
 import pytest
 
-from medcap.engine import Trainer
 from medcap.errors import MedcapError
-from medcap.tracking.trackers import check_installed, parse_report_to
+from medcap.training.engine import Trainer
+from medcap.training.trackers import check_installed, parse_report_to
 from test_engine import ToyTask, _cfg  # the engine tests' toy regression task
 
 

@@ -38,7 +38,6 @@ from typing import Any
 from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
 from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
-from .location import missing_weights_message  # noqa: F401  (re-exported)
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
 from .retrieval import RetrievalPrompt
@@ -46,7 +45,7 @@ from .tokenization import SPECIAL_TOKENS, train_wordpiece
 
 __all__ = ["DEFAULT_MODEL", "METADATA_FILE", "SIZES", "SPECIAL_TOKENS", "CaptionEncoder", "Captioner", "ConceptPrompt",
            "GeneratedNoRepeatNGram", "GenerationSettings", "ImageTransform", "count_parameters",
-           "large_sizes_config", "missing_weights_message", "train_wordpiece"]
+           "large_sizes_config", "train_wordpiece"]
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
 METADATA_FILE = "medcap_captioner.json"
@@ -220,7 +219,7 @@ class Captioner:
                     debris=False)
         where = resolve_model_folder(name_or_folder, "captions", revision=revision)
         meta: dict[str, Any] = {}
-        from ..nonfinite import check_finite_weights
+        from .nonfinite import check_finite_weights
 
         _check_model_folder(where)
         if (where / METADATA_FILE).is_file():
@@ -368,23 +367,8 @@ class Captioner:
             self.model.train(was_training)
         return captions
 
-    def caption_files(self, paths: Sequence[str | Path], batch_size: int = 8, progress: bool = False,
-                      concepts: Sequence[Iterable[str]] | None = None, **overrides) -> list[str]:
-        """Captions for image files (JPEG, PNG, DICOM, ... via medcap.data.images.load_image)."""
-        from tqdm.auto import tqdm
-
-        from ..data.images import load_image
-
-        out: list[str] = []
-        starts = range(0, len(paths), batch_size)
-        for start in tqdm(starts, desc="captioning", disable=not progress, unit="batch"):
-            images = [load_image(p) for p in paths[start:start + batch_size]]
-            batch_concepts = None if concepts is None else concepts[start:start + batch_size]
-            out += self.generate(images, batch_size=batch_size, concepts=batch_concepts, **overrides)
-        return out
-
     def image_embedder(self):
-        """The image encoder as an embedder for :func:`medcap.baselines.image_embeddings`: patch
+        """The image encoder as an embedder for :func:`medcap.inference.concepts.image_embeddings`: patch
         tokens reshaped to a feature map [B, C, h, w] (the embedding is their mean)."""
         import torch
 
@@ -466,7 +450,7 @@ def _read_metadata(path: Path) -> dict:
     if not isinstance(meta, dict):
         raise MedcapError("expected a JSON object", file=path)
     from ..config import check_keys
-    from ..validation import check_mapping
+    from ..config_checks import check_mapping
 
     check_keys(meta, METADATA_KEYS, path, what="key")
     check_mapping(meta, {"image_size": int | None, "max_length": int | None, "pre_resize": int | None}, str(path))

@@ -34,12 +34,12 @@ Output folder written by :meth:`Trainer.fit`::
     out/checkpoints/epoch-NNN/   full training state (model, optimiser, schedule, RNG, counters)
     out/metrics.csv       one row per epoch: train loss, lr, time, every evaluate() metric
     out/tensorboard/      train/ scalars every ``logging_steps`` steps, valid/ ones per validation; or
-                          MLflow / Weights & Biases (``report_to``, medcap.tracking.trackers)
-    out/.medcap.lock      the run lock: one training per folder at a time (medcap.runlock)
+                          MLflow / Weights & Biases (``report_to``, medcap.training.trackers)
+    out/.medcap.lock      the run lock: one training per folder at a time (medcap.training.runlock)
 
 Guards: a step whose loss or gradients are NaN/inf is skipped, and the run stops after
 ``max_nonfinite_steps`` of them in a row; a model with NaN/inf weights or a NaN loss at the end
-of an epoch stops the run before anything of that epoch is saved (medcap.nonfinite).
+of an epoch stops the run before anything of that epoch is saved (medcap.models.nonfinite).
 
 Resuming (``resume=True``) loads the newest checkpoint and continues with the next epoch:
 model, optimiser, schedule, best score, early-stopping counter and RNG states are restored,
@@ -63,12 +63,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import MedcapError
+from ..fileio import atomic_dir, write_text_atomic
+from ..models.nonfinite import StepGuard, nonfinite_count
 from .checkpoints import CHECKPOINTS, STATE_FILE, clean_run_folder, latest_checkpoint, load_state_error, read_state
-from .errors import MedcapError
-from .fileio import atomic_dir, write_text_atomic
-from .nonfinite import StepGuard, nonfinite_count
 from .runlock import RunLock
-from .tracking.trackers import StepReporter, check_installed, log_with, parse_report_to
+from .trackers import StepReporter, check_installed, log_with, parse_report_to
 
 BEST = "model"
 
@@ -105,7 +105,7 @@ class TrainConfig:
     keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
     progress: bool = True             # tqdm progress bars
     max_nonfinite_steps: int = 5      # optimiser steps in a row with a NaN/inf loss or gradient that
-                                      # are skipped before the run stops (medcap.nonfinite)
+                                      # are skipped before the run stops (medcap.models.nonfinite)
     report_to: str = "tensorboard"    # tensorboard | mlflow | wandb | none; several: comma-separated
     logging_steps: int = 10           # report train/ scalars every this many optimiser steps
 
@@ -123,7 +123,7 @@ class TrainConfig:
         if self.epochs < 1 or self.grad_accum < 1 or self.logging_steps < 1:
             raise MedcapError("epochs, grad_accum and logging_steps must be at least 1")
         parse_report_to(self.report_to)
-        from .validation import check_values
+        from ..config_checks import check_values
 
         check_values(self, "<config>")
 
@@ -309,7 +309,7 @@ class Trainer:
         return metrics
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train (see the module docstring); the output folder is locked for the run (medcap.runlock)."""
+        """Train (see the module docstring); the output folder is locked for the run (medcap.training.runlock)."""
         # RANK: set by accelerate launch / torchrun; only the main process locks and cleans up.
         if int(os.environ.get("RANK", "0")) != 0:
             return self._fit(resume)
@@ -317,7 +317,7 @@ class Trainer:
             clean_run_folder(self.out_dir, BEST)  # debris of a killed run (safe: we hold the lock)
             return self._fit(resume)
 
-    # -- non-finite guard (medcap.nonfinite) ------------------------------------------------------
+    # -- non-finite guard (medcap.models.nonfinite) ------------------------------------------------------
     def _finite_step(self, loss, epoch: int) -> bool:
         """Clip the gradients (when asked) and say whether this optimiser step may be taken.
 
