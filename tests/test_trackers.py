@@ -1,6 +1,7 @@
 """Experiment trackers (report_to): step-level train/ and valid/ scalars through Accelerate's trackers."""
 from __future__ import annotations
 
+import csv
 import importlib.util
 
 import pytest
@@ -89,3 +90,22 @@ def test_a_tracker_whose_package_is_missing_is_a_one_line_error(tmp_path, monkey
     with pytest.raises(MedcapError, match="report_to=wandb needs the wandb package"):
         Trainer(ToyTask(), _cfg(epochs=1, report_to="wandb"), tmp_path).fit()
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_train_concepts_with_report_to_mlflow_logs_step_level_scalars(synth_small, cli, tmp_path, monkeypatch):
+    pytest.importorskip("mlflow")
+    store = (tmp_path / "mlruns").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    rc, _, err = cli("train", "concepts", "--config", "demo", "--data", synth_small, "--out", tmp_path / "run",
+                     "--set", "epochs=1", "--set", "max_minutes=0", "--set", "image_size=32", "--set", "progress=false",
+                     "--set", "report_to=mlflow", "--set", "logging_steps=1")
+    assert rc == 0, err
+    from mlflow.tracking import MlflowClient
+
+    (run,) = _mlflow_runs(store)
+    steps = {k: [m.step for m in MlflowClient(store).get_metric_history(run.info.run_id, k)] for k in run.data.metrics}
+    (row,) = csv.DictReader((tmp_path / "run" / "metrics.csv").open())  # one epoch
+    n = int(row["step"])
+    assert steps["train/loss"] == list(range(1, n + 1)) and steps["valid/f1"] == [n] and steps["valid/loss"] == [n]
+    assert run.data.params["report_to"] == "mlflow"
