@@ -14,6 +14,7 @@ Where each tracker writes: TensorBoard in ``OUT/tensorboard/``; MLflow where
 ``MLFLOW_TRACKING_URI`` points (a server, ``sqlite:///FILE`` or a ``file:`` store), else in
 ``OUT/mlflow.db`` (SQLite), experiment ``medcap`` (``MLFLOW_EXPERIMENT_NAME`` overrides), run named
 after OUT; Weights & Biases in project ``medcap`` (``WANDB_MODE=offline`` keeps it on disk, in OUT).
+A resumed training appends to TensorBoard's folder; MLflow and W&B get one run per session.
 """
 from __future__ import annotations
 
