@@ -54,7 +54,7 @@ def test_timm_loads_the_exported_backbone_with_the_same_weights(tmp_path, train_
         assert torch.allclose(loaded(x), detector.forward_head(detector.forward_features(x), pre_logits=True))
 
 
-def test_a_cut_or_torchvision_backbone_has_no_timm_export(tmp_path):
+def test_a_backbone_cut_at_feature_stage_has_no_timm_export(tmp_path):
     run, _ = _run_folder(tmp_path, feature_stage="layer3")
     with pytest.raises(MedcapError, match="cut at feature_stage='layer3'.*use --onnx"):
         export_timm(run, tmp_path / "timm")
