@@ -167,7 +167,8 @@ def test_a_second_run_into_the_same_folder_needs_resume(tmp_path):
 def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_afresh_with_a_notice(tmp_path, capsys):
     """Issue 26 item 7: the first epoch of a run is not exposed to a kill."""
     Trainer(ToyTask(), _cfg(epochs=2), tmp_path / "clean").fit()
-    (tmp_path / "killed").mkdir()  # what a run killed in its first epoch leaves
+    (tmp_path / "killed").mkdir()  # what a run killed in its first epoch leaves: its folder, logs, no checkpoint
+    (tmp_path / "killed" / "metrics.csv").write_text("epoch,step\n")
     Trainer(ToyTask(), _cfg(epochs=2), tmp_path / "killed").fit(resume=True)
     assert "starting the run afresh" in capsys.readouterr().out
     clean = torch.load(tmp_path / "clean" / "model" / "weights.pt")

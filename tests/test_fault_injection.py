@@ -206,7 +206,7 @@ def test_training_survives_a_failure_at_every_write_and_resumes_to_the_clean_run
         if exc is not None:
             _one_line_of(exc)
         assert _temporary(out) == [], f"write {n}: {_temporary(out)}"
-        train(out, resume=True)  # --resume (afresh when no checkpoint was complete)
+        train(out, resume=out.is_dir() and any(out.iterdir()))  # --resume (afresh without a checkpoint)
         assert _digests(out / "model") == want, f"write {n}: the resumed run ends elsewhere"
         assert _temporary(out) == []
         shutil.rmtree(out)
@@ -317,7 +317,8 @@ def test_train_concepts_survives_a_failure_at_every_write_and_resumes_to_the_cle
     def check(n, exc, where):
         _printed_one_line(exc, capsys, where)
         assert _temporary(runs[-1]) == [], f"write {n} ({where}): {_temporary(runs[-1])}"
-        assert main([*args(runs[-1]), "--resume"]) == 0
+        resume = ["--resume"] if runs[-1].is_dir() and any(runs[-1].iterdir()) else []
+        assert main([*args(runs[-1]), *resume]) == 0
         assert _digests(runs[-1] / "model") == want, f"write {n} ({where}): the resumed run ends elsewhere"
         capsys.readouterr()
         shutil.rmtree(runs[-1])
@@ -364,13 +365,16 @@ def test_training_killed_at_random_moments_resumes_to_a_byte_identical_model_fol
     duration = time.monotonic() - t0
     rng = random.Random(26)
     out = tmp_path / "killed"
+    def resume() -> list[str]:  # a folder the killed run left (--resume), or none yet (a fresh start)
+        return ["--resume"] if out.is_dir() and any(out.iterdir()) else []
+
     for _ in range(KILLS):
-        proc = subprocess.Popen([*_train_args(task, synth_small, out, config), "--resume"], env=env,
+        proc = subprocess.Popen([*_train_args(task, synth_small, out, config), *resume()], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(rng.uniform(0.0, duration))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    done = subprocess.run([*_train_args(task, synth_small, out, config), "--resume"], env=env,
+    done = subprocess.run([*_train_args(task, synth_small, out, config), *resume()], env=env,
                           capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _digests(out / "model") == _digests(tmp_path / "clean" / "model")

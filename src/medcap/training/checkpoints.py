@@ -78,6 +78,22 @@ def load_state_error(e: BaseException) -> str:
             "or train again without --resume")
 
 
+def check_run_folder(out_dir: str | Path, resume: bool) -> None:
+    """Before anything is read or written: ``--resume`` needs a run to continue, and a fresh run
+    needs a folder without one. Both are one-line errors that leave the folder as it was
+    (no folder, no lock file is created)."""
+    has_run = latest_checkpoint(out_dir) is not None
+    if resume and not has_run:
+        if Path(out_dir).is_dir() and any(Path(out_dir).iterdir()):
+            return  # a run killed before its first checkpoint: the engine starts it afresh, with a notice
+        what = "holds no training run (no complete checkpoint)" if Path(out_dir).exists() else "does not exist"
+        raise MedcapError(f"nothing to resume: this folder {what}; train without --resume to start a run",
+                          file=out_dir)
+    if not resume and has_run:
+        raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
+                          "or choose another --out", file=out_dir)
+
+
 @contextlib.contextmanager
 def writing_checkpoint(tmp: Path) -> Iterator[None]:
     """Around a checkpoint's writes into ``tmp``: on any failure ``tmp`` is removed (the last
