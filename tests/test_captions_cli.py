@@ -66,6 +66,9 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(traine
     from medcap.config import read_run_config
 
     assert read_run_config(trained) == saved
+    from test_provenance import check_provenance_and_card
+
+    check_provenance_and_card(model, synth_small, "rouge1")   # provenance.json + README.md model card
 
 
 def test_predict_writes_an_official_submission_with_every_test_id_once(trained, synth_small, cli, tmp_path):

@@ -149,6 +149,20 @@ def _labelled_ids(split) -> list[str]:
     return [i for i in split.ids if split.concepts is not None and i in split.concepts and split.has_image(i)]
 
 
+def ensemble_provenance(dataset, members, n_train: int, n_valid: int, cfg, valid_f1: float) -> dict:
+    """provenance.json of an ensemble: its fitting data; synthetic when that data or a member's was."""
+    from .data.provenance import dataset_provenance
+    from .models.card import learnt_from_synthetic, make_provenance
+
+    data = dataset_provenance(dataset.root, train_images=n_train, valid_images=n_valid)
+    member_data = [(m.provenance or {}).get("data") for m in members]
+    if any(learnt_from_synthetic(m.provenance) for m in members):
+        data["synthetic"] = True
+    return make_provenance("concept-ensemble", data, {"f1": valid_f1},
+                           {"fusion": cfg.fusion, "weights": cfg.weights, "knn": (cfg.knn or {}).get("k")},
+                           members=member_data)
+
+
 def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
                    temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
                    embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
@@ -244,6 +258,7 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
     final = ConceptEnsemble(cfg, members, emb, labels)
     final.thresholds = {**choice.thresholds, "grid": grid}
     report.update(fusion=choice.fusion, weights=choice.weights, valid_f1=choice.valid_f1, table=choice.table)
+    final.provenance = ensemble_provenance(dataset, members, len(train_ids), len(valid_ids), cfg, choice.valid_f1)
     final.save_pretrained(out, member_dirs, fit=report)
     log(f"ensemble: {choice.fusion} {choice.weights}, validation F1 {choice.valid_f1:.4f} -> {out}")
     return report

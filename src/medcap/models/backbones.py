@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError, MissingWeightsError
+from .hub import hub_access, offline
 
 # Top-level modules that belong to the classifier, not to the feature extractor.
 _HEAD_MODULES = {"global_pool", "fc", "classifier", "head", "head_drop", "fc_norm", "avgpool", "dropout"}
@@ -133,7 +134,8 @@ def _timm_model(name: str, pretrained: bool, pretrained_path: str | None):
         raise MedcapError(f"unknown backbone {name!r}: expected a timm model name (e.g. resnet101, "
                           "densenet121, efficientnet_b4) or tv/<torchvision name>")
     try:
-        return timm.create_model(name, pretrained=pretrained or bool(pretrained_path), **kwargs)
+        with hub_access():   # offline: the cache only, at once (no retry loop)
+            return timm.create_model(name, pretrained=pretrained or bool(pretrained_path), **kwargs)
     except (OSError, RuntimeError) as e:  # not cached and no network (LocalEntryNotFoundError, ...)
         if pretrained_path or not pretrained:
             raise
@@ -159,7 +161,7 @@ def _torchvision_model(name: str, pretrained: bool, pretrained_path: str | None)
         cached = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
         missing = _missing_weights(f"{TORCHVISION_PREFIX}{name}", f"torchvision looks for {cached} "
                                    f"(download {weights.url} there)")
-        if not cached.is_file() and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        if not cached.is_file() and offline(weights.url):
             raise missing  # offline: do not even try the download
     try:
         model = torchvision.models.get_model(name, weights=weights)

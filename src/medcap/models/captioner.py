@@ -16,15 +16,13 @@ BERT-base decoder with cross-attention to the image) on the ImageCLEF captions (
 - ``generate``: greedy or beam search, batched (:mod:`.generation`), decoded and repaired;
 - ``save_pretrained(folder)``: model + :class:`~.processing.CaptionProcessor` files +
   ``generation_config.json`` (:class:`~.generation.GenerationSettings`) + ``medcap_captioner.json``
-  (image size, pre-resize, caption length, concept prompt, training summary), atomically.
+  (image size, pre-resize, caption length, concept prompt, training summary) + provenance.json and
+  the README.md model card (:mod:`.card`), atomically.
 
-The pieces live beside it: tokenizer training in :mod:`.tokenization`, inputs in
-:mod:`.processing` and :mod:`.prompting`, generation in :mod:`.generation`, where a model
-folder is in :mod:`.location`.
+Beside it: :mod:`.tokenization`, :mod:`.processing`, :mod:`.prompting`, :mod:`.generation`, :mod:`.location`.
 
-Image size is a setting: when it differs from the size the vision encoder was built for
-(blip-large: 384 px; the paper trains at 224 px) the position embeddings are interpolated
-(``interpolate_pos_encoding=True``).
+Image size is a setting: when it differs from the vision encoder's (blip-large: 384 px; the paper
+trains at 224 px) the position embeddings are interpolated (``interpolate_pos_encoding=True``).
 """
 from __future__ import annotations
 
@@ -37,7 +35,9 @@ from typing import Any
 
 from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
+from .card import load_provenance, write_model_files
 from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
+from .hub import hub_access
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
 from .retrieval import RetrievalPrompt
@@ -146,6 +146,7 @@ class Captioner:
         self.pre_resize = pre_resize
         self.generation = generation or GenerationSettings()
         self.source = source
+        self.provenance: dict | None = None   # provenance.json: training data, scores, config (models.card)
         if concept_prompt is not None:
             self.concept_prompt = concept_prompt
 
@@ -240,15 +241,18 @@ class Captioner:
                 generation = GenerationSettings.from_pretrained(where, meta.get("generation"), where / METADATA_FILE)
         else:
             try:
-                model = BlipForConditionalGeneration.from_pretrained(where)
-                processor = CaptionProcessor.from_pretrained(where)
+                with hub_access():   # offline: the cache only, at once (no retry loop)
+                    model = BlipForConditionalGeneration.from_pretrained(where)
+                    processor = CaptionProcessor.from_pretrained(where)
             except (OSError, ValueError) as e:
                 raise MissingWeightsError(missing_weights_message(where, e)) from None
         size = processor.image_processor.size
         image_size = image_size or meta.get("image_size") or getattr(size, "height", None) or size["height"]
-        return cls(model, processor, image_size=image_size, max_length=max_length or processor.max_length,
-                   pre_resize=pre_resize if pre_resize is not None else processor.pre_resize,
-                   generation=generation or GenerationSettings(), source=meta.get("source", str(name_or_folder)))
+        captioner = cls(model, processor, image_size=image_size, max_length=max_length or processor.max_length,
+                        pre_resize=pre_resize if pre_resize is not None else processor.pre_resize,
+                        generation=generation or GenerationSettings(), source=meta.get("source", str(name_or_folder)))
+        captioner.provenance = load_provenance(where) if isinstance(where, Path) else None
+        return captioner
 
     def save_pretrained(self, folder: str | Path, **extra) -> Path:
         """Write model (safetensors), processor and medcap settings; the folder appears whole or not at all."""
@@ -257,9 +261,11 @@ class Captioner:
             self.write_folder(tmp, **extra)
         return folder
 
-    def write_folder(self, folder: Path, model=None, training: dict | None = None) -> None:
+    def write_folder(self, folder: Path, model=None, training: dict | None = None,
+                     provenance: dict | None = None) -> None:
         """Write the model folder's files into an existing (temporary) folder; ``model``: another
-        module with the same architecture (the engine's unwrapped training model)."""
+        module with the same architecture (the engine's unwrapped training model); ``provenance``:
+        training data and scores (models.card; default: the loaded folder's)."""
         model = model or self.model
         with _quiet_progress():
             model.save_pretrained(folder)
@@ -270,6 +276,7 @@ class Captioner:
         if training:
             meta["training"] = training
         write_text_atomic(Path(folder) / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
+        write_model_files(folder, provenance or self.provenance, "captioner")
 
     def metadata(self) -> dict:
         """medcap_captioner.json: the processor's settings and where the model came from
