@@ -136,3 +136,45 @@ def test_is_synthetic_lives_in_the_data_package():
 
     assert medcap.data.is_synthetic is medcap.data.provenance.is_synthetic
     assert not hasattr(medcap.report, "is_synthetic")
+
+
+def test_predict_says_once_that_the_model_learnt_from_synthetic_data(tiny_models, synth_small, cli, tmp_path,
+                                                                    caplog):
+    """One `medcap` logger line (on stderr when nothing configured logging; pytest captures it)."""
+    from medcap.models import card
+
+    card._noticed.clear()
+    with caplog.at_level(logging.WARNING, logger="medcap"):
+        rc, _, _ = cli("predict", "concepts", "--model", tiny_models.concepts, "--images", synth_small / "test",
+                       "--out", tmp_path / "c.csv")
+    lines = [r.getMessage() for r in caplog.records if r.name == "medcap"]
+    assert rc == 0 and len(lines) == 1 and "learnt from SYNTHETIC data" in lines[0]
+
+
+def test_an_ensemble_folder_records_its_fitting_data_and_members(tiny_models, synth_small, tmp_path):
+    from medcap.ensemble import build_ensemble
+    from medcap.models.ensemble import ConceptEnsemble
+
+    out = tmp_path / "ens"
+    report = build_ensemble([tiny_models.concepts], synth_small, out, knn=True, log=lambda _m: None)
+    prov = json.loads((out / PROVENANCE_FILE).read_text())
+    assert prov["kind"] == "concept-ensemble" and prov["data"]["synthetic"] is True
+    assert prov["validation"]["f1"] == round(report["valid_f1"], 6) and prov["members"][0]["synthetic"] is True
+    meta, body = _card_header(out)
+    assert meta["synthetic_data"] is True and "Not for clinical use" in body
+    assert stat.S_IMODE((out / "knn.safetensors").stat().st_mode) == 0o666 & ~_umask()
+    assert ConceptEnsemble.from_pretrained(out).provenance == prov
+
+
+def test_the_report_banner_names_models_that_learnt_from_synthetic_data(tiny_models):
+    from medcap.report.build import ReportInputs, _banner
+
+    banner = _banner(ReportInputs(concept_model=tiny_models.concepts, caption_model=tiny_models.captions))
+    assert "concept detector and captioner learnt from synthetic data" in banner
+    assert _banner(ReportInputs()) == ""
+
+
+def _umask() -> int:
+    from medcap.fileio import _umask as read
+
+    return read()

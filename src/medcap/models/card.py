@@ -37,7 +37,7 @@ KINDS = {  # kind -> (title, pipeline tag, the command that predicts with it)
 }
 NOT_CLINICAL = ("Not for clinical use: a research model for the ImageCLEFmedical Caption task. It must not be "
                 "used to diagnose, treat or triage patients.")
-SYNTHETIC_WARNING = ("it learnt from SYNTHETIC data (`medcap synth`): its outputs and scores show that the "
+SYNTHETIC_WARNING = ("learnt from SYNTHETIC data (`medcap synth`): its outputs and scores show that the "
                      "pipeline works, not what real images contain")
 _logger = logging.getLogger("medcap")
 _noticed: set[str] = set()
@@ -105,7 +105,7 @@ def synthetic_line(folder: str | Path, provenance: dict | None) -> str | None:
         return None
     title = KINDS.get(provenance.get("kind"), ("model",))[0]
     scores = format_scores(provenance.get("validation") or {})
-    return (f"note: the {title} {folder} {SYNTHETIC_WARNING}"
+    return (f"note: the {title} at {folder} {SYNTHETIC_WARNING}"
             + (f" (validation on synthetic data: {scores})" if scores else ""))
 
 
@@ -174,7 +174,7 @@ def model_card(prov: dict) -> str:
         lines += [f"- {k.replace('_', ' ')}: {v}" for k, v in data.items()
                   if k not in ("name", "path", "synthetic", "synthetic_note")]
         if data.get("synthetic_note"):
-            lines += [f"- the dataset says: {data['synthetic_note']}"]
+            lines += [f"- the dataset says: {' '.join(data['synthetic_note'].split())}"]
         lines.append("")
     scores = prov.get("validation") or {}
     lines += ["## Validation scores", ""]

@@ -301,7 +301,8 @@ class ConceptTask:
         data = dataset_provenance(d.root, train_images=len(d.train.ids), valid_images=len(d.valid.ids),
                                   concepts=len(d.vocabulary))
         cfg = self.cfg
-        scores = {k: v for k, v in getattr(self, "valid_scores", {}).items() if k != "never_empty"}
+        # the scores only: the chosen thresholds are in thresholds.json
+        scores = {k: v for k, v in getattr(self, "valid_scores", {}).items() if k in ("f1", "valid_loss")}
         base = cfg.backbone if cfg.pretrained or cfg.pretrained_path else None
         return make_provenance("concept-detector", data, scores, dataclasses.asdict(cfg), base_model=base)
 
