@@ -9,14 +9,13 @@ import stat
 import pytest
 import yaml
 
+from conftest import train_tiny_models
 from medcap.models.card import CARD_FILE, PROVENANCE_FILE
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, synth_small):
     """The tiny models test_app trains (reused from the session's folder when already there)."""
-    from medcap.demo import train_tiny_models
-
     return train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
 
 
@@ -52,7 +51,7 @@ def test_trained_model_folders_record_their_data_scores_and_config(tiny_models, 
 
 
 def test_loading_a_synthetic_model_says_so_once(tiny_models, caplog):
-    from medcap.inference import load_detector
+    from medcap.inference.concepts import load_detector
     from medcap.models import card
     from medcap.models.captioner import Captioner
 
@@ -68,7 +67,7 @@ def test_loading_a_synthetic_model_says_so_once(tiny_models, caplog):
 
 
 def test_serve_shows_a_synthetic_banner_with_the_validation_scores(tiny_models):
-    from medcap.app import Pipeline, build_ui
+    from medcap.webapp.server import Pipeline, build_ui
 
     pipeline = Pipeline(tiny_models.concepts, tiny_models.captions)
     banner = pipeline.synthetic_banner()
@@ -152,7 +151,7 @@ def test_predict_says_once_that_the_model_learnt_from_synthetic_data(tiny_models
 
 
 def test_an_ensemble_folder_records_its_fitting_data_and_members(tiny_models, synth_small, tmp_path):
-    from medcap.ensemble import build_ensemble
+    from medcap.methods.ensemble import build_ensemble
     from medcap.models.ensemble import ConceptEnsemble
 
     out = tmp_path / "ens"

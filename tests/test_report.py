@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import train_tiny_models
 from medcap.data import is_synthetic
 from medcap.errors import MedcapError
 from medcap.report import ReportInputs, build_report, figures
@@ -140,7 +141,6 @@ def test_report_command_writes_the_page(cli, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, synth_small):
     """Tiny models trained for one epoch on the small synthetic dataset (shared by the test files)."""
-    from medcap.demo import train_tiny_models
 
     return train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
 
