@@ -90,3 +90,10 @@ def test_the_probe_gives_up_after_its_time_out(monkeypatch):
     finally:
         release.set()
         hub.reachable.cache_clear()
+
+
+def test_random_or_file_weights_never_ask_the_network(no_network):
+    from medcap.models.backbones import create_backbone
+
+    create_backbone("resnet18", pretrained=False)
+    assert no_network["connections"] == []

@@ -23,6 +23,7 @@ two settings stay simple:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -134,7 +135,8 @@ def _timm_model(name: str, pretrained: bool, pretrained_path: str | None):
         raise MedcapError(f"unknown backbone {name!r}: expected a timm model name (e.g. resnet101, "
                           "densenet121, efficientnet_b4) or tv/<torchvision name>")
     try:
-        with hub_access():   # offline: the cache only, at once (no retry loop)
+        # offline: the cache only, at once (no retry loop); random or file weights never ask the hub
+        with hub_access() if pretrained and not pretrained_path else contextlib.nullcontext():
             return timm.create_model(name, pretrained=pretrained or bool(pretrained_path), **kwargs)
     except (OSError, RuntimeError) as e:  # not cached and no network (LocalEntryNotFoundError, ...)
         if pretrained_path or not pretrained:
