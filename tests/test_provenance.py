@@ -99,14 +99,15 @@ def _tiny_detector():
     from medcap.models.concept_detector import ConceptDetector, DetectorConfig
     from medcap.models.processing import ConceptProcessor
 
-    model = ConceptDetector(DetectorConfig(num_classes=2, backbone="resnet18"))
+    model = ConceptDetector(DetectorConfig(num_classes=2, backbone="resnet10t"))
     model.vocabulary = ConceptVocabulary(["C1", "C2"], {})
     model.processor = ConceptProcessor(image_size=32)
     model.thresholds = {"global": 0.5}
     return model
 
 
-@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)])
+@pytest.mark.parametrize("umask, file_mode, dir_mode", [(0o022, 0o644, 0o755), (0o027, 0o640, 0o750)],
+                         ids=["umask-022", "umask-027"])
 def test_model_folders_are_written_with_the_users_umask(tmp_path, umask, file_mode, dir_mode):
     """safetensors writes 0600 files; a teammate on a shared server must be able to load the model."""
     from medcap.models.concept_detector import ConceptDetector
