@@ -97,3 +97,18 @@ def test_random_or_file_weights_never_ask_the_network(no_network):
 
     create_backbone("resnet18", pretrained=False)
     assert no_network["connections"] == []
+
+
+@pytest.mark.parametrize("task, reader", [("concepts", "medcap.training.concepts.load_concept_data"),
+                                          ("captions", "medcap.data.read_dataset")])
+def test_missing_weights_stop_training_before_the_data_is_read(no_network, cli, synth_small, tmp_path, monkeypatch,
+                                                               task, reader):
+    """On ROCOv2 reading the labels takes a while: a missing model must not wait for it."""
+    module, name = reader.rsplit(".", 1)
+
+    def read(*args, **kwargs):
+        raise AssertionError("the data was read before the weights were checked")
+
+    monkeypatch.setattr(__import__(module, fromlist=[name]), name, read)
+    rc, _, err = cli("train", task, "--config", "paper", "--data", synth_small, "--out", tmp_path / "r")
+    assert rc == 2 and "not on this machine" in err and len(no_network["connections"]) == 1

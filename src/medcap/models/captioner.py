@@ -37,7 +37,7 @@ from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
 from .card import load_provenance, write_model_files
 from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
-from .hub import hub_access
+from .hub import cached, hub_access, offline
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
 from .retrieval import RetrievalPrompt
@@ -474,6 +474,15 @@ def _read_metadata(path: Path) -> dict:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def check_pretrained_available(name: str) -> None:
+    """MissingWeightsError now, before any data is read, when the hub model ``name`` is not in the
+    cache and the hub cannot be reached (offline, HF_HUB_OFFLINE=1). Folders and cached ids pass."""
+    from .location import is_hub_id
+
+    if is_hub_id(str(name)) and offline() and not cached(str(name), ("config.json",)):
+        raise MissingWeightsError(missing_weights_message(str(name)))
 
 
 def missing_weights_message(name: str, error: BaseException | None = None) -> str:

@@ -96,3 +96,10 @@ def hub_access() -> Iterator[bool]:
         yield True
     finally:
         constants.HF_HUB_OFFLINE = False
+
+
+def cached(repo_id: str, filenames: tuple[str, ...]) -> bool:
+    """Whether one of ``filenames`` of the hub repo ``repo_id`` is in the local Hugging Face cache."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return any(isinstance(try_to_load_from_cache(repo_id, f), str) for f in filenames)

@@ -400,6 +400,10 @@ def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resum
     if not resume and latest_checkpoint(out) is not None:  # before anything in `out` is touched
         raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
                           "or choose another --out", file=out)
+    if not cfg.model.startswith("scratch:"):
+        from ..models.captioner import check_pretrained_available
+
+        check_pretrained_available(cfg.model)   # before the data is read
     dataset = read_dataset(data)
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR

@@ -312,6 +312,9 @@ def train_concepts(config: str | Path | ConceptConfig, data_dir: str | Path, out
                    log: Callable = print) -> TrainResult:
     """Train a concept detector; the best epoch's model folder is ``out_dir/model``."""
     cfg = config if isinstance(config, ConceptConfig) else load_concept_config(config, overrides)
+    from ..models.backbones import check_pretrained_available
+
+    check_pretrained_available(cfg.backbone, cfg.pretrained, cfg.pretrained_path)   # before the data is read
     data = load_concept_data(data_dir, cfg, log)
     log(f"{len(data.train.ids)} training / {len(data.valid.ids)} validation images, "
         f"{len(data.vocabulary)} concepts; config {cfg.name or 'custom'}")
