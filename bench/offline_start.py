@@ -8,8 +8,9 @@ variant runs in its own process, side by side, with an empty Hugging Face cache:
 - ``probe``: HF_HUB_OFFLINE unset; medcap's one connection probe finds the hub unreachable
   and the download runs in the hub's offline mode (what a user gets);
 - ``hf_hub_offline``: HF_HUB_OFFLINE=1 (no probe at all);
-- ``no_probe``: HF_HUB_OFFLINE unset and the probe switched off (``medcap.models.hub.hub_access``
-  replaced by a do-nothing block): the hub client's own retry loop, as before the probe;
+- ``no_probe``: HF_HUB_OFFLINE unset and the probe switched off (``hub_access`` a do-nothing block,
+  ``offline`` always False, so the early weights check passes too): the hub client's own retry
+  loop, as before the probe;
 - ``imports``: ``import medcap.cli, timm, transformers`` alone: what any command pays before its
   first line of work, on this machine.
 
@@ -26,10 +27,10 @@ import sys
 import tempfile
 import time
 
-NO_PROBE = ("import contextlib, sys; import medcap.models.hub as h; "
-            "h.hub_access = contextlib.nullcontext; "
+NO_PROBE = ("import contextlib, sys; "
             "import medcap.models.backbones as b, medcap.models.captioner as c; "
             "b.hub_access = c.hub_access = contextlib.nullcontext; "
+            "b.offline = c.offline = lambda *args, **kwargs: False; "
             "from medcap.cli import main; sys.exit(main(sys.argv[1:]))")
 CLI = "import sys; from medcap.cli import main; sys.exit(main(sys.argv[1:]))"
 IMPORTS = "import medcap.cli, timm, transformers"
