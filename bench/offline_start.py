@@ -28,8 +28,8 @@ import tempfile
 import time
 
 NO_PROBE = ("import contextlib, sys; "
-            "import medcap.models.backbones as b, medcap.models.captioner as c; "
-            "b.hub_access = c.hub_access = contextlib.nullcontext; "
+            "import medcap.models.backbones as b, medcap.models.captioner as c, medcap.models.location as loc; "
+            "b.hub_access = loc.hub_access = contextlib.nullcontext; "
             "b.offline = c.offline = lambda *args, **kwargs: False; "
             "from medcap.cli import main; sys.exit(main(sys.argv[1:]))")
 CLI = "import sys; from medcap.cli import main; sys.exit(main(sys.argv[1:]))"
