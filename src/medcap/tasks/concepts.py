@@ -62,7 +62,7 @@ class ConceptConfig(TrainConfig, LossConfig):
     translate: float = 0.0            # random shift, up to this share of the side (0.06 = 4 px at 64)
     color_jitter: float = 0.0         # brightness/contrast/saturation jitter
     cache_images: bool = False        # keep decoded, resized images in memory (small datasets)
-    num_workers: int = 0              # DataLoader workers
+    num_workers: int | str = "auto"   # DataLoader workers: a number, or auto (medcap.data.loading)
     # -- data -----------------------------------------------------------------------------------
     batch_size: int = 16              # REFERENCE §1: 16
     eval_batch_size: int = 64
@@ -238,7 +238,10 @@ class ConceptTask:
                                      pretrained_path=cfg.pretrained_path or None)
         self.model.vocabulary, self.model.processor = data.vocabulary, self.processor
         self.loss = build_loss(cfg)
-        loader = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+        from ..data.loading import loader_options, resolve_workers
+
+        workers = resolve_workers(cfg.num_workers, len(data.train.ids))
+        loader = loader_options(workers, "cpu" if cfg.cpu else None, train=True)
         self.train_loader = torch.utils.data.DataLoader(
             ConceptImageDataset(data.train, self.prep, data.train_targets, train_augmentation(cfg), cfg.cache_images,
                                 lateral_mirror(cfg, data.vocabulary)),
