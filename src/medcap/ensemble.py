@@ -152,7 +152,7 @@ def _labelled_ids(split) -> list[str]:
 def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
                    temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
                    embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
-                   log=print, dataset=None, embeddings=None) -> dict:
+                   log=print, dataset=None, embeddings=None, num_workers: int | str = "auto") -> dict:
     """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
     split and write it to ``out`` -> the fit report (validation F1 of every option).
 
@@ -193,7 +193,7 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
 
     # Validation probabilities through the ensemble's own input path (what prediction will see).
     _, stacked = map_images(lambda x: torch.stack(ens.source_probabilities(x), dim=1), ImageFolderItems.from_split(
-        valid, valid_ids), prep, batch_size, dev, progress=progress, desc="members on valid")
+        valid, valid_ids), prep, batch_size, dev, num_workers, progress=progress, desc="members on valid")
     probs = [stacked[:, m] for m in range(len(members))]
     gold, _ = ens.vocabulary.encode_many(valid.concepts[i] for i in valid_ids)
     gold = gold > 0
@@ -218,7 +218,7 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
         def rows(name, split, ids):
             if embeddings is not None:
                 return embeddings(split, ids)
-            return map_images(embed, ImageFolderItems.from_split(split, ids), prep, batch_size, dev,
+            return map_images(embed, ImageFolderItems.from_split(split, ids), prep, batch_size, dev, num_workers,
                               progress=progress, desc=f"embed {name}")[1]
 
         emb, valid_emb = rows("train", train, train_ids), rows("valid", valid, valid_ids)
@@ -244,6 +244,9 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
     final = ConceptEnsemble(cfg, members, emb, labels)
     final.thresholds = {**choice.thresholds, "grid": grid}
     report.update(fusion=choice.fusion, weights=choice.weights, valid_f1=choice.valid_f1, table=choice.table)
-    final.save_pretrained(out, member_dirs, fit=report)
+    from .data.loading import is_main_process
+
+    if is_main_process():  # under accelerate launch every process fits the same ensemble; one writes it
+        final.save_pretrained(out, member_dirs, fit=report)
     log(f"ensemble: {choice.fusion} {choice.weights}, validation F1 {choice.valid_f1:.4f} -> {out}")
     return report

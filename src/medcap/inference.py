@@ -72,7 +72,8 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
 
 
 def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: str | None = None,
-                          num_workers: int | str | None = "auto", progress: bool = False) -> tuple[list[str], np.ndarray]:
+                          num_workers: int | str | None = "auto",
+                          progress: bool = False) -> tuple[list[str], np.ndarray]:
     """-> (image IDs, probabilities [N, K] over ``model.vocabulary.cuis``)."""
     dev = resolve_device(device)
     model = load_detector(model_or_dir).to(dev).eval()
@@ -96,7 +97,8 @@ def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
 
 
 def predict_concepts(model_or_dir, images, batch_size: int = 32, device: str | None = None,
-                     num_workers: int | str | None = "auto", progress: bool = False) -> dict[str, list[tuple[str, float]]]:
+                     num_workers: int | str | None = "auto",
+                     progress: bool = False) -> dict[str, list[tuple[str, float]]]:
     """Images (folders, files) -> {ID: [(CUI, probability), ...]} with the saved thresholds."""
     model = load_detector(model_or_dir)
     ids, probs = predict_probabilities(model, images, batch_size, device, num_workers, progress)

@@ -22,8 +22,8 @@ from typing import Any
 
 from ..errors import MedcapError
 
-__all__ = ["FEW_IMAGES", "auto_workers", "gather_in_order", "is_main_process", "loader_options", "process_shard",
-           "resolve_workers", "sharded_prediction", "world_size"]
+__all__ = ["FEW_IMAGES", "auto_workers", "gather_in_order", "image_batches", "is_main_process", "loader_options",
+           "process_shard", "resolve_workers", "sharded_prediction", "world_size"]
 
 FEW_IMAGES = 64     # below this many images, workers cost more to start than they save
 MAX_AUTO_WORKERS = 8
@@ -74,6 +74,32 @@ def loader_options(workers: int, device: Any = None, train: bool = False) -> dic
         if train:
             opts["persistent_workers"] = True
     return opts
+
+
+class _Images:
+    """The decoded images (PIL) of items ``ids``, one per index: a dataset for :func:`image_batches`."""
+
+    def __init__(self, items, ids: Sequence[str]):
+        self.items, self.ids = items, ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int):
+        return self.items.load(self.ids[i])
+
+
+def _as_list(batch: list) -> list:
+    return batch
+
+
+def image_batches(items, rows: range, batch_size: int, workers: int):
+    """Batches (lists of PIL images, in order) of ``items.ids[rows]``, decoded by ``workers`` processes
+    (for models that take PIL images, such as the captioner's processor)."""
+    import torch
+
+    return torch.utils.data.DataLoader(_Images(items, items.ids[rows.start:rows.stop]), batch_size=batch_size,
+                                       collate_fn=_as_list, **loader_options(workers, "cpu"))
 
 
 # --------------------------------------------------------------------------- several processes
