@@ -238,14 +238,19 @@ class ConceptTask:
                                      pretrained_path=cfg.pretrained_path or None)
         self.model.vocabulary, self.model.processor = data.vocabulary, self.processor
         self.loss = build_loss(cfg)
-        from ..data.loading import loader_options, resolve_workers
+        from ..data.loading import loader_options, resolve_workers, world_size
+        from ..data.streaming import parquet_training_sampler
 
         workers = resolve_workers(cfg.num_workers, len(data.train.ids))
         loader = loader_options(workers, "cpu" if cfg.cpu else None, train=True)
+        drop_last = len(data.train.ids) > cfg.batch_size
+        # Parquet files with large row groups: streaming order (medcap.data.streaming), else random.
+        streaming = parquet_training_sampler(data.train, cfg.batch_size, cfg.seed, drop_last, workers, world_size())
+        order = (dict(batch_sampler=streaming) if streaming is not None
+                 else dict(batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last))
         self.train_loader = torch.utils.data.DataLoader(
             ConceptImageDataset(data.train, self.prep, data.train_targets, train_augmentation(cfg), cfg.cache_images,
-                                lateral_mirror(cfg, data.vocabulary)),
-            batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train.ids) > cfg.batch_size, **loader)
+                                lateral_mirror(cfg, data.vocabulary)), **order, **loader)
         self.valid_loader = torch.utils.data.DataLoader(
             ConceptImageDataset(data.valid, self.prep, data.valid_targets, None, cfg.cache_images),
             batch_size=cfg.eval_batch_size, shuffle=False, **loader)
