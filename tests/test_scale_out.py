@@ -81,9 +81,12 @@ def _accelerate(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_two_processes_write_the_submission_of_one(cli, concept_model, synth_small, tmp_path):
+    from conftest import torch_threads
+
     one, two = tmp_path / "one.csv", tmp_path / "two.csv"
-    rc, _, err = cli("predict", "concepts", "--model", concept_model, "--images", synth_small / "test",
-                     "--out", one, "--device", "cpu", "--workers", "0", "--batch-size", "3")
+    with torch_threads(1):  # as the launched processes (OMP_NUM_THREADS=1): threads change CPU rounding
+        rc, _, err = cli("predict", "concepts", "--model", concept_model, "--images", synth_small / "test",
+                         "--out", one, "--device", "cpu", "--workers", "0", "--batch-size", "3")
     assert rc == 0, err
     proc = _accelerate(["predict", "concepts", "--model", str(concept_model), "--images", str(synth_small / "test"),
                         "--out", str(two), "--device", "cpu", "--workers", "0", "--batch-size", "3",

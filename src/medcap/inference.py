@@ -58,7 +58,7 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
     from .data.loading import gather_in_order, loader_options, process_shard, resolve_workers
 
     items = image_items(images)
-    mine = process_shard(len(items.ids), device)
+    mine = process_shard(len(items.ids), device, batch_size)
     shard = items if len(mine) == len(items.ids) else ImageFolderItems(items.ids[mine.start:mine.stop], items.load)
     workers = resolve_workers(num_workers, len(shard.ids))
     loader = torch.utils.data.DataLoader(ConceptImageDataset(shard, prep), batch_size=batch_size,

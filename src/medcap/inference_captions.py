@@ -67,7 +67,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
         matcher, nameable = concept_matcher(cui_names)
     retrieved = _retrieved(captioner, items, batch_size, device, progress)
     # Under accelerate launch (medcap.data.loading.sharded_prediction): this process's block of the images.
-    mine = process_shard(len(items.ids), device)
+    mine = process_shard(len(items.ids), device, batch_size)
     batches = image_batches(items, mine, batch_size, resolve_workers(num_workers, len(mine)))
     captions: list[str] = []
     for start, images_batch in tqdm(zip(range(mine.start, mine.stop, batch_size), batches, strict=True),

@@ -8,7 +8,8 @@ and the loader keeps the batches in order, so the results do not depend on the n
 On a GPU the batches are pinned and prefetched; in training the workers persist across epochs.
 
 **Processes.** Under ``accelerate launch`` (or torchrun) the prediction commands split the images
-into one contiguous block per process, in order (Accelerate's ``split_between_processes``); each
+into one contiguous block of whole batches per process, in order (Accelerate's
+``split_between_processes``); each
 process predicts its block and :func:`gather_in_order` joins the blocks in rank order, so every
 process holds the results of all images in the one-process order, and only the main process
 writes files (:func:`is_main_process`).
@@ -142,14 +143,19 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def process_shard(n: int, device: Any = None) -> range:
+def process_shard(n: int, device: Any = None, batch_size: int = 1) -> range:
     """The indices of ``n`` items this process predicts: all of them, or inside
-    :func:`sharded_prediction` under a distributed launch, this rank's contiguous block."""
+    :func:`sharded_prediction` under a distributed launch, this rank's contiguous block of whole
+    batches. Whole batches: every batch holds the images it holds in a one-process run, so even
+    kernels whose rounding depends on the batch give the one-process numbers."""
     if not _SHARDING or world_size() <= 1:
         return range(n)
     state = _state(device)
-    with state.split_between_processes(list(range(n))) as mine:
-        return range(mine[0], mine[-1] + 1) if mine else range(0)
+    batches = -(-n // max(1, batch_size))
+    with state.split_between_processes(list(range(batches))) as mine:
+        if not mine:
+            return range(0)
+        return range(mine[0] * batch_size, min(n, (mine[-1] + 1) * batch_size))
 
 
 def gather_in_order(values: Sequence, device: Any = None) -> list:
