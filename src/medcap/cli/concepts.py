@@ -225,7 +225,14 @@ def knn_command(
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
-    embedder = load_detector(model) if model is not None else plain_backbone(backbone, image_size, pretrained)
+    if model is not None:
+        embedder = load_detector(model)
+    else:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # random weights: the same in every run and every process of a launch
+            embedder = plain_backbone(backbone, image_size, pretrained)
     embeddings = SplitEmbeddings(embedder, batch_size, progress=True, num_workers=workers)
     with sharded_prediction():  # under accelerate launch: each process embeds its block of every split
         preds, report = knn_baseline(embeddings, train, valid, target)

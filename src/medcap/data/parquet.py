@@ -176,14 +176,25 @@ class ParquetImages(Mapping):
             cursor[1] += 1
             if cursor[1] - 1 == k:
                 break
+        starts = self.row_group_starts[f]
+        group_rows = (starts[g + 1] if g + 1 < len(starts) else self._file_rows(f)) - starts[g]
+        if (k + 1) * batch >= group_rows:  # the row group's last batch: free the reader's pages now
+            del self._cursors[(f, g)]
         # Python values, not Arrow slices: a slice would keep its whole decoded data page alive.
         values = record_batch.column(0).to_pylist()
         self._keep((f, g, k), values, sum(_value_bytes(v) for v in values))
         return values
 
     def close(self) -> None:
-        """Drop open files and cached row groups (they reopen on the next read)."""
+        """Drop open files, readers and cached images (they reopen on the next read), and hand
+        the memory Arrow freed back to the system."""
         self._reset()
+        try:
+            import pyarrow as pa
+
+            pa.default_memory_pool().release_unused()
+        except (ImportError, AttributeError):
+            pass
 
     def __getitem__(self, image_id: str) -> bytes | Path:
         f, r = self.rows[image_id]
