@@ -95,3 +95,14 @@ def test_two_processes_write_the_submission_of_one(cli, concept_model, synth_sma
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert two.read_bytes() == one.read_bytes()                  # rows in the one-process order
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.csv", "two.csv", "two.json"]  # written once
+
+
+def test_caption_images_come_in_order_whatever_the_workers(synth_small):
+    from medcap.data.loading import image_batches
+    from medcap.inference import image_items
+
+    items = image_items([synth_small / "test"])
+    rows = range(2, 13)
+    plain = [im.tobytes() for batch in image_batches(items, rows, 4, 0) for im in batch]
+    parallel = [im.tobytes() for batch in image_batches(items, rows, 4, 2) for im in batch]
+    assert plain == parallel == [items.load(i).tobytes() for i in items.ids[2:13]]
