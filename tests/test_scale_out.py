@@ -106,3 +106,15 @@ def test_caption_images_come_in_order_whatever_the_workers(synth_small):
     plain = [im.tobytes() for batch in image_batches(items, rows, 4, 0) for im in batch]
     parallel = [im.tobytes() for batch in image_batches(items, rows, 4, 2) for im in batch]
     assert plain == parallel == [items.load(i).tobytes() for i in items.ids[2:13]]
+
+
+def test_an_unreadable_image_in_a_worker_is_one_plain_error(concept_model, synth_small, tmp_path):
+    from medcap.inference import predict_probabilities
+
+    folder = tmp_path / "images"
+    shutil.copytree(synth_small / "test", folder)
+    (folder / "zz_broken.jpg").write_bytes(b"not an image")
+    with pytest.raises(MedcapError) as e:
+        predict_probabilities(concept_model, folder, batch_size=4, device="cpu", num_workers=2)
+    assert "DataLoader" not in e.value.format() and "Traceback" not in e.value.format()
+    assert e.value.format().startswith(str(folder / "zz_broken.jpg"))

@@ -55,7 +55,7 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
     import torch
     from tqdm.auto import tqdm
 
-    from .data.loading import gather_in_order, loader_options, process_shard, resolve_workers
+    from .data.loading import gather_in_order, loader_options, process_shard, resolve_workers, worker_errors
 
     items = image_items(images)
     mine = process_shard(len(items.ids), device, batch_size)
@@ -64,7 +64,7 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
     loader = torch.utils.data.DataLoader(ConceptImageDataset(shard, prep), batch_size=batch_size,
                                          **loader_options(workers, device))
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), worker_errors():
         for x, _, _ in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
             out.append(fn(normalize_batch(x.to(device, non_blocking=True), prep)).float().cpu().numpy())
     blocks = [b for b in gather_in_order([np.concatenate(out)] if out else [], device) if len(b)]

@@ -68,7 +68,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     retrieved = _retrieved(captioner, items, batch_size, device, progress)
     # Under accelerate launch (medcap.data.loading.sharded_prediction): this process's block of the images.
     mine = process_shard(len(items.ids), device, batch_size)
-    batches = image_batches(items, mine, batch_size, resolve_workers(num_workers, len(mine)))
+    batches = worker_batches(image_batches(items, mine, batch_size, resolve_workers(num_workers, len(mine))))
     captions: list[str] = []
     for start, images_batch in tqdm(zip(range(mine.start, mine.stop, batch_size), batches, strict=True),
                                     total=-(-len(mine) // batch_size), desc="captioning", unit="batch",
@@ -88,6 +88,14 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     if out is not None and is_main_process():
         write_caption_submission(out, result, gold_ids=order, edition=edition)
     return result
+
+
+def worker_batches(loader):
+    """The loader's batches, an unreadable image's error as its own line (medcap.data.loading.worker_errors)."""
+    from .data.loading import worker_errors
+
+    with worker_errors():
+        yield from loader
 
 
 def _retrieved(captioner: Captioner, items, batch_size: int, device, progress: bool) -> list[list[str]] | None:

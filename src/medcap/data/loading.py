@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import MedcapError
 
 __all__ = ["FEW_IMAGES", "auto_workers", "gather_in_order", "image_batches", "is_main_process", "loader_options",
-           "process_shard", "resolve_workers", "sharded_prediction", "world_size"]
+           "process_shard", "resolve_workers", "sharded_prediction", "worker_errors", "world_size"]
 
 FEW_IMAGES = 64     # below this many images, workers cost more to start than they save
 MAX_AUTO_WORKERS = 8
@@ -75,6 +75,20 @@ def loader_options(workers: int, device: Any = None, train: bool = False) -> dic
         if train:
             opts["persistent_workers"] = True
     return opts
+
+
+@contextlib.contextmanager
+def worker_errors() -> Iterator[None]:
+    """Around the iteration of a DataLoader: a MedcapError raised in a worker (an unreadable image)
+    reaches the user as its own one line, not as PyTorch's re-raised copy carrying the worker's
+    traceback in its message."""
+    try:
+        yield
+    except MedcapError as e:
+        marker = "MedcapError: "
+        if "DataLoader worker" not in e.message or marker not in e.message:
+            raise
+        raise MedcapError(e.message.rsplit(marker, 1)[1].strip()) from None
 
 
 class _Images:
