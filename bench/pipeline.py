@@ -37,7 +37,7 @@ def _rate(n: int, seconds: float) -> float:
 def build_detector(config: str, cuis: list[str]):
     from medcap.data.vocab import ConceptVocabulary
     from medcap.models.concept_detector import ConceptDetector
-    from medcap.tasks.concepts import concept_processor, detector_config, load_concept_config
+    from medcap.training.concepts import concept_processor, detector_config, load_concept_config
 
     cfg = load_concept_config(config, {"pretrained": False})
     model = ConceptDetector(detector_config(cfg, len(cuis)), pretrained=False)
@@ -62,7 +62,7 @@ def predict_part(model, items, prep, device, batch_size: int) -> dict:
     from medcap.data.items import ConceptImageDataset
     from medcap.data.loading import resolve_workers
     from medcap.data.transforms import normalize_batch
-    from medcap.inference import map_images, probability_fn
+    from medcap.inference.concepts import map_images, probability_fn
 
     n = len(items.ids)
     fn = probability_fn(model)
@@ -93,7 +93,7 @@ def train_part(model, items, prep, cfg, device, batch_size: int) -> dict:
     from medcap.data.items import ConceptImageDataset
     from medcap.data.loading import loader_options, resolve_workers
     from medcap.data.transforms import normalize_batch
-    from medcap.tasks.concepts import train_augmentation
+    from medcap.training.concepts import train_augmentation
 
     n = len(items.ids)
     model.train()
@@ -160,7 +160,7 @@ def main() -> None:
 
     from medcap.data.loading import available_cores
     from medcap.device import resolve_device
-    from medcap.inference import image_items
+    from medcap.inference.concepts import image_items
 
     if args.data is None:
         work = Path(tempfile.mkdtemp(prefix="medcap-pipeline-"))

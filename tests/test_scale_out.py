@@ -41,8 +41,8 @@ def test_loader_options_pin_and_prefetch_on_a_gpu_and_persist_in_training():
 
 def test_every_config_defaults_to_auto_workers():
     from medcap.config import available_configs, load_config
-    from medcap.tasks.captions import CaptionConfig
-    from medcap.tasks.concepts import ConceptConfig
+    from medcap.training.captions import CaptionConfig
+    from medcap.training.concepts import ConceptConfig
 
     for task, cls in (("concepts", ConceptConfig), ("captions", CaptionConfig)):
         for name in available_configs(task):
@@ -59,7 +59,7 @@ def concept_model(synth_small, tmp_path_factory):
 
 
 def test_predictions_do_not_depend_on_the_number_of_workers(concept_model, synth_small):
-    from medcap.inference import predict_probabilities
+    from medcap.inference.concepts import predict_probabilities
 
     ids0, p0 = predict_probabilities(concept_model, synth_small / "test", batch_size=5, device="cpu", num_workers=0)
     ids2, p2 = predict_probabilities(concept_model, synth_small / "test", batch_size=5, device="cpu", num_workers=2)
@@ -99,7 +99,7 @@ def test_two_processes_write_the_submission_of_one(cli, concept_model, synth_sma
 
 def test_caption_images_come_in_order_whatever_the_workers(synth_small):
     from medcap.data.loading import image_batches
-    from medcap.inference import image_items
+    from medcap.inference.concepts import image_items
 
     items = image_items([synth_small / "test"])
     rows = range(2, 13)
@@ -109,7 +109,7 @@ def test_caption_images_come_in_order_whatever_the_workers(synth_small):
 
 
 def test_an_unreadable_image_in_a_worker_is_one_plain_error(concept_model, synth_small, tmp_path):
-    from medcap.inference import predict_probabilities
+    from medcap.inference.concepts import predict_probabilities
 
     folder = tmp_path / "images"
     shutil.copytree(synth_small / "test", folder)

@@ -1,6 +1,6 @@
 """Concept detection commands: ``train concepts``, ``predict concepts``, ``explain``,
-``baseline concepts most-frequent|knn``. Thin layer over :mod:`medcap.tasks.concepts`,
-:mod:`medcap.explain` and :mod:`medcap.baselines`.
+``baseline concepts most-frequent|knn``. Thin layer over :mod:`medcap.training.concepts`,
+:mod:`medcap.inference.explain` and :mod:`medcap.methods.baselines`.
 """
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent conce
 baseline_app.add_typer(concepts_baseline_app, name="concepts")
 
 
-@train_app.command("concepts", cls=config_keys_command("medcap.tasks.concepts:ConceptConfig"))
+@train_app.command("concepts", cls=config_keys_command("medcap.training.concepts:ConceptConfig"))
 def train_concepts_command(
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
@@ -59,7 +59,7 @@ def train_concepts_command(
     Several GPUs: `accelerate launch -m medcap train concepts ...`.
     """
     from ..config import parse_overrides
-    from ..tasks.concepts import train_concepts
+    from ..training.concepts import train_concepts
 
     overrides = parse_overrides(set_)
     if valid_fraction is not None:
@@ -96,13 +96,7 @@ def predict_concepts_command(
     splits the images between them; the main process writes the same file as one process would."""
     from ..data.loading import is_main_process, sharded_prediction
     from ..fileio import write_json
-    from ..inference import (
-        decide,
-        image_items,
-        load_detector,
-        predict_probabilities,
-        probabilities_json,
-    )
+    from ..inference.concepts import decide, image_items, load_detector, predict_probabilities, probabilities_json
     from ..submission import check_id_order, read_id_order, write_concept_submission
 
     order = read_id_order(order_from) if order_from else None
@@ -138,7 +132,7 @@ def explain_command(
 ) -> int:
     """Heatmap overlays of where each predicted concept was found in IMAGE."""
     from ..errors import MedcapError
-    from ..explain import explain_image
+    from ..inference.explain import explain_image
 
     if (image is None) == (data is None) or (data is not None) != (image_id is not None):
         raise MedcapError("give either --image FILE, or --data DATASET --split SPLIT --id IMAGE_ID")
@@ -194,7 +188,7 @@ def most_frequent_command(
     edition: int = edition_option(),
 ) -> int:
     """The k most frequent training concepts for every image (k chosen on validation)."""
-    from ..baselines import most_frequent_baseline
+    from ..methods.baselines import most_frequent_baseline
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
@@ -219,9 +213,10 @@ def knn_command(
     workers: str = workers_option(),
 ) -> int:
     """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
-    from ..baselines import SplitEmbeddings, knn_baseline, plain_backbone
     from ..data.loading import is_main_process, sharded_prediction
-    from ..inference import load_detector
+    from ..inference.concepts import load_detector
+    from ..methods.baselines import SplitEmbeddings, knn_baseline
+    from ..models.retrieval import plain_backbone
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)

@@ -123,7 +123,7 @@ _SHARDING = False
 
 @contextlib.contextmanager
 def sharded_prediction() -> Iterator[None]:
-    """Within this block, prediction (``medcap.inference.map_images`` and captioning) splits its images
+    """Within this block, prediction (``medcap.inference.concepts.map_images`` and captioning) splits its images
     across the processes of an ``accelerate launch``; every process must enter it. Outside it (e.g.
     training, where ranks may predict on their own), each process predicts every image it is given."""
     global _SHARDING

@@ -137,7 +137,7 @@ def generate_ids(model, pixel_values, input_ids, attention_mask, settings: Gener
 
     ``return_beams`` > 0: the best ``return_beams`` beams of each image ([B * n, T], image by
     image, best first) and their length-normalised log-probabilities [B * n]
-    (medcap.concept_rerank picks among them).
+    (medcap.inference.rerank picks among them).
     """
     kwargs = {"num_beams": settings.num_beams, "max_new_tokens": settings.max_new_tokens, "do_sample": False,
               "repetition_penalty": settings.repetition_penalty}

@@ -1,7 +1,7 @@
 """Prediction with a trained captioner: images (and their concepts) in, captions and submissions out.
 
 Shared by the CLI, the demo, the report and the web app; training lives in
-``medcap.tasks.captions``. Where the model is: :func:`medcap.models.location.resolve_model_folder`
+``medcap.training.captions``. Where the model is: :func:`medcap.models.location.resolve_model_folder`
 (a run folder, its ``model/`` folder or a hub id).
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import MedcapError
-from .models.captioner import Captioner
+from ..errors import MedcapError
+from ..models.captioner import Captioner
 
 
 def load_captioner(model_or_dir) -> Captioner:
@@ -37,17 +37,17 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     A model trained with retrieval prompts (``retrieval_prompt: true``) retrieves each image's
     nearest training captions itself, with the embedder and index kept in its folder.
     ``rerank="concepts"``: generate ``num_beams`` beams (default 5) and keep the one that agrees
-    best with ``concepts`` (medcap.concept_rerank; ``rerank_weight`` chosen on validation with
+    best with ``concepts`` (medcap.inference.rerank; ``rerank_weight`` chosen on validation with
     ``medcap ensemble rerank-weight``). ``num_workers``: processes decoding the images beside the
     model (medcap.data.loading). Inside ``sharded_prediction`` under ``accelerate launch`` each process
     captions its block of the images, every process returns all captions, the main one writes ``out``.
     """
     from tqdm.auto import tqdm
 
-    from .data.loading import gather_in_order, image_batches, is_main_process, process_shard, resolve_workers
-    from .device import resolve_device
-    from .inference import image_items
-    from .submission import check_id_order, write_caption_submission
+    from ..data.loading import gather_in_order, image_batches, is_main_process, process_shard, resolve_workers
+    from ..device import resolve_device
+    from ..submission import check_id_order, write_caption_submission
+    from .concepts import image_items
 
     items = image_items(images)
     check_id_order(items.ids, order)
@@ -62,7 +62,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     if not 0.0 <= rerank_weight <= 1.0:
         raise MedcapError(f"--rerank-weight: expected a number in [0, 1], got {rerank_weight}")
     if rerank is not None:
-        from .concept_rerank import beam_candidates, concept_matcher, rerank_beams
+        from .rerank import beam_candidates, concept_matcher, rerank_beams
 
         matcher, nameable = concept_matcher(cui_names)
     retrieved = _retrieved(captioner, items, batch_size, device, progress)
@@ -92,7 +92,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
 
 def worker_batches(loader):
     """The loader's batches, an unreadable image's error as its own line (medcap.data.loading.worker_errors)."""
-    from .data.loading import worker_errors
+    from ..data.loading import worker_errors
 
     with worker_errors():
         yield from loader
@@ -100,7 +100,7 @@ def worker_batches(loader):
 
 def _retrieved(captioner: Captioner, items, batch_size: int, device, progress: bool) -> list[list[str]] | None:
     """Each image's nearest training captions (a retrieval-prompted captioner), in ``items`` order."""
-    from .inference import image_embeddings
+    from .concepts import image_embeddings
 
     index = captioner.processor.retrieval_prompt
     if index is None:
@@ -114,7 +114,7 @@ def _retrieved(captioner: Captioner, items, batch_size: int, device, progress: b
 
 def _image_concepts(concepts, ids: Sequence[str], model_folder=None) -> dict[str, Sequence[str]]:
     """{ID: CUIs} for every image of ``ids``, from a mapping or a concept submission file."""
-    from .submission import read_concept_submission
+    from ..submission import read_concept_submission
 
     if concepts is None:
         raise MedcapError("this captioner was trained with concept prompts: give the images' concepts "
