@@ -17,23 +17,27 @@ from .app import (
     images_option,
     images_or_split,
     log,
+    model_at_revision,
     order_from_option,
     predict_app,
     resume_option,
+    revision_option,
     run_folder_option,
     split_images_option,
     train_app,
     workers_option,
 )
-from .train_help import config_keys_command
+from .train_help import config_keys_command, print_config, print_config_option, resume_hint
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(captions_baseline_app, name="captions")
 
 
-@train_app.command("captions", cls=config_keys_command("medcap.training.captions:CaptionConfig"))
+@train_app.command("captions", cls=config_keys_command("medcap.training.captions:CaptionConfig",
+                                                           "medcap.training.captions:load_caption_config"))
 def train_captions_command(
+    ctx: typer.Context,
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, demo, demo-prompted) or a YAML file."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_captions.csv).",
@@ -43,6 +47,7 @@ def train_captions_command(
                                              "--set model=/path/to/blip-folder, --set mixed_precision=bf16 "
                                              "(repeatable; every key is listed below)."),
     resume: bool = resume_option(),
+    print_config_: bool = print_config_option(),
 ) -> int:
     """Fine-tune BLIP (or train a small one from scratch) on the captions; keep the best epoch.
 
@@ -54,7 +59,10 @@ def train_captions_command(
     from ..training.captions import load_caption_config, train_captioner
 
     cfg = load_caption_config(config, set_)
-    result = train_captioner(cfg, data, out, resume=resume, log=log)
+    if print_config_:
+        return print_config(cfg)
+    with resume_hint(ctx, out):
+        result = train_captioner(cfg, data, out, resume=resume, log=log)
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(f"best validation {cfg.monitor} {score} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")
@@ -87,6 +95,7 @@ def predict_captions_command(
     cui_mapping: Path | None = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: more concept names for "
                                             "--rerank to match."),
     workers: str = workers_option(),
+    revision: str | None = revision_option(),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once).
 
@@ -103,6 +112,7 @@ def predict_captions_command(
         names = read_cui_mapping(cui_mapping)
     images = images_or_split(images, data, split)
     order = read_id_order(order_from) if order_from else None
+    model = model_at_revision(model, "captions", revision)
     with sharded_prediction():
         captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
                                     max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,

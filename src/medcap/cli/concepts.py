@@ -20,23 +20,27 @@ from .app import (
     images_option,
     images_or_split,
     log,
+    model_at_revision,
     order_from_option,
     predict_app,
     resume_option,
+    revision_option,
     run_folder_option,
     split_images_option,
     train_app,
     workers_option,
 )
-from .train_help import config_keys_command
+from .train_help import config_keys_command, print_config, print_config_option, resume_hint
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(concepts_baseline_app, name="concepts")
 
 
-@train_app.command("concepts", cls=config_keys_command("medcap.training.concepts:ConceptConfig"))
+@train_app.command("concepts", cls=config_keys_command("medcap.training.concepts:ConceptConfig",
+                                                           "medcap.training.concepts:load_concept_config"))
 def train_concepts_command(
+    ctx: typer.Context,
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
                                     "or a YAML file."),
@@ -51,6 +55,7 @@ def train_concepts_command(
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--random-init",
                                               help="ImageNet weights (local cache) or random initialisation; "
                                                    "default: the config's."),
+    print_config_: bool = print_config_option(),
 ) -> int:
     """Train a concept detector (MedCSRA by default) and keep the best epoch by validation F1.
 
@@ -59,14 +64,18 @@ def train_concepts_command(
     Several GPUs: `accelerate launch -m medcap train concepts ...`.
     """
     from ..config import parse_overrides
-    from ..training.concepts import train_concepts
+    from ..training.concepts import load_concept_config, train_concepts
 
     overrides = parse_overrides(set_)
     if valid_fraction is not None:
         overrides["valid_fraction"] = valid_fraction
     if pretrained is not None:
         overrides["pretrained"] = pretrained
-    result = train_concepts(config, data, out, overrides, resume=resume, log=log)
+    cfg = load_concept_config(config, overrides)
+    if print_config_:
+        return print_config(cfg)
+    with resume_hint(ctx, out):
+        result = train_concepts(cfg, data, out, resume=resume, log=log)
     typer.echo(f"best validation F1 {result.best_score:.4f} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")
     return 0
@@ -89,6 +98,7 @@ def predict_concepts_command(
     order_from: Optional[List[Path]] = order_from_option(),
     edition: int = edition_option(),
     workers: str = workers_option(),
+    revision: Optional[str] = revision_option(),
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission.
 
@@ -102,7 +112,7 @@ def predict_concepts_command(
     order = read_id_order(order_from) if order_from else None
     items = image_items(images_or_split(images, data, split))
     check_id_order(items.ids, order, file=order_from[0] if order_from else None)
-    detector = load_detector(model)
+    detector = load_detector(model_at_revision(model, "concepts", revision))
     with sharded_prediction():
         ids, probs = predict_probabilities(detector, items, batch_size=batch_size, device=device,
                                            num_workers=workers, progress=True)

@@ -28,7 +28,8 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
 
     ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
-    extension) or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
+    extension), PIL images or numpy arrays (IDs image-1, image-2, ...: their place in the list),
+    or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
     before anything is written, so an unreadable image leaves no file behind. ``concepts``:
     {ID: CUIs} or a concept submission file (``medcap predict concepts``), for a model trained
     with concept prompts (``concept_prompt: true``); every image needs its row there. ``order``:
@@ -42,10 +43,9 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     model (medcap.data.loading). Inside ``sharded_prediction`` under ``accelerate launch`` each process
     captions its block of the images, every process returns all captions, the main one writes ``out``.
     """
-    from tqdm.auto import tqdm
-
     from ..data.loading import gather_in_order, image_batches, is_main_process, process_shard, resolve_workers
     from ..device import resolve_device
+    from ..progress import bar
     from ..submission import check_id_order, write_caption_submission
     from .concepts import image_items
 
@@ -70,9 +70,8 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     mine = process_shard(len(items.ids), device, batch_size)
     batches = worker_batches(image_batches(items, mine, batch_size, resolve_workers(num_workers, len(mine))))
     captions: list[str] = []
-    for start, images_batch in tqdm(zip(range(mine.start, mine.stop, batch_size), batches, strict=True),
-                                    total=-(-len(mine) // batch_size), desc="captioning", unit="batch",
-                                    disable=not progress):
+    for start, images_batch in bar(zip(range(mine.start, mine.stop, batch_size), batches, strict=True),
+                                   total=-(-len(mine) // batch_size), desc="captioning", unit="batch", show=progress):
         ids = items.ids[start:min(start + batch_size, mine.stop)]
         batch_concepts = None if per_image is None else [per_image[i] for i in ids]
         batch_retrieved = None if retrieved is None else retrieved[start:start + len(ids)]

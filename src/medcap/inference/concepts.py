@@ -33,12 +33,9 @@ def probability_fn(model) -> Callable:
 
 
 def image_items(images) -> ImageFolderItems:
-    """Folders / files / an ImageFolderItems -> ImageFolderItems (ID = file name stem)."""
-    if isinstance(images, ImageFolderItems):
-        return images
-    from ..data.images import list_images
-
-    return ImageFolderItems.from_files(list_images(images))
+    """Folders / files / PIL images / numpy arrays (or a list of them) / an ImageFolderItems ->
+    ImageFolderItems (ID = file name stem, or image-N for an in-memory image: its place in the list)."""
+    return ImageFolderItems.from_images(images)
 
 
 def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=None,
@@ -53,9 +50,9 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
     its block of the images and every process returns all of them, in order.
     """
     import torch
-    from tqdm.auto import tqdm
 
     from ..data.loading import gather_in_order, loader_options, process_shard, resolve_workers, worker_errors
+    from ..progress import bar
 
     items = image_items(images)
     mine = process_shard(len(items.ids), device, batch_size)
@@ -65,7 +62,7 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
                                          **loader_options(workers, device))
     out = []
     with torch.inference_mode(), worker_errors():
-        for x, _, _ in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
+        for x, _, _ in bar(loader, desc=desc, show=progress):  # on a terminal only
             out.append(fn(normalize_batch(x.to(device, non_blocking=True), prep)).float().cpu().numpy())
     blocks = [b for b in gather_in_order([np.concatenate(out)] if out else [], device) if len(b)]
     return items.ids, np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
@@ -99,7 +96,8 @@ def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
 def predict_concepts(model_or_dir, images, batch_size: int = 32, device: str | None = None,
                      num_workers: int | str | None = "auto",
                      progress: bool = False) -> dict[str, list[tuple[str, float]]]:
-    """Images (folders, files) -> {ID: [(CUI, probability), ...]} with the saved thresholds."""
+    """Images (folders, files, PIL images, numpy arrays) -> {ID: [(CUI, probability), ...]} with the
+    saved thresholds (in-memory images: the IDs image-1, image-2, ...)."""
     model = load_detector(model_or_dir)
     ids, probs = predict_probabilities(model, images, batch_size, device, num_workers, progress)
     return dict(zip(ids, decide(model, probs), strict=True))

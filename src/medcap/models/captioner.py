@@ -16,15 +16,13 @@ BERT-base decoder with cross-attention to the image) on the ImageCLEF captions (
 - ``generate``: greedy or beam search, batched (:mod:`.generation`), decoded and repaired;
 - ``save_pretrained(folder)``: model + :class:`~.processing.CaptionProcessor` files +
   ``generation_config.json`` (:class:`~.generation.GenerationSettings`) + ``medcap_captioner.json``
-  (image size, pre-resize, caption length, concept prompt, training summary), atomically.
+  (image size, pre-resize, caption length, concept prompt, training summary) + provenance.json and
+  the README.md model card (:mod:`.card`), atomically.
 
-The pieces live beside it: tokenizer training in :mod:`.tokenization`, inputs in
-:mod:`.processing` and :mod:`.prompting`, generation in :mod:`.generation`, where a model
-folder is in :mod:`.location`.
+Beside it: :mod:`.tokenization`, :mod:`.processing`, :mod:`.prompting`, :mod:`.generation`, :mod:`.location`.
 
-Image size is a setting: when it differs from the size the vision encoder was built for
-(blip-large: 384 px; the paper trains at 224 px) the position embeddings are interpolated
-(``interpolate_pos_encoding=True``).
+Image size is a setting: when it differs from the vision encoder's (blip-large: 384 px; the paper
+trains at 224 px) the position embeddings are interpolated (``interpolate_pos_encoding=True``).
 """
 from __future__ import annotations
 
@@ -35,9 +33,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import MedcapError, MissingWeightsError
+from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
+from .card import load_provenance, write_model_files
 from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
+from .hub import cached, offline
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
 from .retrieval import RetrievalPrompt
@@ -45,7 +45,7 @@ from .tokenization import SPECIAL_TOKENS, train_wordpiece
 
 __all__ = ["DEFAULT_MODEL", "METADATA_FILE", "SIZES", "SPECIAL_TOKENS", "CaptionEncoder", "Captioner", "ConceptPrompt",
            "GeneratedNoRepeatNGram", "GenerationSettings", "ImageTransform", "count_parameters",
-           "large_sizes_config", "missing_weights_message", "train_wordpiece"]
+           "large_sizes_config", "train_wordpiece"]
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
 METADATA_FILE = "medcap_captioner.json"
@@ -146,6 +146,7 @@ class Captioner:
         self.pre_resize = pre_resize
         self.generation = generation or GenerationSettings()
         self.source = source
+        self.provenance: dict | None = None   # provenance.json: training data, scores, config (models.card)
         if concept_prompt is not None:
             self.concept_prompt = concept_prompt
 
@@ -200,13 +201,13 @@ class Captioner:
     @classmethod
     def from_pretrained(cls, name_or_folder: str | Path = DEFAULT_MODEL, *, image_size: int | None = None,
                         max_length: int | None = None, generation: GenerationSettings | None = None,
-                        pre_resize: int | None = None) -> Captioner:
+                        pre_resize: int | None = None, revision: str | None = None) -> Captioner:
         """Load a hub model (``Salesforce/blip-image-captioning-large``), a saved folder or a run folder.
 
-        Where the model is: :func:`~.location.resolve_model_folder`. Settings saved by medcap in
-        the folder are used unless given here. A hub name whose weights are not on this machine
-        (no network, nothing in the Hugging Face cache) raises MissingWeightsError; a folder
-        missing a file raises MedcapError naming it.
+        Where the model is: :func:`~.location.resolve_model_folder` (a hub id at ``revision``).
+        Settings saved by medcap in the folder are used unless given here. A hub name whose weights
+        are not on this machine (no network, nothing in the Hugging Face cache) raises
+        MissingWeightsError; a folder missing a file raises MedcapError naming it.
         """
         from transformers import BlipForConditionalGeneration
 
@@ -217,38 +218,33 @@ class Captioner:
         folder = Path(str(name_or_folder)).expanduser()
         recover_dir(folder if not folder.is_dir() or (folder / "config.json").is_file() else folder / "model",
                     debris=False)
-        where = resolve_model_folder(name_or_folder, "captions")
+        where = resolve_model_folder(name_or_folder, "captions", revision=revision)
         meta: dict[str, Any] = {}
-        if isinstance(where, Path):
-            from .nonfinite import check_finite_weights
+        from .nonfinite import check_finite_weights
 
-            _check_model_folder(where)
-            if (where / METADATA_FILE).is_file():
-                meta = _read_metadata(where / METADATA_FILE)
-            try:
-                with _quiet_progress():
-                    model = BlipForConditionalGeneration.from_pretrained(where)
-                    processor = CaptionProcessor.from_pretrained(where, meta, label=where / METADATA_FILE)
-                    processor.retrieval_prompt = RetrievalPrompt.from_settings(where, meta.get("retrieval_prompt"))
-            except MedcapError:
-                raise
-            except Exception as e:  # a damaged file raises whatever its reader raises (safetensors: its own type)
-                raise MedcapError(f"cannot load the captioner from this folder (a file is damaged, truncated or "
-                                  f"not a BLIP model): {_first_line(e)}", file=where) from None
-            check_finite_weights(model.state_dict().values(), where, "the captioner")
-            if generation is None:
-                generation = GenerationSettings.from_pretrained(where, meta.get("generation"), where / METADATA_FILE)
-        else:
-            try:
+        _check_model_folder(where)
+        if (where / METADATA_FILE).is_file():
+            meta = _read_metadata(where / METADATA_FILE)
+        try:
+            with _quiet_progress():
                 model = BlipForConditionalGeneration.from_pretrained(where)
-                processor = CaptionProcessor.from_pretrained(where)
-            except (OSError, ValueError) as e:
-                raise MissingWeightsError(missing_weights_message(where, e)) from None
+                processor = CaptionProcessor.from_pretrained(where, meta, label=where / METADATA_FILE)
+                processor.retrieval_prompt = RetrievalPrompt.from_settings(where, meta.get("retrieval_prompt"))
+        except MedcapError:
+            raise
+        except Exception as e:  # a damaged file raises whatever its reader raises (safetensors: its own type)
+            raise MedcapError(f"cannot load the captioner from this folder (a file is damaged, truncated or "
+                              f"not a BLIP model): {_first_line(e)}", file=where) from None
+        check_finite_weights(model.state_dict().values(), where, "the captioner")
+        if generation is None:
+            generation = GenerationSettings.from_pretrained(where, meta.get("generation"), where / METADATA_FILE)
         size = processor.image_processor.size
         image_size = image_size or meta.get("image_size") or getattr(size, "height", None) or size["height"]
-        return cls(model, processor, image_size=image_size, max_length=max_length or processor.max_length,
-                   pre_resize=pre_resize if pre_resize is not None else processor.pre_resize,
-                   generation=generation or GenerationSettings(), source=meta.get("source", str(name_or_folder)))
+        captioner = cls(model, processor, image_size=image_size, max_length=max_length or processor.max_length,
+                        pre_resize=pre_resize if pre_resize is not None else processor.pre_resize,
+                        generation=generation or GenerationSettings(), source=meta.get("source", str(name_or_folder)))
+        captioner.provenance = load_provenance(where) if isinstance(where, Path) else None
+        return captioner
 
     def save_pretrained(self, folder: str | Path, **extra) -> Path:
         """Write model (safetensors), processor and medcap settings; the folder appears whole or not at all."""
@@ -257,9 +253,11 @@ class Captioner:
             self.write_folder(tmp, **extra)
         return folder
 
-    def write_folder(self, folder: Path, model=None, training: dict | None = None) -> None:
+    def write_folder(self, folder: Path, model=None, training: dict | None = None,
+                     provenance: dict | None = None) -> None:
         """Write the model folder's files into an existing (temporary) folder; ``model``: another
-        module with the same architecture (the engine's unwrapped training model)."""
+        module with the same architecture (the engine's unwrapped training model); ``provenance``:
+        training data and scores (models.card; default: the loaded folder's)."""
         model = model or self.model
         with _quiet_progress():
             model.save_pretrained(folder)
@@ -270,6 +268,7 @@ class Captioner:
         if training:
             meta["training"] = training
         write_text_atomic(Path(folder) / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
+        write_model_files(folder, provenance or self.provenance, "captioner")
 
     def metadata(self) -> dict:
         """medcap_captioner.json: the processor's settings and where the model came from
@@ -469,10 +468,11 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def missing_weights_message(name: str, error: BaseException | None = None) -> str:
-    why = f" ({_first_line(error)[:160]})" if error is not None else ""
-    return (f"the pretrained weights {name!r} are not on this machine and cannot be downloaded from here{why}. "
-            f"On a machine with internet run `hf download {name}` (older huggingface_hub: "
-            f"`huggingface-cli download {name}`), then either copy its Hugging Face cache "
-            "(~/.cache/huggingface) here and set HF_HOME to the copy, or save the model folder and pass "
-            "its path instead of the hub name (e.g. --set model=/path/to/blip-image-captioning-large)")
+def check_pretrained_available(name: str) -> None:
+    """MissingWeightsError now, before any data is read, when the hub model ``name`` is not in the
+    cache and the hub cannot be reached (offline, HF_HUB_OFFLINE=1). Folders and cached ids pass."""
+    from ..errors import MissingWeightsError
+    from .location import is_hub_id, missing_weights_message
+
+    if is_hub_id(str(name)) and offline() and not cached(str(name), ("config.json",)):
+        raise MissingWeightsError(missing_weights_message(str(name)))

@@ -22,6 +22,8 @@ A trained detector is a folder (``save_pretrained`` / ``from_pretrained``)::
     thresholds.json      decision threshold(s) chosen on validation (medcap.thresholds)
     preprocessor_config.json   the ConceptProcessor: image size, resize mode, mean/std (or
                          null: inputs in [0, 1]); older folders hold preprocessing.json instead
+    provenance.json      training data (synthetic or not), sizes, validation scores, config;
+    README.md            the model card made from it (medcap.models.card)
 
 ``from_pretrained`` takes the folder, or the run folder that holds it
 (:func:`medcap.models.location.resolve_model_folder`).
@@ -39,6 +41,7 @@ from torch import nn
 from ..errors import MedcapError
 from ..fileio import atomic_dir, recover_dir, write_text_atomic
 from .backbones import create_backbone
+from .card import load_provenance, write_model_files
 from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
 from .processing import IMAGENET_MEAN, IMAGENET_STD, LEGACY_PROCESSOR_FILE, PROCESSOR_FILE, ConceptProcessor
 
@@ -222,19 +225,23 @@ class MultiHeadCSRA(nn.Module):
 
 @dataclass
 class DetectorConfig:
-    """What config.json holds: enough to rebuild the network (weights come separately)."""
-    num_classes: int
-    backbone: str = "resnet101"
+    """What config.json holds: enough to rebuild the network (weights come separately).
+
+    A concept training config holds one (``ConceptConfig.model``); its ``num_classes`` is set
+    from the training data's vocabulary when the network is built.
+    """
+    num_classes: int = field(default=0, metadata={"internal": True})   # outputs: one per concept of the vocabulary
+    backbone: str = "resnet101"       # timm name, or tv/<torchvision name>
     feature_stage: str = "last"       # "last" = layer4 for ResNets (see backbones.py)
     train_from: str = ""              # first trained backbone stage ("layer4" = paper); "" = all
     head: str = "medcsra"             # medcsra | global | attention | csra
     lam: float = 0.1                  # paper 5.2.4 fusion weight; CSRA's residual weight
     csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8 (head: csra)
-    dropout: float = 0.0              # on the feature map, before the head
+    dropout: float = 0.0              # dropout on the feature map, before the classifier heads
     global_pool: str = "avg"          # avg | gem | grid: the global branch's pooling (medcsra, global heads)
     gem_p: float = 3.0                # GeM's initial exponent
     gem_learnable: bool = True        # GeM's p trained with the rest (false: fixed)
-    model_type: str = field(default=CONCEPT_MODEL_TYPE)
+    model_type: str = field(default=CONCEPT_MODEL_TYPE, metadata={"internal": True})  # what config.json describes
 
     def __post_init__(self):
         if self.head not in HEADS:
@@ -265,6 +272,7 @@ class ConceptDetector(nn.Module):
         self.head = build_head(cfg, self.num_features)
         # Set by from_pretrained / the training task: what prediction needs besides weights.
         self.vocabulary = None
+        self.provenance: dict | None = None   # provenance.json: training data, scores, config (models.card)
         self.thresholds: dict = {}
         self.processor: ConceptProcessor | None = None
 
@@ -313,10 +321,14 @@ class ConceptDetector(nn.Module):
             self.vocabulary.save(tmp)
             write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds or {"global": 0.5}, indent=2))
             self.processor.save_pretrained(tmp)
+            write_model_files(tmp, self.provenance, "concept-detector")
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> "ConceptDetector":
+    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu",
+                        revision: str | None = None, *, notice: bool = True) -> "ConceptDetector":
+        """Load a model folder, run folder or hub id (at ``revision``; models.location); ``notice``:
+        say once when it learnt from synthetic data (an ensemble says it for its members)."""
         from safetensors.torch import load_file
 
         from ..config_checks import check_mapping, check_values
@@ -328,7 +340,7 @@ class ConceptDetector(nn.Module):
         # A crash mid-swap leaves the only good copy as .NAME.old (for a run folder: .model.old).
         recover_dir(folder if not folder.exists() or (folder / "config.json").is_file() else folder / "model",
                     debris=False)
-        folder = resolve_model_folder(folder, "concepts")
+        folder = resolve_model_folder(folder, "concepts", revision=revision)
         for name in MODEL_FILES:
             if name == PROCESSOR_FILE and (folder / LEGACY_PROCESSOR_FILE).is_file():
                 continue  # a folder written before the processor
@@ -371,6 +383,7 @@ class ConceptDetector(nn.Module):
         model.processor = ConceptProcessor.from_pretrained(folder)
         processor_file = folder / (PROCESSOR_FILE if (folder / PROCESSOR_FILE).is_file() else LEGACY_PROCESSOR_FILE)
         check_mapping({"image_size": model.processor.image_size}, {"image_size": int}, str(processor_file))
+        model.provenance = load_provenance(folder, notice)
         return model.eval()
 
 

@@ -33,7 +33,8 @@ Output folder written by :meth:`Trainer.fit`::
     out/model/            the best epoch's model folder (Task.save_best), replaced atomically
     out/checkpoints/epoch-NNN/   full training state (model, optimiser, schedule, RNG, counters)
     out/metrics.csv       one row per epoch: train loss, lr, time, every evaluate() metric
-    out/tensorboard/      the same scalars (when tensorboard is installed)
+    out/tensorboard/      train/ scalars every ``logging_steps`` steps, valid/ ones per validation; or
+                          MLflow / Weights & Biases (``report_to``, medcap.training.trackers)
     out/.medcap.lock      the run lock: one training per folder at a time (medcap.training.runlock)
 
 Guards: a step whose loss or gradients are NaN/inf is skipped, and the run stops after
@@ -67,6 +68,7 @@ from ..fileio import atomic_dir, write_text_atomic
 from ..models.nonfinite import StepGuard, nonfinite_count
 from .checkpoints import CHECKPOINTS, STATE_FILE, clean_run_folder, latest_checkpoint, load_state_error, read_state
 from .runlock import RunLock
+from .trackers import StepReporter, check_installed, log_with, parse_report_to
 
 BEST = "model"
 
@@ -85,8 +87,8 @@ class _TiedWeightsNotice(logging.Filter):
 class TrainConfig:
     """Settings of the training loop (task configs carry the same keys, flat; see from_config)."""
     epochs: int = 100                 # epoch budget; the cosine schedule spans all of it (REFERENCE §1: 100)
-    lr: float = 1e-4                  # REFERENCE §1: Adam 1e-4
-    weight_decay: float = 1e-5        # REFERENCE §1: 1e-5
+    lr: float = 1e-4                  # learning rate (REFERENCE §1: Adam 1e-4)
+    weight_decay: float = 1e-5        # weight decay (REFERENCE §1: 1e-5)
     optimizer: str = "adam"           # adam | adamw
     schedule: str = "cosine"          # cosine | constant (both after the warm-up)
     warmup_steps: int = 0             # linear warm-up from 0 over this many optimiser steps
@@ -98,12 +100,14 @@ class TrainConfig:
     patience: int = 5                 # epochs without improvement before stopping; 0 = never
     max_minutes: float = 0.0          # wall-clock budget; 0 = none. With a budget the schedule
                                       # follows time too (whichever of steps/time is further on)
-    seed: int = 42                    # REFERENCE §1: seed 42
+    seed: int = 42                    # random seed of weights, shuffling, augmentation (REFERENCE §1: 42)
     cpu: bool = False                 # force the CPU even when a GPU is present
     keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
     progress: bool = True             # tqdm progress bars
     max_nonfinite_steps: int = 5      # optimiser steps in a row with a NaN/inf loss or gradient that
                                       # are skipped before the run stops (medcap.models.nonfinite)
+    report_to: str = "tensorboard"    # tensorboard | mlflow | wandb | none; several: comma-separated
+    logging_steps: int = 10           # report train/ scalars every this many optimiser steps
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainConfig":
@@ -116,8 +120,9 @@ class TrainConfig:
                              ("mixed_precision", ("no", "bf16", "fp16"))):
             if getattr(self, key) not in allowed:
                 raise MedcapError(f"{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        if self.epochs < 1 or self.grad_accum < 1:
-            raise MedcapError("epochs and grad_accum must be at least 1")
+        if self.epochs < 1 or self.grad_accum < 1 or self.logging_steps < 1:
+            raise MedcapError("epochs, grad_accum and logging_steps must be at least 1")
+        parse_report_to(self.report_to)
         from ..config_checks import check_values
 
         check_values(self, "<config>")
@@ -143,7 +148,7 @@ class TrainResult:
     best_epoch: int | None
     epochs_run: int
     stop_reason: str                  # "epochs" | "early_stop" | "time_budget"
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list, repr=False)  # (metrics.csv; a short repr)
 
 
 def seed_everything(seed: int) -> None:
@@ -170,7 +175,9 @@ class Trainer:
         # Accelerate keeps a process-wide singleton; a second Trainer in the same process (tests,
         # notebooks) may ask for another precision, so drop the old one (not the process group).
         AcceleratorState._reset_state(reset_partial_state=False)
+        check_installed(trackers := parse_report_to(cfg.report_to))
         acc = Accelerator(
+            log_with=log_with(trackers, self.out_dir, int(os.environ.get("RANK", "0")) == 0),
             mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
             # seedable sampler: epoch e shuffles with seed + e, on every process alike (resume-exact)
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
@@ -280,22 +287,8 @@ class Trainer:
         writer.writeheader()
         writer.writerows(self.state["history"])
         write_text_atomic(self.out_dir / "metrics.csv", buf.getvalue())
-        if self._tb is not None:
-            for k, v in row.items():
-                if k != "epoch" and isinstance(v, (int, float)):
-                    self._tb.add_scalar(k, v, row["epoch"])
-            self._tb.flush()
         self.acc.print(f"epoch {row['epoch']}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"))
-
-    def _open_tensorboard(self):
-        if not self.acc.is_main_process:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional: metrics.csv has everything
-            return None
-        return SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
 
     # -- the loop -----------------------------------------------------------------------------
     def _improved(self, score: float) -> bool:
@@ -317,6 +310,9 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (see the module docstring); the output folder is locked for the run (medcap.training.runlock)."""
+        from .checkpoints import check_run_folder
+
+        check_run_folder(self.out_dir, resume)  # --resume without a run, or a second run: nothing is created
         # RANK: set by accelerate launch / torchrun; only the main process locks and cleans up.
         if int(os.environ.get("RANK", "0")) != 0:
             return self._fit(resume)
@@ -382,12 +378,13 @@ class Trainer:
         stop = self.state["stop_reason"] if resume and self.state["stop_reason"] == "early_stop" else None
         self.model.train()
         epoch = self.state["epoch"]
-        while stop is None and epoch + 1 < self.cfg.epochs:
-            epoch += 1
-            train_loss, stop = self._train_epoch(epoch)
-            row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
-                   "lr": self.scheduler.get_last_lr()[0]}
-            stop = self._end_epoch(epoch, row, stop)
+        with self._report.run():  # the trackers' run ends, as failed if an exception ends training
+            while stop is None and epoch + 1 < self.cfg.epochs:
+                epoch += 1
+                train_loss, stop = self._train_epoch(epoch)
+                row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
+                       "lr": self.scheduler.get_last_lr()[0]}
+                stop = self._end_epoch(epoch, row, stop)
         return self._finish(stop)
 
     # -- the steps of fit() -------------------------------------------------------------------
@@ -397,14 +394,12 @@ class Trainer:
                       "elapsed_s": 0.0, "eval_s": 0.0, "history": [], "stop_reason": None}
         self._setup()
         self.state["total_steps"] = self.total_steps
-        if resume:
+        if resume:  # (fit() checked that a run is there to resume, or none when not resuming)
             self._load_checkpoint()
-        elif latest_checkpoint(self.out_dir) is not None:
-            raise MedcapError("this output folder already holds a training run: pass --resume to "
-                              "continue it or choose another --out", file=self.out_dir)
         if self.acc.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._tb = self._open_tensorboard()
+        self._report = StepReporter(self.acc, parse_report_to(self.cfg.report_to), self.out_dir, self.cfg,
+                                    self.cfg.logging_steps)
         self._t0 = time.monotonic()
         self._budget_s = self.cfg.max_minutes * 60 if self.cfg.max_minutes > 0 else math.inf
 
@@ -412,7 +407,8 @@ class Trainer:
         """One pass over the training data -> (mean loss over processes, "time_budget" or None)."""
         import torch
         from accelerate.utils import set_seed
-        from tqdm.auto import tqdm
+
+        from ..progress import training_bar
 
         cfg, acc = self.cfg, self.acc
         # Epoch e is seeded from seed + e (shuffle and augmentation): resume gives the same run.
@@ -420,8 +416,8 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         total_loss, n_batches, stop = torch.zeros((), device=acc.device), 0, None
         show = cfg.progress and acc.is_local_main_process
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if show else True)  # None: shown on a terminal only
+        # on a terminal only; with a time budget the bar counts its seconds (the ETA: the budget's end)
+        bar = training_bar(self.train_loader, epoch, cfg.epochs, self._budget_s, self._elapsed, show)
         for batch in bar:
             loss = self._train_step(batch, epoch)
             if loss is not None:  # None: a NaN/inf step, skipped
@@ -448,8 +444,12 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+        if take:
+            self._report.batch(loss)
         if acc.sync_gradients and take:
             self.state["step"] += 1
+            self._report.step(self.state["step"], self.scheduler.get_last_lr()[0],
+                              self.state["step"] * self.cfg.epochs / self.total_steps)  # fractional epoch
         return loss if take else None
 
     def _out_of_time(self) -> bool:
@@ -467,6 +467,7 @@ class Trainer:
             metrics = self._evaluate()
             self.state["eval_s"] = time.monotonic() - t
             row.update(metrics)
+            self._report.validation(self.state["step"], metrics)
             self._check_losses(epoch, row)
             improved = self._improved(metrics[self.task.monitor])
         if improved:
@@ -486,8 +487,6 @@ class Trainer:
         return stop
 
     def _finish(self, stop: str | None) -> TrainResult:
-        if self._tb is not None:
-            self._tb.close()
         s = self.state
         return TrainResult(out_dir=self.out_dir, best_dir=self.out_dir / BEST, best_score=s["best_score"],
                            best_epoch=s["best_epoch"], epochs_run=s["epoch"] + 1,
