@@ -125,6 +125,12 @@ def device_option():
     return typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")
 
 
+def workers_option():
+    return typer.Option("auto", "--workers", "-j", help="Data-loader workers decoding images beside the model: a "
+                        "number, or auto (cores - 1, at most 8; none for a handful of images). Results do not "
+                        "depend on it.")
+
+
 # -- ImageCLEFmedical edition and row order (REFERENCE §7) ----------------------------------------
 def edition_option():
     from ..editions import EDITIONS, LATEST_EDITION

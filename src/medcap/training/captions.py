@@ -74,7 +74,7 @@ class CaptionConfig(TrainConfig):
     max_new_tokens: int = 200        # longest predicted caption, in tokens
     # data
     batch_size: int = 4              # training batch size (REFERENCE §1)
-    num_workers: int = 0             # DataLoader workers
+    num_workers: int | str = "auto"  # DataLoader workers: a number, or auto (medcap.data.loading)
     max_train_images: int = 0        # 0 = all (a smaller number for quick trials)
     allow_missing_images: bool = False  # train although over 1% of the label rows are dropped (data.drops)
     # validation each epoch, on a fixed random subset of the valid split
@@ -306,14 +306,18 @@ class CaptionTask:
         """Training loader and, with a valid split and eval_images > 0, the validation loader."""
         from torch.utils.data import DataLoader
 
+        from ..data.loading import loader_options, resolve_workers
+
         cfg = self.cfg
+        loader = loader_options(resolve_workers(cfg.num_workers, len(self.train_ids)), "cpu" if cfg.cpu else None,
+                                train=True)
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
         self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts,
                                                       **self._prompts_of(train, self.train_ids,
                                                                          cfg.concept_prompt_drop)),
                                        batch_size=cfg.batch_size,
-                                       shuffle=True, num_workers=cfg.num_workers, collate_fn=collate)
+                                       shuffle=True, collate_fn=collate, **loader)
         self.valid_loader = None
         self.valid_ids: list[str] = []
         if cfg.eval_images > 0 and "valid" in dataset:
@@ -324,7 +328,7 @@ class CaptionTask:
                 self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform,
                                                               **self._prompts_of(valid, self.valid_ids)),
                                                batch_size=cfg.batch_size, shuffle=False,
-                                               num_workers=cfg.num_workers, collate_fn=collate)
+                                               collate_fn=collate, **loader)
         if self.valid_loader is None:
             log("no validation (no valid split with captions, or eval_images=0): the last epoch is kept")
 

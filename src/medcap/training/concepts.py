@@ -55,7 +55,7 @@ class ConceptConfig(TrainConfig, LossConfig):
     translate: float = 0.0            # random shift, up to this share of the side (0.06 = 4 px at 64)
     color_jitter: float = 0.0         # brightness/contrast/saturation jitter
     cache_images: bool = False        # keep decoded, resized images in memory (small datasets)
-    num_workers: int = 0              # DataLoader workers
+    num_workers: int | str = "auto"   # DataLoader workers: a number, or auto (medcap.data.loading)
     # -- data -----------------------------------------------------------------------------------
     batch_size: int = 16              # training batch size (REFERENCE §1: 16)
     eval_batch_size: int = 64         # validation batch size
@@ -233,11 +233,19 @@ class ConceptTask:
                                      pretrained_path=cfg.pretrained_path or None)
         self.model.vocabulary, self.model.processor = data.vocabulary, self.processor
         self.loss = build_loss(cfg)
-        loader = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+        from ..data.loading import loader_options, resolve_workers, world_size
+        from ..data.streaming import parquet_training_sampler
+
+        workers = resolve_workers(cfg.num_workers, len(data.train.ids))
+        loader = loader_options(workers, "cpu" if cfg.cpu else None, train=True)
+        drop_last = len(data.train.ids) > cfg.batch_size
+        # Parquet files with large row groups: streaming order (medcap.data.streaming), else random.
+        streaming = parquet_training_sampler(data.train, cfg.batch_size, cfg.seed, drop_last, workers, world_size())
+        order = (dict(batch_sampler=streaming) if streaming is not None
+                 else dict(batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last))
         self.train_loader = torch.utils.data.DataLoader(
             ConceptImageDataset(data.train, self.prep, data.train_targets, train_augmentation(cfg), cfg.cache_images,
-                                lateral_mirror(cfg, data.vocabulary)),
-            batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train.ids) > cfg.batch_size, **loader)
+                                lateral_mirror(cfg, data.vocabulary)), **order, **loader)
         self.valid_loader = torch.utils.data.DataLoader(
             ConceptImageDataset(data.valid, self.prep, data.valid_targets, None, cfg.cache_images),
             batch_size=cfg.eval_batch_size, shuffle=False, **loader)
