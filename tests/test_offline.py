@@ -112,3 +112,32 @@ def test_missing_weights_stop_training_before_the_data_is_read(no_network, cli, 
     monkeypatch.setattr(__import__(module, fromlist=[name]), name, read)
     rc, _, err = cli("train", task, "--config", "paper", "--data", synth_small, "--out", tmp_path / "r")
     assert rc == 2 and "not on this machine" in err and len(no_network["connections"]) == 1
+
+
+def test_the_backbones_hub_ids_known_without_timm_are_timms_own():
+    """models.backbones.TIMM_HUB_IDS saves importing timm (3 s) before the offline check; it must
+    name the repository timm itself would download."""
+    import timm
+
+    from medcap.models.backbones import TIMM_HUB_IDS
+
+    assert {n: timm.models.get_pretrained_cfg(n).hf_hub_id for n in TIMM_HUB_IDS} == TIMM_HUB_IDS
+
+
+def test_paper_config_offline_fails_before_timm_torchvision_or_transformers_load(synth_small, tmp_path):
+    """What makes the one-line error come within seconds: nothing heavier than torch is imported
+    before it (a fresh process, as a user runs it; HF_HUB_OFFLINE=1, an empty cache)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom medcap.cli import main\n"
+            "try:\n    rc = main(['train', 'concepts', '--config', 'paper', '--data', sys.argv[1],\n"
+            "              '--out', sys.argv[2]])\n"
+            "except SystemExit as e:\n    rc = e.code\n"
+            "print(rc, *(m in sys.modules for m in ('timm', 'torchvision', 'transformers')))\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "empty-cache")}
+    run = subprocess.run([sys.executable, "-c", code, str(synth_small), str(tmp_path / "run")], env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.stdout.split() == ["2", "False", "False", "False"], run.stdout + run.stderr
+    assert "not on this machine" in run.stderr and not (tmp_path / "run").exists()
