@@ -8,7 +8,8 @@ Prints, per task (predict, train):
   * decode images/s per core: reading, decoding and resizing to the model's input, one process;
   * forward images/s: the model alone on already-decoded batches (training: forward, backward and
     the optimizer step), with all of torch's threads;
-  * end-to-end images/s with ``--workers 0`` and with the default (``auto``), and their ratio;
+  * end-to-end images/s with ``--workers 0``, ``--workers 1`` and the default (``auto``: none for a
+    model on a CPU of 2 cores or fewer), and their ratios to ``--workers 0``;
   * the fraction of the machine's limit reached. On a CPU the model and the decoders share the
     cores: with C cores, forward rate F (all cores) and decode rate D per core, one image costs
     C/F + 1/D core-seconds, so at best C / (C/F + 1/D) images/s. On a GPU the limit is F (the
@@ -77,13 +78,13 @@ def predict_part(model, items, prep, device, batch_size: int) -> dict:
         forward = _rate(reps * len(x), time.perf_counter() - t)
     out = {"forward": forward}
     probs = {}
-    for label, workers in (("workers 0", 0), ("default", "auto")):
+    for label, workers in (("workers 0", 0), ("workers 1", 1), ("default", "auto")):
         t = time.perf_counter()
         _, p = map_images(fn, items, prep, batch_size, device, workers)
         out[label] = _rate(n, time.perf_counter() - t)
         probs[label] = p
-    out["workers"] = resolve_workers("auto", n)
-    out["identical"] = bool(np.array_equal(probs["workers 0"], probs["default"]))
+    out["workers"] = resolve_workers("auto", n, device)
+    out["identical"] = all(np.array_equal(probs["workers 0"], p) for p in probs.values())
     return out
 
 
@@ -117,8 +118,8 @@ def train_part(model, items, prep, cfg, device, batch_size: int) -> dict:
         step(x)
     _sync(device)
     out = {"forward": _rate(reps * len(x), time.perf_counter() - t)}
-    for label, workers in (("workers 0", 0), ("default", "auto")):
-        w = resolve_workers(workers, n)
+    for label, workers in (("workers 0", 0), ("workers 1", 1), ("default", "auto")):
+        w = resolve_workers(workers, n, device)
         loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True,
                                              **loader_options(w, device, train=True))
         t = time.perf_counter()
@@ -127,7 +128,7 @@ def train_part(model, items, prep, cfg, device, batch_size: int) -> dict:
         _sync(device)
         out[label] = _rate(n, time.perf_counter() - t)
         del loader
-    out["workers"] = resolve_workers("auto", n)
+    out["workers"] = resolve_workers("auto", n, device)
     model.eval()
     return out
 
@@ -188,6 +189,7 @@ def main() -> None:
              else train_part(model, items, prep, cfg, device, args.batch_size))
         lim = limit(r["forward"], decode, cores, gpu)
         print(f"{task}: forward {r['forward']:.0f} images/s; end-to-end workers 0 {r['workers 0']:.0f}, "
+              f"workers 1 {r['workers 1']:.0f} = {r['workers 1'] / r['workers 0']:.2f}x, "
               f"default ({r['workers']} workers) {r['default']:.0f} images/s = {r['default'] / r['workers 0']:.2f}x; "
               f"machine limit {lim:.0f} images/s: {r['workers 0'] / lim:.2f} (workers 0), "
               f"{r['default'] / lim:.2f} (default)"

@@ -20,11 +20,13 @@ FAST = ["--set", "image_size=32", "--set", "epochs=1", "--set", "max_minutes=0",
 def test_auto_workers_leave_a_core_for_the_model_and_none_for_a_handful_of_images(monkeypatch):
     monkeypatch.setattr("medcap.data.loading.available_cores", lambda: 16)
     assert auto_workers() == 8                                   # capped at 8
-    assert resolve_workers("auto", 10_000) == 8
+    assert resolve_workers("auto", 10_000) == 8 and resolve_workers("auto", 10_000, "cpu") == 8
     assert resolve_workers("auto", FEW_IMAGES - 1) == 0          # a handful: no workers to start
     assert resolve_workers(None) == 8
     monkeypatch.setattr("medcap.data.loading.available_cores", lambda: 2)
-    assert resolve_workers("auto", 1000) == 1
+    assert resolve_workers("auto", 1000, "cuda:0") == 1
+    # a model on 2 CPU cores: its threads use both, a decoder beside it only slows it down
+    assert resolve_workers("auto", 1000, "cpu") == 0 and resolve_workers("1", 1000, "cpu") == 1
     monkeypatch.setattr("medcap.data.loading.available_cores", lambda: 1)
     assert resolve_workers("auto", 1000) == 0
     assert resolve_workers("3", 5) == 3 and resolve_workers(0) == 0

@@ -3,7 +3,8 @@
 **Workers.** ``num_workers: auto`` (every config's default, and ``--workers`` of the prediction
 commands) decodes images in ``min(cores - 1, 8)`` worker processes beside the model, as timm's
 ``-j/--workers``; a handful of images (fewer than :data:`FEW_IMAGES`) is read in the main process,
-where starting workers would cost more than it saves. Each image is decoded and resized by itself,
+where starting workers would cost more than it saves, and so is every image of a model on a CPU
+of 2 cores or fewer (:func:`resolve_workers`). Each image is decoded and resized by itself,
 and the loader keeps the batches in order, so the results do not depend on the number of workers.
 On a GPU the batches are pinned and prefetched; in training the workers persist across epochs.
 
@@ -28,6 +29,7 @@ __all__ = ["FEW_IMAGES", "auto_workers", "gather_in_order", "image_batches", "is
 
 FEW_IMAGES = 64     # below this many images, workers cost more to start than they save
 MAX_AUTO_WORKERS = 8
+FEW_CPU_CORES = 2   # a model on a CPU with this many cores or fewer: ``auto`` means no workers
 
 
 def available_cores() -> int:
@@ -42,10 +44,29 @@ def auto_workers() -> int:
     return max(0, min(available_cores() - 1, MAX_AUTO_WORKERS))
 
 
-def resolve_workers(setting: int | str | None, n_images: int | None = None) -> int:
-    """A ``num_workers`` setting (an int, or ``auto``/None) -> the number of loader workers."""
+def _device_kind(device: Any = None) -> str:
+    """"cuda" or "cpu": where the model runs (None: a GPU when there is one, as medcap.device)."""
+    kind = getattr(device, "type", None) or (str(device).split(":")[0] if device is not None else None)
+    if kind is None:
+        import torch
+
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    return kind
+
+
+def resolve_workers(setting: int | str | None, n_images: int | None = None, device: Any = None) -> int:
+    """A ``num_workers`` setting (an int, or ``auto``/None) -> the number of loader workers for a
+    model on ``device``.
+
+    ``auto`` with the model on a CPU of at most :data:`FEW_CPU_CORES` cores: none. There the model's
+    threads already use every core and a decoder beside it only takes cores from it: measured on
+    2 idle cores, one worker made prediction 0.87x and training about 0.5x of none (BENCHMARKS.md,
+    "Data-loader workers"). A GPU, or more cores, get workers.
+    """
     if setting is None or (isinstance(setting, str) and setting.strip().lower() == "auto"):
         if n_images is not None and n_images < FEW_IMAGES:
+            return 0
+        if available_cores() <= FEW_CPU_CORES and _device_kind(device) == "cpu":
             return 0
         return auto_workers()
     try:
@@ -64,10 +85,8 @@ def loader_options(workers: int, device: Any = None, train: bool = False) -> dic
     (PyTorch's default is 2) keep a fast GPU fed through uneven decode times; persistent workers
     save restarting them (and re-importing torch in each) at every epoch.
     """
-    import torch
 
-    kind = getattr(device, "type", None) or (str(device).split(":")[0] if device is not None else None)
-    on_gpu = kind == "cuda" or (kind is None and torch.cuda.is_available())
+    on_gpu = _device_kind(device) == "cuda"
     opts: dict = {"num_workers": workers, "pin_memory": on_gpu}
     if workers > 0:
         if on_gpu:

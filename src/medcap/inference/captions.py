@@ -68,7 +68,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     retrieved = _retrieved(captioner, items, batch_size, device, progress)
     # Under accelerate launch (medcap.data.loading.sharded_prediction): this process's block of the images.
     mine = process_shard(len(items.ids), device, batch_size)
-    batches = worker_batches(image_batches(items, mine, batch_size, resolve_workers(num_workers, len(mine))))
+    batches = worker_batches(image_batches(items, mine, batch_size, resolve_workers(num_workers, len(mine), device)))
     captions: list[str] = []
     for start, images_batch in bar(zip(range(mine.start, mine.stop, batch_size), batches, strict=True),
                                    total=-(-len(mine) // batch_size), desc="captioning", unit="batch", show=progress):

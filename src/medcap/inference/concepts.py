@@ -57,7 +57,7 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
     items = image_items(images)
     mine = process_shard(len(items.ids), device, batch_size)
     shard = items if len(mine) == len(items.ids) else ImageFolderItems(items.ids[mine.start:mine.stop], items.load)
-    workers = resolve_workers(num_workers, len(shard.ids))
+    workers = resolve_workers(num_workers, len(shard.ids), device)
     loader = torch.utils.data.DataLoader(ConceptImageDataset(shard, prep), batch_size=batch_size,
                                          **loader_options(workers, device))
     out = []

@@ -309,8 +309,8 @@ class CaptionTask:
         from ..data.loading import loader_options, resolve_workers
 
         cfg = self.cfg
-        loader = loader_options(resolve_workers(cfg.num_workers, len(self.train_ids)), "cpu" if cfg.cpu else None,
-                                train=True)
+        device = "cpu" if cfg.cpu else None
+        loader = loader_options(resolve_workers(cfg.num_workers, len(self.train_ids), device), device, train=True)
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
         self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts,

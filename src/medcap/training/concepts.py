@@ -236,8 +236,9 @@ class ConceptTask:
         from ..data.loading import loader_options, resolve_workers, world_size
         from ..data.streaming import parquet_training_sampler
 
-        workers = resolve_workers(cfg.num_workers, len(data.train.ids))
-        loader = loader_options(workers, "cpu" if cfg.cpu else None, train=True)
+        device = "cpu" if cfg.cpu else None
+        workers = resolve_workers(cfg.num_workers, len(data.train.ids), device)
+        loader = loader_options(workers, device, train=True)
         drop_last = len(data.train.ids) > cfg.batch_size
         # Parquet files with large row groups: streaming order (medcap.data.streaming), else random.
         streaming = parquet_training_sampler(data.train, cfg.batch_size, cfg.seed, drop_last, workers, world_size())
