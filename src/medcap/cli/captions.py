@@ -4,6 +4,7 @@ Thin layer over :mod:`medcap.tasks.captions`, :mod:`medcap.inference_captions` a
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -34,7 +35,8 @@ baseline_app.add_typer(captions_baseline_app, name="captions")
 @train_app.command("captions", cls=config_keys_command("medcap.tasks.captions:CaptionConfig"))
 def train_captions_command(
     config: str = typer.Option("paper", "--config", "-c",
-                               help="Named config (paper, authors-code, demo, demo-prompted) or a YAML file."),
+                               help="Named config (paper, authors-code, demo, demo-prompted; vision-language models: "
+                               "vlm-tiny, qwen2.5-vl-lora, medgemma-lora, smolvlm-lora) or a YAML file."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_captions.csv).",
                               show_default=False),
     out: Path = run_folder_option(),
@@ -46,14 +48,17 @@ def train_captions_command(
     """Fine-tune BLIP (or train a small one from scratch) on the captions; keep the best epoch.
 
     `paper` needs Salesforce/blip-image-captioning-large (hub cache or --set model=FOLDER);
-    `demo` trains a small BLIP from scratch on the CPU. The best model folder is OUT/model;
+    `demo` trains a small BLIP from scratch on the CPU; `vlm-tiny` a small vision-language model (the
+    path of qwen2.5-vl-lora, medgemma-lora, smolvlm-lora: LoRA with --set lora_r=N). The best model folder is OUT/model;
     predict with `medcap predict captions --model OUT/model`. Several GPUs:
     `accelerate launch -m medcap train captions ...`.
     """
-    from ..tasks.captions import load_caption_config, train_captioner
+    from ..tasks.captions import train_captioner
+    from ..tasks.vlm import VLMCaptionConfig, load_any_caption_config, train_vlm_captioner
 
-    cfg = load_caption_config(config, set_)
-    result = train_captioner(cfg, data, out, resume=resume, log=log)
+    cfg = load_any_caption_config(config, set_)
+    train = train_vlm_captioner if isinstance(cfg, VLMCaptionConfig) else train_captioner
+    result = train(cfg, data, out, resume=resume, log=log)
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(f"best validation {cfg.monitor} {score} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")
@@ -97,12 +102,14 @@ def predict_captions_command(
         names = read_cui_mapping(cui_mapping)
     images = images_or_split(images, data, split)
     order = read_id_order(order_from) if order_from else None
+    start = time.monotonic()
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
                                 max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
                                 order=order, edition=edition, rerank=rerank, rerank_weight=rerank_weight,
                                 cui_names=names)
     words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
-    typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average")
+    rate = len(captions) / max(time.monotonic() - start, 1e-9)  # model loading included
+    typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average, {rate:.2f} captions/s")
     return 0
 
 

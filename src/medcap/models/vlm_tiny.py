@@ -47,7 +47,8 @@ def tiny_tokenizer(captions: Iterable[str], family: str, extra_text: str = "", v
     from .tokenization import train_wordpiece
 
     tokens = _QWEN_TOKENS if family == "qwen2_vl" else _IDEFICS_TOKENS
-    tokenizer = train_wordpiece([*captions, _ROLE_WORDS, extra_text], vocab_size=vocab_size, max_length=max_length)
+    # model_max_length: the whole sequence (image tokens, prompt, caption); captions are cut by VLMCaptioner
+    tokenizer = train_wordpiece([*captions, _ROLE_WORDS, extra_text], vocab_size=vocab_size, max_length=4096)
     eos = "<|im_end|>" if family == "qwen2_vl" else "<end_of_utterance>"
     tokenizer.add_special_tokens({"additional_special_tokens": tokens, "eos_token": eos})
     return tokenizer
