@@ -9,7 +9,7 @@ from ..errors import MedcapError
 from .app import app
 
 # Command modules register themselves on the groups in app.py when imported.
-_COMMAND_MODULES = ["data", "synth", "concepts", "captions", "evaluation", "demo", "factcheck", "ensemble"]
+_COMMAND_MODULES = ["data", "synth", "concepts", "captions", "evaluation", "demo", "factcheck", "ensemble", "vlm"]
 
 
 def _load_commands() -> None:

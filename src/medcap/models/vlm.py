@@ -126,7 +126,8 @@ class VLMCaptioner:
             meta = _read_metadata(where / METADATA_FILE)
         adapter = isinstance(where, Path) and (where / ADAPTER_CONFIG).is_file()
         # the weights' origin: an adapter's base model, else this folder (absolute: runs move) or hub id
-        base = str(meta.get("base_model", "")) if adapter else str(where.resolve() if isinstance(where, Path) else where)
+        local = isinstance(where, Path)
+        base = str(meta.get("base_model", "")) if adapter else str(where.resolve() if local else where)
         if adapter and not base:
             raise MedcapError("the adapter folder does not say its base model (base_model)", file=where / METADATA_FILE)
         with _quiet_progress():
@@ -230,16 +231,9 @@ class VLMCaptioner:
             prompt = ids[b][keep]
             row = {"input_ids": torch.cat([prompt, torch.tensor(tail)]),
                    "labels": torch.cat([torch.full_like(prompt, -100), torch.tensor(tail)])}
-            row.update({k: torch.cat([v[b][keep], torch.zeros(len(tail), dtype=v.dtype)]) for k, v in per_token.items()})
+            row.update({k: torch.cat([v[b][keep], v.new_zeros(len(tail))]) for k, v in per_token.items()})
             rows.append(row)
-        width = max(len(r["input_ids"]) for r in rows)
-        pad = {"input_ids": tok.pad_token_id, "labels": -100}
-        for key in ("input_ids", "labels", *per_token):
-            enc[key] = torch.stack([torch.cat([torch.full((width - len(r[key]),), pad.get(key, 0), dtype=r[key].dtype),
-                                               r[key]]) for r in rows])
-        enc["attention_mask"] = torch.stack([torch.cat([torch.zeros(width - len(r["input_ids"]), dtype=torch.long),
-                                                        torch.ones(len(r["input_ids"]), dtype=torch.long)])
-                                             for r in rows])
+        enc.update(left_pad(rows, {"input_ids": tok.pad_token_id, "labels": -100}))
         return enc
 
     # -- training -----------------------------------------------------------------------------
@@ -337,6 +331,33 @@ def merge_folder(run_or_folder: str | Path, out: str | Path) -> Path:
     captioner = captioner.merged()
     captioner.base_model = str(captioner.base_model)
     return captioner.save_pretrained(out)
+
+
+def left_pad(rows: Sequence[dict], pads: dict[str, int]) -> dict:
+    """Per-row 1-D tensors (same keys) -> [B, T] tensors padded on the left (``pads[key]``, else 0),
+    plus the ``attention_mask`` (0 on the padding)."""
+    import torch
+
+    width = max(len(r["input_ids"]) for r in rows)
+    out = {key: torch.stack([torch.cat([r[key].new_full((width - len(r[key]),), pads.get(key, 0)), r[key]])
+                             for r in rows]) for key in rows[0]}
+    out["attention_mask"] = torch.stack([torch.cat([torch.zeros(width - len(r["input_ids"]), dtype=torch.long),
+                                                    torch.ones(len(r["input_ids"]), dtype=torch.long)]) for r in rows])
+    return out
+
+
+def prompt_part(batch: dict, pad_id: int) -> dict:
+    """A training batch (:meth:`VLMCaptioner.encode` with captions) cut back to its prompts, left-padded:
+    the inputs generation starts from (the images' tensors unchanged)."""
+    import torch
+
+    ids = batch["input_ids"]
+    keep = (batch["labels"] == -100) & (batch["attention_mask"] == 1)
+    per_token = [k for k, v in batch.items() if torch.is_tensor(v) and v.shape == ids.shape
+                 and k not in ("labels", "attention_mask")]
+    rows = [{k: batch[k][b][keep[b]] for k in per_token} for b in range(len(ids))]
+    out = {k: v for k, v in batch.items() if k not in (*per_token, "labels", "attention_mask", "index")}
+    return {**out, **left_pad(rows, {"input_ids": pad_id})}
 
 
 # -- loading ------------------------------------------------------------------------------------

@@ -203,15 +203,14 @@ class VLMCaptionTask(CaptionTask):
         import torch
 
         from ..metrics.captions import rouge1_scores
+        from ..models.vlm import prompt_part
 
         model = accelerator.unwrap_model(model)
         token_loss, token_count, rouge = [], [], []
         for batch in loader:
             with accelerator.autocast():
                 loss = self.captioner.loss(model, batch)
-                prompt = {k: v for k, v in batch.items() if k not in ("labels", "index")}
-                keep = batch["labels"] == -100            # the prompt part of each left-padded row
-                prompt.update(self._prompt_only(prompt, keep, self.captioner.tokenizer.pad_token_id))
+                prompt = prompt_part(batch, self.captioner.tokenizer.pad_token_id)
                 ids = self.captioner.generate_ids(prompt, model=model, num_beams=self.cfg.eval_num_beams,
                                                   max_new_tokens=self.cfg.eval_max_new_tokens)
             n = (batch["labels"][:, 1:] != -100).sum()
@@ -222,24 +221,6 @@ class VLMCaptionTask(CaptionTask):
             rouge.append(accelerator.gather_for_metrics(scores))
         return {"valid_loss": (torch.cat(token_loss).sum() / torch.cat(token_count).sum()).item(),
                 "rouge1": torch.cat(rouge).mean().item()}
-
-    @staticmethod
-    def _prompt_only(batch: dict, prompt_mask, pad_id: int) -> dict:
-        """The per-token inputs of a training batch cut back to the prompts, re-padded on the left."""
-        import torch
-
-        ids = batch["input_ids"]
-        keep = prompt_mask & (batch["attention_mask"] == 1)
-        width = int(keep.sum(1).max())
-        out = {}
-        for key, value in batch.items():
-            if torch.is_tensor(value) and value.shape == ids.shape:
-                pad = pad_id if key == "input_ids" else 0
-                rows = [value[b][keep[b]] for b in range(len(ids))]
-                out[key] = torch.stack([torch.cat([value.new_full((width - len(r),), pad), r]) for r in rows])
-        out["attention_mask"] = torch.stack([torch.cat([ids.new_zeros(width - int(k.sum())), ids.new_ones(int(k.sum()))])
-                                             for k in keep])
-        return out
 
     def save_best(self, model, folder: Path) -> None:
         self.captioner.write_folder(folder, model=model, training=self.training_summary())
