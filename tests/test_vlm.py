@@ -139,6 +139,17 @@ def test_adapter_folder_loads_and_merges_with_equal_logits(family, tmp_path):
     assert (without - want).abs().max() > 1e-3   # the adapter changed the model
 
 
+def test_the_pipeline_of_serve_and_report_captions_with_a_vlm_folder(tmp_path):
+    import medcap
+    from medcap.pipeline import Pipeline
+
+    with torch_threads(1):
+        _tiny("idefics3").save_pretrained(tmp_path / "vlm")
+        pipeline = Pipeline(captions=tmp_path / "vlm")
+        caption = pipeline.analyze_image(_images()[0]).caption
+    assert isinstance(pipeline.caption_model, medcap.VLMCaptioner) and isinstance(caption, str)
+
+
 def test_a_resumed_lora_run_ends_with_the_adapter_weights_of_an_uninterrupted_one(synth_small, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 

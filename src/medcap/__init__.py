@@ -35,6 +35,7 @@ _EXPORTS = {
     "ConceptDetector": "medcap.models.concept_detector",
     "create_backbone": "medcap.models.backbones",
     "Captioner": "medcap.models.captioner",
+    "VLMCaptioner": "medcap.models.vlm",
     # training and prediction
     "Trainer": "medcap.engine",
     "train_concepts": "medcap.tasks.concepts",
@@ -42,6 +43,8 @@ _EXPORTS = {
     "load_concept_config": "medcap.tasks.concepts",
     "train_captioner": "medcap.tasks.captions",
     "predict_captions": "medcap.inference_captions",
+    "load_captioner": "medcap.inference_captions",
+    "train_vlm_captioner": "medcap.tasks.vlm",
     "load_caption_config": "medcap.tasks.captions",
     # submissions and metrics
     "write_concept_submission": "medcap.submission",
