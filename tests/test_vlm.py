@@ -80,8 +80,9 @@ def test_batched_generation_equals_one_by_one(overfit):
             batched = captioner.generate(_images(), batch_size=3, concepts=concepts, max_new_tokens=12)
             single = [captioner.generate([im], batch_size=1, concepts=[c], max_new_tokens=12)[0]
                       for im, c in zip(_images(), concepts, strict=True)]
-            beams = captioner.generate(_images(), batch_size=3, concepts=concepts, max_new_tokens=12, num_beams=2)
-            beams_single = [captioner.generate([im], batch_size=1, concepts=[c], max_new_tokens=12, num_beams=2)[0]
+            beam = {"max_new_tokens": 12, "num_beams": 2, "no_repeat_ngram_size": 3}
+            beams = captioner.generate(_images(), batch_size=3, concepts=concepts, **beam)
+            beams_single = [captioner.generate([im], batch_size=1, concepts=[c], **beam)[0]
                             for im, c in zip(_images(), concepts, strict=True)]
     finally:
         captioner.concept_prompt = None

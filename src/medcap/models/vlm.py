@@ -30,7 +30,7 @@ from typing import Any
 from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
 from .captioner import _first_line, _quiet_progress, missing_weights_message
-from .generation import GenerationSettings
+from .generation import GenerationSettings, generation_kwargs
 from .prompting import ConceptPrompt
 from .retrieval import RetrievalPrompt
 
@@ -243,14 +243,12 @@ class VLMCaptioner:
 
     # -- generation ---------------------------------------------------------------------------
     def generate_ids(self, batch: dict, model=None, **overrides):
-        """Generated token ids after the (left-padded) prompts, greedy or beam search."""
+        """Generated token ids after the (left-padded) prompts, greedy or beam search; n-gram repeats are
+        counted over the caption only (:class:`~.generation.GeneratedNoRepeatNGram`)."""
         settings = dataclasses.replace(self.generation, **overrides)
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "index")}
         model = model or self.model
-        out = model.generate(**inputs, do_sample=False, num_beams=settings.num_beams,
-                             max_new_tokens=settings.max_new_tokens,
-                             no_repeat_ngram_size=settings.no_repeat_ngram_size or None,
-                             repetition_penalty=settings.repetition_penalty, length_penalty=settings.length_penalty,
+        out = model.generate(**inputs, **generation_kwargs(settings, inputs["input_ids"].shape[1]),
                              eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
         return out[:, inputs["input_ids"].shape[1]:]
 
