@@ -238,3 +238,21 @@ def test_vlm_tiny_trains_predicts_and_a_lora_run_on_top_saves_an_adapter_predict
                          "--split", "test", "--out", tmp_path / "m.csv", "--beams", "2")
         assert rc == 0, err
     assert (tmp_path / "c.csv").read_text() == (tmp_path / "m.csv").read_text()
+
+
+@pytest.mark.slow
+def test_a_vlm_with_concept_and_retrieval_prompts_trains_saves_and_predicts(cli, synth_small, tmp_path):
+    quick = ["--set", "epochs=1", "--set", "max_minutes=0", "--set", "image_size=32", "--set", "eval_images=4",
+             "--set", "eval_max_new_tokens=8", "--set", "max_new_tokens=8", "--set", "warmup_steps=0",
+             "--set", "progress=false", "--set", "retrieval_image_size=64"]
+    with torch_threads(1):
+        rc, _, err = cli("train", "captions", "--config", "vlm-tiny", "--data", synth_small, "--out", tmp_path / "r",
+                         "--set", "concept_prompt=true", "--set", "retrieval_prompt=true", *quick)
+        assert rc == 0, err
+        assert (tmp_path / "r" / "model" / "retrieval_index.safetensors").is_file()
+        rc, _, err = cli("predict", "captions", "--model", tmp_path / "r", "--data", synth_small, "--split", "test",
+                         "--out", tmp_path / "c.csv")
+        assert rc == 2 and "--concepts" in err and not (tmp_path / "c.csv").exists()
+        rc, _, err = cli("predict", "captions", "--model", tmp_path / "r", "--data", synth_small, "--split", "test",
+                         "--out", tmp_path / "c.csv", "--concepts", synth_small / "test_concepts.csv")
+        assert rc == 0, err
