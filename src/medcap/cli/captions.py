@@ -32,7 +32,9 @@ captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption,
 baseline_app.add_typer(captions_baseline_app, name="captions")
 
 
-@train_app.command("captions", cls=config_keys_command("medcap.tasks.captions:CaptionConfig"))
+@train_app.command("captions", cls=config_keys_command(
+    "medcap.tasks.captions:CaptionConfig", "medcap.tasks.vlm:VLMCaptionConfig",
+    "Vision-language configs (captioner: vlm; vlm-tiny, qwen2.5-vl-lora, ...) add"))
 def train_captions_command(
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, demo, demo-prompted; vision-language models: "
