@@ -371,8 +371,10 @@ def load_model(where: str | Path, dtype=None, quantization: str = "none"):
     kwargs: dict[str, Any] = {}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    if quantization == "4bit":
-        kwargs["quantization_config"] = four_bit_config()
+    if quantization == "4bit":  # quantised while loading, straight onto this process's GPU (DDP: LOCAL_RANK)
+        import os
+
+        kwargs.update(quantization_config=four_bit_config(), device_map={"": int(os.environ.get("LOCAL_RANK", "0"))})
     try:
         return AutoModelForImageTextToText.from_pretrained(str(where), **kwargs)
     except (OSError, ValueError) as e:
