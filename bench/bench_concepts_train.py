@@ -27,9 +27,9 @@ def bench(cfg_name: str, batch: int, precision: str, image_size: int, steps: int
     import torch
 
     from medcap.data.transforms import normalize_batch
-    from medcap.losses import build_loss
     from medcap.models.concept_detector import ConceptDetector
-    from medcap.tasks.concepts import detector_config, load_concept_config, preprocessing_of
+    from medcap.training.concepts import detector_config, load_concept_config, preprocessing_of
+    from medcap.training.losses import build_loss
 
     cfg = load_concept_config(cfg_name, {"pretrained": False, "image_size": image_size})
     torch.manual_seed(0)

@@ -4,7 +4,7 @@
 
 For each folder (the ``--out`` of a ``medcap demo`` run), its concept ensemble (``runs/ensemble``)
 embeds and labels the images of its SYNTHETIC dataset, then four variants of
-``medcap.recipes.consistent_retrieval_captions`` choose their options on the validation split
+``medcap.methods.consistent.consistent_retrieval_captions`` choose their options on the validation split
 and caption the test split:
 
 - candidates: the neighbours' full captions, or those and their leading sentences (``prefixes``);
@@ -33,25 +33,25 @@ VARIANTS = {
 def replay(folder: Path) -> dict:
     import numpy as np
 
-    from medcap.baselines import SplitEmbeddings, image_ids, retrieval_caption_baseline
     from medcap.data.dataset import read_dataset
     from medcap.data.items import ImageFolderItems
-    from medcap.inference import load_detector, predict_concepts
+    from medcap.inference.concepts import load_detector, predict_concepts
+    from medcap.methods.baselines import SplitEmbeddings, retrieval_caption_baseline
+    from medcap.methods.consistent import consistent_retrieval_captions
     from medcap.metrics.scorers import ConceptNameMatcher
     from medcap.metrics.textscores import rouge1_scores
-    from medcap.recipes import consistent_retrieval_captions
 
     ds = read_dataset(folder / "data")
     model = load_detector(folder / "runs" / "ensemble")
     emb = SplitEmbeddings(model, batch_size=64)
     valid, test = ds.split("valid"), ds.split("test")
-    test_ids = image_ids(test)
+    test_ids = test.image_ids()
 
     def detect(split, ids):
         rows = predict_concepts(model, ImageFolderItems.from_split(split, ids), batch_size=64)
         return {i: [c for c, _ in rows[i]] for i in ids}
 
-    detected_valid, detected_test = detect(valid, image_ids(valid)), detect(test, test_ids)
+    detected_valid, detected_test = detect(valid, valid.image_ids()), detect(test, test_ids)
     umls = ConceptNameMatcher(ds.cui_names)
     gold = [test.captions[i] for i in test_ids]
 

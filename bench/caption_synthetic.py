@@ -54,7 +54,7 @@ def concept_naming(captions: dict[str, str], gold: dict[str, list[str]]) -> dict
 
 def score(name: str, captions: dict[str, str], gold_captions: dict[str, str], gold_concepts: dict[str, list[str]],
           **extra) -> dict:
-    from medcap.metrics.captions import rouge1_scores
+    from medcap.metrics.textscores import rouge1_scores
 
     ids = list(gold_captions)
     rouge = float(rouge1_scores([gold_captions[i] for i in ids], [captions[i] for i in ids]).mean())
@@ -98,14 +98,14 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from medcap.baselines import constant_caption, plain_backbone
-    from medcap.caption_baselines import caption_baseline
     from medcap.data import read_dataset
     from medcap.data.items import ImageFolderItems
-    from medcap.inference_captions import predict_captions
+    from medcap.inference.captions import predict_captions
+    from medcap.methods.baselines import caption_baseline, constant_caption
     from medcap.models.captioner import Captioner
+    from medcap.models.retrieval import plain_backbone
     from medcap.synth import SynthConfig, caption_from_concepts, generate_dataset
-    from medcap.tasks.captions import load_caption_config, train_captioner
+    from medcap.training.captions import load_caption_config, train_captioner
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)

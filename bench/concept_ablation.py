@@ -39,13 +39,13 @@ def main(argv=None) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    from medcap.baselines import fit_knn, fit_most_frequent, image_embeddings, knn_concepts
     from medcap.config import parse_overrides
     from medcap.data.dataset import read_dataset
     from medcap.data.items import ImageFolderItems
-    from medcap.inference import predict_concepts
+    from medcap.inference.concepts import image_embeddings, predict_concepts
+    from medcap.methods.baselines import fit_knn, fit_most_frequent, knn_concepts
     from medcap.metrics.concepts import evaluate_concepts
-    from medcap.tasks.concepts import train_concepts
+    from medcap.training.concepts import train_concepts
 
     ds = read_dataset(args.data)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")

@@ -6,7 +6,7 @@ detector + kNN ensemble are scored on the test split.
         --option "" --option "lateral_flip=true" --option "lateral_flip=true global_pool=grid"
 
 Each --option is a space-separated list of ``key=value`` overrides of the `demo` concept config
-on top of the demo plan's (``medcap.demo.FULL``); "" is the demo plan before them. Wall-clock
+on top of the demo plan's (``medcap.demo.plan.FULL``); "" is the demo plan before them. Wall-clock
 budgets: run it on an idle machine and one option at a time (it does). SYNTHETIC data. Every
 choice (thresholds, k, fusion) is made on the validation split; test is only scored. Writes
 results.jsonl under --out, one line per option.
@@ -41,17 +41,19 @@ def main(argv=None) -> int:
     from medcap import baselines as B
     from medcap.data.dataset import read_dataset
     from medcap.data.items import ImageFolderItems
-    from medcap.demo import FULL, free_cores, prepare_data
-    from medcap.ensemble import build_ensemble
-    from medcap.inference import load_detector, predict_concepts
+    from medcap.demo.machine import free_cores
+    from medcap.demo.plan import FULL
+    from medcap.demo.steps import prepare_data
+    from medcap.inference.concepts import load_detector, predict_concepts
+    from medcap.methods.ensemble import build_ensemble
     from medcap.report.scoring import concept_scores
-    from medcap.tasks.concepts import train_concepts
+    from medcap.training.concepts import train_concepts
 
     options = args.option or ["", "lateral_flip=true global_pool=grid"]
     data = prepare_data(args.out, FULL, args.seed)
     ds = read_dataset(data)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
-    test_ids = B.image_ids(test)
+    test_ids = test.image_ids()
 
     def f1(preds):
         return concept_scores(test.concepts, preds, test.manual_concepts)["primary_f1"]

@@ -4,7 +4,7 @@
 
 1. makes the synthetic dataset (1000 train / 1000 valid / 600 test images, 64 px; or --data);
 2. concept probabilities for valid and test, in the exact format of
-   `medcap predict concepts --json` (written by ``medcap.inference.probabilities_json``):
+   `medcap predict concepts --json` (written by ``medcap.inference.concepts.probabilities_json``):
    by default a SIMULATED detector: gold concepts + calibrated noise. Per image and CUI a
    score s ~ N(d * y, 1) (y = gold label, d = the separation of the concept's kind, below) and
    p = P(y = 1 | s), the exact Bayes posterior with the CUI's training frequency as prior, so
@@ -15,7 +15,7 @@
    - "perturbed": each image's gold concepts with injected errors (modality swapped with
      probability 0.25, region 0.2, each finding dropped 0.4, a spurious core finding added
      0.1), then a fresh caption written from them (``medcap.synth.caption_from_concepts``);
-   - "retrieval": the caption of the nearest training image (``medcap.baselines.retrieval_captions``)
+   - "retrieval": the caption of the nearest training image (``medcap.methods.baselines.retrieval_captions``)
      by 16x16 grey-level thumbnails (cosine);
 4. chooses the fact-checker's settings on VALID only, with the objective ROUGE-1 + the
    offline UMLS concept F1 approximation (equally weighted, like Overall = mean(Relevance,
@@ -90,7 +90,7 @@ def simulate_probabilities(ids, gold, vocab_cuis, priors, rng) -> np.ndarray:
 
 def detector_json(vocab, thresholds: dict, ids, probs) -> dict:
     """The `medcap predict concepts --json` file, written by the predict code itself."""
-    from medcap.inference import probabilities_json
+    from medcap.inference.concepts import probabilities_json
 
     return probabilities_json(SimpleNamespace(vocabulary=vocab, thresholds=thresholds), ids, probs)
 
@@ -161,7 +161,7 @@ def thumbnails(split) -> np.ndarray:
 
 
 def retrieval(train, query) -> dict[str, str]:
-    from medcap.baselines import retrieval_captions
+    from medcap.methods.baselines import retrieval_captions
 
     caps = retrieval_captions(thumbnails(train), [train.captions[i] for i in train.ids], thumbnails(query))
     return dict(zip(query.ids, caps, strict=True))
@@ -183,7 +183,7 @@ class Scorer:
         self._cache: dict[tuple[str, str], tuple[float, float]] = {}
 
     def pair(self, image_id, caption) -> tuple[float, float]:
-        from medcap.metrics.captions import rouge1_scores
+        from medcap.metrics.textscores import rouge1_scores
 
         key = (image_id, caption)
         if key not in self._cache:

@@ -1,4 +1,4 @@
-"""Single models, combinations (medcap.recipes, medcap.ensemble, medcap.concept_rerank), baselines
+"""Single models, combinations (medcap.demo.steps, medcap.methods.ensemble, medcap.inference.rerank), baselines
 and the ceiling on one synthetic dataset, scored on its test split.
 
     .venv/bin/python bench/recipes_synthetic.py --data DIR --detector DET/model --captioner CAP/model \
@@ -32,18 +32,18 @@ def main(argv=None) -> int:
     from medcap import baselines as B
     from medcap.data.dataset import read_dataset
     from medcap.data.items import ImageFolderItems
-    from medcap.inference import load_detector, predict_concepts
+    from medcap.inference.concepts import load_detector, predict_concepts
+    from medcap.methods.consistent import consistent_retrieval_captions
     from medcap.metrics.concepts import evaluate_concepts
-    from medcap.recipes import consistent_retrieval_captions
     from medcap.report.scoring import caption_scores
     from medcap.synth import caption_from_concepts
 
     args.out.mkdir(parents=True, exist_ok=True)
     ds = read_dataset(args.data)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
-    tids = [i for i in test.ids if test.has_image(i)]
-    vids = [i for i in valid.ids if valid.has_image(i)]
-    trids = [i for i in train.ids if train.has_image(i)]
+    tids = test.image_ids()
+    vids = valid.image_ids()
+    trids = train.image_ids()
     timings, concepts, captions = {}, {}, {}
 
     def timed(name, fn):
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
     knn = B.fit_knn(emb(train, trids), lists, emb(valid, vids), vids, valid.concepts)
     concepts[f"kNN retrieval, k={knn['k']} (baseline)"] = dict(zip(tids, B.knn_concepts(
         emb(train, trids), lists, emb(test, tids), knn["k"], knn["vote"]), strict=True))
-    from medcap.ensemble import build_ensemble
+    from medcap.methods.ensemble import build_ensemble
 
     ens_dir = args.out / "ensemble"
     fit = timed("ensemble_fit", lambda: build_ensemble([args.detector], args.data, ens_dir, knn=True, dataset=ds,
@@ -88,12 +88,8 @@ def main(argv=None) -> int:
         ds, ensemble, detected_valid, detected_test, tids, print, emb))
     captions[f"Concept-consistent retrieval, k={chosen['k']}, w={chosen['weight']}"] = cons
     if args.captioner is not None:
-        from medcap.concept_rerank import (
-            beam_candidates,
-            concept_matcher,
-            fit_rerank_weight,
-            rerank_beams,
-        )
+        from medcap.inference.rerank import beam_candidates, concept_matcher, rerank_beams
+        from medcap.methods.consistent import fit_rerank_weight
         from medcap.models.captioner import Captioner
 
         cap = Captioner.from_pretrained(args.captioner)

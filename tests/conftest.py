@@ -110,3 +110,18 @@ def split_ids(root, labels: str = "captions") -> list[str]:
 
     with open(Path(root) / f"test_{labels}.csv", newline="", encoding="utf-8") as f:
         return [row["ID"] for row in csv.DictReader(f)]
+
+
+def train_tiny_models(data, out, reuse: bool = True):
+    """Tiny, barely trained models (one epoch of the demo's FAST plan) in ``out`` -> their folders
+    (``.concepts``, ``.captions``). With ``reuse``, models already in ``out`` are returned as they are."""
+    from types import SimpleNamespace
+
+    from medcap.demo import FAST
+    from medcap.demo.steps import train_models
+
+    out = Path(out)
+    models = SimpleNamespace(concepts=out / "concepts" / "model", captions=out / "captions" / "model")
+    if not (reuse and (models.concepts / "config.json").is_file() and (models.captions / "config.json").is_file()):
+        train_models(Path(data), out, FAST, log=lambda _msg: None)
+    return models

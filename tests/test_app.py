@@ -4,14 +4,15 @@ from __future__ import annotations
 import pytest
 from PIL import Image
 
-from medcap.app import Pipeline, _outputs_for, build_ui
+from conftest import train_tiny_models
 from medcap.errors import MedcapError
+from medcap.inference.pipeline import Pipeline
+from medcap.webapp.server import _outputs_for, build_ui
 
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, synth_small):
     """Tiny models trained for one epoch on the small synthetic dataset (shared by the test files)."""
-    from medcap.demo import train_tiny_models
 
     return train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
 
@@ -103,7 +104,7 @@ def test_serve_command_needs_a_model_folder(cli, tmp_path):
 
 
 def test_a_training_folder_stands_for_the_model_folder_inside_it(tiny_models):
-    from medcap.app import model_folder
+    from medcap.inference.pipeline import model_folder
 
     assert model_folder(tiny_models.concepts.parent) == tiny_models.concepts
     assert model_folder(tiny_models.captions) == tiny_models.captions

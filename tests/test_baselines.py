@@ -4,18 +4,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medcap.baselines import (
+from medcap.inference.concepts import image_embeddings
+from medcap.methods.baselines import (
     constant_caption,
     fit_knn,
     fit_most_frequent,
-    image_embeddings,
     knn_concepts,
     knn_vote,
     most_frequent_concepts,
-    nearest_neighbours,
-    plain_backbone,
     retrieval_captions,
 )
+from medcap.models.retrieval import nearest_neighbours, plain_backbone
 from medcap.submission import read_concept_submission
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import train_tiny_models
+
 pytestmark = pytest.mark.browser
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,8 +49,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app_url(tmp_path_factory, synth_small):
-    from medcap.app import serve
-    from medcap.demo import train_tiny_models
+    from medcap.webapp.server import serve
 
     models = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
     port = _free_port()
@@ -102,7 +103,7 @@ def test_uploading_a_non_image_shows_a_clear_message(browser, app_url, tmp_path)
 def test_an_oversized_upload_is_refused_with_a_clear_message(browser, tmp_path):
     from pydicom.data import get_testdata_file
 
-    from medcap.app import serve
+    from medcap.webapp.server import serve
 
     port = _free_port()
     demo = serve(None, None, port=port, max_file_mb=0.5, block=False)  # no models needed to refuse a file

@@ -19,7 +19,7 @@ from medcap.models.concept_detector import (
     MedCSRAHead,
     MultiHeadCSRA,
 )
-from medcap.tasks.concepts import ConceptConfig, detector_config, load_concept_config
+from medcap.training.concepts import ConceptConfig, detector_config, load_concept_config
 
 CUIS = ["C0000726", "C0006141", "C0817096", "C0040405", "C0024485"]
 

@@ -1,22 +1,20 @@
-"""Captions chosen to agree with the concept detector (medcap.concept_rerank) and GeM pooling."""
+"""Captions chosen to agree with the concept detector (medcap.inference.rerank) and GeM pooling."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from medcap.concept_rerank import (
-    ConsistentRetrieval,
+from conftest import train_tiny_models
+from medcap.inference.rerank import (
     _tokens,
     caption_name_matcher,
     choose_weight,
     concept_agreement,
     concept_matcher,
-    consensus_scores,
     pick,
-    retrieval_candidates,
-    sentence_prefixes,
     unigram_f1,
 )
+from medcap.methods.consistent import ConsistentRetrieval, consensus_scores, retrieval_candidates, sentence_prefixes
 
 CT, MRI, CHEST, ABDOMEN = "C0040405", "C0024485", "C0817096", "C0000726"
 
@@ -177,10 +175,9 @@ def test_gem_pooling_option():
 
 @pytest.mark.slow  # trains the tiny models when no other test file did
 def test_predict_captions_rerank_keeps_one_of_the_beams(tmp_path_factory, synth_small, tmp_path, cli):
-    from medcap.concept_rerank import beam_candidates
     from medcap.data.images import list_images, load_image
-    from medcap.demo import train_tiny_models
-    from medcap.inference_captions import predict_captions
+    from medcap.inference.captions import predict_captions
+    from medcap.inference.rerank import beam_candidates
     from medcap.models.captioner import Captioner
 
     models = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")

@@ -129,7 +129,7 @@ def test_a_data_folder_without_validation_split_needs_valid_fraction(cli, synth_
 
 
 def test_unknown_validation_cuis_are_reported_not_dropped(synth_small, tmp_path):
-    from medcap.tasks.concepts import load_concept_config, load_concept_data
+    from medcap.training.concepts import load_concept_config, load_concept_data
 
     root = tmp_path / "data"
     shutil.copytree(synth_small, root)
@@ -145,9 +145,9 @@ def test_unknown_validation_cuis_are_reported_not_dropped(synth_small, tmp_path)
 
 
 def test_the_paper_config_trains_a_step_and_predicts_with_random_weights(tmp_path):
-    from medcap.inference import predict_concepts
+    from medcap.inference.concepts import predict_concepts
     from medcap.synth import SynthConfig, generate_dataset
-    from medcap.tasks.concepts import train_concepts
+    from medcap.training.concepts import train_concepts
 
     root = tmp_path / "data"
     generate_dataset(root, SynthConfig(n_train=4, n_valid=2, n_test=2, size=32, seed=1))
@@ -166,7 +166,7 @@ def test_the_paper_config_without_weights_says_how_to_get_them(cli, synth_small,
 
 
 def test_predict_api_returns_cuis_with_probabilities_most_probable_first(trained, synth_small):
-    from medcap.inference import predict_concepts
+    from medcap.inference.concepts import predict_concepts
 
     preds = predict_concepts(trained / "model", [synth_small / "test"])
     for row in preds.values():
@@ -175,7 +175,7 @@ def test_predict_api_returns_cuis_with_probabilities_most_probable_first(trained
 
 
 def test_load_detector_refuses_a_missing_folder(tmp_path):
-    from medcap.inference import load_detector
+    from medcap.inference.concepts import load_detector
 
     with pytest.raises(MedcapError, match="model folder not found"):
         load_detector(tmp_path / "nope")
@@ -185,7 +185,7 @@ def test_load_detector_refuses_a_missing_folder(tmp_path):
 def test_a_run_folder_stands_for_its_model_everywhere_as_the_readme_shows(cli, trained, synth_small, tmp_path):
     """`--model runs/concepts` (the --out of training) works for predict, explain, baseline knn,
     the web app's pipeline and from_pretrained (medcap.models.location)."""
-    from medcap.app import Pipeline
+    from medcap.inference.pipeline import Pipeline
     from medcap.models.concept_detector import ConceptDetector
 
     image = sorted((synth_small / "test").iterdir())[0]

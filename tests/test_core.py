@@ -146,8 +146,8 @@ def test_the_umask_is_read_without_changing_it_for_other_threads(monkeypatch):
 
 
 def test_unknown_keys_suggest_the_closest_known_key_everywhere(tmp_path):
-    from medcap.tasks.captions import load_caption_config
-    from medcap.tasks.concepts import load_concept_config
+    from medcap.training.captions import load_caption_config
+    from medcap.training.concepts import load_concept_config
 
     with pytest.raises(MedcapError, match=r"bad.yaml: unknown config key 'epoch'; did you mean 'epochs'"):
         load_config(_Cfg, _write_named(tmp_path, "bad.yaml", "epoch: 2\n"), "concepts")
@@ -162,8 +162,8 @@ def test_unknown_keys_suggest_the_closest_known_key_everywhere(tmp_path):
 def test_caption_and_concept_configs_share_the_engine_keys_and_check_them_at_once():
     import dataclasses
 
-    from medcap.engine import TrainConfig
-    from medcap.tasks.captions import CaptionConfig, load_caption_config
+    from medcap.training.captions import CaptionConfig, load_caption_config
+    from medcap.training.engine import TrainConfig
 
     engine_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     assert issubclass(CaptionConfig, TrainConfig) and engine_keys <= {f.name for f in dataclasses.fields(CaptionConfig)}

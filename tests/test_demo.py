@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
 from medcap.submission import validate_caption_submission, validate_concept_submission
+
+MODEL_LOADS: list[tuple[str, Path]] = []   # (class, folder) of every model load of the demo below
 
 
 @pytest.fixture(scope="module")
@@ -22,19 +25,37 @@ def demo_run(tmp_path_factory):
     os.chdir(work)
     import torch
 
+    from medcap.models.captioner import Captioner
+    from medcap.models.concept_detector import ConceptDetector
+    from medcap.models.ensemble import ConceptEnsemble
+
+    loads = []   # every model folder the demo loads: each trained model once, then handed on
+    originals = {cls: cls.__dict__["from_pretrained"] for cls in (ConceptDetector, Captioner, ConceptEnsemble)}
+
+    def counting(cls):
+        def from_pretrained(klass, folder, *args, **kwargs):
+            loads.append((klass.__name__, Path(folder).resolve()))
+            return originals[cls].__func__(klass, folder, *args, **kwargs)
+        return classmethod(from_pretrained)
+
     threads = torch.get_num_threads()
     try:
         from medcap.cli import main
 
+        for cls in originals:
+            cls.from_pretrained = counting(cls)
         rc = main(["demo", "--out", "out", "--fast"])
         assert torch.get_num_threads() == threads  # the demo gives back the threads it changed
     finally:
+        for cls, method in originals.items():
+            cls.from_pretrained = method
         os.chdir(cwd)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+    MODEL_LOADS[:] = loads
     return rc, work / "out", work, home
 
 
@@ -52,7 +73,7 @@ def test_demo_writes_report_submissions_and_scores(demo_run):
     assert any(name.startswith("kNN retrieval") for name in concepts)
     assert {"BLIP from scratch (demo config)", "Constant caption (baseline)",
             "Nearest-neighbour caption (baseline)"} <= set(captions)
-    # The combined recipes (medcap.recipes) sit beside the single models; only baselines say "(baseline)".
+    # The combined recipes (medcap.demo.steps) sit beside the single models; only baselines say "(baseline)".
     assert "MedCSRA + kNN ensemble" in concepts
     assert any(name.startswith("Concept-consistent retrieval") for name in captions)
     assert all(("(baseline)" in n) == ("kNN retrieval" in n or "Most frequent" in n or "Constant" in n
@@ -88,7 +109,8 @@ def test_demo_writes_nothing_outside_its_folder(demo_run):
 def test_demo_reuses_its_data_and_regenerates_it_when_the_settings_change(tmp_path):
     from dataclasses import replace
 
-    from medcap.demo import FAST, prepare_data
+    from medcap.demo.plan import FAST
+    from medcap.demo.steps import prepare_data
 
     plan = replace(FAST, n_train=8, n_valid=4, n_test=4, image_px=32)
     messages = []
@@ -102,7 +124,7 @@ def test_demo_reuses_its_data_and_regenerates_it_when_the_settings_change(tmp_pa
 
 
 def test_summary_says_where_everything_is_and_ends_with_the_score_table(tmp_path):
-    from medcap.demo import DemoResult
+    from medcap.demo.plan import DemoResult
 
     scores = {"concepts": {"MedCSRA": {"primary_f1": 0.61, "secondary_f1": 0.9},
                            "Most frequent": {"primary_f1": 0.25, "secondary_f1": None}},
@@ -120,7 +142,7 @@ def test_summary_says_where_everything_is_and_ends_with_the_score_table(tmp_path
 
 
 def test_torch_threads_leave_the_cores_other_jobs_are_using(monkeypatch):
-    import medcap.demo as demo
+    import medcap.demo.machine as demo
 
     cores = os.cpu_count() or 1
     assert 0 <= demo.busy_cores(interval=0.05) <= cores + 0.01  # sampled from /proc/stat here
@@ -131,8 +153,8 @@ def test_torch_threads_leave_the_cores_other_jobs_are_using(monkeypatch):
 
 
 def test_the_full_demo_captioner_starts_from_the_detected_concepts():
-    from medcap.demo import FAST, FULL, caption_model_name
-    from medcap.tasks.captions import load_caption_config
+    from medcap.demo.plan import FAST, FULL, caption_model_name
+    from medcap.training.captions import load_caption_config
 
     assert load_caption_config(FULL.caption_config, FULL.captions).concept_prompt
     assert not load_caption_config(FAST.caption_config, FAST.captions).concept_prompt
@@ -154,3 +176,16 @@ def test_the_caption_candidates_bench_replays_a_demo_folder(demo_run):
     for r in rows.values():
         assert 0.0 <= r["rouge1"] <= 1.0 and r["rouge1_margin"] == r["rouge1"] - nn["rouge1"]
         assert r["umls_margin"] == r["umls_f1_approx"] - nn["umls_f1_approx"]
+
+
+def test_the_demo_loads_each_trained_model_once(demo_run):
+    """The demo holds models, not paths: the detector and the captioner are loaded once after
+    training and handed to the ensemble, the predictions, the recipes, the baselines and the
+    report; the ensemble is fitted in memory and never loaded back."""
+    from collections import Counter
+
+    _, out, _, _ = demo_run
+    counts = Counter(MODEL_LOADS)
+    runs = (out / "runs").resolve()
+    assert counts == Counter({("ConceptDetector", runs / "concepts" / "model"): 1,
+                              ("Captioner", runs / "captions" / "model"): 1}), counts

@@ -1,5 +1,5 @@
 """Detector options for findings and side labels: lateral flips (medcap.data.items.LateralMirror),
-2 x 2 grid pooling in the global branch, and shifts (medcap.tasks.concepts)."""
+2 x 2 grid pooling in the global branch, and shifts (medcap.training.concepts)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +9,13 @@ import torch
 from medcap.data.items import ConceptImageDataset, ImageFolderItems, LateralMirror
 from medcap.errors import MedcapError
 from medcap.models.concept_detector import ConceptDetector, DetectorConfig, GridPool
-from medcap.tasks.concepts import ConceptConfig, lateral_mirror, load_concept_config, side_pairs, train_augmentation
+from medcap.training.concepts import (
+    ConceptConfig,
+    lateral_mirror,
+    load_concept_config,
+    side_pairs,
+    train_augmentation,
+)
 
 RIGHT, LEFT, CT = "C0205090", "C0205091", "C0040405"
 

@@ -58,7 +58,7 @@ def test_two_processes_train_concepts_and_the_model_reloads(synth_small, tmp_pat
     assert [r["epoch"] for r in rows] == ["1", "2"]  # one row per epoch: only the main process writes
     # 48 training images in batches of 8 per process: 3 steps per epoch on each of 2 ranks (6 on one).
     assert [r["step"] for r in rows] == ["3", "6"]
-    from medcap.inference import predict_concepts
+    from medcap.inference.concepts import predict_concepts
 
     preds = predict_concepts(model, synth_small / "test")
     assert len(preds) == 16
@@ -71,7 +71,7 @@ def test_two_processes_train_captions_and_the_model_reloads(synth_small, tmp_pat
     model = _one_clean_model_folder(out)
     with open(out / "metrics.csv", newline="") as f:
         assert [r["step"] for r in csv.DictReader(f)] == ["3"]  # 48 images, 8 per process and step, 2 ranks
-    from medcap.inference_captions import predict_captions
+    from medcap.inference.captions import predict_captions
 
     captions = predict_captions(model, sorted((synth_small / "test").iterdir())[:3], num_beams=1, max_new_tokens=8)
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions.values())

@@ -273,7 +273,7 @@ def test_baseline_and_predict_order_from_write_files_that_pass_2026(synth_small,
 
 
 def test_caption_baseline_and_predict_follow_the_order_file(synth_small, cli, tmp_path):
-    from medcap.inference_captions import predict_captions
+    from medcap.inference.captions import predict_captions
 
     test_ids = list(read_id_order(synth_small / "test_captions.csv"))
     order = tmp_path / "order.txt"

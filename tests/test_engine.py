@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from medcap.engine import TrainConfig, Trainer, latest_checkpoint, seed_everything
 from medcap.errors import MedcapError
+from medcap.training.engine import TrainConfig, Trainer, latest_checkpoint, seed_everything
 
 
 class ToyModel(nn.Module):
@@ -195,7 +195,7 @@ def test_two_processes_train_stop_on_the_budget_together_and_save_every_rank_sta
         "import sys\n"
         f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_engine import ToyTask, _cfg\n"
-        "from medcap.engine import Trainer\n"
+        "from medcap.training.engine import Trainer\n"
         "budget = float(sys.argv[2])\n"
         "r = Trainer(ToyTask(), _cfg(epochs=3, max_minutes=budget), sys.argv[1]).fit()\n"
         # one write per rank: a short write to a pipe is atomic, print()'s pieces can interleave

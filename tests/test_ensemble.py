@@ -1,4 +1,4 @@
-"""Concept ensembles (medcap.ensemble): fusion math, kNN as a probability source, choices made on
+"""Concept ensembles (medcap.methods.ensemble): fusion math, kNN as a probability source, choices made on
 validation only, and the ensemble folder predicting like any detector."""
 from __future__ import annotations
 
@@ -8,14 +8,9 @@ import shutil
 import numpy as np
 import pytest
 
-from medcap.ensemble import (
-    ConceptEnsemble,
-    fit_fusion,
-    fuse,
-    is_ensemble_folder,
-    knn_probabilities,
-    weight_grid,
-)
+from conftest import train_tiny_models
+from medcap.methods.ensemble import fit_fusion, fuse, knn_probabilities, weight_grid
+from medcap.models.ensemble import ConceptEnsemble, is_ensemble_folder
 
 # -- fusion math on hand-made probabilities ----------------------------------------------------
 
@@ -76,8 +71,7 @@ def test_fit_fusion_prefers_the_informative_source():
 def members(tmp_path_factory, synth_small):
     """Two detectors that differ in input size, head and pooling: the shared one-epoch tiny
     detector, and an untrained global-head GeM detector at 48 px over the same concepts."""
-    from medcap.demo import train_tiny_models
-    from medcap.inference import load_detector
+    from medcap.inference.concepts import load_detector
     from medcap.models.concept_detector import ConceptDetector, DetectorConfig
 
     tiny = train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models").concepts
@@ -92,7 +86,7 @@ def members(tmp_path_factory, synth_small):
 
 @pytest.fixture(scope="module")
 def ensemble_dir(tmp_path_factory, members, synth_small):
-    from medcap.ensemble import build_ensemble
+    from medcap.methods.ensemble import build_ensemble
 
     out = tmp_path_factory.mktemp("ens") / "ens"
     build_ensemble(members, synth_small, out, knn=True, ks=(1, 3), log=lambda _m: None)
@@ -100,7 +94,7 @@ def ensemble_dir(tmp_path_factory, members, synth_small):
 
 
 def test_ensemble_folder_reloads_and_fuses_its_members(ensemble_dir, members, synth_small):
-    from medcap.inference import load_detector, predict_probabilities
+    from medcap.inference.concepts import load_detector, predict_probabilities
 
     assert is_ensemble_folder(ensemble_dir) and not is_ensemble_folder(members[0])
     cfg = json.loads((ensemble_dir / "config.json").read_text())
@@ -114,7 +108,7 @@ def test_ensemble_folder_reloads_and_fuses_its_members(ensemble_dir, members, sy
     # The saved fusion of the sources' probabilities, recomputed with the numpy reference.
     import torch
 
-    from medcap.inference import map_images
+    from medcap.inference.concepts import map_images
 
     _, src = map_images(lambda x: torch.stack(ens.source_probabilities(x), dim=1), synth_small / "test",
                         ens.preprocessing)
@@ -124,7 +118,7 @@ def test_ensemble_folder_reloads_and_fuses_its_members(ensemble_dir, members, sy
 
 
 def test_ensemble_folder_keeps_its_processor_as_a_detector_does(ensemble_dir, tmp_path):
-    from medcap.inference import load_detector
+    from medcap.inference.concepts import load_detector
     from medcap.models.processing import PROCESSOR_FILE
 
     saved = json.loads((ensemble_dir / PROCESSOR_FILE).read_text())
@@ -148,7 +142,7 @@ def test_predict_concepts_cli_uses_the_ensemble(cli, ensemble_dir, synth_small, 
 
 def test_choices_are_made_on_validation_never_test(tmp_path, members, synth_small, ensemble_dir):
     """Without any test split the same ensemble comes out: test is never read."""
-    from medcap.ensemble import build_ensemble
+    from medcap.methods.ensemble import build_ensemble
 
     data = tmp_path / "data"
     shutil.copytree(synth_small, data)
@@ -179,8 +173,8 @@ def test_ensemble_cli_writes_a_folder_and_refuses_nonsense(cli, members, synth_s
 
 
 def test_serve_pipeline_and_explain_accept_an_ensemble(ensemble_dir, synth_small, tmp_path):
-    from medcap.app import Pipeline
-    from medcap.explain import explain_image
+    from medcap.inference.explain import explain_image
+    from medcap.inference.pipeline import Pipeline
 
     image = min((synth_small / "test").iterdir())
     result = Pipeline(ensemble_dir, None).analyze(image)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from medcap.data.vocab import ConceptVocabulary
-from medcap.explain import concept_heatmaps, content_region, explain_image
+from medcap.inference.explain import concept_heatmaps, content_region, explain_image
 from medcap.models.concept_detector import ConceptDetector, DetectorConfig
 
 CUIS = ["C0000726", "C0817096", "C0040405"]

@@ -166,7 +166,7 @@ def test_reads_the_json_that_predict_concepts_writes(tmp_path, kb):
     import numpy as np
 
     from medcap.data import ConceptVocabulary
-    from medcap.inference import probabilities_json
+    from medcap.inference.concepts import probabilities_json
 
     model = SimpleNamespace(  # what probabilities_json reads from a ConceptDetector
         vocabulary=ConceptVocabulary([CT, MRI, CHEST, NODULE], {CT: "CT", MRI: "MRI", CHEST: "Chest"}),
@@ -183,7 +183,7 @@ def test_the_full_json_makes_every_probability_exact(tmp_path, kb):
     import numpy as np
 
     from medcap.data import ConceptVocabulary
-    from medcap.inference import probabilities_json
+    from medcap.inference.concepts import probabilities_json
 
     model = SimpleNamespace(vocabulary=ConceptVocabulary([CT, MRI, CHEST, NODULE], {CT: "CT"}),
                             thresholds={"global": 0.4, "never_empty": False, "per_concept": {}})

@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from medcap.engine import TrainConfig, Trainer, latest_checkpoint, seed_everything
 from medcap.errors import MedcapError
-from medcap.runlock import RunLock
+from medcap.training.engine import TrainConfig, Trainer, latest_checkpoint, seed_everything
+from medcap.training.runlock import RunLock
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -298,7 +298,7 @@ def _lock_holder(folder: Path):
     code = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {SRC!r})
-        from medcap.runlock import RunLock
+        from medcap.training.runlock import RunLock
         RunLock({str(folder)!r}).acquire()
         print("locked", flush=True)
         time.sleep(300)
@@ -464,7 +464,7 @@ def test_training_killed_at_random_moments_resumes_to_the_same_weights(tmp_path)
         sys.path.insert(0, {SRC!r}); sys.path.insert(0, {str(Path(__file__).parent)!r})
         import torch
         from test_faults import ToyTask, _cfg
-        from medcap.engine import Trainer, latest_checkpoint
+        from medcap.training.engine import Trainer, latest_checkpoint
 
         class Slow(ToyTask):
             def training_step(self, model, batch):
@@ -620,8 +620,9 @@ def bomb(tmp_path_factory):
 
 
 def test_the_app_refuses_a_bomb_like_png_from_its_header(bomb):
-    from medcap.app import DEFAULT_MAX_PIXELS, Pipeline, _outputs_for
     from medcap.data.images import MAX_PIXELS
+    from medcap.inference.pipeline import DEFAULT_MAX_PIXELS, Pipeline
+    from medcap.webapp.server import _outputs_for
 
     assert 9000 * 9000 <= MAX_PIXELS and DEFAULT_MAX_PIXELS < 9000 * 9000  # stricter than for training data
     assert bomb.stat().st_size < 400_000
@@ -632,7 +633,8 @@ def test_the_app_refuses_a_bomb_like_png_from_its_header(bomb):
 def test_the_app_reduces_an_accepted_large_image_before_anything_else(tmp_path, detector_dir):
     from PIL import Image
 
-    from medcap.app import Pipeline, RequestOutputs, _handle
+    from medcap.inference.pipeline import Pipeline
+    from medcap.webapp.server import RequestOutputs, _handle
 
     big = tmp_path / "big.png"
     Image.new("L", (4000, 3000), 90).save(big)
@@ -652,7 +654,7 @@ LOAD_TEST = """
 import json, sys, threading, time
 sys.path.insert(0, {src!r})
 from gradio_client import Client, handle_file
-from medcap.app import serve
+from medcap.webapp.server import serve
 
 def rss_mb(key):
     for line in open("/proc/self/status"):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from medcap.errors import MedcapError
-from medcap.losses import LossConfig, build_loss
 from medcap.metrics.concepts import mean_per_image_f1
 from medcap.thresholds import GRIDS, Thresholds, _fit_per_concept, select_thresholds, sweep_global
+from medcap.training.losses import LossConfig, build_loss
 
 
 def _loss(name, **kw):

@@ -10,16 +10,9 @@ import numpy as np
 import pytest
 
 from medcap.errors import MedcapError
-from medcap.metrics.captions import (
-    BertScorer,
-    aggregate_scores,
-    evaluate_captions,
-    find_minilm_model,
-    preprocess_caption,
-    rouge1_scores,
-    score_captions,
-)
+from medcap.metrics.captions import aggregate_scores, evaluate_captions, preprocess_caption, score_captions
 from medcap.metrics.scorers import ConceptNameMatcher, set_f1
+from medcap.metrics.textscores import BertScorer, find_minilm_model, rouge1_scores
 
 OFFLINE = dict(bertscore_model=None, bleurt_model=None)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import train_tiny_models
 from medcap.errors import MedcapError
 from medcap.report import ReportInputs, build_report, figures, is_synthetic
 from medcap.report.build import read_thresholds, saved_sweep
@@ -139,7 +140,6 @@ def test_report_command_writes_the_page(cli, tmp_path):
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory, synth_small):
     """Tiny models trained for one epoch on the small synthetic dataset (shared by the test files)."""
-    from medcap.demo import train_tiny_models
 
     return train_tiny_models(synth_small, tmp_path_factory.getbasetemp() / "medcap-tiny-models")
 

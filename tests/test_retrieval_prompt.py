@@ -62,7 +62,7 @@ def test_training_neighbours_exclude_the_image_itself_and_prediction_does_not():
 
 def test_the_training_prompt_is_concepts_sep_nearest_other_caption_sep_and_never_a_target(synth_small):
     from medcap.data import read_dataset
-    from medcap.tasks.captions import CaptionTask, load_caption_config
+    from medcap.training.captions import CaptionTask, load_caption_config
 
     cfg = load_caption_config("demo", ["model=scratch:tiny", "image_size=32", "vocab_size=300", "batch_size=8",
                                        "eval_images=0", "concept_loss=0", "dropout=0", "progress=false",
@@ -99,7 +99,7 @@ def test_the_training_prompt_is_concepts_sep_nearest_other_caption_sep_and_never
 def test_the_index_and_the_embedder_survive_save_and_reload(trained, synth_small, tmp_path):
     from medcap.data import read_dataset
     from medcap.data.items import ImageFolderItems
-    from medcap.inference import image_embeddings
+    from medcap.inference.concepts import image_embeddings
     from medcap.models.captioner import Captioner
 
     model = trained / "model"
@@ -111,7 +111,7 @@ def test_the_index_and_the_embedder_survive_save_and_reload(trained, synth_small
     assert index.embeddings.shape[0] == 48 and (index.neighbours, index.max_tokens) == (1, 12)
     np.testing.assert_allclose(np.linalg.norm(index.embeddings, axis=1), 1.0, rtol=1e-5)
     # the rebuilt embedder gives the indexed embeddings back: each training image finds itself
-    ids = [i for i in train.ids if i in train.captions and train.has_image(i)]
+    ids = train.labelled_ids("captions")
     _, emb = image_embeddings(index.load_embedder(), ImageFolderItems.from_split(train, ids))
     np.testing.assert_allclose(emb, index.embeddings, atol=1e-5)
 
@@ -167,7 +167,7 @@ def test_concept_and_retrieval_prompts_with_a_concept_detector_embedder(synth_sm
 
 
 def test_the_named_config_and_bad_values(synth_small, tiny_config, cli, tmp_path):
-    from medcap.tasks.captions import load_caption_config
+    from medcap.training.captions import load_caption_config
 
     cfg = load_caption_config("demo-retrieval")
     prompted = load_caption_config("demo-prompted")

@@ -65,14 +65,14 @@ def test_score_tables_name_every_registered_caption_metric():
 
 
 def test_split_baselines_are_the_ones_the_cli_demo_and_report_use(synth_small):
-    from medcap.baselines import (
+    from medcap.data import read_dataset
+    from medcap.methods.baselines import (
         CONSTANT_CAPTION_SAMPLE,
         constant_caption,
         constant_caption_baseline,
         fit_most_frequent,
         most_frequent_baseline,
     )
-    from medcap.data import read_dataset
 
     ds = read_dataset(synth_small)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
@@ -83,3 +83,58 @@ def test_split_baselines_are_the_ones_the_cli_demo_and_report_use(synth_small):
     preds, caption = constant_caption_baseline(train, test.ids)
     assert set(preds) == set(test.ids) and set(preds.values()) == {caption}
     assert caption == constant_caption(train.captions, sample=CONSTANT_CAPTION_SAMPLE)
+
+
+# -- the layout: one package per stage ---------------------------------------------------------
+
+def _package_root():
+    from pathlib import Path
+
+    import medcap
+
+    return Path(medcap.__file__).parent
+
+
+def test_the_package_root_holds_only_the_shared_foundations():
+    root = _package_root()
+    modules = sorted(p.name for p in root.glob("*.py"))
+    assert len(modules) <= 12, modules
+    for stage in ("training", "inference", "methods", "demo", "webapp", "data", "models", "metrics", "cli"):
+        assert (root / stage / "__init__.py").is_file(), stage
+    assert not (root / "tasks").exists() and not (root / "app.py").exists()   # no second "app" beside cli/app.py
+
+
+def test_nothing_outside_a_package_init_re_exports():
+    root = _package_root()
+    shims = [f"{p.relative_to(root)}:{n}" for p in sorted(root.rglob("*.py")) if p.name != "__init__.py"
+             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1) if "noqa: F401" in line]
+    assert shims == []
+
+
+def test_every_caption_preset_runs_every_registered_scorer():
+    from medcap.metrics.registry import PRESETS, SCORERS
+
+    for preset in PRESETS.values():
+        assert preset.scorers == tuple(SCORERS), preset.name
+
+
+def test_a_split_lists_its_ids_with_an_image_and_with_a_label(synth_small):
+    from medcap.data import read_dataset
+
+    train = read_dataset(synth_small).split("train")
+    dropped, unlabelled = train.ids[0], train.ids[1]
+    train.image_paths.pop(dropped)
+    train.captions.pop(unlabelled)
+    assert train.image_ids() == [i for i in train.ids if i != dropped]
+    assert train.labelled_ids("captions") == [i for i in train.ids if i not in (dropped, unlabelled)]
+    assert train.labelled_ids("concepts") == [i for i in train.ids if i != dropped]
+    train.concepts = None
+    assert train.labelled_ids("concepts") == []
+
+
+def test_every_source_file_stays_readable_in_one_sitting():
+    """nanoGPT's habit (docs/ARCHITECTURE.md): no module grows past 500 lines; split by concern."""
+    root = _package_root()
+    long = {str(p.relative_to(root)): n for p in root.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > 500}
+    assert long == {}

@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from medcap.errors import MedcapError
+from medcap.factcheck.lexicon import KINDS
 from medcap.synth import (
     CATALOG,
     SECONDARY_CUIS,
@@ -263,7 +264,7 @@ def test_catalogue_uses_the_15_secondary_cuis_for_modality_and_region():
     assert len(SECONDARY_CUIS) == 15 and len(set(SECONDARY_CUIS)) == 15
     assert {c.cui for c in CATALOG.values() if c.kind in ("modality", "region")} == set(SECONDARY_CUIS)
     for c in CATALOG.values():
-        assert CUI_RE.fullmatch(c.cui) and c.kind in cat.KINDS and c.name and c.words
+        assert CUI_RE.fullmatch(c.cui) and c.kind in KINDS and c.name and c.words
 
 
 def test_caption_from_concepts_names_them_and_is_reproducible():

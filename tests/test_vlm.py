@@ -1,4 +1,4 @@
-"""The generic vision-language captioner (medcap.models.vlm, medcap.tasks.vlm) on tiny random models
+"""The generic vision-language captioner (medcap.models.vlm, medcap.training.vlm) on tiny random models
 of two architecture families: Qwen2-VL and Idefics3 (SmolVLM's layout)."""
 from __future__ import annotations
 
@@ -142,7 +142,7 @@ def test_adapter_folder_loads_and_merges_with_equal_logits(family, tmp_path):
 
 def test_the_pipeline_of_serve_and_report_captions_with_a_vlm_folder(tmp_path):
     import medcap
-    from medcap.pipeline import Pipeline
+    from medcap.inference.pipeline import Pipeline
 
     with torch_threads(1):
         _tiny("idefics3").save_pretrained(tmp_path / "vlm")
@@ -155,7 +155,7 @@ def test_a_resumed_lora_run_ends_with_the_adapter_weights_of_an_uninterrupted_on
     from safetensors.torch import load_file
 
     from medcap.models.vlm import VLMCaptioner
-    from medcap.tasks.vlm import VLMCaptionConfig, VLMCaptionTask, train_vlm_captioner
+    from medcap.training.vlm import VLMCaptionConfig, VLMCaptionTask, train_vlm_captioner
 
     with torch_threads(1):
         VLMCaptioner.from_scratch("qwen2_vl", CAPTIONS, image_size=32, seed=0, max_length=16).save_pretrained(

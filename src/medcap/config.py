@@ -116,7 +116,7 @@ def build_dataclass(cls: type[T], values: dict, label: str = "<config>", prefix:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     check_keys(values, fields, label, prefix=prefix)
     kwargs = {key: _coerce(value, hints[key], prefix + key, label) for key, value in (values or {}).items()}
-    from .validation import check_values  # ranges: medcap.validation (the same for every source)
+    from .config_checks import check_values
 
     try:
         obj = cls(**kwargs)
@@ -144,19 +144,6 @@ def save_config(cfg: Any, folder: str | Path) -> Path:
     path = Path(folder) / "config.yaml"
     write_text_atomic(path, yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
     return path
-
-
-def read_run_config(folder: str | Path) -> dict[str, Any] | None:
-    """A run folder's saved config: ``config.yaml``, or the ``config.json`` older caption runs wrote."""
-    import json
-
-    folder = Path(folder)
-    for name in ("config.yaml", "config.json"):
-        path = folder / name
-        if path.is_file():
-            text = path.read_text(encoding="utf-8")
-            return json.loads(text) if name.endswith(".json") else yaml.safe_load(text)
-    return None
 
 
 def parse_overrides(items: list[str] | None) -> dict[str, Any]:

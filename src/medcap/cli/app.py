@@ -76,7 +76,7 @@ def images_or_split(images, data, split: str):
     from ..data.items import ImageFolderItems
 
     s = read_dataset(data).split(split)
-    ids = [i for i in s.ids if s.has_image(i)]
+    ids = s.image_ids()
     if not ids:
         raise MedcapError(f"the {s.name} split has no images", file=data)
     return ImageFolderItems.from_split(s, ids)

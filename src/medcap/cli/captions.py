@@ -1,6 +1,6 @@
 """Captioning commands: ``train captions``, ``predict captions``, ``baseline captions constant|retrieval``.
-Thin layer over :mod:`medcap.tasks.captions`, :mod:`medcap.inference_captions` and
-:mod:`medcap.caption_baselines`.
+Thin layer over :mod:`medcap.training.captions`, :mod:`medcap.inference.captions` and
+:mod:`medcap.methods.baselines`.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ baseline_app.add_typer(captions_baseline_app, name="captions")
 
 
 @train_app.command("captions", cls=config_keys_command(
-    "medcap.tasks.captions:CaptionConfig", "medcap.tasks.vlm:VLMCaptionConfig",
+    "medcap.training.captions:CaptionConfig", "medcap.training.vlm:VLMCaptionConfig",
     "Vision-language configs (captioner: vlm; vlm-tiny, qwen2.5-vl-lora, ...) add"))
 def train_captions_command(
     config: str = typer.Option("paper", "--config", "-c",
@@ -55,8 +55,8 @@ def train_captions_command(
     predict with `medcap predict captions --model OUT/model`. Several GPUs:
     `accelerate launch -m medcap train captions ...`.
     """
-    from ..tasks.captions import train_captioner
-    from ..tasks.vlm import VLMCaptionConfig, load_any_caption_config, train_vlm_captioner
+    from ..training.captions import train_captioner
+    from ..training.vlm import VLMCaptionConfig, load_any_caption_config, train_vlm_captioner
 
     cfg = load_any_caption_config(config, set_)
     train = train_vlm_captioner if isinstance(cfg, VLMCaptionConfig) else train_captioner
@@ -87,14 +87,14 @@ def predict_captions_command(
     order_from: list[Path] | None = order_from_option(),
     edition: int = edition_option(),
     rerank: str | None = typer.Option(None, "--rerank", help="concepts: generate --beams beams (default 5) and "
-                                      "keep the one that names the --concepts best (medcap.concept_rerank)."),
+                                      "keep the one that names the --concepts best (medcap.inference.rerank)."),
     rerank_weight: float = typer.Option(0.5, "--rerank-weight", help="Concept agreement vs beam score (0..1); "
                                         "choose it on validation with `medcap ensemble rerank-weight`."),
     cui_mapping: Path | None = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: more concept names for "
                                             "--rerank to match."),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
-    from ..inference_captions import predict_captions
+    from ..inference.captions import predict_captions
     from ..submission import read_id_order
 
     names = None
@@ -129,7 +129,7 @@ def _splits(data: Path, split: str):
 def _finish_baseline(out: Path, target, preds: dict[str, str], what: str, order, edition: int) -> None:
     """Write the submission (in ``order`` when given, by ``edition``'s rules); score it with
     ROUGE-1 when ``target`` has captions."""
-    from ..metrics.captions import rouge1_scores
+    from ..metrics.textscores import rouge1_scores
     from ..submission import write_caption_submission
 
     write_caption_submission(out, preds, gold_ids=order, edition=edition)
@@ -151,7 +151,7 @@ def constant_command(
     edition: int = edition_option(),
 ) -> int:
     """The training caption that scores best (ROUGE-1) against the other training captions, for every image."""
-    from ..baselines import constant_caption_baseline
+    from ..methods.baselines import constant_caption_baseline
     from ..submission import read_id_order
 
     order = read_id_order(order_from) if order_from else None  # checked before predicting
@@ -177,8 +177,7 @@ def retrieval_command(
     edition: int = edition_option(),
 ) -> int:
     """Nearest-neighbour retrieval: the caption of the most similar training image (cosine of embeddings)."""
-    from ..baselines import SplitEmbeddings, retrieval_caption_baseline
-    from ..caption_baselines import load_embedder
+    from ..methods.baselines import SplitEmbeddings, load_embedder, retrieval_caption_baseline
     from ..submission import read_id_order
 
     order = read_id_order(order_from) if order_from else None  # checked before predicting

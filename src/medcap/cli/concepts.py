@@ -1,6 +1,6 @@
 """Concept detection commands: ``train concepts``, ``predict concepts``, ``explain``,
-``baseline concepts most-frequent|knn``. Thin layer over :mod:`medcap.tasks.concepts`,
-:mod:`medcap.explain` and :mod:`medcap.baselines`.
+``baseline concepts most-frequent|knn``. Thin layer over :mod:`medcap.training.concepts`,
+:mod:`medcap.inference.explain` and :mod:`medcap.methods.baselines`.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent conce
 baseline_app.add_typer(concepts_baseline_app, name="concepts")
 
 
-@train_app.command("concepts", cls=config_keys_command("medcap.tasks.concepts:ConceptConfig"))
+@train_app.command("concepts", cls=config_keys_command("medcap.training.concepts:ConceptConfig"))
 def train_concepts_command(
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
@@ -58,7 +58,7 @@ def train_concepts_command(
     Several GPUs: `accelerate launch -m medcap train concepts ...`.
     """
     from ..config import parse_overrides
-    from ..tasks.concepts import train_concepts
+    from ..training.concepts import train_concepts
 
     overrides = parse_overrides(set_)
     if valid_fraction is not None:
@@ -90,13 +90,7 @@ def predict_concepts_command(
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission."""
     from ..fileio import write_json
-    from ..inference import (
-        decide,
-        image_items,
-        load_detector,
-        predict_probabilities,
-        probabilities_json,
-    )
+    from ..inference.concepts import decide, image_items, load_detector, predict_probabilities, probabilities_json
     from ..submission import check_id_order, read_id_order, write_concept_submission
 
     order = read_id_order(order_from) if order_from else None
@@ -128,7 +122,7 @@ def explain_command(
 ) -> int:
     """Heatmap overlays of where each predicted concept was found in IMAGE."""
     from ..errors import MedcapError
-    from ..explain import explain_image
+    from ..inference.explain import explain_image
 
     if (image is None) == (data is None) or (data is not None) != (image_id is not None):
         raise MedcapError("give either --image FILE, or --data DATASET --split SPLIT --id IMAGE_ID")
@@ -184,7 +178,7 @@ def most_frequent_command(
     edition: int = edition_option(),
 ) -> int:
     """The k most frequent training concepts for every image (k chosen on validation)."""
-    from ..baselines import most_frequent_baseline
+    from ..methods.baselines import most_frequent_baseline
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
@@ -208,8 +202,9 @@ def knn_command(
     edition: int = edition_option(),
 ) -> int:
     """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
-    from ..baselines import SplitEmbeddings, knn_baseline, plain_backbone
-    from ..inference import load_detector
+    from ..inference.concepts import load_detector
+    from ..methods.baselines import SplitEmbeddings, knn_baseline
+    from ..models.retrieval import plain_backbone
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)

@@ -93,7 +93,7 @@ def serve_command(
     for path in (concepts, captions):
         if path is not None and not path.is_dir():
             raise MedcapError("model folder not found", file=path)
-    from ..app import serve
+    from ..webapp.server import serve
 
     serve(concepts, captions, host=host, port=port, max_file_mb=max_file_mb, max_pixels=max_pixels,
           concurrency=concurrency, queue_size=queue_size)

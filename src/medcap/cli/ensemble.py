@@ -1,5 +1,5 @@
 """``medcap ensemble concepts``: fuse detectors (and kNN retrieval) into one detector folder.
-Thin layer over :mod:`medcap.ensemble`."""
+Thin layer over :mod:`medcap.methods.ensemble`."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,8 +35,8 @@ def ensemble_concepts_command(
     """Fuse detectors (+ kNN) by mean, weighted mean, union or intersection; fusion, weights, k and
     thresholds are chosen on validation by the official per-image F1. OUT predicts like any
     detector: `medcap predict concepts --model OUT`."""
-    from ..ensemble import FUSIONS, build_ensemble
     from ..errors import MedcapError
+    from ..methods.ensemble import FUSIONS, build_ensemble
 
     bad = [f for f in fusion if f not in FUSIONS]
     if bad:
@@ -61,9 +61,9 @@ def rerank_weight_command(
     batch_size: int = typer.Option(8, "--batch-size"),
 ) -> int:
     """Choose `predict captions --rerank concepts`'s --rerank-weight on the validation split (ROUGE-1)."""
-    from ..concept_rerank import fit_rerank_weight
     from ..data.dataset import read_dataset
     from ..errors import MedcapError
+    from ..methods.consistent import fit_rerank_weight
     from ..models.captioner import Captioner
     from ..submission import read_concept_submission
 
@@ -72,7 +72,7 @@ def rerank_weight_command(
     if valid.captions is None:
         raise MedcapError("no validation captions to choose the weight on", file=data)
     detected = read_concept_submission(concepts)
-    ids = [i for i in valid.ids if valid.has_image(i) and i in valid.captions and i in detected][:max(1, limit)]
+    ids = [i for i in valid.labelled_ids("captions") if i in detected][:max(1, limit)]
     if not ids:
         raise MedcapError("no validation image has both a caption and a row in --concepts", file=concepts)
     captioner = Captioner.from_pretrained(model)

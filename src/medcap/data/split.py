@@ -45,6 +45,16 @@ class Split:
     def has_labels(self) -> bool:
         return self.concepts is not None or self.captions is not None
 
+    def image_ids(self) -> list[str]:
+        """The split's IDs that have an image, in the split's order."""
+        return [i for i in self.ids if self.has_image(i)]
+
+    def labelled_ids(self, kind: str) -> list[str]:
+        """The split's IDs that have an image and a row in its ``kind`` ("concepts" / "captions")
+        file, in the split's order (none when the split has no such file)."""
+        table = getattr(self, kind) or {}
+        return [i for i in self.ids if i in table and self.has_image(i)]
+
     def has_image(self, image_id: str) -> bool:
         return image_id in self.image_paths or (self.image_bytes is not None and image_id in self.image_bytes)
 

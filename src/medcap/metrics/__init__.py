@@ -14,13 +14,10 @@ Importing is cheap: torch, transformers and the scorer packages load when used.
 from .captions import (
     DEFAULT_BERTSCORE_MODEL,
     RELEVANCE_TERMS,
-    BertScorer,
     CaptionScores,
     aggregate_scores,
     evaluate_captions,
-    find_minilm_model,
     preprocess_caption,
-    rouge1_scores,
     score_captions,
 )
 from .concepts import (
@@ -33,6 +30,7 @@ from .concepts import (
     score_concepts,
 )
 from .scorers import ConceptNameMatcher, ScorerUnavailable
+from .textscores import BertScorer, find_minilm_model, rouge1_scores
 
 __all__ = [
     "DEFAULT_BERTSCORE_MODEL",

@@ -38,14 +38,7 @@ import numpy as np
 from ..errors import MedcapError
 from .registry import DEFAULT_PRESET, PRESETS, SCORERS, CaptionPairs, CaptionPreset
 from .scorers import DEFAULT_BLEURT_MODEL, ScorerUnavailable, both_empty
-from .textscores import (  # noqa: F401  (re-exported: the caption metrics' public names)
-    DEFAULT_BERTSCORE_MODEL,
-    BertScorer,
-    _patch_tokenizer,
-    find_minilm_model,
-    preprocess_caption,
-    rouge1_scores,
-)
+from .textscores import DEFAULT_BERTSCORE_MODEL, preprocess_caption
 
 RELEVANCE_TERMS = {name: preset.relevance for name, preset in PRESETS.items()}
 FACTUALITY_TERMS = PRESETS[DEFAULT_PRESET].factuality

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MedcapError
-from .registry import PRESETS, CaptionPreset  # noqa: F401  (PRESETS: re-exported; the presets live there)
+from .registry import PRESETS, CaptionPreset
 from .scorers import ScorerUnavailable, load_medimageinsight
 
 

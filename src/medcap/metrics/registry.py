@@ -172,12 +172,10 @@ class CaptionPreset:
         return self.terms("factuality")
 
 
-_SCORER_KEYS = ("rouge1", "bertscore", "bleurt", "similarity", "umls_f1", "umls_f1_approx", "alignscore")
-
-
 def _preset(name: str, relevance: tuple[str, ...], description: str, bertscore_measure: str | None = None):
+    # Every scorer registered above runs (those without their model are reported as not run).
     # REFERENCE §4, §7: Factuality = mean(UMLS concept F1, AlignScore); Overall = mean(Relevance, Factuality).
-    return CaptionPreset(name, _SCORER_KEYS, (("relevance", relevance), ("factuality", ("umls_f1", "alignscore")),
+    return CaptionPreset(name, tuple(SCORERS), (("relevance", relevance), ("factuality", ("umls_f1", "alignscore")),
                                               ("overall", ("relevance", "factuality"))), bertscore_measure, description)
 
 

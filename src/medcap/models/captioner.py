@@ -220,7 +220,7 @@ class Captioner:
         where = resolve_model_folder(name_or_folder, "captions")
         meta: dict[str, Any] = {}
         if isinstance(where, Path):
-            from ..nonfinite import check_finite_weights
+            from .nonfinite import check_finite_weights
 
             _check_model_folder(where)
             if (where / METADATA_FILE).is_file():
@@ -374,23 +374,8 @@ class Captioner:
             self.model.train(was_training)
         return captions
 
-    def caption_files(self, paths: Sequence[str | Path], batch_size: int = 8, progress: bool = False,
-                      concepts: Sequence[Iterable[str]] | None = None, **overrides) -> list[str]:
-        """Captions for image files (JPEG, PNG, DICOM, ... via medcap.data.images.load_image)."""
-        from tqdm.auto import tqdm
-
-        from ..data.images import load_image
-
-        out: list[str] = []
-        starts = range(0, len(paths), batch_size)
-        for start in tqdm(starts, desc="captioning", disable=not progress, unit="batch"):
-            images = [load_image(p) for p in paths[start:start + batch_size]]
-            batch_concepts = None if concepts is None else concepts[start:start + batch_size]
-            out += self.generate(images, batch_size=batch_size, concepts=batch_concepts, **overrides)
-        return out
-
     def image_embedder(self):
-        """The image encoder as an embedder for :func:`medcap.baselines.image_embeddings`: patch
+        """The image encoder as an embedder for :func:`medcap.inference.concepts.image_embeddings`: patch
         tokens reshaped to a feature map [B, C, h, w] (the embedding is their mean)."""
         import torch
 
@@ -472,7 +457,7 @@ def _read_metadata(path: Path) -> dict:
     if not isinstance(meta, dict):
         raise MedcapError("expected a JSON object", file=path)
     from ..config import check_keys
-    from ..validation import check_mapping
+    from ..config_checks import check_mapping
 
     check_keys(meta, METADATA_KEYS, path, what="key")
     check_mapping(meta, {"image_size": int | None, "max_length": int | None, "pre_resize": int | None}, str(path))

@@ -270,7 +270,7 @@ class ConceptDetector(nn.Module):
 
     @property
     def preprocessing(self) -> dict:
-        """The processor as the dict medcap.data.items and medcap.inference.map_images take."""
+        """The processor as the dict medcap.data.items and medcap.inference.concepts.map_images take."""
         return {} if self.processor is None else self.processor.to_dict()
 
     @preprocessing.setter
@@ -319,10 +319,10 @@ class ConceptDetector(nn.Module):
     def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> "ConceptDetector":
         from safetensors.torch import load_file
 
+        from ..config_checks import check_mapping, check_values
         from ..data.vocab import ConceptVocabulary
-        from ..nonfinite import check_finite_weights
         from ..thresholds import Thresholds
-        from ..validation import check_mapping, check_values
+        from .nonfinite import check_finite_weights
 
         folder = Path(folder)
         # A crash mid-swap leaves the only good copy as .NAME.old (for a run folder: .model.old).

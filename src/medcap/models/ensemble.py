@@ -1,6 +1,6 @@
 """A concept ensemble as a model: member detectors (+ kNN retrieval) fused into one detector.
 
-The fitting (fusion, weights and thresholds chosen on validation) is in ``medcap.ensemble``;
+The fitting (fusion, weights and thresholds chosen on validation) is in ``medcap.methods.ensemble``;
 this module is what prediction loads. The fused probabilities follow the fusion rules written
 there in numpy (mean, weighted mean, union and intersection of decisions).
 """

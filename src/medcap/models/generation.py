@@ -154,7 +154,7 @@ def generate_ids(model, pixel_values, input_ids, attention_mask, settings: Gener
 
     ``return_beams`` > 0: the best ``return_beams`` beams of each image ([B * n, T], image by
     image, best first) and their length-normalised log-probabilities [B * n]
-    (medcap.concept_rerank picks among them).
+    (medcap.inference.rerank picks among them).
     """
     kwargs = generation_kwargs(settings, input_ids.shape[1] - 1)
     if return_beams:

@@ -84,9 +84,6 @@ class ConceptProcessor:
             raise MedcapError(f"preprocessing: {e}", file=label) from None
 
     # -- images -------------------------------------------------------------------------------
-    def load_draft_size(self) -> int:
-        return self.draft_size or self.image_size
-
     def resize_image(self, image):
         """PIL RGB -> uint8 tensor [3, S, S]."""
         from ..data.transforms import resize_image

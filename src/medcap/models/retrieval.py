@@ -107,7 +107,7 @@ class RetrievalPrompt:
 
     def retrieve_images(self, images: Sequence) -> list[list[str]]:
         """:meth:`retrieve` for PIL images (the web app, reranking): embedded as
-        ``medcap.inference.image_embeddings`` embeds files, with the embedder's preprocessing."""
+        ``medcap.inference.concepts.image_embeddings`` embeds files, with the embedder's preprocessing."""
         import torch
 
         from .processing import ConceptProcessor

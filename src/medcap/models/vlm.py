@@ -138,7 +138,7 @@ class VLMCaptioner:
                 model = PeftModel.from_pretrained(model, str(where), is_trainable=trainable)
             processor = load_processor(where)
         if isinstance(where, Path):
-            from ..nonfinite import check_finite_weights
+            from .nonfinite import check_finite_weights
 
             check_finite_weights(model.state_dict().values(), where, "the captioner")
         values = {"instruction": meta.get("instruction", DEFAULT_INSTRUCTION),

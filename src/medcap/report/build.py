@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..errors import MedcapError
 from ..fileio import atomic_dir
@@ -36,8 +37,8 @@ class ReportInputs:
     data: Path | None = None               # dataset root (ImageCLEF layout)
     concept_model: Path | None = None      # ConceptDetector folder
     caption_model: Path | None = None      # Captioner folder
-    concept_pred: Path | None = None       # concept submission CSV on ``split``
-    caption_pred: Path | None = None       # caption submission CSV on ``split``
+    concept_pred: Path | dict | None = None   # concept submission CSV on ``split`` (or its {ID: CUIs})
+    caption_pred: Path | dict | None = None   # caption submission CSV on ``split`` (or its {ID: caption})
     split: str = "test"
     scores: dict[str, dict[str, dict]] = field(default_factory=dict)
     score_notes: list[str] = field(default_factory=list)   # e.g. which BERTScore model was used
@@ -45,6 +46,10 @@ class ReportInputs:
     gallery_size: int = 8
     concept_model_name: str = "Concept model"
     caption_model_name: str = "Caption model"
+    # The models of concept_model / caption_model when they are already in memory (medcap demo):
+    # used as they are instead of being loaded from their folders.
+    detector: Any = None
+    captioner: Any = None
 
 
 class MissingPiece(Exception):
@@ -65,6 +70,14 @@ class _Context:
     caption_pred: dict[str, str] | None = None
     notes: list[str] = field(default_factory=list)   # shown under "Left out of this report"
 
+    def detector(self):
+        """The concept model, loaded once (or the one given in memory)."""
+        if self.inputs.detector is None:
+            from ..inference.concepts import load_detector
+
+            self.inputs = dataclasses.replace(self.inputs, detector=load_detector(self.inputs.concept_model))
+        return self.inputs.detector
+
     @property
     def names(self) -> dict[str, str]:
         """CUI -> canonical name from the dataset's cui_mapping.csv ({} without a dataset)."""
@@ -80,7 +93,7 @@ class _Context:
 
 
 def _load(inputs: ReportInputs, out: Path) -> _Context:
-    from ..pipeline import model_folder
+    from ..inference.pipeline import model_folder
 
     inputs = dataclasses.replace(inputs, concept_model=model_folder(inputs.concept_model),
                                  caption_model=model_folder(inputs.caption_model))
@@ -93,11 +106,15 @@ def _load(inputs: ReportInputs, out: Path) -> _Context:
         except MedcapError as e:
             ctx.dataset_error = f"the dataset could not be read: {e}"
     # Submission files are read by the official rules: a broken file is an error, not a note.
-    if inputs.concept_pred is not None:
+    if isinstance(inputs.concept_pred, dict):   # predictions in memory, as written to their submission
+        ctx.concept_pred = inputs.concept_pred
+    elif inputs.concept_pred is not None:
         from ..submission import read_concept_submission
 
         ctx.concept_pred = read_concept_submission(inputs.concept_pred)
-    if inputs.caption_pred is not None:
+    if isinstance(inputs.caption_pred, dict):
+        ctx.caption_pred = inputs.caption_pred
+    elif inputs.caption_pred is not None:
         from ..submission import read_caption_submission
 
         ctx.caption_pred = read_caption_submission(inputs.caption_pred)
@@ -157,7 +174,7 @@ def saved_sweep(thresholds: Mapping) -> tuple[list[float], list[float]] | None:
     return [float(e["threshold"]) for e in rows], [float(e["f1"]) for e in rows]
 
 
-def sweep_on_validation(model_dir: Path, split, thresholds: Mapping) -> tuple[list[float], list[float]]:
+def sweep_on_validation(model, split, thresholds: Mapping) -> tuple[list[float], list[float]]:
     """Re-run the trainer's global threshold sweep on ``split`` (the validation split).
 
     Same function and settings as training (medcap.thresholds.sweep_global, the model's grid
@@ -166,15 +183,16 @@ def sweep_on_validation(model_dir: Path, split, thresholds: Mapping) -> tuple[li
     import numpy as np
 
     from ..data.items import ImageFolderItems
-    from ..inference import load_detector, predict_probabilities
+    from ..inference.concepts import load_detector, predict_probabilities
     from ..thresholds import sweep_global
+
+    model = load_detector(model)   # a detector folder, or the detector itself
 
     if split.concepts is None:
         raise MissingPiece(f"the {split.name} split has no concepts file")
-    ids = [i for i in split.ids if i in split.concepts and split.has_image(i)]
+    ids = split.labelled_ids("concepts")
     if not ids:
         raise MissingPiece(f"no labelled images in the {split.name} split")
-    model = load_detector(model_dir)
     _, probs = predict_probabilities(model, ImageFolderItems.from_split(split, ids))
     gold, _ = model.vocabulary.encode_many(split.concepts[i] for i in ids)
     # |G| counts CUIs outside the vocabulary too: they are missed, as in the official score.
@@ -258,7 +276,7 @@ def _training_split(ctx: _Context, scored, labels: str):
 
 def _concept_baselines(ctx: _Context, split) -> dict[str, dict[str, list[str]]]:
     """The most-frequent-concepts baseline (k chosen on validation, else the median count)."""
-    from ..baselines import most_frequent_baseline
+    from ..methods.baselines import most_frequent_baseline
 
     train = _training_split(ctx, split, "concepts")
     if train is None:
@@ -270,7 +288,7 @@ def _concept_baselines(ctx: _Context, split) -> dict[str, dict[str, list[str]]]:
 
 def _caption_baselines(ctx: _Context, split) -> dict[str, dict[str, str]]:
     """The constant-caption baseline: the training caption closest to all others (ROUGE-1)."""
-    from ..baselines import constant_caption_baseline
+    from ..methods.baselines import constant_caption_baseline
 
     train = _training_split(ctx, split, "captions")
     if train is None:
@@ -349,7 +367,7 @@ def _threshold_section(ctx: _Context) -> str:
         if ctx.dataset is None or "valid" not in ctx.dataset:
             raise MissingPiece("thresholds.json holds no sweep; give the dataset (--data) with its validation "
                                "split to recompute it")
-        sweep = sweep_on_validation(model_dir, ctx.dataset.split("valid"), thresholds)
+        sweep = sweep_on_validation(ctx.detector(), ctx.dataset.split("valid"), thresholds)
         where = "recomputed on the validation split with the saved model"
     chosen = thresholds.get("global")
     png = figures.plot_threshold_curve(*sweep, ctx.out / "threshold_f1.png",

@@ -2,9 +2,11 @@
 
 Predicted concepts and captions come from the submission files when given (what was
 scored); the models fill in what the files lack and draw the heatmaps, through the same
-:class:`medcap.app.Pipeline` that the web app uses.
+:class:`medcap.webapp.server.Pipeline` that the web app uses.
 """
 from __future__ import annotations
+
+import dataclasses
 
 from ..errors import MedcapError
 from . import html as H
@@ -59,7 +61,7 @@ def _concept_chips(gold: list[str] | None, pred: list[str], names: dict[str, str
 
 def build_cards(ctx, split, n: int) -> list[str]:
     """HTML cards for ``n`` images of ``split``; their pictures are also saved as PNG files."""
-    ids = pick_ids([i for i in split.ids if split.has_image(i)], n)
+    ids = pick_ids(split.image_ids(), n)
     if not ids:
         return []
     pipeline = _pipeline(ctx)
@@ -136,6 +138,12 @@ def _pipeline(ctx):
     captions = ctx.inputs.caption_model if ctx.caption_pred is None else None
     if ctx.inputs.concept_model is None and captions is None:
         return None
-    from ..pipeline import Pipeline
+    from ..inference.pipeline import Pipeline
 
-    return Pipeline(ctx.inputs.concept_model, captions)
+    if captions is not None and ctx.inputs.captioner is None:
+        from ..models.captioner import Captioner
+
+        ctx.inputs = dataclasses.replace(ctx.inputs, captioner=Captioner.from_pretrained(captions))
+    return Pipeline.from_models(None if ctx.inputs.concept_model is None else ctx.detector(),
+                                None if captions is None else ctx.inputs.captioner,
+                                concepts_dir=ctx.inputs.concept_model, captions_dir=captions)

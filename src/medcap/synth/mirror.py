@@ -35,7 +35,7 @@ def write_parquet_mirror(src: str | Path, out: str | Path, *, row_group_size: in
     with atomic_dir(out) as tmp:
         (tmp / "data").mkdir()
         for name, split in ds.splits.items():
-            ids = [i for i in split.ids if split.has_image(i)]
+            ids = split.image_ids()
             n_shards = max(1, -(-len(ids) // shard_rows))
             for s in range(n_shards):
                 chunk = ids[s * shard_rows:(s + 1) * shard_rows]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import MedcapError
+from ..errors import MedcapError
 
 LOSSES = ("bce", "focal", "asl")
 

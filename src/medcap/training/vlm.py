@@ -1,6 +1,6 @@
 """Vision-language captioner training (:class:`~medcap.models.vlm.VLMCaptioner`) on the shared engine.
 
-The same run as a BLIP caption run (:mod:`medcap.tasks.captions`): :class:`medcap.engine.Trainer`
+The same run as a BLIP caption run (:mod:`medcap.training.captions`): :class:`medcap.training.engine.Trainer`
 with its time budget, ``--resume``, non-finite guard, run lock, ``metrics.csv`` and validation
 ROUGE-1 for early stopping; the same concept and retrieval prompts (as text in the chat
 template here). What differs is the model: any ``AutoModelForImageTextToText`` (a hub id or
@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from ..config import _config_source, load_config, save_config
-from ..engine import TrainConfig
 from ..errors import MedcapError
 from ..models.generation import GenerationSettings
 from ..models.vlm import DEFAULT_INSTRUCTION, LoraSettings, VLMCaptioner
 from .captions import PROCESSOR_DIR, CaptionConfig, CaptionTask, _labelled_ids, load_caption_config
+from .engine import TrainConfig
 
 
 @dataclass
@@ -155,7 +155,7 @@ class VLMCaptionTask(CaptionTask):
     """:class:`CaptionTask` with a :class:`VLMCaptioner`: the same prompts, loaders and validation."""
 
     def _build_model(self, train, captions, captioner, processor, log):
-        from ..engine import seed_everything
+        from .engine import seed_everything
 
         cfg, prompt = self.cfg, self.prompt
         seed_everything(cfg.seed)
@@ -202,7 +202,7 @@ class VLMCaptionTask(CaptionTask):
         """Validation loss (mean over caption tokens) and ROUGE-1 of greedy captions (official preprocessing)."""
         import torch
 
-        from ..metrics.captions import rouge1_scores
+        from ..metrics.textscores import rouge1_scores
         from ..models.vlm import prompt_part
 
         model = accelerator.unwrap_model(model)
@@ -232,8 +232,8 @@ class VLMCaptionTask(CaptionTask):
 def train_vlm_captioner(cfg: VLMCaptionConfig, data: str | Path, out: str | Path, resume: bool = False, log=print):
     """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult."""
     from ..data import read_dataset
-    from ..engine import Trainer, latest_checkpoint
     from ..fileio import atomic_dir
+    from .engine import Trainer, latest_checkpoint
 
     out = Path(out)
     if not resume and latest_checkpoint(out) is not None:  # before anything in `out` is touched

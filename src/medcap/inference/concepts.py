@@ -1,7 +1,7 @@
 """Prediction with a trained concept detector: images in, probabilities and decisions out.
 
 Shared by the CLI, the baselines, explain, the report, the web app and the demo; training
-lives in ``medcap.tasks``.
+lives in ``medcap.training``.
 """
 from __future__ import annotations
 
@@ -9,16 +9,16 @@ from typing import Callable
 
 import numpy as np
 
-from .data.items import ConceptImageDataset, ImageFolderItems
-from .data.transforms import normalize_batch
-from .device import resolve_device  # noqa: F401  (the one device rule; re-exported)
+from ..data.items import ConceptImageDataset, ImageFolderItems
+from ..data.transforms import normalize_batch
+from ..device import resolve_device
 
 
 def load_detector(model_or_dir):
     """A ConceptDetector or ConceptEnsemble as is, or loaded from its folder or run folder
     (models.location); an ensemble folder is told by config.json's model_type (medcap.models.ensemble)."""
-    from .models.concept_detector import ConceptDetector
-    from .models.ensemble import ConceptEnsemble, is_ensemble_folder
+    from ..models.concept_detector import ConceptDetector
+    from ..models.ensemble import ConceptEnsemble, is_ensemble_folder
 
     if isinstance(model_or_dir, (ConceptDetector, ConceptEnsemble)):
         return model_or_dir
@@ -36,7 +36,7 @@ def image_items(images) -> ImageFolderItems:
     """Folders / files / an ImageFolderItems -> ImageFolderItems (ID = file name stem)."""
     if isinstance(images, ImageFolderItems):
         return images
-    from .data.images import list_images
+    from ..data.images import list_images
 
     return ImageFolderItems.from_files(list_images(images))
 
@@ -69,7 +69,7 @@ def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: st
 
 def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
     """Apply the model's saved thresholds -> per image [(CUI, prob), ...], most probable first."""
-    from .thresholds import Thresholds
+    from ..thresholds import Thresholds
 
     th = Thresholds.from_json(model.thresholds, model.vocabulary.cuis)
     pred = th.apply(probs)

@@ -1,7 +1,7 @@
 """Prediction with a trained captioner: images (and their concepts) in, captions and submissions out.
 
 Shared by the CLI, the demo, the report and the web app; training lives in
-``medcap.tasks.captions``. Where the model is: :func:`medcap.models.location.resolve_model_folder`
+``medcap.training.captions``. Where the model is: :func:`medcap.models.location.resolve_model_folder`
 (a run folder, its ``model/`` folder or a hub id).
 """
 from __future__ import annotations
@@ -9,18 +9,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import MedcapError
-from .models.captioner import Captioner
+from ..errors import MedcapError
+from ..models.captioner import Captioner
 
 
 def load_captioner(model_or_dir):
     """A captioner as is, or loaded from a folder / run folder / hub id: a BLIP :class:`Captioner`, or a
     :class:`~medcap.models.vlm.VLMCaptioner` for a vision-language model folder (``medcap_vlm.json``)."""
-    from .models.vlm import VLMCaptioner, is_vlm_folder
+    from ..models.vlm import VLMCaptioner, is_vlm_folder
 
     if isinstance(model_or_dir, (Captioner, VLMCaptioner)):
         return model_or_dir
-    from .models.location import resolve_model_folder
+    from ..models.location import resolve_model_folder
 
     where = resolve_model_folder(model_or_dir, "captions")
     if isinstance(where, Path) and is_vlm_folder(where):
@@ -47,14 +47,14 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     A model trained with retrieval prompts (``retrieval_prompt: true``) retrieves each image's
     nearest training captions itself, with the embedder and index kept in its folder.
     ``rerank="concepts"``: generate ``num_beams`` beams (default 5) and keep the one that agrees
-    best with ``concepts`` (medcap.concept_rerank; ``rerank_weight`` chosen on validation with
+    best with ``concepts`` (medcap.inference.rerank; ``rerank_weight`` chosen on validation with
     ``medcap ensemble rerank-weight``).
     """
     from tqdm.auto import tqdm
 
-    from .device import resolve_device
-    from .inference import image_items
-    from .submission import check_id_order, write_caption_submission
+    from ..device import resolve_device
+    from ..submission import check_id_order, write_caption_submission
+    from .concepts import image_items
 
     items = image_items(images)
     check_id_order(items.ids, order)
@@ -71,7 +71,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     if not 0.0 <= rerank_weight <= 1.0:
         raise MedcapError(f"--rerank-weight: expected a number in [0, 1], got {rerank_weight}")
     if rerank is not None:
-        from .concept_rerank import beam_candidates, concept_matcher, rerank_beams
+        from .rerank import beam_candidates, concept_matcher, rerank_beams
 
         matcher, nameable = concept_matcher(cui_names)
     retrieved = _retrieved(captioner, items, batch_size, device, progress)
@@ -96,7 +96,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
 
 def _retrieved(captioner: Captioner, items, batch_size: int, device, progress: bool) -> list[list[str]] | None:
     """Each image's nearest training captions (a retrieval-prompted captioner), in ``items`` order."""
-    from .inference import image_embeddings
+    from .concepts import image_embeddings
 
     index = getattr(captioner, "retrieval_prompt", None) or getattr(captioner.processor, "retrieval_prompt", None)
     if index is None:
@@ -110,7 +110,7 @@ def _retrieved(captioner: Captioner, items, batch_size: int, device, progress: b
 
 def _image_concepts(concepts, ids: Sequence[str], model_folder=None) -> dict[str, Sequence[str]]:
     """{ID: CUIs} for every image of ``ids``, from a mapping or a concept submission file."""
-    from .submission import read_concept_submission
+    from ..submission import read_concept_submission
 
     if concepts is None:
         raise MedcapError("this captioner was trained with concept prompts: give the images' concepts "

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import MedcapError
+from ..errors import MedcapError
 
 
 def nonfinite_count(tensors) -> tuple[int, int]:

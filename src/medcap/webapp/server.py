@@ -2,7 +2,7 @@
 
 Upload a JPEG, PNG or DICOM file and see the detected concepts with their probabilities,
 the generated caption and a heatmap of where the top concept was found. All the work is
-done by :class:`medcap.pipeline.Pipeline` (models loaded once, ``analyze(path) -> Analysis``),
+done by :class:`medcap.inference.pipeline.Pipeline` (models loaded once, ``analyze(path) -> Analysis``),
 which has no Gradio in it, so it is tested without a browser and reused by the report's gallery.
 
 The server binds 127.0.0.1 unless told otherwise: medical images should not be served
@@ -21,19 +21,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import MedcapError
-from .pipeline import (  # noqa: F401  (the analysis lives in medcap.pipeline; re-exported here)
+from ..errors import MedcapError
+from ..inference.pipeline import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_FILE_MB,
     DEFAULT_MAX_PIXELS,
-    DEFAULT_MAX_SIDE,
     DEFAULT_QUEUE_SIZE,
     KEEP_OUTPUTS,
-    Analysis,
-    ConceptScore,
     Pipeline,
-    model_folder,
-    overlay_heatmap,
 )
 
 TOP_K = 10  # concepts shown with their probabilities

@@ -1,15 +1,15 @@
-"""Concept detection glue: config, datasets, the engine Task and training (prediction: medcap.inference).
+"""Concept detection glue: config, datasets, the engine Task and training (prediction: medcap.inference.concepts).
 
 Python API (the CLI in ``medcap.cli.concepts`` is a thin layer over it)::
 
-    from medcap.tasks.concepts import train_concepts
-    from medcap.inference import predict_concepts
+    from medcap.training.concepts import train_concepts
+    from medcap.inference.concepts import predict_concepts
     result = train_concepts("demo", "synth-data", "runs/demo", overrides=["epochs=3"])
     preds = predict_concepts("runs/demo/model", ["synth-data/test"])   # {id: [(cui, prob), ...]}
 
 A named config (``medcap/configs/concepts/<name>.yaml``) sets fields of :class:`ConceptConfig`:
-the training-loop fields of :class:`medcap.engine.TrainConfig`, the loss fields of
-:class:`medcap.losses.LossConfig`, and the model / data / threshold fields below.
+the training-loop fields of :class:`medcap.training.engine.TrainConfig`, the loss fields of
+:class:`medcap.training.losses.LossConfig`, and the model / data / threshold fields below.
 """
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ import numpy as np
 from ..config import load_config
 from ..data.items import ConceptImageDataset, ImageFolderItems
 from ..data.transforms import normalize_batch
-from ..engine import TrainConfig, Trainer, TrainResult, seed_everything
 from ..errors import MedcapError
 from ..fileio import write_text_atomic
-from ..losses import LossConfig
+from .engine import TrainConfig, Trainer, TrainResult, seed_everything
+from .losses import LossConfig
 
 TASK = "concepts"
 # UMLS Right (C0205090) and Left (C0205091): the side labels a left-right flip swaps.
@@ -220,15 +220,15 @@ def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = 
 
 
 class ConceptTask:
-    """The engine's Task for concept detection (see medcap.engine for the protocol)."""
+    """The engine's Task for concept detection (see medcap.training.engine for the protocol)."""
     monitor = "f1"                     # the OFFICIAL mean per-image F1 on validation (REFERENCE §4)
     monitor_mode = "max"
 
     def __init__(self, cfg: ConceptConfig, data: ConceptData):
         import torch
 
-        from ..losses import build_loss
         from ..models.concept_detector import ConceptDetector
+        from .losses import build_loss
 
         self.cfg, self.data = cfg, data
         self.processor = concept_processor(cfg)
@@ -250,7 +250,7 @@ class ConceptTask:
         self.threshold_report: dict = {}
 
     def training_step(self, model, batch):
-        from ..losses import loss_value
+        from .losses import loss_value
 
         x, y, _ = batch
         return loss_value(self.loss, model(normalize_batch(x, self.prep)), y)
@@ -258,8 +258,8 @@ class ConceptTask:
     def evaluate(self, model, loader, accelerator) -> dict[str, float]:
         import torch
 
-        from ..losses import loss_value
         from ..thresholds import select_thresholds
+        from .losses import loss_value
 
         probs, index, losses = [], [], []
         for x, y, i in loader:

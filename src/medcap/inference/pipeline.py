@@ -1,7 +1,7 @@
 """The analysis behind ``medcap serve`` and the report's gallery: both models loaded once,
 :class:`Pipeline` ``.analyze(path) -> Analysis`` (concept probabilities and the thresholds'
 decision, the caption, a heatmap of the top concept). No Gradio here, so the web app
-(:mod:`medcap.app`) and the offline report (:mod:`medcap.report`) share it and it is tested
+(:mod:`medcap.webapp.server`) and the offline report (:mod:`medcap.report`) share it and it is tested
 without a browser. Research software, not for clinical use.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import MedcapError
+from ..errors import MedcapError
 
 DEFAULT_MAX_FILE_MB = 50.0
 DEFAULT_MAX_PIXELS = 40_000_000   # an upload's width x height; training data allows 89.5 M (MAX_PIXELS)
@@ -54,7 +54,7 @@ def model_folder(path: str | Path | None, kind: str | None = None) -> Path | Non
     :func:`medcap.models.location.resolve_model_folder`."""
     if path is None:
         return None
-    from .models.location import resolve_model_folder
+    from ..models.location import resolve_model_folder
 
     return Path(resolve_model_folder(Path(path), kind))
 
@@ -70,7 +70,7 @@ class Pipeline:
     def __init__(self, concepts: str | Path | None = None, captions: str | Path | None = None, *,
                  max_file_mb: float = DEFAULT_MAX_FILE_MB, device: str | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int = DEFAULT_MAX_SIDE):
-        from .device import device_name
+        from ..device import device_name
 
         self.concepts_dir = model_folder(concepts, "concepts")
         self.captions_dir = model_folder(captions, "captions")
@@ -83,14 +83,29 @@ class Pipeline:
         self.concept_model = None
         self.caption_model = None
         if self.concepts_dir is not None:
-            from .inference import load_detector
+            from .concepts import load_detector
 
             self.concept_model = load_detector(self.concepts_dir).to(self.device).eval()
         if self.captions_dir is not None:
-            from .inference_captions import load_captioner
+            from .captions import load_captioner
 
             self.caption_model = load_captioner(self.captions_dir)  # BLIP or a vision-language model
             self.caption_model.model.to(self.device).eval()
+
+    @classmethod
+    def from_models(cls, concept_model=None, caption_model=None, *, concepts_dir: str | Path | None = None,
+                    captions_dir: str | Path | None = None, **options) -> Pipeline:
+        """A pipeline over models already in memory (a ConceptDetector or ConceptEnsemble, a
+        Captioner), loaded from ``concepts_dir`` / ``captions_dir``: nothing is loaded again."""
+        self = cls(None, None, **options)
+        self.concepts_dir = None if concepts_dir is None else Path(concepts_dir)
+        self.captions_dir = None if captions_dir is None else Path(captions_dir)
+        if concept_model is not None:
+            self.concept_model = concept_model.to(self.device).eval()
+        if caption_model is not None:
+            self.caption_model = caption_model
+            self.caption_model.model.to(self.device).eval()
+        return self
 
     # -- checks -------------------------------------------------------------------------------
     def check_file(self, path: str | Path) -> Path:
@@ -109,7 +124,7 @@ class Pipeline:
     def load(self, path: str | Path):
         """The image as an RGB PIL image of at most ``max_side`` px a side; MedcapError for anything
         that is not an image or is over ``max_pixels``."""
-        from .data.images import load_image
+        from ..data.images import load_image
 
         path = self.check_file(path)
         try:
@@ -147,8 +162,8 @@ class Pipeline:
 
     def _concepts(self, image, result: Analysis) -> None:
         """Probabilities of every concept, the saved thresholds' decision, the top concept's heatmap."""
+        from .concepts import decide
         from .explain import concept_heatmaps, content_region
-        from .inference import decide
 
         model = self.concept_model
         probs, maps = concept_heatmaps(model, image)            # [K], [K, S, S]

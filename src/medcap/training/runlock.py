@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import MedcapError
+from ..errors import MedcapError
 
 LOCK_FILE = ".medcap.lock"
 

@@ -34,11 +34,11 @@ Output folder written by :meth:`Trainer.fit`::
     out/checkpoints/epoch-NNN/   full training state (model, optimiser, schedule, RNG, counters)
     out/metrics.csv       one row per epoch: train loss, lr, time, every evaluate() metric
     out/tensorboard/      the same scalars (when tensorboard is installed)
-    out/.medcap.lock      the run lock: one training per folder at a time (medcap.runlock)
+    out/.medcap.lock      the run lock: one training per folder at a time (medcap.training.runlock)
 
 Guards: a step whose loss or gradients are NaN/inf is skipped, and the run stops after
 ``max_nonfinite_steps`` of them in a row; a model with NaN/inf weights or a NaN loss at the end
-of an epoch stops the run before anything of that epoch is saved (medcap.nonfinite).
+of an epoch stops the run before anything of that epoch is saved (medcap.models.nonfinite).
 
 Resuming (``resume=True``) loads the newest checkpoint and continues with the next epoch:
 model, optimiser, schedule, best score, early-stopping counter and RNG states are restored,
@@ -62,10 +62,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..errors import MedcapError
+from ..fileio import atomic_dir, write_text_atomic
+from ..models.nonfinite import StepGuard, nonfinite_count
 from .checkpoints import CHECKPOINTS, STATE_FILE, clean_run_folder, latest_checkpoint, load_state_error, read_state
-from .errors import MedcapError
-from .fileio import atomic_dir, write_text_atomic
-from .nonfinite import StepGuard, nonfinite_count
 from .runlock import RunLock
 
 BEST = "model"
@@ -103,7 +103,7 @@ class TrainConfig:
     keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
     progress: bool = True             # tqdm progress bars
     max_nonfinite_steps: int = 5      # optimiser steps in a row with a NaN/inf loss or gradient that
-                                      # are skipped before the run stops (medcap.nonfinite)
+                                      # are skipped before the run stops (medcap.models.nonfinite)
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainConfig":
@@ -118,7 +118,7 @@ class TrainConfig:
                 raise MedcapError(f"{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         if self.epochs < 1 or self.grad_accum < 1:
             raise MedcapError("epochs and grad_accum must be at least 1")
-        from .validation import check_values
+        from ..config_checks import check_values
 
         check_values(self, "<config>")
 
@@ -316,7 +316,7 @@ class Trainer:
         return metrics
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train (see the module docstring); the output folder is locked for the run (medcap.runlock)."""
+        """Train (see the module docstring); the output folder is locked for the run (medcap.training.runlock)."""
         # RANK: set by accelerate launch / torchrun; only the main process locks and cleans up.
         if int(os.environ.get("RANK", "0")) != 0:
             return self._fit(resume)
@@ -324,7 +324,7 @@ class Trainer:
             clean_run_folder(self.out_dir, BEST)  # debris of a killed run (safe: we hold the lock)
             return self._fit(resume)
 
-    # -- non-finite guard (medcap.nonfinite) ------------------------------------------------------
+    # -- non-finite guard (medcap.models.nonfinite) ------------------------------------------------------
     def _finite_step(self, loss, epoch: int) -> bool:
         """Clip the gradients (when asked) and say whether this optimiser step may be taken.
 

@@ -6,9 +6,9 @@
   ``scratch:SIZE``);
 - :class:`CaptionTask`: the engine's Task protocol (loaders, ``training_step``, ``evaluate``
   with validation loss and ROUGE-1 on a subset, ``save_best``); :func:`train_captioner` runs it
-  through :class:`medcap.engine.Trainer`, the one training loop of the project.
+  through :class:`medcap.training.engine.Trainer`, the one training loop of the project.
 
-Prediction: :mod:`medcap.inference_captions`; baselines: :mod:`medcap.caption_baselines`.
+Prediction: :mod:`medcap.inference.captions`; baselines: :mod:`medcap.methods.baselines`.
 
 Bad input: an empty caption or a non-UTF-8 caption file stops at reading the dataset with
 the file and line (:func:`medcap.data.read_dataset`); captions longer than ``max_length``
@@ -25,16 +25,16 @@ from pathlib import Path
 from typing import Any
 
 from ..config import load_config, save_config
-from ..engine import TrainConfig
 from ..errors import MedcapError
 from ..models.captioner import DEFAULT_MODEL, Captioner, GenerationSettings
+from .engine import TrainConfig
 
 PROCESSOR_DIR = "processor"   # the run's tokenizer + image processor, reused by --resume
 
 
 @dataclass
 class CaptionConfig(TrainConfig):
-    """Settings of a caption run: the training-loop keys of :class:`medcap.engine.TrainConfig`
+    """Settings of a caption run: the training-loop keys of :class:`medcap.training.engine.TrainConfig`
     (with the caption defaults below) and the model / generation / data keys."""
     # engine defaults for captioning (REFERENCE §1; the other TrainConfig keys keep theirs)
     epochs: int = 2                  # REFERENCE §1
@@ -183,14 +183,14 @@ class CaptionCollator:
 def _labelled_ids(split, limit: int = 0, seed: int = 0) -> list[str]:
     if split.captions is None:
         raise MedcapError(f"the {split.name} split has no captions file", file=split.image_dir)
-    ids = [i for i in split.ids if i in split.captions and split.has_image(i)]
+    ids = split.labelled_ids("captions")
     if limit and limit < len(ids):
         ids = sorted(random.Random(seed).sample(ids, limit), key=ids.index)
     return ids
 
 
 class CaptionTask:
-    """The engine's Task for captioning (see medcap.engine): the model, its loaders, the loss."""
+    """The engine's Task for captioning (see medcap.training.engine): the model, its loaders, the loss."""
 
     def __init__(self, cfg: CaptionConfig, dataset, captioner: Captioner | None = None, tokenizer=None,
                  log=print):
@@ -230,7 +230,7 @@ class CaptionTask:
         if not self.cfg.retrieval_prompt:
             return None
         from ..data.items import ImageFolderItems
-        from ..inference import image_embeddings, load_detector
+        from ..inference.concepts import image_embeddings, load_detector
         from ..models.location import resolve_model_folder
         from ..models.retrieval import RetrievalPrompt
 
@@ -256,7 +256,7 @@ class CaptionTask:
         if split.name == "train" and list(ids) == self.train_ids:
             return self.retrieved["train"]
         from ..data.items import ImageFolderItems
-        from ..inference import image_embeddings
+        from ..inference.concepts import image_embeddings
 
         _, emb = image_embeddings(self.retrieval.embedder_model, ImageFolderItems.from_split(split, ids),
                                   batch_size=max(self.cfg.batch_size, 32))
@@ -265,7 +265,7 @@ class CaptionTask:
     def _build_model(self, train, captions, captioner, tokenizer, log):
         """The captioner (seeded), its training options and the optional concept probe;
         returns the probe's targets [N, K] (None without a probe)."""
-        from ..engine import seed_everything
+        from .engine import seed_everything
 
         cfg, prompt = self.cfg, self.prompt
         seed_everything(cfg.seed)
@@ -280,7 +280,7 @@ class CaptionTask:
         self.model = self.captioner.model
         if cfg.concept_loss <= 0:
             return None
-        from ..data.vocab import ConceptVocabulary  # knowledge-guided training (medcap.models.guided)
+        from ..data.vocab import ConceptVocabulary
         from ..models.guided import ConceptGuidedBlip
 
         known = self._concepts(train, self.train_ids, "concept_loss", self.root)
@@ -345,7 +345,7 @@ class CaptionTask:
         """Validation loss (mean over tokens) and ROUGE-1 of greedy captions (official preprocessing)."""
         import torch
 
-        from ..metrics.captions import rouge1_scores
+        from ..metrics.textscores import rouge1_scores
         from ..models.guided import captioning_model
 
         model = captioning_model(model)  # validation scores the caption model alone
@@ -380,8 +380,8 @@ class CaptionTask:
 def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resume: bool = False, log=print):
     """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult."""
     from ..data import read_dataset
-    from ..engine import Trainer, latest_checkpoint
     from ..fileio import atomic_dir
+    from .engine import Trainer, latest_checkpoint
 
     out = Path(out)
     if not resume and latest_checkpoint(out) is not None:  # before anything in `out` is touched

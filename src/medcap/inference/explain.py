@@ -15,19 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .fileio import atomic_dir
+from ..fileio import atomic_dir
 
 
 def concept_heatmaps(model, image) -> tuple[np.ndarray, np.ndarray]:
     """PIL image -> (probabilities [K], score maps [K, S, S] upsampled to the input size S)."""
     import torch
 
-    from .data.transforms import normalize_batch, resize_image
+    from ..data.transforms import normalize_batch, resize_image
 
     prep = model.preprocessing
     x = normalize_batch(resize_image(image, prep)[None], prep)
     with torch.inference_mode():
-        if getattr(model, "is_ensemble", False):                                 # medcap.ensemble
+        if getattr(model, "is_ensemble", False):                                 # medcap.methods.ensemble
             probs, maps = model.eval().probabilities_and_maps(x)
             probs, maps = probs.float()[0], maps.float()
         else:
@@ -75,8 +75,8 @@ def explain_image(model_or_dir, image_path: str | Path | bytes, out_dir: str | P
     ``image_path`` may be encoded bytes (a parquet dataset's image); ``label`` then names it."""
     from PIL import Image
 
-    from .data.images import load_image
-    from .inference import decide, load_detector
+    from ..data.images import load_image
+    from .concepts import decide, load_detector
 
     model = load_detector(model_or_dir)
     image = load_image(image_path, name=label)

@@ -1,7 +1,7 @@
 """Training checkpoints on disk: which are complete, reading their state, cleaning up after a kill.
 
 ``OUT/checkpoints/epoch-NNN/`` holds Accelerate's ``save_state`` files and ``trainer_state.json``
-(see medcap.engine). A checkpoint is written as ``.epoch-NNN.tmp`` and renamed when complete;
+(see medcap.training.engine). A checkpoint is written as ``.epoch-NNN.tmp`` and renamed when complete;
 a kill or a full disk can still leave a stale ``.tmp`` folder, or (copied by hand, damaged
 disk) a folder with a file missing or empty. ``--resume`` uses the newest complete one and says
 which it skipped; a damaged file in it is a one-line error naming the checkpoint.
@@ -13,8 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
-from .errors import MedcapError
-from .fileio import recover_dir
+from ..errors import MedcapError
+from ..fileio import recover_dir
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"

@@ -6,7 +6,7 @@ Here every member is a probability source over the same concepts:
 
 - a trained detector (``medcap train concepts``): its sigmoid probabilities;
 - kNN retrieval: the share of the ``k`` nearest training images (cosine on L2-normalised
-  embeddings of one member's backbone, as ``medcap.baselines``) that carry each concept.
+  embeddings of one member's backbone, as ``medcap.methods.baselines``) that carry each concept.
 
 Fusions of the members' probabilities ``p_m`` [N, K]:
 
@@ -22,7 +22,7 @@ Everything (fusion, weights, k, thresholds: global or per-concept with the guard
 ``medcap.thresholds``) is chosen on the validation split by the official per-image F1
 (REFERENCE §4); the test split is never read.
 
-An ensemble is a folder that loads like a detector (``medcap.inference.load_detector``)::
+An ensemble is a folder that loads like a detector (``medcap.inference.concepts.load_detector``)::
 
     config.json        {"model_type": "medcap-concept-ensemble", "members": ["members/m0", ...],
                         "fusion", "weights", "knn": {"k", "embed_member", "thresholds"} or null}
@@ -44,19 +44,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import MedcapError
-from .models.ensemble import (
-    ENSEMBLE_FILES,
+from ..errors import MedcapError
+from ..models.ensemble import (
     FUSIONS,
-    MODEL_TYPE,
     ConceptEnsemble,
     EnsembleConfig,
-    is_ensemble_folder,
     member_threshold_vector,
 )
-
-__all__ = ["ENSEMBLE_FILES", "FUSIONS", "MODEL_TYPE", "ConceptEnsemble", "EnsembleConfig", "build_ensemble",
-           "fit_fusion", "fuse", "is_ensemble_folder", "knn_probabilities", "member_threshold_vector"]
 
 KNN_KS = (1, 3, 5, 10, 20, 50)
 KNN_TEMPERATURES = (0.0, 0.01, 0.03, 0.1)   # 0: plain vote shares
@@ -124,7 +118,7 @@ def fit_fusion(probs: list[np.ndarray], gold: np.ndarray, gold_sizes, cuis: list
                fusions=FUSIONS, per_concept: bool = True, grid: str = "fine", seed: int = 0) -> FusionChoice:
     """Choose the fusion (and weights) by validation F1 at its best global threshold, then its
     thresholds (per-concept only where the held-out guard of medcap.thresholds keeps them)."""
-    from .thresholds import select_thresholds
+    from ..thresholds import select_thresholds
 
     gold = np.asarray(gold, dtype=bool)
     table = []
@@ -145,44 +139,50 @@ def fit_fusion(probs: list[np.ndarray], gold: np.ndarray, gold_sizes, cuis: list
 # Building an ensemble on the validation split
 # ------------------------------------------------------------------------------------------
 
-def _labelled_ids(split) -> list[str]:
-    return [i for i in split.ids if split.concepts is not None and i in split.concepts and split.has_image(i)]
-
-
-def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
-                   temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
-                   embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
-                   log=print, dataset=None, embeddings=None) -> dict:
+def build_ensemble(member_dirs, data, out, **options) -> dict:
     """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
     split and write it to ``out`` -> the fit report (validation F1 of every option).
+    ``options``: those of :func:`fit_ensemble`."""
+    target = Path(out).resolve()
+    for d in member_dirs:
+        if target == Path(d).resolve() or target in Path(d).resolve().parents:
+            raise MedcapError("--out would replace a member's folder: write the ensemble elsewhere", file=out)
+    ensemble, report = fit_ensemble(member_dirs, data, **options)
+    ensemble.save_pretrained(out, [Path(d) for d in member_dirs], fit=report)
+    return report
 
-    ``embeddings``: a :class:`medcap.baselines.SplitEmbeddings` of the ``embed_member`` detector
+
+def fit_ensemble(member_dirs, data, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
+                 temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
+                 embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
+                 log=print, dataset=None, embeddings=None, members=None) -> tuple[ConceptEnsemble, dict]:
+    """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
+    split -> (the ensemble, in memory, the fit report: validation F1 of every option).
+
+    ``members``: the detectors of ``member_dirs`` when they are already loaded (else loaded here).
+    ``embeddings``: a :class:`medcap.methods.baselines.SplitEmbeddings` of the ``embed_member`` detector
     (the same embedding), shared with other methods of one run to save computing them again.
     """
-    from .data.items import ImageFolderItems
-    from .inference import load_detector, map_images, resolve_device
-    from .thresholds import select_thresholds
+    from ..data.items import ImageFolderItems
+    from ..inference.concepts import load_detector, map_images, resolve_device
+    from ..thresholds import select_thresholds
 
     member_dirs = [Path(d) for d in member_dirs]
     if not member_dirs:
         raise MedcapError("an ensemble needs at least one member detector (--member DIR)")
     if len(member_dirs) == 1 and not knn:
         raise MedcapError("one member and no kNN is not an ensemble: add --member DIR or --knn")
-    target = Path(out).resolve()
-    for d in member_dirs:
-        if target == d.resolve() or target in d.resolve().parents:
-            raise MedcapError("--out would replace a member's folder: write the ensemble elsewhere", file=out)
     if not 0 <= embed_member < len(member_dirs):
         raise MedcapError(f"--embed-member: expected 0..{len(member_dirs) - 1}, got {embed_member}")
     if dataset is None:
-        from .data.dataset import read_dataset
+        from ..data.dataset import read_dataset
 
         dataset = read_dataset(data)
     train, valid = dataset.split("train"), dataset.split("valid")
-    train_ids, valid_ids = _labelled_ids(train), _labelled_ids(valid)
+    train_ids, valid_ids = train.labelled_ids("concepts"), valid.labelled_ids("concepts")
     if not valid_ids:
         raise MedcapError("the ensemble is chosen on validation: no labelled validation images", file=data)
-    members = [load_detector(d) for d in member_dirs]
+    members = [load_detector(d) for d in (member_dirs if members is None else members)]
     names = [f"members/m{i}" for i in range(len(members))]
     cfg = EnsembleConfig(members=names, knn=None)
     ens = ConceptEnsemble(cfg, members)                     # without kNN: the members' sources
@@ -244,6 +244,5 @@ def build_ensemble(member_dirs, data, out, *, knn: bool = True, fusions=FUSIONS,
     final = ConceptEnsemble(cfg, members, emb, labels)
     final.thresholds = {**choice.thresholds, "grid": grid}
     report.update(fusion=choice.fusion, weights=choice.weights, valid_f1=choice.valid_f1, table=choice.table)
-    final.save_pretrained(out, member_dirs, fit=report)
-    log(f"ensemble: {choice.fusion} {choice.weights}, validation F1 {choice.valid_f1:.4f} -> {out}")
-    return report
+    log(f"ensemble: {choice.fusion} {choice.weights}, validation F1 {choice.valid_f1:.4f}")
+    return final, report

@@ -1,68 +1,33 @@
-"""Captions that agree with the concept detector: rerank candidates by concept agreement.
+"""Concept-consistent retrieval captions, chosen on validation (REFERENCE §6).
 
-Caption leaders use retrieval of similar training captions and concept-guided decoding
-(REFERENCE §6). Both come down to choosing, among several candidate captions for an image,
-the one that best fits what the concept detector found. Candidates are either
+Among the captions of an image's ``k`` nearest training images (cosine on a detector's
+embeddings, as the nearest-neighbour baseline) and their leading sentences, the one that names
+the detected concepts and that the neighbourhood agrees on. A candidate's consensus is its mean
+unigram F1 with the *other* neighbours' captions (the caption the neighbourhood agrees on,
+Devlin et al. 2015's consensus reranking of retrieved captions, a minimum-Bayes-risk choice for
+ROUGE-1). A caption cut after its first sentence keeps the image's description and drops case
+details the reference rarely shares, so the leading sentences are candidates of their own.
 
-- the N beams of a captioner (``num_return_sequences``): ``medcap predict captions --rerank
-  concepts``, mixed with each beam's normalised score; or
-- the captions of the image's ``k`` nearest training images (cosine on a detector's
-  embeddings, as the nearest-neighbour baseline) and their leading sentences: the
-  **concept-consistent retrieval** recipe (:class:`ConsistentRetrieval`), mixed with each
-  candidate's consensus (its mean unigram F1 with the other neighbours' captions: the caption
-  the neighbourhood agrees on, Devlin et al. 2015's consensus reranking of retrieved captions,
-  a minimum-Bayes-risk choice for ROUGE-1). A caption cut after its first sentence keeps the
-  image's description and drops case details the reference rarely shares, so the leading
-  sentences are candidates of their own.
-
-``score = weight * agreement + (1 - weight) * other``, where ``agreement`` is the F1 between
-the concepts the candidate names (the fact-checker's dictionary matcher, medcap.factcheck)
-and the detected concepts that have a name to match; ``weight`` (and ``k``) are chosen on the
-validation split by ROUGE-1 (REFERENCE §4), or by ROUGE-1 + approximate UMLS F1 when a guard
-scores factuality too, never on test.
+``score = weight * agreement + (1 - weight) * consensus`` (agreement:
+:func:`medcap.inference.rerank.concept_agreement`); ``k`` and ``weight`` are chosen on the
+validation split by ROUGE-1, or by ROUGE-1 + approximate UMLS F1 when a guard scores factuality
+too, never on test. :func:`fit_rerank_weight` chooses the weight of reranked beams
+(``medcap predict captions --rerank concepts``) on validation in the same way.
 """
 from __future__ import annotations
 
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
-from .errors import MedcapError
+from ..errors import MedcapError
+from ..inference.rerank import WEIGHTS, _tokens, beam_candidates, choose_weight, concept_matcher, pick, unigram_f1
+from ..models.retrieval import nearest_neighbours
 
-WEIGHTS = tuple(np.round(np.arange(0.0, 1.0 + 1e-9, 0.1), 2))
 RETRIEVAL_KS = (1, 3, 5, 10, 20)
-
-
-def concept_agreement(caption: str, detected: Iterable[str], matcher, nameable: frozenset[str]) -> float:
-    """F1 between the CUIs ``caption`` names and the ``detected`` CUIs that have a name (both
-    empty: 1)."""
-    named = matcher.cuis(caption)
-    want = {c for c in detected if c in nameable}
-    if not named and not want:
-        return 1.0
-    hit = len(named & want)
-    return 2 * hit / (len(named) + len(want))
-
-
-@lru_cache(maxsize=1 << 14)
-def _tokens(caption: str) -> Counter:
-    """The caption's token multiset after the official preprocessing (cached: do not change it)."""
-    from .metrics.captions import preprocess_caption
-
-    return Counter(preprocess_caption(caption).split())
-
-
-def unigram_f1(a: Counter, b: Counter) -> float:
-    """ROUGE-1 F-measure of two token multisets (the official preprocessing applied before)."""
-    if not a and not b:
-        return 1.0
-    small, large = (a, b) if len(a) <= len(b) else (b, a)
-    overlap = sum(min(n, large[w]) for w, n in small.items() if w in large)   # |a & b|, without a new Counter
-    return 0.0 if overlap == 0 else 2 * overlap / (a.total() + b.total())
 
 
 def consensus_scores(candidates: Sequence[str]) -> np.ndarray:
@@ -129,79 +94,6 @@ class _RememberedNames:
         return self.seen[text]
 
 
-def normalise(scores: Sequence[float]) -> np.ndarray:
-    """Min-max to [0, 1] within one image's candidates (all equal: 1)."""
-    s = np.asarray(scores, dtype=np.float64)
-    span = s.max() - s.min() if len(s) else 0.0
-    return (s - s.min()) / span if span > 0 else np.ones_like(s)
-
-
-def pick(candidates: Sequence[str], detected: Iterable[str], other: Sequence[float], weight: float, matcher,
-         nameable: frozenset[str]) -> int:
-    """Index of the best candidate: ``weight * agreement + (1 - weight) * other`` (first on ties)."""
-    detected = list(detected)
-    agree = np.array([concept_agreement(c, detected, matcher, nameable) for c in candidates])
-    return int(np.argmax(weight * agree + (1 - weight) * np.asarray(other, dtype=np.float64)))
-
-
-def concept_matcher(cui_names: Mapping[str, str] | None, vocabulary: Iterable[str] | None = None):
-    """(the fact-checker's matcher, the CUIs it can name [within ``vocabulary``])."""
-    from .factcheck import knowledge_base
-
-    kb = knowledge_base(cui_names)
-    nameable = frozenset(kb.synonyms)
-    if vocabulary is not None:
-        nameable &= frozenset(vocabulary)
-    return kb.matcher, nameable
-
-
-def caption_name_matcher(cui_names: Mapping[str, str], captions: Iterable[str],
-                         vocabulary: Iterable[str] | None = None):
-    """(the approximate UMLS F1's name matcher, the CUIs that ``captions`` name by it [within
-    ``vocabulary``]).
-
-    Agreement measured this way counts a concept when a caption names it the way the caption
-    evaluation finds it (medcap.metrics.scorers.ConceptNameMatcher); the fact-checker's wider
-    dictionary (:func:`concept_matcher`) also counts synonyms that evaluation does not see.
-    """
-    from .metrics.scorers import ConceptNameMatcher
-
-    matcher = ConceptNameMatcher(cui_names)
-    nameable = frozenset().union(*(matcher.cuis(c) for c in captions))
-    if vocabulary is not None:
-        nameable &= frozenset(vocabulary)
-    return matcher, nameable
-
-
-def choose_weight(candidates: Sequence[Sequence[str]], other: Sequence[Sequence[float]],
-                  detected: Sequence[Iterable[str]], gold: Sequence[str], matcher, nameable,
-                  weights=WEIGHTS, guard: Sequence[Sequence[float]] | None = None) -> tuple[float, dict]:
-    """The weight with the best mean ROUGE-1 (unigram F1) against ``gold`` -> (weight, {w: score}).
-
-    ``guard``: per image, a second score of each candidate (e.g. its UMLS F1 against the gold
-    caption); then ``{w: score}`` holds (ROUGE-1, mean guard score) pairs and the weight is
-    chosen by ROUGE-1 only (the caller applies the guard's floor).
-    """
-    gold_tokens = [_tokens(g) for g in gold]
-    cand_tokens = [[_tokens(c) for c in cands] for cands in candidates]
-    agree = [np.array([concept_agreement(c, list(d), matcher, nameable) for c in cands])
-             for cands, d in zip(candidates, detected, strict=True)]
-    table, guarded = {}, {}
-    for w in weights:
-        scores, second = [], []
-        for n, (a, o, toks, g) in enumerate(zip(agree, other, cand_tokens, gold_tokens, strict=True)):
-            i = int(np.argmax(w * a + (1 - w) * np.asarray(o)))
-            scores.append(unigram_f1(toks[i], g))
-            if guard is not None:
-                second.append(guard[n][i])
-        table[float(w)] = float(np.mean(scores)) if scores else 0.0
-        guarded[float(w)] = float(np.mean(second)) if second else 0.0
-    best = max(table, key=lambda w: (table[w], -abs(w - 0.5)))
-    if guard is not None:
-        return best, {w: (table[w], guarded[w]) for w in table}
-    return best, table
-
-
 # ------------------------------------------------------------------------------------------
 # Concept-consistent retrieval
 # ------------------------------------------------------------------------------------------
@@ -226,8 +118,6 @@ class ConsistentRetrieval:
     def candidates(self, query_embeddings: np.ndarray, k: int | None = None,
                    exclude_self: bool = False) -> list[list[str]]:
         """Each query's ``k`` nearest training captions, nearest first."""
-        from .baselines import nearest_neighbours
-
         idx, _ = nearest_neighbours(self.train_embeddings, query_embeddings, k or self.k, exclude_self=exclude_self)
         return [[self.train_captions[j] for j in row] for row in idx]
 
@@ -292,46 +182,6 @@ class ConsistentRetrieval:
         return out
 
 
-# ------------------------------------------------------------------------------------------
-# Concept-reranked beams
-# ------------------------------------------------------------------------------------------
-
-def beam_candidates(captioner, images: Sequence, concepts: Sequence[Iterable[str]] | None, num_beams: int = 5,
-                    batch_size: int = 8, retrieved: Sequence[Sequence[str]] | None = None
-                    ) -> list[tuple[list[str], np.ndarray]]:
-    """Per PIL image: (its ``num_beams`` best beams, their normalised scores in [0, 1]); ``retrieved``:
-    each image's nearest training captions for a retrieval-prompted captioner."""
-    import torch
-
-    index = captioner.processor.retrieval_prompt
-    if retrieved is None and index is not None:
-        retrieved = index.retrieve_images(images)
-    prompts = captioner.concept_prompt_ids(concepts, len(images), retrieved)
-    out = []
-    was_training = captioner.model.training
-    captioner.model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                pixels = captioner.pixel_values(images[start:start + batch_size]).to(captioner.device)
-                rows = None if prompts is None else prompts[start:start + batch_size]
-                ids, scores = captioner.generate_ids(pixels, prompts=rows, return_beams=num_beams)
-                texts, scores = captioner.decode(ids), scores.float().cpu().numpy()
-                for b in range(len(pixels)):
-                    part = slice(b * num_beams, (b + 1) * num_beams)
-                    out.append((texts[part], normalise(scores[part])))
-    finally:
-        captioner.model.train(was_training)
-    return out
-
-
-def rerank_beams(candidates: Sequence[tuple[list[str], np.ndarray]], detected: Sequence[Iterable[str]],
-                 weight: float, matcher, nameable) -> list[str]:
-    """The chosen beam of each image: ``weight * agreement + (1 - weight) * beam score``."""
-    return [beams[pick(beams, d, scores, weight, matcher, nameable)]
-            for (beams, scores), d in zip(candidates, detected, strict=True)]
-
-
 def fit_rerank_weight(captioner, images: Sequence, detected: Sequence[Iterable[str]], gold: Sequence[str],
                       cui_names: Mapping[str, str] | None = None, num_beams: int = 5, batch_size: int = 8,
                       prompt_concepts: Sequence[Iterable[str]] | None = None) -> tuple[float, dict]:
@@ -344,3 +194,56 @@ def fit_rerank_weight(captioner, images: Sequence, detected: Sequence[Iterable[s
     cands = beam_candidates(captioner, images, prompt_concepts if prompt_concepts is not None else detected,
                             num_beams, batch_size)
     return choose_weight([c for c, _ in cands], [s for _, s in cands], detected, gold, matcher, nameable)
+
+
+def consistent_retrieval_captions(dataset, embed_model, detected_valid: dict[str, list[str]],
+                                  detected_test: dict[str, list[str]], test_ids: list[str],
+                                  log: Callable[[str], None] = print,
+                                  embeddings=None, **options) -> tuple[dict[str, str], dict]:
+    """Concept-consistent retrieval captions for ``test_ids`` -> ({ID: caption}, choices on validation).
+
+    ``embed_model``: a detector or ensemble (its backbone embeds the images); ``detected_*``:
+    the concepts it predicts for the validation and test images; ``embeddings``: a shared
+    :class:`medcap.methods.baselines.SplitEmbeddings` of the same backbone, if one exists; ``options``:
+    fields of :class:`medcap.methods.consistent.ConsistentRetrieval` (``prefixes``, ``guard_weight``).
+    """
+    from ..inference.rerank import caption_name_matcher, concept_matcher
+    from .baselines import SplitEmbeddings
+
+    train, valid, test = dataset.split("train"), dataset.split("valid"), dataset.split("test")
+    if train.captions is None or valid.captions is None:
+        raise MedcapError("concept-consistent retrieval needs training and validation captions")
+    train_ids = train.labelled_ids("captions")
+    valid_ids = [i for i in valid.labelled_ids("captions") if i in detected_valid]
+    embed = embeddings or SplitEmbeddings(embed_model)
+    emb = {name: embed(split, ids) for name, split, ids in
+           (("train", train, train_ids), ("valid", valid, valid_ids), ("test", test, test_ids))}
+    vocabulary, train_captions = getattr(embed_model.vocabulary, "cuis", None), [train.captions[i] for i in train_ids]
+    # Agreement counts concepts with the fact-checker's dictionary, or with the concept names the
+    # caption evaluation finds (medcap.inference.rerank.caption_name_matcher): whichever scores
+    # better on validation. With concept names, the approximate UMLS F1 guards every choice
+    # (not below the nearest-neighbour caption's on validation) and the score is ROUGE-1 + it
+    # (ConsistentRetrieval.fit); without them, ROUGE-1 alone.
+    matchers = {"fact-checker": concept_matcher(dataset.cui_names, vocabulary)}
+    guard = None
+    if dataset.cui_names:
+        matchers["concept names"] = caption_name_matcher(dataset.cui_names, train_captions, vocabulary)
+        guard = matchers["concept names"][0].scores
+    fitted = {}
+    for name, (matcher, nameable) in matchers.items():
+        method = ConsistentRetrieval(emb["train"], train_captions, matcher, nameable, **options)
+        method.fit(emb["valid"], [detected_valid[i] for i in valid_ids], [valid.captions[i] for i in valid_ids],
+                   guard=guard)
+        fitted[name] = (method, next(r for r in method.table if r["k"] == method.k))
+    name = max(fitted, key=lambda n: fitted[n][0].valid_score)
+    method, row = fitted[name]
+    chosen = {"k": method.k, "weight": method.weight, "matcher": name, "valid_rouge1": row["rouge1"],
+              "valid_umls_f1_approx": row.get("guard"), "nearest_neighbour_umls_f1_approx": row.get("guard_floor"),
+              "table": [{"matcher": n, **{k: v for k, v in r.items() if k != "by_weight"}}
+                        for n, (m, _) in fitted.items() for r in m.table]}
+    guarded = "" if guard is None else (f", UMLS F1 approx. {row['guard']:.4f} against the nearest neighbour's "
+                                        f"{row['guard_floor']:.4f}")
+    log(f"concept-consistent retrieval: k={method.k}, weight {method.weight}, {name} "
+        f"(validation ROUGE-1 {chosen['valid_rouge1']:.4f}{guarded})")
+    captions = method.predict(emb["test"], [detected_test[i] for i in test_ids])
+    return dict(zip(test_ids, captions, strict=True)), chosen

@@ -17,22 +17,20 @@ a trained concept detector (``medcap train concepts``) or of a plain backbone.
 The last section builds each baseline from dataset splits (:func:`most_frequent_baseline`,
 :func:`knn_baseline`, :func:`constant_caption_baseline`, :func:`retrieval_caption_baseline`):
 the CLI (``medcap baseline``), the demo and the report all call these, so a baseline is the
-same wherever its score is shown.
+same wherever its score is shown; :func:`caption_baseline` writes a caption baseline's submission.
 """
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
-from .errors import MedcapError
-from .inference import image_embeddings
-from .metrics.concepts import evaluate_concepts
-from .models.retrieval import nearest_neighbours, plain_backbone  # noqa: F401  (re-exported)
-
-# image_embeddings, nearest_neighbours and plain_backbone live below the tasks layer (the
-# retrieval prompt of captions uses them too); imported here, where the baselines found them.
+from ..errors import MedcapError
+from ..inference.concepts import image_embeddings
+from ..metrics.concepts import evaluate_concepts
+from ..models.retrieval import nearest_neighbours, plain_backbone
 
 KNN_KS = (1, 3, 5, 10, 20, 50)
 KNN_VOTES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
@@ -115,7 +113,7 @@ def constant_caption(train_captions: Mapping[str, str] | Sequence[str], sample: 
 
     Candidates and references are random samples of ``sample`` captions each (all when fewer).
     """
-    from .metrics.captions import rouge1_scores
+    from ..metrics.textscores import rouge1_scores
 
     captions = list(train_captions.values()) if isinstance(train_captions, Mapping) else list(train_captions)
     captions = [c for c in captions if c.strip()]
@@ -139,17 +137,6 @@ def constant_caption(train_captions: Mapping[str, str] | Sequence[str], sample: 
 # Baselines from dataset splits: one definition for the CLI, the demo and the report
 # ------------------------------------------------------------------------------------------
 
-def labelled_ids(split, labels: str) -> list[str]:
-    """IDs of ``split`` that have an image and a row in its ``labels`` ("concepts" / "captions") file."""
-    table = getattr(split, labels) or {}
-    return [i for i in split.ids if split.has_image(i) and i in table]
-
-
-def image_ids(split) -> list[str]:
-    """IDs of ``split`` that have an image."""
-    return [i for i in split.ids if split.has_image(i)]
-
-
 class SplitEmbeddings:
     """:func:`image_embeddings` of one dataset's splits with one embedder: every image of a split
     is embedded once, and each call selects the rows of its IDs. The kNN and retrieval baselines,
@@ -160,14 +147,14 @@ class SplitEmbeddings:
         self._cache: dict[str, tuple[dict[str, int], np.ndarray]] = {}
 
     def _embed(self, split, ids: list[str]) -> np.ndarray:
-        from .data.items import ImageFolderItems
+        from ..data.items import ImageFolderItems
 
         return image_embeddings(self.embedder, ImageFolderItems.from_split(split, ids),
                                 batch_size=self.batch_size, progress=self.progress)[1]
 
     def __call__(self, split, ids: Sequence[str]) -> np.ndarray:
         if split.name not in self._cache:
-            every = [i for i in split.ids if split.has_image(i)]
+            every = split.image_ids()
             self._cache[split.name] = ({i: n for n, i in enumerate(every)}, self._embed(split, every))
         pos, emb = self._cache[split.name]
         if any(i not in pos for i in ids):  # IDs outside the split's list: embedded on their own
@@ -196,8 +183,8 @@ def knn_baseline(embed: SplitEmbeddings, train, valid, target, ks=KNN_KS,
     """kNN concept retrieval for ``target``'s images, k and vote chosen on ``valid`` -> (predictions, report)."""
     _need(train, "concepts")
     _need(valid, "concepts")
-    train_ids, valid_ids, target_ids = labelled_ids(train, "concepts"), labelled_ids(valid, "concepts"), \
-        image_ids(target)
+    train_ids, valid_ids, target_ids = train.labelled_ids("concepts"), valid.labelled_ids("concepts"), \
+        target.image_ids()
     train_emb, train_lists = embed(train, train_ids), [train.concepts[i] for i in train_ids]
     report = fit_knn(train_emb, train_lists, embed(valid, valid_ids), valid_ids, valid.concepts, ks=ks, votes=votes)
     preds = knn_concepts(train_emb, train_lists, embed(target, target_ids), report["k"], report["vote"])
@@ -215,8 +202,50 @@ def constant_caption_baseline(train, target_ids: Sequence[str],
 def retrieval_caption_baseline(embed: SplitEmbeddings, train, target) -> dict[str, str]:
     """The caption of the nearest training image, for each of ``target``'s images."""
     _need(train, "captions")
-    train_ids, target_ids = labelled_ids(train, "captions"), image_ids(target)
+    train_ids, target_ids = train.labelled_ids("captions"), target.image_ids()
     # Same (split, IDs) as the kNN baseline's when every training image has both: embedded once.
     captions = retrieval_captions(embed(train, train_ids), [train.captions[i] for i in train_ids],
                                   embed(target, target_ids))
     return dict(zip(target_ids, captions, strict=True))
+
+
+def load_embedder(model: str | Path | None = None, backbone: str = "resnet18", image_size: int = 224,
+                  pretrained: bool = False):
+    """An image embedder: a captioner folder (its image encoder), a concept-detector folder (its
+    backbone), or else a plain timm backbone (random weights unless ``pretrained``)."""
+    from ..inference.concepts import load_detector
+    from ..models.captioner import Captioner
+    from ..models.location import model_kind, resolve_model_folder
+
+    if model is None:
+        return plain_backbone(backbone, image_size, pretrained)
+    folder = resolve_model_folder(model, kind=None)
+    if model_kind(folder) == "captions":
+        return Captioner.from_pretrained(folder).image_embedder()
+    return load_detector(folder)
+
+
+def caption_baseline(kind: str, data: str | Path, out: str | Path, split: str = "test", *, embedder=None,
+                     batch_size: int = 32, progress: bool = False, order: Sequence[str] | None = None,
+                     edition: int | None = None) -> dict[str, str]:
+    """Write a baseline caption submission for ``split`` and return it (``medcap baseline captions``).
+
+    ``constant``: :func:`constant_caption_baseline` for every image of the split. ``retrieval``:
+    :func:`retrieval_caption_baseline` with ``embedder``'s image embeddings (see
+    :func:`load_embedder`). ``order`` and ``edition`` as in
+    :func:`medcap.inference.captions.predict_captions`.
+    """
+    from ..data import read_dataset
+    from ..submission import write_caption_submission
+
+    dataset = read_dataset(data)
+    train, target = dataset.split("train"), dataset.split(split)
+    if kind == "constant":
+        result, _ = constant_caption_baseline(train, target.ids)
+    elif kind == "retrieval":
+        embed = SplitEmbeddings(embedder if embedder is not None else load_embedder(), batch_size, progress)
+        result = retrieval_caption_baseline(embed, train, target)
+    else:
+        raise MedcapError(f"unknown caption baseline {kind!r}; expected constant or retrieval")
+    write_caption_submission(out, result, gold_ids=order, edition=edition)
+    return result
