@@ -117,7 +117,7 @@ def train_tiny_models(data, out, reuse: bool = True):
     (``.concepts``, ``.captions``). With ``reuse``, models already in ``out`` are returned as they are."""
     from types import SimpleNamespace
 
-    from medcap.demo import FAST
+    from medcap.demo.plan import FAST
     from medcap.demo.steps import train_models
 
     out = Path(out)

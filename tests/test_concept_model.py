@@ -215,13 +215,13 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
 
 def test_paper_config_follows_the_paper():
     cfg = load_concept_config("paper")
-    assert (cfg.backbone, cfg.train_from, cfg.feature_stage, cfg.head, cfg.lam) == ("resnet101", "layer4", "last",
-                                                                                     "medcsra", 0.1)
+    m = cfg.model   # the network's config, nested (its keys are flat in the YAML file)
+    assert (m.backbone, m.train_from, m.feature_stage, m.head, m.lam) == ("resnet101", "layer4", "last", "medcsra", 0.1)
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.schedule, cfg.epochs) == ("adam", 1e-4, 1e-5, "cosine", 100)
     assert (cfg.batch_size, cfg.seed, cfg.patience, cfg.image_size, cfg.normalize) == (16, 42, 5, 224, "imagenet")
     assert cfg.pretrained and cfg.loss == "bce" and cfg.threshold_grid == "paper"
     authors = load_concept_config("authors-code")
-    assert (authors.train_from, authors.normalize, authors.grad_clip, authors.crop_scale_min, authors.hflip,
+    assert (authors.model.train_from, authors.normalize, authors.grad_clip, authors.crop_scale_min, authors.hflip,
             authors.rotation, authors.color_jitter) == ("", "none", 1.0, 0.8, True, 15, 0.2)
     assert load_concept_config("demo").hflip is False  # sides are labels in the synthetic data
 
@@ -263,3 +263,33 @@ def test_an_unknown_key_in_the_folder_config_suggests_the_known_one(tmp_path):
     expected = "config.json: unknown detector config key 'backbon'; did you mean 'backbone'"
     with pytest.raises(MedcapError, match=expected):
         ConceptDetector.from_pretrained(tmp_path / "model")
+
+
+def test_the_concept_config_nests_the_detector_config_and_takes_its_keys_flat_or_dotted(tmp_path):
+    """ConceptConfig holds a DetectorConfig (one place for the network's options) and reads its
+    keys as the shipped YAML files write them (flat), nested (model:) and from --set (flat or
+    model.KEY); a run's saved config.yaml loads back; a misspelt key still gets its did-you-mean."""
+    import dataclasses
+
+    import yaml
+
+    from medcap.config import config_keys
+    from medcap.models.concept_detector import DetectorConfig
+
+    cfg = load_concept_config("demo", ["backbone=resnet18", "model.head=csra", "lam=0.3", "lr=0.01"])
+    assert isinstance(cfg.model, DetectorConfig)
+    assert (cfg.model.backbone, cfg.model.head, cfg.model.lam, cfg.lr) == ("resnet18", "csra", 0.3, 0.01)
+    assert cfg.model.global_pool == load_concept_config("demo").model.global_pool   # the file's other keys kept
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("base: paper\nmodel:\n  backbone: densenet121\n  head: global\n")
+    c = load_concept_config(nested)
+    assert (c.model.backbone, c.model.head, c.model.train_from, c.lr) == ("densenet121", "global", "layer4", 1e-4)
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
+    assert load_concept_config(saved).model == cfg.model
+    keys = dict(config_keys(ConceptConfig))
+    assert keys["backbone"] == "resnet101" and keys["head"] == "medcsra" and "model" not in keys
+    with pytest.raises(MedcapError, match="did you mean 'backbone'"):
+        load_concept_config("demo", ["backbon=resnet18"])
+    with pytest.raises(MedcapError, match="head: expected one of"):
+        load_concept_config("demo", ["head=transformer"])

@@ -172,11 +172,12 @@ def test_caption_and_concept_configs_share_the_engine_keys_and_check_them_at_onc
         load_caption_config("demo", ["mixed_precision=fp8"])   # before any data is read
 
 
-def test_train_help_lists_every_set_key_with_its_default(cli):
+def test_train_help_lists_every_set_key_with_its_value(cli):
+    # (the values are the chosen config's, paper by default: tests/test_config_visible.py)
     rc, out, _ = cli("train", "captions", "--help")
-    assert rc == 0 and "num_beams (5)" in out and "eval_images (200)" in out and "mixed_precision" in out
+    assert rc == 0 and "num_beams = 5" in out and "eval_images = 200" in out and "mixed_precision" in out
     rc, out, _ = cli("train", "concepts", "--help")
-    assert rc == 0 and "backbone ('resnet101')" in out and "per_concept_shrinkage" in out
+    assert rc == 0 and "backbone = 'resnet101'" in out and "per_concept_shrinkage" in out
 
 
 def _write_named(tmp_path, name, text):

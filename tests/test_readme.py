@@ -140,3 +140,55 @@ def test_the_readme_commands_run_in_order_on_tiny_data(cli, tmp_path, monkeypatc
             assert rc == 0, f"README command failed: {line}\n{err[-3000:]}"
     assert (tmp_path / "medcap-demo" / "report" / "report.html").is_file()
     assert (tmp_path / "report" / "report.html").is_file()
+
+
+# -- the Python API block ------------------------------------------------------------------------
+def readme_python_block() -> str:
+    """The ```python block under '## Python API'."""
+    section = README.read_text(encoding="utf-8").split("\n## Python API", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert block, "README: no ```python block under '## Python API'"
+    return block.group(1)
+
+
+def _set_values(prefix: str) -> dict:
+    """The --set values APPENDED gives a CLI command, as an overrides dict (the same tiny runs)."""
+    from medcap.config import parse_overrides
+
+    extra = APPENDED[prefix]
+    return parse_overrides([extra[i + 1] for i in range(len(extra) - 1) if extra[i] == "--set"])
+
+
+# README text -> text used here: the time budgets only (tiny runs, as for the command-line block).
+API_BUDGETS = {
+    '"runs/api-concepts", {"max_minutes": 1}': lambda: f'"runs/api-concepts", '
+                                                        f'{_set_values("medcap train concepts --config demo")!r}',
+    '"runs/api-captions", {"max_minutes": 1}': lambda: f'"runs/api-captions", '
+                                                        f'{_set_values("medcap train captions --config demo")!r}',
+}
+
+
+def test_the_readme_python_block_compiles_and_uses_only_the_public_api():
+    import medcap
+
+    code = readme_python_block()
+    compile(code, "README.md", "exec")
+    assert set(re.findall(r"\bmedcap\.(\w+)", code)) <= set(dir(medcap))
+    for old in API_BUDGETS:  # a stale substitution would silently stop applying
+        assert old in code, old
+
+
+@pytest.mark.slow
+def test_the_readme_python_block_runs_as_written_on_tiny_data(tmp_path, monkeypatch, capsys):
+    from medcap.synth import SynthConfig, generate_dataset
+
+    monkeypatch.chdir(tmp_path)
+    generate_dataset(tmp_path / "synth-data", SynthConfig(n_train=48, n_valid=16, n_test=16, size=64, seed=0))
+    code = readme_python_block()
+    for old, new in API_BUDGETS.items():
+        code = code.replace(old, new())
+    with torch_threads(1):
+        exec(compile(code, "README.md", "exec"), {"__name__": "readme"})
+    out = capsys.readouterr().out
+    assert "<ImageCLEFDataset" in out and "'image-1'" in out and "primary_f1" in out
+    assert (tmp_path / "api-concepts.csv").is_file()

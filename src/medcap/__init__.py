@@ -5,15 +5,17 @@ The Python API behind the ``medcap`` command. Names are imported lazily, so
 
     import medcap
     ds = medcap.read_dataset("synth-data")                      # ImageCLEF folder layout
-    medcap.train_concepts("demo", "synth-data", "runs/concepts")  # MedCSRA, named config
+    # both tasks: (config name or object, data, out, overrides)
+    medcap.train_concepts("demo", "synth-data", "runs/concepts", {"max_minutes": 1})  # MedCSRA
+    medcap.train_captions("demo", "synth-data", "runs/captions", {"max_minutes": 1})  # BLIP
     det = medcap.ConceptDetector.from_pretrained("runs/concepts")
     preds = medcap.predict_concepts(det, "synth-data/test")       # thresholds come with the model
+    preds = medcap.predict_concepts(det, [pil_image, array])      # in memory: IDs image-1, image-2
     scores = medcap.evaluate_concepts(gold, {i: [c for c, _ in p] for i, p in preds.items()})
+
+The README's "Python API" block is the runnable version (tests/test_readme.py runs it).
 """
 from __future__ import annotations
-
-import importlib
-from typing import Any
 
 __version__ = "0.1.0"
 
@@ -42,6 +44,7 @@ _EXPORTS = {
     "predict_concepts": "medcap.inference.concepts",
     "load_concept_config": "medcap.training.concepts",
     "train_captioner": "medcap.training.captions",
+    "train_captions": "medcap.training.captions",
     "predict_captions": "medcap.inference.captions",
     "load_captioner": "medcap.inference.captions",
     "train_vlm_captioner": "medcap.training.vlm",
@@ -64,14 +67,17 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'medcap' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    from importlib import import_module  # (inside: `import medcap` leaves no helper names behind)
+
+    value = getattr(import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+    """The public API only (what tab completion shows): no helper or dunder names."""
+    return sorted([*__all__, "__version__"])

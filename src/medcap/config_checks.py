@@ -32,7 +32,7 @@ RANGES: dict[str, tuple[float | None, float | None, bool, bool]] = {
     "batch_size": (1, None, False, False),
     "eval_batch_size": (1, None, False, False),
     "num_workers": (0, None, False, False),
-    "num_classes": (1, None, False, False),
+    "num_classes": (0, None, False, False),  # 0 in a training config: set from the vocabulary
     "image_size": (16, None, False, False),
     "pre_resize": (0, None, False, False),
     "max_length": (4, None, False, False),

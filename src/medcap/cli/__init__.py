@@ -21,12 +21,44 @@ def _load_commands() -> None:
                 raise
 
 
+def _global_options(argv: list[str]) -> tuple[list[str], bool]:
+    """-> (arguments, verbose). Bare ``medcap`` shows the help (exit 0); ``--verbose`` is taken
+    anywhere before ``--`` (a global option, but users type it after the command) and moved to the
+    front."""
+    if not argv:
+        return ["--help"], False
+    end = argv.index("--") if "--" in argv else len(argv)
+    verbose = "--verbose" in argv[:end]
+    rest = [a for i, a in enumerate(argv) if not (a == "--verbose" and i < end)]
+    return (["--verbose", *rest] if verbose else rest), verbose
+
+
+def _positional_hint(e: Exception, ctx) -> str | None:
+    """``data check --data DIR``: the flag names a positional argument -> how to pass it."""
+    import difflib
+
+    name = str(getattr(e, "option_name", "") or "").lstrip("-").replace("-", "_")
+    if type(e).__name__ != "NoSuchOption" or ctx is None or not name:
+        return None
+    for p in ctx.command.params:
+        if getattr(p, "param_type_name", "") == "argument" and (
+                p.name.startswith(name) or name.startswith(p.name) or difflib.get_close_matches(name, [p.name])):
+            meta = p.name.upper()
+            return (f"--{name.replace('_', '-')} is not an option: {meta} is a positional argument, given without "
+                    f"a flag: {ctx.command_path} {meta} [OPTIONS]")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medcap`` console script."""
     _load_commands()
+    from ..progress import quiet_libraries
+
+    argv, verbose = _global_options(list(sys.argv[1:] if argv is None else argv))
     try:
         # standalone_mode=False: click returns a command's exit code instead of exiting.
-        rc = app(args=argv, standalone_mode=False)
+        with quiet_libraries(verbose):  # transformers' load bars and warnings: only with --verbose
+            rc = app(args=argv, prog_name="medcap", standalone_mode=False)
     except MedcapError as e:
         print(f"error: {e.format()}", file=sys.stderr)
         return e.exit_code
@@ -47,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if callable(getattr(e, "format_message", None)) and isinstance(getattr(e, "exit_code", None), int):
             ctx = getattr(e, "ctx", None)
             hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-            print(f"error: {e.format_message()}{hint}".replace("\n", " "), file=sys.stderr)
+            line = _positional_hint(e, ctx) or f"{e.format_message()}{hint}"
+            print(f"error: {line}".replace("\n", " "), file=sys.stderr)
             return e.exit_code
         if type(e).__name__ == "Abort":
             return 1

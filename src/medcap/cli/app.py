@@ -24,6 +24,25 @@ evaluate_app = typer.Typer(help="Score a submission exactly as the official Imag
 validate_app = typer.Typer(help="Check a submission file against every official rule.", no_args_is_help=True)
 baseline_app = typer.Typer(help="Standard ImageCLEF baselines (most frequent, kNN retrieval).", no_args_is_help=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        typer.echo(f"medcap {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _global(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print medcap's version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Show transformers' and the hub's load bars and warnings "
+                                 "(hidden by default); may also follow the command."),
+) -> None:
+    """Medical image concept detection (MedCSRA) and captioning (BLIP) for ImageCLEFmedical Caption."""
+
+
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
 app.add_typer(predict_app, name="predict")

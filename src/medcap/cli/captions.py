@@ -25,17 +25,17 @@ from .app import (
     split_images_option,
     train_app,
 )
-from .train_help import config_keys_command
+from .train_help import config_keys_command, print_config, print_config_option, resume_hint
 
 captions_baseline_app = typer.Typer(help="Caption baselines: a constant caption, nearest-neighbour retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(captions_baseline_app, name="captions")
 
 
-@train_app.command("captions", cls=config_keys_command(
-    "medcap.training.captions:CaptionConfig", "medcap.training.vlm:VLMCaptionConfig",
-    "Vision-language configs (captioner: vlm; vlm-tiny, qwen2.5-vl-lora, ...) add"))
+@train_app.command("captions", cls=config_keys_command("medcap.training.captions:CaptionConfig",
+                                                           "medcap.training.vlm:load_any_caption_config"))
 def train_captions_command(
+    ctx: typer.Context,
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, demo, demo-prompted; vision-language models: "
                                "vlm-tiny, qwen2.5-vl-lora, medgemma-lora, smolvlm-lora) or a YAML file."),
@@ -46,6 +46,7 @@ def train_captions_command(
                                              "--set model=/path/to/blip-folder, --set mixed_precision=bf16 "
                                              "(repeatable; every key is listed below)."),
     resume: bool = resume_option(),
+    print_config_: bool = print_config_option(),
 ) -> int:
     """Fine-tune BLIP (or train a small one from scratch) on the captions; keep the best epoch.
 
@@ -58,9 +59,12 @@ def train_captions_command(
     from ..training.captions import train_captioner
     from ..training.vlm import VLMCaptionConfig, load_any_caption_config, train_vlm_captioner
 
-    cfg = load_any_caption_config(config, set_)
+    cfg = load_any_caption_config(config, set_)   # BLIP, or a vision-language model (captioner: vlm)
+    if print_config_:
+        return print_config(cfg)
     train = train_vlm_captioner if isinstance(cfg, VLMCaptionConfig) else train_captioner
-    result = train(cfg, data, out, resume=resume, log=log)
+    with resume_hint(ctx, out):
+        result = train(cfg, data, out, resume=resume, log=log)
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(f"best validation {cfg.monitor} {score} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")

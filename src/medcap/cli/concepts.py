@@ -27,15 +27,17 @@ from .app import (
     split_images_option,
     train_app,
 )
-from .train_help import config_keys_command
+from .train_help import config_keys_command, print_config, print_config_option, resume_hint
 
 concepts_baseline_app = typer.Typer(help="Concept baselines: most frequent concepts, kNN image retrieval.",
                                     no_args_is_help=True)
 baseline_app.add_typer(concepts_baseline_app, name="concepts")
 
 
-@train_app.command("concepts", cls=config_keys_command("medcap.training.concepts:ConceptConfig"))
+@train_app.command("concepts", cls=config_keys_command("medcap.training.concepts:ConceptConfig",
+                                                           "medcap.training.concepts:load_concept_config"))
 def train_concepts_command(
+    ctx: typer.Context,
     config: str = typer.Option("paper", "--config", "-c",
                                help="Named config (paper, authors-code, csra, global-only, attention-only, demo) "
                                     "or a YAML file."),
@@ -50,6 +52,7 @@ def train_concepts_command(
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--random-init",
                                               help="ImageNet weights (local cache) or random initialisation; "
                                                    "default: the config's."),
+    print_config_: bool = print_config_option(),
 ) -> int:
     """Train a concept detector (MedCSRA by default) and keep the best epoch by validation F1.
 
@@ -58,14 +61,18 @@ def train_concepts_command(
     Several GPUs: `accelerate launch -m medcap train concepts ...`.
     """
     from ..config import parse_overrides
-    from ..training.concepts import train_concepts
+    from ..training.concepts import load_concept_config, train_concepts
 
     overrides = parse_overrides(set_)
     if valid_fraction is not None:
         overrides["valid_fraction"] = valid_fraction
     if pretrained is not None:
         overrides["pretrained"] = pretrained
-    result = train_concepts(config, data, out, overrides, resume=resume, log=log)
+    cfg = load_concept_config(config, overrides)
+    if print_config_:
+        return print_config(cfg)
+    with resume_hint(ctx, out):
+        result = train_concepts(cfg, data, out, resume=resume, log=log)
     typer.echo(f"best validation F1 {result.best_score:.4f} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")
     return 0

@@ -83,6 +83,10 @@ class ImageCLEFDataset:
     def __contains__(self, name: str) -> bool:
         return (canonical_split_name(name) or name) in self.splits
 
+    def __repr__(self) -> str:  # one short line (each split's repr has the details)
+        sizes = ", ".join(f"{k} {len(s)}" for k, s in self.splits.items())
+        return f"<ImageCLEFDataset {str(self.root)!r} ({self.layout}): {sizes}; {len(self.cui_names)} concept names>"
+
     @property
     def edition(self) -> str:
         """The ImageCLEFmedical year its file or image names carry (``ImageCLEFmedical_Caption_2026_...``),

@@ -178,6 +178,40 @@ def _why(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
+def is_image_object(x) -> bool:
+    """A PIL image or a numpy array (an image in memory, not a path)?"""
+    import numpy as np
+    from PIL import Image
+
+    return isinstance(x, (Image.Image, np.ndarray))
+
+
+def to_rgb_image(x, name: str = "<array>") -> "Image.Image":
+    """A PIL image (any mode) or a numpy array (H x W gray, H x W x 3|4, or 3 x H x W; uint8 as is,
+    floats in [0, 1] times 255, anything else scaled by its own range, as 16-bit files are) ->
+    8-bit RGB, by the rules of :func:`load_image`."""
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(x, Image.Image):
+        return _pil_to_rgb(x)
+    a = np.asarray(x)
+    if a.ndim == 3 and a.shape[0] in (1, 3) and a.shape[-1] not in (1, 3, 4):
+        a = a.transpose(1, 2, 0)  # channels first (torch's layout)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or 0 in a.shape:
+        raise MedcapError(f"{name}: expected an image array of shape H x W, H x W x 3|4 or 3 x H x W, "
+                          f"got {a.shape}")
+    if a.dtype != np.uint8:
+        finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+        unit = a.dtype.kind == "f" and finite.size and finite.min() >= 0 and finite.max() <= 1
+        a = _scale_to_uint8(a, 0.0, 1.0) if unit else _scale_to_uint8(a)
+    if a.ndim == 2:
+        return _gray_to_rgb(np.ascontiguousarray(a))
+    return _pil_to_rgb(Image.fromarray(np.ascontiguousarray(a), "RGBA" if a.shape[-1] == 4 else "RGB"))
+
+
 def _pil_to_rgb(im: "Image.Image") -> "Image.Image":
     from PIL import Image
 

@@ -21,6 +21,33 @@ class ImageFolderItems:
         return cls(list(split.ids if ids is None else ids), split.load_image)
 
     @classmethod
+    def from_images(cls, images) -> "ImageFolderItems":
+        """What the predict functions take: a folder or file path, a PIL image or numpy array, or a
+        list of any of these. In-memory images get the IDs ``image-1``, ``image-2``, ... (their
+        place in the list); a path's images, their file names without extension."""
+        from .images import is_image_object, list_images, load_image, to_rgb_image
+
+        if isinstance(images, cls):
+            return images
+        many = not isinstance(images, (str, Path)) and not is_image_object(images) and hasattr(images, "__iter__")
+        given = list(images) if many else [images]
+        if not any(is_image_object(x) for x in given):
+            return cls.from_files(list_images(given))
+        sources: dict[str, Any] = {}
+        for n, x in enumerate(given, 1):
+            found = {f"image-{n}": x} if is_image_object(x) else {p.stem: p for p in list_images(x)}
+            for image_id, src in found.items():
+                if image_id in sources:
+                    raise MedcapError(f"two images share the ID {image_id!r}")
+                sources[image_id] = src
+
+        def load(image_id: str, **kw):
+            src = sources[image_id]
+            return load_image(src, **kw) if isinstance(src, Path) else to_rgb_image(src, image_id)
+
+        return cls(list(sources), load)
+
+    @classmethod
     def from_files(cls, paths: Sequence[Path]) -> "ImageFolderItems":
         from .images import load_image
 

@@ -41,6 +41,11 @@ class Split:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __repr__(self) -> str:  # one short line, not every ID and label (dataclass's repr)
+        labels = [k for k in ("concepts", "captions", "manual_concepts") if getattr(self, k) is not None]
+        where = f", images in {self.image_dir}" if self.image_dir else ", images in parquet" if self.image_bytes else ""
+        return f"<Split {self.name!r}: {len(self.ids)} images, labels: {', '.join(labels) or 'none'}{where}>"
+
     @property
     def has_labels(self) -> bool:
         return self.concepts is not None or self.captions is not None

@@ -51,7 +51,7 @@ def prepare_data(out: Path, plan: DemoPlan, seed: int, log: Callable[[str], None
     from tqdm.auto import tqdm
 
     total = plan.n_train + plan.n_valid + plan.n_test
-    with tqdm(total=total, desc="synthetic images", unit="img") as bar:
+    with tqdm(total=total, desc="synthetic images", unit="img", disable=None) as bar:  # None: on a terminal only
         generate_dataset(root, cfg, overwrite=True, progress=lambda done, _total: bar.update(done - bar.n))
     write_text_atomic(marker, settings)
     return root

@@ -38,7 +38,8 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
 
     ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
-    extension) or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
+    extension), PIL images or numpy arrays (IDs image-1, image-2, ...: their place in the list),
+    or an ImageFolderItems (e.g. of a dataset split). Every image is captioned
     before anything is written, so an unreadable image leaves no file behind. ``concepts``:
     {ID: CUIs} or a concept submission file (``medcap predict concepts``), for a model trained
     with concept prompts (``concept_prompt: true``); every image needs its row there. ``order``:
@@ -50,9 +51,8 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     best with ``concepts`` (medcap.inference.rerank; ``rerank_weight`` chosen on validation with
     ``medcap ensemble rerank-weight``).
     """
-    from tqdm.auto import tqdm
-
     from ..device import resolve_device
+    from ..progress import bar
     from ..submission import check_id_order, write_caption_submission
     from .concepts import image_items
 
@@ -76,7 +76,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
         matcher, nameable = concept_matcher(cui_names)
     retrieved = _retrieved(captioner, items, batch_size, device, progress)
     captions: list[str] = []
-    for start in tqdm(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", disable=not progress):
+    for start in bar(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", show=progress):
         ids = items.ids[start:start + batch_size]
         batch_concepts = None if per_image is None else [per_image[i] for i in ids]
         batch_retrieved = None if retrieved is None else retrieved[start:start + batch_size]

@@ -33,12 +33,9 @@ def probability_fn(model) -> Callable:
 
 
 def image_items(images) -> ImageFolderItems:
-    """Folders / files / an ImageFolderItems -> ImageFolderItems (ID = file name stem)."""
-    if isinstance(images, ImageFolderItems):
-        return images
-    from ..data.images import list_images
-
-    return ImageFolderItems.from_files(list_images(images))
+    """Folders / files / PIL images / numpy arrays (or a list of them) / an ImageFolderItems ->
+    ImageFolderItems (ID = file name stem, or image-N for an in-memory image: its place in the list)."""
+    return ImageFolderItems.from_images(images)
 
 
 def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=None, num_workers: int = 0,
@@ -46,14 +43,15 @@ def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=No
     """Run ``fn`` (normalised input batch -> [B, ...] tensor) over images in batches, without
     autograd -> (IDs, stacked float32 results). Models must already be on ``device``."""
     import torch
-    from tqdm.auto import tqdm
+
+    from ..progress import bar
 
     items = image_items(images)
     loader = torch.utils.data.DataLoader(ConceptImageDataset(items, prep), batch_size=batch_size,
                                          num_workers=num_workers)
     out = []
     with torch.inference_mode():
-        for x, _, _ in tqdm(loader, desc=desc, disable=None if progress else True, leave=False):
+        for x, _, _ in bar(loader, desc=desc, show=progress):  # on a terminal only
             out.append(fn(normalize_batch(x.to(device), prep)).float().cpu().numpy())
     return items.ids, np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
@@ -84,7 +82,8 @@ def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
 
 def predict_concepts(model_or_dir, images, batch_size: int = 32, device: str | None = None,
                      num_workers: int = 0, progress: bool = False) -> dict[str, list[tuple[str, float]]]:
-    """Images (folders, files) -> {ID: [(CUI, probability), ...]} with the saved thresholds."""
+    """Images (folders, files, PIL images, numpy arrays) -> {ID: [(CUI, probability), ...]} with the
+    saved thresholds (in-memory images: the IDs image-1, image-2, ...)."""
     model = load_detector(model_or_dir)
     ids, probs = predict_probabilities(model, images, batch_size, device, num_workers, progress)
     return dict(zip(ids, decide(model, probs), strict=True))

@@ -135,13 +135,26 @@ class BertScorer:
         out = np.ones(len(gold), dtype=np.float64)
         todo = [i for i in range(len(gold)) if not both_empty(gold[i], pred[i])]
         if todo:
-            with _quiet_empty_warnings():
-                p, r, f = self._scorer.score([preprocess_caption(pred[i]) for i in todo],
-                                             [preprocess_caption(gold[i]) for i in todo],
-                                             batch_size=self.batch_size)
+            p, r, f = self._score_pairs([preprocess_caption(pred[i]) for i in todo],
+                                        [preprocess_caption(gold[i]) for i in todo])
             chosen = {"precision": p, "recall": r, "f1": f}[self.measure]
             out[todo] = chosen.double().cpu().numpy()
         return out
+
+    def _score_pairs(self, cands: list[str], refs: list[str]):
+        """bert-score's (P, R, F) in one call; on a terminal in chunks that tick a progress bar
+        (medcap.progress), since scoring takes tens of seconds. Each pair is scored on its own with
+        the idf weights set once, so chunks change a score only by float rounding (other padding)."""
+        import torch
+
+        from ..progress import bar, on_terminal
+
+        step = max(self.batch_size * 4, 1) if on_terminal() else max(len(cands), 1)
+        parts = []
+        for s in bar(range(0, len(cands), step), desc="BERTScore", unit="chunk", show=step < len(cands)):
+            with _quiet_empty_warnings():
+                parts.append(self._scorer.score(cands[s:s + step], refs[s:s + step], batch_size=self.batch_size))
+        return tuple(torch.cat([part[k] for part in parts]) for k in range(3))
 
 
 def _patch_tokenizer(tokenizer) -> None:

@@ -222,19 +222,23 @@ class MultiHeadCSRA(nn.Module):
 
 @dataclass
 class DetectorConfig:
-    """What config.json holds: enough to rebuild the network (weights come separately)."""
-    num_classes: int
-    backbone: str = "resnet101"
+    """What config.json holds: enough to rebuild the network (weights come separately).
+
+    A concept training config holds one (``ConceptConfig.model``); its ``num_classes`` is set
+    from the training data's vocabulary when the network is built.
+    """
+    num_classes: int = field(default=0, metadata={"internal": True})   # outputs: one per concept of the vocabulary
+    backbone: str = "resnet101"       # timm name, or tv/<torchvision name>
     feature_stage: str = "last"       # "last" = layer4 for ResNets (see backbones.py)
     train_from: str = ""              # first trained backbone stage ("layer4" = paper); "" = all
     head: str = "medcsra"             # medcsra | global | attention | csra
     lam: float = 0.1                  # paper 5.2.4 fusion weight; CSRA's residual weight
     csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8 (head: csra)
-    dropout: float = 0.0              # on the feature map, before the head
+    dropout: float = 0.0              # dropout on the feature map, before the classifier heads
     global_pool: str = "avg"          # avg | gem | grid: the global branch's pooling (medcsra, global heads)
     gem_p: float = 3.0                # GeM's initial exponent
     gem_learnable: bool = True        # GeM's p trained with the rest (false: fixed)
-    model_type: str = field(default=CONCEPT_MODEL_TYPE)
+    model_type: str = field(default=CONCEPT_MODEL_TYPE, metadata={"internal": True})  # what config.json describes
 
     def __post_init__(self):
         if self.head not in HEADS:

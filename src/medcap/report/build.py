@@ -447,9 +447,9 @@ def build_report(inputs: ReportInputs, out: str | Path, *, progress: bool = Fals
         bodies, nav, left_out = [], [], []
         steps = SECTIONS
         if progress:
-            from tqdm.auto import tqdm
+            from ..progress import bar
 
-            steps = tqdm(SECTIONS, desc="report", unit="section", leave=False)
+            steps = bar(SECTIONS, desc="report", unit="section")  # on a terminal only
         for section_id, label, build in steps:
             try:
                 bodies.append(build(ctx))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config, save_config
+from ..config import load_config, resolve_config, save_config
 from ..errors import MedcapError
 from ..models.captioner import DEFAULT_MODEL, Captioner, GenerationSettings
 from .engine import TrainConfig
@@ -43,7 +43,7 @@ class CaptionConfig(TrainConfig):
     optimizer: str = "adamw"         # REFERENCE §1
     schedule: str = "constant"       # the authors' code has no schedule
     patience: int = 0                # early stopping (0 = never)
-    name: str = ""
+    name: str = ""                   # the config's name (set from the file name)
     # model
     model: str = DEFAULT_MODEL       # hub name, model folder, or scratch:tiny|small|base|large
     image_size: int = 224            # REFERENCE §1: 224 px; position embeddings interpolated if needed
@@ -55,7 +55,7 @@ class CaptionConfig(TrainConfig):
     lowercase: bool = True           # scratch models: uncased tokenizer, like blip-large's
     dropout: float = 0.0             # scratch models: dropout in both transformers (BLIP's default: 0)
     prompt: str = ""                 # text the decoder starts from (cut from the output)
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # recompute activations: less memory, slower steps
     freeze_vision: bool = False      # train the text decoder only
     concept_loss: float = 0.0        # weight of the auxiliary concept probe (medcap.models.guided; 0: off)
     concept_prompt: bool = False     # the decoder starts from the image's concept names (ConceptPrompt)
@@ -68,17 +68,17 @@ class CaptionConfig(TrainConfig):
     retrieval_backbone: str = "resnet18"  # the plain backbone (random weights from `seed`) without retrieval_model
     retrieval_image_size: int = 224  # the plain backbone's image size
     # generation (REFERENCE §2: the authors' run)
-    num_beams: int = 5
-    no_repeat_ngram_size: int = 2
-    max_new_tokens: int = 200
+    num_beams: int = 5               # beam width of predictions (1 = greedy)
+    no_repeat_ngram_size: int = 2    # no n-gram of this size twice in a caption
+    max_new_tokens: int = 200        # longest predicted caption, in tokens
     # data
-    batch_size: int = 4              # REFERENCE §1
-    num_workers: int = 0
+    batch_size: int = 4              # training batch size (REFERENCE §1)
+    num_workers: int = 0             # DataLoader workers
     max_train_images: int = 0        # 0 = all (a smaller number for quick trials)
     # validation each epoch, on a fixed random subset of the valid split
     eval_images: int = 200           # 0 = no validation (the last epoch is kept)
     eval_num_beams: int = 1          # greedy while training: fast; predictions use num_beams
-    eval_max_new_tokens: int = 60
+    eval_max_new_tokens: int = 60    # longest validation caption, in tokens
     monitor: str = "rouge1"          # rouge1 (higher is better) | valid_loss (lower is better)
 
     def __post_init__(self):
@@ -377,16 +377,20 @@ class CaptionTask:
                 "captions_truncated": self.n_truncated, "max_length": self.cfg.max_length}
 
 
-def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resume: bool = False, log=print):
-    """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult."""
+def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: str | Path,
+                    overrides: dict | list[str] | None = None, resume: bool = False, log=print):
+    """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult.
+
+    ``config``: a named config (``"demo"``), a YAML path or a :class:`CaptionConfig`; ``overrides``:
+    ``{"epochs": 3}`` or ``["epochs=3"]``, applied to any of them (as :func:`train_concepts`)."""
     from ..data import read_dataset
     from ..fileio import atomic_dir
-    from .engine import Trainer, latest_checkpoint
+    from .checkpoints import check_run_folder
+    from .engine import Trainer
 
+    cfg = resolve_config(CaptionConfig, config, "captions", overrides)
     out = Path(out)
-    if not resume and latest_checkpoint(out) is not None:  # before anything in `out` is touched
-        raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
-                          "or choose another --out", file=out)
+    check_run_folder(out, resume)  # before anything in `out` is touched
     dataset = read_dataset(data)
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR
@@ -400,3 +404,6 @@ def train_captioner(cfg: CaptionConfig, data: str | Path, out: str | Path, resum
             task.captioner.processor.save_pretrained(tmp)
     save_config(cfg, out)   # config.yaml, as concept runs (older caption runs wrote config.json)
     return Trainer(task, TrainConfig.from_config(cfg), out).fit(resume=resume)
+
+
+train_captions = train_captioner  # the name that matches train_concepts and `medcap train captions`

@@ -74,3 +74,17 @@ def load_state_error(e: BaseException) -> str:
                 f"changed?): {first}; resume with the run's original config, or train into a new --out")
     return (f"damaged checkpoint ({first}): delete this folder to --resume from the previous checkpoint, "
             "or train again without --resume")
+
+
+def check_run_folder(out_dir: str | Path, resume: bool) -> None:
+    """Before anything is read or written: ``--resume`` needs a run to continue, and a fresh run
+    needs a folder without one. Both are one-line errors that leave the folder as it was
+    (no folder, no lock file is created)."""
+    has_run = latest_checkpoint(out_dir) is not None
+    if resume and not has_run:
+        what = "holds no training run (no complete checkpoint)" if Path(out_dir).exists() else "does not exist"
+        raise MedcapError(f"nothing to resume: this folder {what}; train without --resume to start a run",
+                          file=out_dir)
+    if not resume and has_run:
+        raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
+                          "or choose another --out", file=out_dir)

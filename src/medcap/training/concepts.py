@@ -14,17 +14,18 @@ the training-loop fields of :class:`medcap.training.engine.TrainConfig`, the los
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from ..config import load_config
+from ..config import load_config, resolve_config
 from ..data.items import ConceptImageDataset, ImageFolderItems
 from ..data.transforms import normalize_batch
 from ..errors import MedcapError
 from ..fileio import write_text_atomic
+from ..models.concept_detector import DetectorConfig
 from .engine import TrainConfig, Trainer, TrainResult, seed_everything
 from .losses import LossConfig
 
@@ -36,20 +37,12 @@ SIDE_PAIRS = "C0205090:C0205091"
 @dataclass
 class ConceptConfig(TrainConfig, LossConfig):
     """Every key a concept config may set (named configs: medcap/configs/concepts/*.yaml)."""
-    name: str = ""
-    # -- model (medcap.models.concept_detector.DetectorConfig) --------------------------------
-    backbone: str = "resnet101"       # timm name, or tv/<torchvision name>
+    name: str = ""                    # the config's name (set from the file name)
+    # -- model: the network's config, nested as transformers nests its configs. Its keys may be
+    # written at the top level (backbone: resnet18, --set head=csra) or under model: / model.KEY.
+    model: DetectorConfig = field(default_factory=DetectorConfig)
     pretrained: bool = False          # ImageNet weights from the local cache (REFERENCE §1: yes)
     pretrained_path: str = ""         # ... or from this file
-    feature_stage: str = "last"       # "last" = layer4 (2048 ch for ResNet-101); "layer3" = 1024
-    train_from: str = ""              # first trained backbone stage; "layer4" = paper; "" = all
-    head: str = "medcsra"             # medcsra | global | attention | csra
-    lam: float = 0.1                  # fusion weight (paper 5.2.4) / CSRA residual weight
-    csra_heads: int = 1               # 1 | 2 | 4 | 6 | 8
-    dropout: float = 0.0
-    global_pool: str = "avg"          # avg | gem (generalised mean, REFERENCE §6) | grid (2x2 cells)
-    gem_p: float = 3.0                # GeM's initial exponent
-    gem_learnable: bool = True        # train GeM's p (false: fixed)
     # -- images ---------------------------------------------------------------------------------
     image_size: int = 224             # square input side (REFERENCE §1: 224)
     resize: str = "squash"            # squash (ignore aspect ratio) | pad (letterbox)
@@ -64,22 +57,20 @@ class ConceptConfig(TrainConfig, LossConfig):
     cache_images: bool = False        # keep decoded, resized images in memory (small datasets)
     num_workers: int = 0              # DataLoader workers
     # -- data -----------------------------------------------------------------------------------
-    batch_size: int = 16              # REFERENCE §1: 16
-    eval_batch_size: int = 64
+    batch_size: int = 16              # training batch size (REFERENCE §1: 16)
+    eval_batch_size: int = 64         # validation batch size
     min_concept_count: int = 1        # vocabulary: CUIs in at least this many training images
     valid_fraction: float = 0.0       # hold out this share of train when there is no valid split
     # -- thresholds (medcap.thresholds) ------------------------------------------------------
     threshold_grid: str = "paper"     # paper (0.05..0.55 step 0.05) | fine (0.01 steps)
     never_empty: str = "auto"         # top-1 when nothing passes: auto (chosen on valid) | on | off
-    per_concept_thresholds: bool = False
-    per_concept_min_positives: int = 10
-    per_concept_shrinkage: float = 10.0
+    per_concept_thresholds: bool = False  # tune a threshold per concept on validation (else one global)
+    per_concept_min_positives: int = 10   # ... only for concepts with this many validation positives
+    per_concept_shrinkage: float = 10.0   # pull per-concept thresholds towards the global one
 
     def __post_init__(self):
         super().__post_init__()
-        from ..models.concept_detector import HEADS
-
-        choices = {"head": HEADS, "resize": ("squash", "pad"), "normalize": ("imagenet", "none"),
+        choices = {"resize": ("squash", "pad"), "normalize": ("imagenet", "none"),
                    "threshold_grid": ("paper", "fine"), "never_empty": ("auto", "on", "off")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
@@ -95,11 +86,9 @@ def load_concept_config(name_or_path: str | Path, overrides: dict | list[str] | 
     return load_config(ConceptConfig, name_or_path, TASK, overrides)
 
 
-def detector_config(cfg: ConceptConfig, num_classes: int):
-    from ..models.concept_detector import DetectorConfig
-
-    keys = {f.name for f in dataclasses.fields(DetectorConfig)} - {"num_classes", "model_type"}
-    return DetectorConfig(num_classes=num_classes, **{k: getattr(cfg, k) for k in keys})
+def detector_config(cfg: ConceptConfig, num_classes: int) -> DetectorConfig:
+    """The config's network with one output per concept of the vocabulary."""
+    return dataclasses.replace(cfg.model, num_classes=num_classes)
 
 
 # ------------------------------------------------------------------------------------------
@@ -292,8 +281,14 @@ class ConceptTask:
 def train_concepts(config: str | Path | ConceptConfig, data_dir: str | Path, out_dir: str | Path,
                    overrides: dict | list[str] | None = None, resume: bool = False,
                    log: Callable = print) -> TrainResult:
-    """Train a concept detector; the best epoch's model folder is ``out_dir/model``."""
-    cfg = config if isinstance(config, ConceptConfig) else load_concept_config(config, overrides)
+    """Train a concept detector; the best epoch's model folder is ``out_dir/model``.
+
+    ``config``: a named config (``"demo"``), a YAML path or a :class:`ConceptConfig`; ``overrides``:
+    ``{"epochs": 3}`` or ``["epochs=3"]``, applied to any of them."""
+    from .checkpoints import check_run_folder
+
+    cfg = resolve_config(ConceptConfig, config, TASK, overrides)
+    check_run_folder(out_dir, resume)  # before the data is read or `out_dir` touched
     data = load_concept_data(data_dir, cfg, log)
     log(f"{len(data.train.ids)} training / {len(data.valid.ids)} validation images, "
         f"{len(data.vocabulary)} concepts; config {cfg.name or 'custom'}")

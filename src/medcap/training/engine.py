@@ -85,8 +85,8 @@ class _TiedWeightsNotice(logging.Filter):
 class TrainConfig:
     """Settings of the training loop (task configs carry the same keys, flat; see from_config)."""
     epochs: int = 100                 # epoch budget; the cosine schedule spans all of it (REFERENCE §1: 100)
-    lr: float = 1e-4                  # REFERENCE §1: Adam 1e-4
-    weight_decay: float = 1e-5        # REFERENCE §1: 1e-5
+    lr: float = 1e-4                  # learning rate (REFERENCE §1: Adam 1e-4)
+    weight_decay: float = 1e-5        # weight decay (REFERENCE §1: 1e-5)
     optimizer: str = "adam"           # adam | adamw
     schedule: str = "cosine"          # cosine | constant (both after the warm-up)
     warmup_steps: int = 0             # linear warm-up from 0 over this many optimiser steps
@@ -98,7 +98,7 @@ class TrainConfig:
     patience: int = 5                 # epochs without improvement before stopping; 0 = never
     max_minutes: float = 0.0          # wall-clock budget; 0 = none. With a budget the schedule
                                       # follows time too (whichever of steps/time is further on)
-    seed: int = 42                    # REFERENCE §1: seed 42
+    seed: int = 42                    # random seed of weights, shuffling, augmentation (REFERENCE §1: 42)
     cpu: bool = False                 # force the CPU even when a GPU is present
     keep_checkpoints: int = 1         # epoch checkpoints kept on disk (newest first)
     progress: bool = True             # tqdm progress bars
@@ -143,7 +143,7 @@ class TrainResult:
     best_epoch: int | None
     epochs_run: int
     stop_reason: str                  # "epochs" | "early_stop" | "time_budget"
-    history: list[dict] = field(default_factory=list)
+    history: list[dict] = field(default_factory=list, repr=False)  # (metrics.csv; a short repr)
 
 
 def seed_everything(seed: int) -> None:
@@ -317,6 +317,9 @@ class Trainer:
 
     def fit(self, resume: bool = False) -> TrainResult:
         """Train (see the module docstring); the output folder is locked for the run (medcap.training.runlock)."""
+        from .checkpoints import check_run_folder
+
+        check_run_folder(self.out_dir, resume)  # --resume without a run, or a second run: nothing is created
         # RANK: set by accelerate launch / torchrun; only the main process locks and cleans up.
         if int(os.environ.get("RANK", "0")) != 0:
             return self._fit(resume)
@@ -397,11 +400,8 @@ class Trainer:
                       "elapsed_s": 0.0, "eval_s": 0.0, "history": [], "stop_reason": None}
         self._setup()
         self.state["total_steps"] = self.total_steps
-        if resume:
+        if resume:  # (fit() checked that a run is there to resume, or none when not resuming)
             self._load_checkpoint()
-        elif latest_checkpoint(self.out_dir) is not None:
-            raise MedcapError("this output folder already holds a training run: pass --resume to "
-                              "continue it or choose another --out", file=self.out_dir)
         if self.acc.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self._tb = self._open_tensorboard()
@@ -412,7 +412,8 @@ class Trainer:
         """One pass over the training data -> (mean loss over processes, "time_budget" or None)."""
         import torch
         from accelerate.utils import set_seed
-        from tqdm.auto import tqdm
+
+        from ..progress import training_bar
 
         cfg, acc = self.cfg, self.acc
         # Epoch e is seeded from seed + e (shuffle and augmentation): resume gives the same run.
@@ -420,8 +421,8 @@ class Trainer:
         self.train_loader.set_epoch(epoch)
         total_loss, n_batches, stop = torch.zeros((), device=acc.device), 0, None
         show = cfg.progress and acc.is_local_main_process
-        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=None if show else True)  # None: shown on a terminal only
+        # on a terminal only; with a time budget the bar counts its seconds (the ETA: the budget's end)
+        bar = training_bar(self.train_loader, epoch, cfg.epochs, self._budget_s, self._elapsed, show)
         for batch in bar:
             loss = self._train_step(batch, epoch)
             if loss is not None:  # None: a NaN/inf step, skipped

@@ -23,12 +23,12 @@ LOSSES = ("bce", "focal", "asl")
 
 @dataclass
 class LossConfig:
-    loss: str = "bce"
-    focal_gamma: float = 2.0          # focusing parameter
-    focal_alpha: float = -1.0         # weight of positives in (0, 1); -1 = no weighting
-    asl_gamma_neg: float = 4.0        # ASL defaults (Ridnik et al.)
-    asl_gamma_pos: float = 0.0
-    asl_clip: float = 0.05            # probability margin that discards easy negatives
+    loss: str = "bce"                 # bce | focal | asl (asymmetric loss)
+    focal_gamma: float = 2.0          # focal loss: focusing parameter
+    focal_alpha: float = -1.0         # focal loss: weight of positives in (0, 1); -1 = no weighting
+    asl_gamma_neg: float = 4.0        # ASL: focusing on negatives (Ridnik et al. default)
+    asl_gamma_pos: float = 0.0        # ASL: focusing on positives (Ridnik et al. default)
+    asl_clip: float = 0.05            # ASL: probability margin that discards easy negatives
 
 
 class FocalLoss(nn.Module):
