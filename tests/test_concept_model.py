@@ -24,9 +24,9 @@ from medcap.training.concepts import ConceptConfig, detector_config, load_concep
 CUIS = ["C0000726", "C0006141", "C0817096", "C0040405", "C0024485"]
 
 
-def _detector(head="medcsra", **kw):
+def _detector(head="medcsra", backbone="resnet18", **kw):
     torch.manual_seed(0)
-    m = ConceptDetector(DetectorConfig(num_classes=len(CUIS), backbone="resnet18", head=head, **kw))
+    m = ConceptDetector(DetectorConfig(num_classes=len(CUIS), backbone=backbone, head=head, **kw))
     m.vocabulary = ConceptVocabulary(CUIS)
     m.thresholds = {"global": 0.4, "never_empty": True, "per_concept": {}}
     m.preprocessing = {"image_size": 64, "resize": "squash", "mean": None, "std": None}

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import yaml
 
-from medcap.config import config_help, field_meanings
+from medcap.config import config_help, config_keys, field_meanings
 from medcap.errors import MedcapError
 from medcap.training.captions import CaptionConfig, load_caption_config
 from medcap.training.concepts import ConceptConfig, load_concept_config
@@ -36,7 +36,7 @@ def test_train_help_shows_each_keys_meaning_and_the_chosen_configs_value(cli, mo
     assert rc == 0
     demo = load_concept_config("demo")
     line = next(ln for ln in out.splitlines() if "backbone = " in ln)
-    assert f"backbone = {demo.backbone!r}" in line and "timm name" in line  # demo's value, not the default
+    assert f"backbone = {demo.model.backbone!r}" in line and "timm name" in line  # demo's value, not the default
     assert "max_minutes = 8.0" in out and "wall-clock budget" in out
     rc, out, _ = cli("train", "captions", "--help")  # no --config: the default config (paper)
     assert rc == 0 and "model = 'Salesforce/blip-image-captioning-large'" in out and "config 'paper'" in out
@@ -45,12 +45,12 @@ def test_train_help_shows_each_keys_meaning_and_the_chosen_configs_value(cli, mo
 @pytest.mark.parametrize("cls", [ConceptConfig, CaptionConfig])
 def test_every_set_key_has_a_one_line_meaning_from_the_dataclass_comments(cls):
     meanings = field_meanings(cls)
-    keys = [f.name for f in dataclasses.fields(cls)]
+    keys = [k for k, _ in config_keys(cls)]   # a nested config's keys (ConceptConfig.model) included
     assert [k for k in keys if not meanings.get(k)] == []
     assert all("\n" not in m for m in meanings.values())
     # a comment continued on the next line belongs to the key above it; section headings to none
     assert meanings["max_minutes"].startswith("wall-clock budget") and "steps/time" in meanings["max_minutes"]
-    assert len(config_help(cls)) == len([f for f in dataclasses.fields(cls)])
+    assert len(config_help(cls)) == len(keys)
 
 
 def test_a_subclass_re_defaulting_a_key_keeps_the_base_meaning():

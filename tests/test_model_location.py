@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from medcap.errors import MedcapError
+from medcap.errors import MedcapError, MissingWeightsError
 from medcap.models.location import is_hub_id, model_kind, resolve_model_folder
 
 
@@ -47,12 +47,11 @@ def test_a_missing_local_path_fails_at_once_without_a_hub_lookup(tmp_path, monke
     assert not is_hub_id("runs/captions") and is_hub_id("Salesforce/blip-image-captioning-large")
 
 
-def test_a_hub_id_is_kept_for_captioners_only(tmp_path, monkeypatch):
+def test_a_hub_id_not_on_this_machine_is_a_missing_weights_error_for_either_task(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert resolve_model_folder("Salesforce/blip-image-captioning-large", "captions") == \
-        "Salesforce/blip-image-captioning-large"
-    with pytest.raises(MedcapError, match="model folder not found"):
-        resolve_model_folder("owner/detector", "concepts")
+    for kind in ("captions", "concepts"):  # HF_HUB_OFFLINE=1 (conftest): the cache only
+        with pytest.raises(MissingWeightsError, match="hf download owner/never-cached"):
+            resolve_model_folder("owner/never-cached", kind)
 
 
 def test_a_folder_of_the_other_task_says_which_command_reads_it(tmp_path):

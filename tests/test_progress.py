@@ -3,6 +3,7 @@ BERTScore shows progress, transformers' bars and warnings are hidden unless --ve
 from __future__ import annotations
 
 import io
+import types
 
 import torch
 
@@ -55,26 +56,33 @@ def test_the_engine_gives_its_bar_the_time_budget(monkeypatch, tmp_path):
     assert seen == [(1, 300.0, True)]
 
 
-def test_bertscore_shows_progress_on_a_terminal_in_chunks_with_the_same_scores(monkeypatch):
+def test_bertscore_shows_progress_on_a_terminal_with_the_same_scores(monkeypatch):
+    import bert_score.utils as bert_utils
+
     from medcap.metrics import textscores
 
-    calls = []
+    def encode(chunk, model, tokenizer, idf_dict, device):  # bert-score's (B, L, D) vectors, mask, idf
+        width = max(len(x) for x in chunk) + 2
+        shape = (len(chunk), width)
+        emb, mask, idf = torch.zeros(*shape, 3), torch.zeros(shape), torch.zeros(shape)
+        for k, x in enumerate(chunk):
+            emb[k, :len(x) + 2] = torch.tensor([1.0, float(len(x)), 0.5])
+            mask[k, :len(x) + 2], idf[k, 1:len(x) + 1] = 1, 1.0
+        return emb, mask, idf
 
-    class FakeBert:  # bert-score's BERTScorer.score: P, R, F per pair
-        def score(self, cands, refs, batch_size):
-            calls.append(len(cands))
-            t = torch.tensor([float(len(c) + len(r)) for c, r in zip(cands, refs, strict=True)])
-            return t, t + 1, t + 2
-
+    monkeypatch.setattr(bert_utils, "get_bert_embedding", encode)
+    monkeypatch.setattr(bert_utils, "sent_encode", lambda tokenizer, x: [0] * (len(x) + 2))
+    shown, real_bar = [], progress.bar
+    monkeypatch.setattr(progress, "bar", lambda it, show=True, **kw: shown.append(show) or real_bar(it, show=False))
     scorer = object.__new__(textscores.BertScorer)
-    scorer._scorer, scorer.batch_size = FakeBert(), 2
-    cands, refs = [f"c{i}" * i for i in range(20)], [f"r{i}" for i in range(20)]
-    whole = scorer._score_pairs(cands, refs)
-    assert calls == [20]  # not a terminal (pytest): one call, no bar
+    scorer._scorer = types.SimpleNamespace(_model=None, _tokenizer=None, _idf_dict={}, device="cpu")
+    scorer.batch_size = 2
+    gold, pred = [f"r{i}" for i in range(9)], [f"c{i}" * i for i in range(9)]
+    whole = scorer.pair_scores(gold, pred)
+    assert shown == [False]  # not a terminal (pytest): no bar
     monkeypatch.setattr(progress, "on_terminal", lambda stream=None: True)
-    calls.clear()
-    chunked = scorer._score_pairs(cands, refs)
-    assert calls == [8, 8, 4] and all(torch.equal(a, b) for a, b in zip(whole, chunked, strict=True))
+    again = scorer.pair_scores(gold, pred)
+    assert shown == [False, True] and all((a == b).all() for a, b in zip(whole, again, strict=True))
 
 
 def _states():

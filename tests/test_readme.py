@@ -45,6 +45,7 @@ NOT_RUN = {
     "needs the licensed ROCOv2 data": lambda line: re.search(r"(^|\s)ROCOv2(\s|$)", line) is not None,
     "elides its options with '...'": lambda line: line.rstrip().endswith("..."),
     "runs until stopped (a web server)": lambda line: line.startswith("medcap serve"),
+    "needs the network (the Hugging Face hub)": lambda line: line.startswith("medcap push"),
 }
 
 

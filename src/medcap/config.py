@@ -222,6 +222,9 @@ def field_meanings(cls) -> dict[str, str]:
             elif tok.type == tokenize.NL and first_on_line and current is not None and current not in out:
                 current = None  # a blank line ends a field's comment lines
             first_on_line = tok.type in (tokenize.NEWLINE, tokenize.NL, tokenize.INDENT, tokenize.DEDENT)
+    flat = flat_keys(cls)
+    for sub in nested_configs(cls).values():   # a nested config's keys mean what its class says
+        out.update({k: m for k, m in field_meanings(sub).items() if k in flat})
     return out
 
 
@@ -232,8 +235,6 @@ def config_help(cls, cfg: Any = None, width: int | None = None) -> list[str]:
     import textwrap
 
     meanings, flat = field_meanings(cls), flat_keys(cls)
-    for sub in nested_configs(cls).values():   # a nested config's keys mean what its class says
-        meanings.update({k: m for k, m in field_meanings(sub).items() if k in flat})
 
     def value(key, default):
         if cfg is None:

@@ -9,7 +9,8 @@ from ..errors import MedcapError
 from .app import app
 
 # Command modules register themselves on the groups in app.py when imported.
-_COMMAND_MODULES = ["data", "synth", "concepts", "captions", "evaluation", "demo", "factcheck", "ensemble", "vlm"]
+_COMMAND_MODULES = ["data", "synth", "concepts", "captions", "evaluation", "demo", "factcheck", "ensemble", "export",
+                    "hub"]
 
 
 def _load_commands() -> None:

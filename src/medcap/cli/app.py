@@ -101,6 +101,20 @@ def images_or_split(images, data, split: str):
     return ImageFolderItems.from_split(s, ids)
 
 
+def revision_option():
+    return typer.Option(None, "--revision", help="With a hub id owner/name as --model: the commit, tag or branch "
+                        "to load (default: the main branch).", show_default=False)
+
+
+def model_at_revision(model, kind: str, revision: str | None):
+    """--model as given, or the local copy of a hub id at --revision (medcap.models.location)."""
+    from ..models.location import is_hub_id, resolve_model_folder
+
+    if revision is None and not is_hub_id(str(model)):
+        return model
+    return resolve_model_folder(str(model), kind, revision=revision)
+
+
 def device_option():
     return typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")
 

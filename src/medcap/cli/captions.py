@@ -18,9 +18,11 @@ from .app import (
     images_option,
     images_or_split,
     log,
+    model_at_revision,
     order_from_option,
     predict_app,
     resume_option,
+    revision_option,
     run_folder_option,
     split_images_option,
     train_app,
@@ -96,6 +98,7 @@ def predict_captions_command(
                                         "choose it on validation with `medcap ensemble rerank-weight`."),
     cui_mapping: Path | None = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: more concept names for "
                                             "--rerank to match."),
+    revision: str | None = revision_option(),
 ) -> int:
     """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
     from ..inference.captions import predict_captions
@@ -108,6 +111,7 @@ def predict_captions_command(
         names = read_cui_mapping(cui_mapping)
     images = images_or_split(images, data, split)
     order = read_id_order(order_from) if order_from else None
+    model = model_at_revision(model, "captions", revision)
     start = time.monotonic()
     captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
                                 max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,

@@ -20,9 +20,11 @@ from .app import (
     images_option,
     images_or_split,
     log,
+    model_at_revision,
     order_from_option,
     predict_app,
     resume_option,
+    revision_option,
     run_folder_option,
     split_images_option,
     train_app,
@@ -94,6 +96,7 @@ def predict_concepts_command(
     device: Optional[str] = device_option(),
     order_from: Optional[List[Path]] = order_from_option(),
     edition: int = edition_option(),
+    revision: Optional[str] = revision_option(),
 ) -> int:
     """Predict concepts with the model's saved thresholds and write an official submission."""
     from ..fileio import write_json
@@ -103,7 +106,7 @@ def predict_concepts_command(
     order = read_id_order(order_from) if order_from else None
     items = image_items(images_or_split(images, data, split))
     check_id_order(items.ids, order, file=order_from[0] if order_from else None)
-    detector = load_detector(model)
+    detector = load_detector(model_at_revision(model, "concepts", revision))
     ids, probs = predict_probabilities(detector, items, batch_size=batch_size, device=device, progress=True)
     decided = decide(detector, probs)
     write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided, strict=True)},

@@ -61,6 +61,17 @@ def _write_outputs(summary: dict, scores, json_path: Path | None, per_image: Pat
         typer.echo(f"per-image scores: {per_image}")
 
 
+def _read_gold_captions(path: Path) -> dict[str, str]:
+    """ID -> gold caption. An empty gold caption is accepted, as the organisers' reader
+    accepts it (REFERENCE §10); every other problem of the file is an error."""
+    from ..data.csvio import scan_captions_csv
+
+    table = scan_captions_csv(path)
+    table.problems[:] = [p for p in table.problems if p.kind != "empty_caption"]
+    table.raise_first()
+    return table.values
+
+
 def _gold_ids(*tables: dict | None) -> list[str]:
     """The gold IDs in order: the first table's, then any only in the next (REFERENCE §7)."""
     ids: dict[str, None] = {}
@@ -106,12 +117,11 @@ def validate_captions_command(
     edition: int = edition_option(),
 ) -> int:
     """Check a caption submission against every official rule; list every violation with its line."""
-    from ..data.csvio import read_captions_csv
     from ..editions import edition_rules
     from ..submission import validate_caption_submission
 
     rules = edition_rules(edition)
-    ids = list(read_captions_csv(gold)) if gold is not None else None
+    ids = list(_read_gold_captions(gold)) if gold is not None else None
     violations = validate_caption_submission(submission, ids, edition=rules)
     return _validation_result(submission, violations, ids, rules)
 
@@ -221,15 +231,18 @@ def _print_caption_summary(s: dict) -> None:
 
     rows = [[scorer.label.format(**s["settings"]), s[key], scorer.describe(s)]
             for key, scorer in SCORERS.items() if key in s]
-    for key in AGGREGATE_TITLES:
+    for key, title in AGGREGATE_TITLES.items():
         if key not in s:
             continue
         if s[key] is None:
             note = f"needs {', '.join(s[key + '_missing'])}"
         else:
             note = f"mean of {', '.join(s[key + '_terms'])}" + (" (PARTIAL)" if s[key + "_partial"] else "")
-        rows.append([key.capitalize(), s[key], note])
+        if key == "overall":
+            note += "; not an evaluator output"
+        rows.append([title, s[key], note])
     typer.echo(text_table(["measure", "value", ""], rows))
+    typer.echo(f"note: {s['overall_note']}")
     if s["not_available"]:
         typer.echo("\nnot available:")
         for key, how in s["not_available"].items():
@@ -269,22 +282,31 @@ def evaluate_captions_command(
     medcat_model: Optional[Path] = typer.Option(None, "--medcat-model", help="MedCAT UMLS model pack (.zip)."),
     medimageinsight: Optional[Path] = typer.Option(None, "--medimageinsight", help="MedImageInsights checkout."),
     download: bool = typer.Option(False, "--download", help="Let missing models download from the Hugging Face hub."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Pairs per BERTScore batch."),
+    empty_similarity: str = typer.Option("organisers-code", "--empty-similarity", help="Similarity of an empty "
+                                         "prediction: 'organisers-code' (the edition's code: 2025 encodes it, two "
+                                         "empty captions score 1; 2026 scores it 0) or 'rules' (the written rules: "
+                                         "0, two empty captions 1)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Captions per BERTScore encoding batch (the "
+                                   "scores do not depend on it)."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu or cuda (default: cuda when available)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the scores as JSON here."),
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="Write one CSV row per image here."),
 ) -> int:
     """Score a caption submission with the official preprocessing and measures."""
-    from ..data.csvio import read_captions_csv, read_cui_mapping
+    from ..data.csvio import read_cui_mapping
     from ..editions import edition_rules
     from ..metrics.editions import caption_preset, load_image_embeddings, score_captions_preset
+    from ..metrics.scorers import SIMILARITY_EMPTY_MODES
     from ..submission import check_caption_submission
 
     rules = edition_rules(edition)
     if preset is not None and relevance is not None and preset != relevance:
         raise MedcapError(f"--preset {preset} and --relevance {relevance} disagree; give one")
     chosen = caption_preset(preset or relevance, edition=rules)
-    gold_captions = read_captions_csv(gold)
+    if empty_similarity not in SIMILARITY_EMPTY_MODES:
+        raise MedcapError(f"--empty-similarity must be one of {', '.join(SIMILARITY_EMPTY_MODES)}, "
+                          f"got {empty_similarity!r}")
+    gold_captions = _read_gold_captions(gold)
     captions, violations = check_caption_submission(pred, list(gold_captions), edition=rules)
     refused = _refuse_invalid(pred, violations)
     if refused is not None:
@@ -300,12 +322,15 @@ def evaluate_captions_command(
         device=device, images_dir=images, cui_names=None if cui_mapping is None else read_cui_mapping(cui_mapping),
         bleurt_model=None if bleurt_model.lower() in none else bleurt_model,
         alignscore_checkpoint=alignscore_ckpt, medcat_model=medcat_model, medimageinsight_dir=medimageinsight,
-        partial_aggregates=partial, download=download,
+        partial_aggregates=partial, download=download, empty_similarity=empty_similarity,
     )
     s = scores.summary
     s["edition"] = rules.year
     typer.echo(f"Caption prediction ({rules.year} rules, preset {chosen.name}): {pred} against {gold} "
                f"({s['n_images']} images)")
     _print_caption_summary(s)
+    if s["n_empty_gold"]:
+        typer.echo(f"note: {s['n_empty_gold']} gold captions are empty; scored as the organisers' code scores them "
+                   "(REFERENCE §10)")
     _write_outputs(s, scores, json_path, per_image)
     return 0

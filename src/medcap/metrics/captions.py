@@ -13,11 +13,14 @@ Per image pair (gold caption, predicted caption), then averaged over images:
 - optional scorers (:mod:`medcap.metrics.scorers`): BLEURT, image-text similarity,
   MedCAT UMLS concept F1, AlignScore, each only when its package and model are present;
 - a pair whose two raw captions are both empty scores 1 (ROUGE, BERTScore, UMLS F1,
-  AlignScore); the similarity of an empty caption is 0 and BLEURT has no such rule, as in
-  the organisers' code;
+  AlignScore); BLEURT has no such rule; the similarity of an empty caption follows the
+  preset's edition's code (2025: two empty captions 1, an empty prediction encoded; 2026: 0),
+  or the written rules with ``empty_similarity="rules"`` (REFERENCE §10);
 - Relevance = mean(Similarity, BERTScore, ROUGE-1[, BLEURT]): the public 2025 code leaves
   BLEURT out, the paper's numbers fit four terms (``relevance=``); Factuality =
-  mean(UMLS concept F1, AlignScore); Overall = mean(Relevance, Factuality).
+  mean(UMLS concept F1, AlignScore). The evaluator returns these two as ``score`` and
+  ``score_secondary`` (both keys are in the summary); Overall = mean(Relevance, Factuality)
+  is the leaderboard's convention, not an output of the evaluator.
 
 An aggregate whose terms did not all run is ``None``, unless ``partial_aggregates=True``
 asks for the mean of the terms that ran, which the result then labels as partial.
@@ -36,8 +39,16 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MedcapError
-from .registry import DEFAULT_PRESET, PRESETS, SCORERS, CaptionPairs, CaptionPreset
-from .scorers import DEFAULT_BLEURT_MODEL, ScorerUnavailable, both_empty
+from .registry import (
+    DEFAULT_PRESET,
+    EVALUATOR_NAMES,
+    OVERALL_NOTE,
+    PRESETS,
+    SCORERS,
+    CaptionPairs,
+    CaptionPreset,
+)
+from .scorers import DEFAULT_BLEURT_MODEL, SIMILARITY_EMPTY_MODES, ScorerUnavailable, both_empty
 from .textscores import DEFAULT_BERTSCORE_MODEL, preprocess_caption
 
 RELEVANCE_TERMS = {name: preset.relevance for name, preset in PRESETS.items()}
@@ -74,6 +85,10 @@ def aggregate_scores(scores: Mapping[str, float | None], *, relevance: str = DEF
         out[f"{name}_terms"] = present if value is not None else []
         out[f"{name}_missing"] = missing
         out[f"{name}_partial"] = bool(value is not None and missing)
+    # The evaluator's own two outputs, under its names (REFERENCE §10): the same values.
+    for name, evaluator_name in EVALUATOR_NAMES.items():
+        if name in out:
+            out[evaluator_name] = out[name]
     return out
 
 
@@ -125,7 +140,10 @@ class CaptionSettings:
     are installed. ``allow_missing`` scores an image without a prediction as an empty caption.
     Models are looked up locally only (a folder or the Hugging Face cache) unless ``download``.
     ``relevance``: the name of the preset (:data:`medcap.metrics.registry.PRESETS`: which scorers
-    run and how they aggregate): public-2025 (default), paper or 2026.
+    run and how they aggregate, and whose empty-caption rules apply): public-2025 (default),
+    paper or 2026. ``empty_similarity``: the similarity of an empty prediction as the
+    preset's edition's code scores it (``organisers-code``, default) or as the written rules
+    say (``rules``; REFERENCE §10).
     """
 
     bertscore_model: str | Path | None = DEFAULT_BERTSCORE_MODEL
@@ -143,10 +161,14 @@ class CaptionSettings:
     partial_aggregates: bool = False
     allow_missing: bool = False
     download: bool = False
+    empty_similarity: str = "organisers-code"
 
     def __post_init__(self) -> None:
         if self.relevance not in PRESETS:
             raise MedcapError(f"relevance must be one of {', '.join(PRESETS)}, got {self.relevance!r}")
+        if self.empty_similarity not in SIMILARITY_EMPTY_MODES:
+            raise MedcapError(f"empty_similarity must be one of {', '.join(SIMILARITY_EMPTY_MODES)}, "
+                              f"got {self.empty_similarity!r}")
 
 
 def _pairs(gold: Mapping[str, str], pred: Mapping[str, str], settings: CaptionSettings) -> CaptionPairs:
@@ -179,6 +201,8 @@ def _summary(pairs: CaptionPairs, per_image: Mapping[str, np.ndarray | None], no
         "n_images": len(pairs.ids),
         "n_both_empty": sum(both_empty(a, b) for a, b in zip(pairs.gold, pairs.pred, strict=True)),
         "n_empty_pred": sum(len(b) == 0 for b in pairs.pred),
+        "n_empty_gold": sum(len(a) == 0 for a in pairs.gold),
+        "overall_note": OVERALL_NOTE,
         "not_available": not_available,
         "umls_f1_approx_note": "approximation: cui_mapping.csv names matched in both captions, not MedCAT",
         "settings": {
@@ -187,6 +211,8 @@ def _summary(pairs: CaptionPairs, per_image: Mapping[str, np.ndarray | None], no
             "bertscore_measure": s.bertscore_measure,
             "bertscore_idf": "preprocessed gold captions",
             "relevance": s.relevance,
+            "empty_caption_rules": f"{PRESETS[s.relevance].edition} organisers' code",
+            "empty_similarity": s.empty_similarity,
             "partial_aggregates": s.partial_aggregates,
         },
     })

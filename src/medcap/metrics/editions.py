@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import MedcapError
 from .registry import PRESETS, CaptionPreset
-from .scorers import ScorerUnavailable, load_medimageinsight
+from .scorers import ScorerUnavailable, load_medimageinsight, similarity_empty_rule
 
 
 def caption_preset(name: str | None = None, *, edition=None) -> CaptionPreset:
@@ -67,17 +67,25 @@ def load_image_embeddings(path: str | Path) -> dict[str, np.ndarray]:
 
 
 def similarity_from_embeddings(ids: Sequence[str], pred: Sequence[str], image_embeddings: Mapping[str, np.ndarray],
-                               encode_texts: Callable[[list[str]], np.ndarray], batch_size: int = 32) -> np.ndarray:
-    """``2.5 * max(cos(image, caption), 0)`` per image; an empty caption scores 0 (REFERENCE §7).
+                               encode_texts: Callable[[list[str]], np.ndarray], batch_size: int = 32,
+                               fixed: Mapping[int, float] | None = None) -> np.ndarray:
+    """``2.5 * max(cos(image, caption), 0)`` per image (REFERENCE §7).
 
-    ``encode_texts`` maps a list of captions to their embeddings, one row each.
+    ``encode_texts`` maps a list of captions to their embeddings, one row each. ``fixed``:
+    ``{pair index: score}`` of the pairs an empty-caption rule scores
+    (:func:`~medcap.metrics.scorers.similarity_empty_rule`); default: the 2026 code's rule,
+    an empty caption scores 0.
     """
     missing = [i for i in ids if i not in image_embeddings]
     if missing:
         raise MedcapError(f"{len(missing)} images have no precomputed embedding, e.g. {missing[0]!r}: "
                           "compute the embeddings for this gold file's images")
+    if fixed is None:
+        fixed = {k: 0.0 for k in range(len(ids)) if len(pred[k]) == 0}
     scores = np.zeros(len(ids), dtype=np.float64)
-    todo = [k for k in range(len(ids)) if len(pred[k]) > 0]
+    for k, value in fixed.items():
+        scores[k] = value
+    todo = [k for k in range(len(ids)) if k not in fixed]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         c = np.asarray(encode_texts([pred[k] for k in chunk]), dtype=np.float64)        # (B, D)
@@ -115,12 +123,15 @@ def score_captions_preset(gold: Mapping[str, str], pred: Mapping[str, str], *, p
         raise MedcapError(f"the {p.name} preset is defined with BERTScore {p.bertscore_measure}, not {measure}")
     if image_embeddings is not None:
         settings["images_dir"] = None  # the image side comes from the embeddings
+    settings["relevance"] = p.name  # the scorers follow this preset's edition (its empty-caption rules)
     scores = score_captions(gold, pred, partial_aggregates=partial_aggregates, **settings)
     s = scores.summary
     if image_embeddings is not None:
         try:
             encode = text_encoder or medimageinsight_text_encoder(settings.get("medimageinsight_dir"))
-            values = similarity_from_embeddings(scores.ids, scores.pred, image_embeddings, encode)
+            fixed = similarity_empty_rule(scores.gold, scores.pred, edition=p.edition,
+                                          mode=settings.get("empty_similarity", "organisers-code"))
+            values = similarity_from_embeddings(scores.ids, scores.pred, image_embeddings, encode, fixed=fixed)
             scores.per_image["similarity"] = values
             s["similarity"] = float(values.mean())
             s["not_available"].pop("similarity", None)

@@ -211,19 +211,55 @@ def load_medimageinsight(model_dir: str | Path | None, what: str = ""):
     return model
 
 
-def similarity_scores(ids: Sequence[str], pred: Sequence[str], *, images_dir: str | Path | None,
-                      model_dir: str | Path | None, batch_size: int = 8) -> np.ndarray:
-    """2.5 * max(cos(image, caption), 0) with MedImageInsight; an empty caption scores 0.
+SIMILARITY_EMPTY_MODES = ("organisers-code", "rules")
 
+
+def similarity_empty_rule(gold: Sequence[str], pred: Sequence[str], *, edition: int,
+                          mode: str = "organisers-code") -> dict[int, float]:
+    """``{pair index: score}`` of the pairs whose similarity an empty-caption rule fixes; the
+    other pairs are encoded (REFERENCE §10).
+
+    ``organisers-code``: what each edition's code does. 2025: a pair of two empty captions
+    scores 1, and an empty prediction beside a non-empty gold caption is encoded like any
+    other; 2026: an empty prediction scores 0, even beside an empty gold caption.
+    ``rules``: the written rules of both editions: two empty captions score 1, an empty
+    prediction otherwise 0.
+    """
+    if mode not in SIMILARITY_EMPTY_MODES:
+        from ..errors import MedcapError
+
+        raise MedcapError(f"the similarity's empty-caption rule must be one of {', '.join(SIMILARITY_EMPTY_MODES)}, "
+                          f"got {mode!r}")
+    fixed: dict[int, float] = {}
+    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
+        if mode == "organisers-code" and edition <= 2025:
+            if both_empty(g, p):
+                fixed[i] = 1.0
+        elif len(p) == 0:
+            fixed[i] = 1.0 if mode == "rules" and len(g) == 0 else 0.0
+    return fixed
+
+
+def similarity_scores(ids: Sequence[str], pred: Sequence[str], *, images_dir: str | Path | None,
+                      model_dir: str | Path | None, batch_size: int = 8,
+                      fixed: Mapping[int, float] | None = None) -> np.ndarray:
+    """2.5 * max(cos(image, caption), 0) with MedImageInsight.
+
+    ``fixed``: ``{pair index: score}`` for the pairs an empty-caption rule scores without the
+    model (:func:`similarity_empty_rule`); default: an empty caption scores 0.
     ``model_dir`` is a checkout of the MedImageInsights repository (its
     ``medimageinsightmodel.py`` beside the ``2024.09.27`` model folder).
     """
     if images_dir is None:
         raise ScorerUnavailable("needs the test images: pass --images DIR")
+    if fixed is None:
+        fixed = {i: 0.0 for i in range(len(ids)) if len(pred[i]) == 0}
     model = load_medimageinsight(model_dir)
     images_dir = Path(images_dir)
     scores = np.zeros(len(ids), dtype=np.float64)
-    todo = [i for i in range(len(ids)) if len(pred[i]) > 0]
+    for i, value in fixed.items():
+        scores[i] = value
+    todo = [i for i in range(len(ids)) if i not in fixed]
     for start in range(0, len(todo), batch_size):
         chunk = todo[start:start + batch_size]
         images = [base64.encodebytes(_image_file(images_dir, ids[i]).read_bytes()).decode("utf-8") for i in chunk]

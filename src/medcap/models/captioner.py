@@ -35,7 +35,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import MedcapError, MissingWeightsError
+from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
 from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
 from .processing import CaptionProcessor, ImageTransform
@@ -45,7 +45,7 @@ from .tokenization import SPECIAL_TOKENS, train_wordpiece
 
 __all__ = ["DEFAULT_MODEL", "METADATA_FILE", "SIZES", "SPECIAL_TOKENS", "CaptionEncoder", "Captioner", "ConceptPrompt",
            "GeneratedNoRepeatNGram", "GenerationSettings", "ImageTransform", "count_parameters",
-           "large_sizes_config", "missing_weights_message", "train_wordpiece"]
+           "large_sizes_config", "train_wordpiece"]
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-large"
 METADATA_FILE = "medcap_captioner.json"
@@ -200,13 +200,13 @@ class Captioner:
     @classmethod
     def from_pretrained(cls, name_or_folder: str | Path = DEFAULT_MODEL, *, image_size: int | None = None,
                         max_length: int | None = None, generation: GenerationSettings | None = None,
-                        pre_resize: int | None = None) -> Captioner:
+                        pre_resize: int | None = None, revision: str | None = None) -> Captioner:
         """Load a hub model (``Salesforce/blip-image-captioning-large``), a saved folder or a run folder.
 
-        Where the model is: :func:`~.location.resolve_model_folder`. Settings saved by medcap in
-        the folder are used unless given here. A hub name whose weights are not on this machine
-        (no network, nothing in the Hugging Face cache) raises MissingWeightsError; a folder
-        missing a file raises MedcapError naming it.
+        Where the model is: :func:`~.location.resolve_model_folder` (a hub id at ``revision``).
+        Settings saved by medcap in the folder are used unless given here. A hub name whose weights
+        are not on this machine (no network, nothing in the Hugging Face cache) raises
+        MissingWeightsError; a folder missing a file raises MedcapError naming it.
         """
         from transformers import BlipForConditionalGeneration
 
@@ -217,33 +217,26 @@ class Captioner:
         folder = Path(str(name_or_folder)).expanduser()
         recover_dir(folder if not folder.is_dir() or (folder / "config.json").is_file() else folder / "model",
                     debris=False)
-        where = resolve_model_folder(name_or_folder, "captions")
+        where = resolve_model_folder(name_or_folder, "captions", revision=revision)
         meta: dict[str, Any] = {}
-        if isinstance(where, Path):
-            from .nonfinite import check_finite_weights
+        from .nonfinite import check_finite_weights
 
-            _check_model_folder(where)
-            if (where / METADATA_FILE).is_file():
-                meta = _read_metadata(where / METADATA_FILE)
-            try:
-                with _quiet_progress():
-                    model = BlipForConditionalGeneration.from_pretrained(where)
-                    processor = CaptionProcessor.from_pretrained(where, meta, label=where / METADATA_FILE)
-                    processor.retrieval_prompt = RetrievalPrompt.from_settings(where, meta.get("retrieval_prompt"))
-            except MedcapError:
-                raise
-            except Exception as e:  # a damaged file raises whatever its reader raises (safetensors: its own type)
-                raise MedcapError(f"cannot load the captioner from this folder (a file is damaged, truncated or "
-                                  f"not a BLIP model): {_first_line(e)}", file=where) from None
-            check_finite_weights(model.state_dict().values(), where, "the captioner")
-            if generation is None:
-                generation = GenerationSettings.from_pretrained(where, meta.get("generation"), where / METADATA_FILE)
-        else:
-            try:
+        _check_model_folder(where)
+        if (where / METADATA_FILE).is_file():
+            meta = _read_metadata(where / METADATA_FILE)
+        try:
+            with _quiet_progress():
                 model = BlipForConditionalGeneration.from_pretrained(where)
-                processor = CaptionProcessor.from_pretrained(where)
-            except (OSError, ValueError) as e:
-                raise MissingWeightsError(missing_weights_message(where, e)) from None
+                processor = CaptionProcessor.from_pretrained(where, meta, label=where / METADATA_FILE)
+                processor.retrieval_prompt = RetrievalPrompt.from_settings(where, meta.get("retrieval_prompt"))
+        except MedcapError:
+            raise
+        except Exception as e:  # a damaged file raises whatever its reader raises (safetensors: its own type)
+            raise MedcapError(f"cannot load the captioner from this folder (a file is damaged, truncated or "
+                              f"not a BLIP model): {_first_line(e)}", file=where) from None
+        check_finite_weights(model.state_dict().values(), where, "the captioner")
+        if generation is None:
+            generation = GenerationSettings.from_pretrained(where, meta.get("generation"), where / METADATA_FILE)
         size = processor.image_processor.size
         image_size = image_size or meta.get("image_size") or getattr(size, "height", None) or size["height"]
         return cls(model, processor, image_size=image_size, max_length=max_length or processor.max_length,
@@ -469,10 +462,3 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def missing_weights_message(name: str, error: BaseException | None = None) -> str:
-    why = f" ({_first_line(error)[:160]})" if error is not None else ""
-    return (f"the pretrained weights {name!r} are not on this machine and cannot be downloaded from here{why}. "
-            f"On a machine with internet run `hf download {name}` (older huggingface_hub: "
-            f"`huggingface-cli download {name}`), then either copy its Hugging Face cache "
-            "(~/.cache/huggingface) here and set HF_HOME to the copy, or save the model folder and pass "
-            "its path instead of the hub name (e.g. --set model=/path/to/blip-image-captioning-large)")

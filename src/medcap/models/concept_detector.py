@@ -320,7 +320,9 @@ class ConceptDetector(nn.Module):
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> "ConceptDetector":
+    def from_pretrained(cls, folder: str | Path, map_location: str = "cpu",
+                        revision: str | None = None) -> "ConceptDetector":
+        """Load a model folder, run folder or hub id (at ``revision``; models.location)."""
         from safetensors.torch import load_file
 
         from ..config_checks import check_mapping, check_values
@@ -332,7 +334,7 @@ class ConceptDetector(nn.Module):
         # A crash mid-swap leaves the only good copy as .NAME.old (for a run folder: .model.old).
         recover_dir(folder if not folder.exists() or (folder / "config.json").is_file() else folder / "model",
                     debris=False)
-        folder = resolve_model_folder(folder, "concepts")
+        folder = resolve_model_folder(folder, "concepts", revision=revision)
         for name in MODEL_FILES:
             if name == PROCESSOR_FILE and (folder / LEGACY_PROCESSOR_FILE).is_file():
                 continue  # a folder written before the processor

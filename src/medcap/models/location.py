@@ -4,9 +4,12 @@ A model is named by one of
 
 - a run folder, the ``--out`` of ``medcap train concepts|captions`` (it holds ``model/``);
 - that ``model/`` folder itself (or any folder ``save_pretrained`` wrote);
-- a Hugging Face hub id ``owner/name`` (captioners only), used only when the string is not
-  an existing path and its first part is not a local folder, so a mistyped local path fails
-  at once ("model folder not found") instead of after the hub client's retries.
+- a Hugging Face hub id ``owner/name`` (``medcap push`` uploads model folders there), used only
+  when the string is not an existing path and its first part is not a local folder, so a
+  mistyped local path fails at once ("model folder not found") instead of after the hub
+  client's retries. The hub copy, pinned to a ``revision`` (commit, tag or branch) when given,
+  comes from the Hugging Face cache or is downloaded there (``huggingface_hub.snapshot_download``)
+  and is then read as a local folder, by the same rules.
 
 A folder of the other task is refused with the command that reads it, e.g. "X is a
 captioner; use `medcap predict captions`" (REFERENCE §9: a model folder carries everything
@@ -18,7 +21,7 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import MedcapError
+from ..errors import MedcapError, MissingWeightsError
 
 RUN_MODEL_DIR = "model"                 # the engine's best-model folder inside a run folder
 CONCEPT_MODEL_TYPE = "medcap-concept-detector"
@@ -26,6 +29,9 @@ CAPTIONER_MARKERS = ("medcap_captioner.json", "generation_config.json")
 VLM_MARKER = "medcap_vlm.json"         # a vision-language captioner (medcap.models.vlm); a LoRA one has no config.json
 KINDS = ("concepts", "captions")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What a model folder holds (medcap's folders, transformers' and timm's): the hub copies of other
+# frameworks' weights (tf_model.h5, flax, the pytorch_model.bin beside model.safetensors) stay there.
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.md", "*.model")
 _NAMES = {"concepts": ("a concept detector", "medcap predict concepts"),
           "captions": ("a captioner", "medcap predict captions")}
 
@@ -56,8 +62,41 @@ def is_hub_id(name: str) -> bool:
     return not Path(name).exists() and not Path(name.split("/", 1)[0]).is_dir()
 
 
-def resolve_model_folder(path_or_id: str | Path, kind: str | None = "concepts") -> Path | str:
-    """The model folder named by ``path_or_id`` (a Path), or a hub id (a str, captioners only).
+def missing_weights_message(name: str, error: BaseException | None = None, revision: str | None = None) -> str:
+    why = f" ({(str(error).strip().splitlines() or [type(error).__name__])[0][:160]})" if error is not None else ""
+    pinned = f" --revision {revision}" if revision else ""
+    return (f"the pretrained weights {name!r}{' at revision ' + repr(revision) if revision else ''} are not on this "
+            f"machine and cannot be downloaded from here{why}. On a machine with internet run `hf download {name}"
+            f"{pinned}` (older huggingface_hub: `huggingface-cli download {name}{pinned}`), then either copy its "
+            "Hugging Face cache (~/.cache/huggingface) here and set HF_HOME to the copy, or save the model folder "
+            "and pass its path instead of the hub name (e.g. --set model=/path/to/blip-image-captioning-large)")
+
+
+def is_hub_failure(error: BaseException) -> bool:
+    """An error of the hub or the network (offline, no token, no such repo or revision, no
+    connection: httpx's errors are no OSError), not a bug."""
+    package = type(error).__module__.split(".")[0]
+    return isinstance(error, (OSError, ValueError)) or package in ("huggingface_hub", "httpx", "httpx2")
+
+
+def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
+    """The local copy of hub model ``repo_id`` at ``revision`` (None: the default branch), from the
+    Hugging Face cache or downloaded into it; MissingWeightsError (one line) when neither works."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(HUB_FILES)))
+    except Exception as e:
+        if not is_hub_failure(e):
+            raise
+        # a mistyped local path looks like a hub id too: say both
+        raise MissingWeightsError(f"no local folder {repo_id}, and as a hub id: "
+                                  + missing_weights_message(repo_id, e, revision)) from None
+
+
+def resolve_model_folder(path_or_id: str | Path, kind: str | None = "concepts", revision: str | None = None) -> Path:
+    """The model folder named by ``path_or_id``: a local folder, or the local copy of a hub id
+    (at ``revision``).
 
     MedcapError when the path does not exist, is a file, or holds the other task's model.
     ``kind=None`` takes a folder of either task (``model_kind`` tells which).
@@ -66,13 +105,14 @@ def resolve_model_folder(path_or_id: str | Path, kind: str | None = "concepts") 
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     name = str(path_or_id)
     folder = Path(name).expanduser()
+    if not folder.exists() and is_hub_id(name):
+        folder = hub_snapshot(name, revision)
+    elif revision is not None:
+        raise MedcapError(f"--revision applies to a hub id (owner/name), not to the local path {name}")
     if not folder.exists():
-        if kind == "captions" and is_hub_id(name):
-            return name
         task = kind or "concepts|captions"
         raise MedcapError(f"model folder not found: {name} (expected a run folder of `medcap train {task}`, "
-                          "its model/ folder" + (", or a Hugging Face hub id owner/name)" if kind == "captions"
-                                                 else ")"))
+                          "its model/ folder, or a Hugging Face hub id owner/name)")
     if not folder.is_dir():
         raise MedcapError("expected a model folder, got a file", file=folder)
     if model_kind(folder) is None and (folder / RUN_MODEL_DIR).is_dir():

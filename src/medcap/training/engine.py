@@ -33,7 +33,8 @@ Output folder written by :meth:`Trainer.fit`::
     out/model/            the best epoch's model folder (Task.save_best), replaced atomically
     out/checkpoints/epoch-NNN/   full training state (model, optimiser, schedule, RNG, counters)
     out/metrics.csv       one row per epoch: train loss, lr, time, every evaluate() metric
-    out/tensorboard/      the same scalars (when tensorboard is installed)
+    out/tensorboard/      train/ scalars every ``logging_steps`` steps, valid/ ones per validation; or
+                          MLflow / Weights & Biases (``report_to``, medcap.training.trackers)
     out/.medcap.lock      the run lock: one training per folder at a time (medcap.training.runlock)
 
 Guards: a step whose loss or gradients are NaN/inf is skipped, and the run stops after
@@ -67,6 +68,7 @@ from ..fileio import atomic_dir, write_text_atomic
 from ..models.nonfinite import StepGuard, nonfinite_count
 from .checkpoints import CHECKPOINTS, STATE_FILE, clean_run_folder, latest_checkpoint, load_state_error, read_state
 from .runlock import RunLock
+from .trackers import StepReporter, check_installed, log_with, parse_report_to
 
 BEST = "model"
 
@@ -104,6 +106,8 @@ class TrainConfig:
     progress: bool = True             # tqdm progress bars
     max_nonfinite_steps: int = 5      # optimiser steps in a row with a NaN/inf loss or gradient that
                                       # are skipped before the run stops (medcap.models.nonfinite)
+    report_to: str = "tensorboard"    # tensorboard | mlflow | wandb | none; several: comma-separated
+    logging_steps: int = 10           # report train/ scalars every this many optimiser steps
 
     @classmethod
     def from_config(cls, cfg: Any) -> "TrainConfig":
@@ -116,8 +120,9 @@ class TrainConfig:
                              ("mixed_precision", ("no", "bf16", "fp16"))):
             if getattr(self, key) not in allowed:
                 raise MedcapError(f"{key}: expected one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        if self.epochs < 1 or self.grad_accum < 1:
-            raise MedcapError("epochs and grad_accum must be at least 1")
+        if self.epochs < 1 or self.grad_accum < 1 or self.logging_steps < 1:
+            raise MedcapError("epochs, grad_accum and logging_steps must be at least 1")
+        parse_report_to(self.report_to)
         from ..config_checks import check_values
 
         check_values(self, "<config>")
@@ -170,7 +175,9 @@ class Trainer:
         # Accelerate keeps a process-wide singleton; a second Trainer in the same process (tests,
         # notebooks) may ask for another precision, so drop the old one (not the process group).
         AcceleratorState._reset_state(reset_partial_state=False)
+        check_installed(trackers := parse_report_to(cfg.report_to))
         acc = Accelerator(
+            log_with=log_with(trackers, self.out_dir, int(os.environ.get("RANK", "0")) == 0),
             mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum, cpu=cfg.cpu,
             # seedable sampler: epoch e shuffles with seed + e, on every process alike (resume-exact)
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=cfg.seed),
@@ -280,22 +287,8 @@ class Trainer:
         writer.writeheader()
         writer.writerows(self.state["history"])
         write_text_atomic(self.out_dir / "metrics.csv", buf.getvalue())
-        if self._tb is not None:
-            for k, v in row.items():
-                if k != "epoch" and isinstance(v, (int, float)):
-                    self._tb.add_scalar(k, v, row["epoch"])
-            self._tb.flush()
         self.acc.print(f"epoch {row['epoch']}: " + ", ".join(
             f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items() if k != "epoch"))
-
-    def _open_tensorboard(self):
-        if not self.acc.is_main_process:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is optional: metrics.csv has everything
-            return None
-        return SummaryWriter(log_dir=str(self.out_dir / "tensorboard"))
 
     # -- the loop -----------------------------------------------------------------------------
     def _improved(self, score: float) -> bool:
@@ -385,12 +378,13 @@ class Trainer:
         stop = self.state["stop_reason"] if resume and self.state["stop_reason"] == "early_stop" else None
         self.model.train()
         epoch = self.state["epoch"]
-        while stop is None and epoch + 1 < self.cfg.epochs:
-            epoch += 1
-            train_loss, stop = self._train_epoch(epoch)
-            row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
-                   "lr": self.scheduler.get_last_lr()[0]}
-            stop = self._end_epoch(epoch, row, stop)
+        with self._report.run():  # the trackers' run ends, as failed if an exception ends training
+            while stop is None and epoch + 1 < self.cfg.epochs:
+                epoch += 1
+                train_loss, stop = self._train_epoch(epoch)
+                row = {"epoch": epoch + 1, "step": self.state["step"], "train_loss": train_loss,
+                       "lr": self.scheduler.get_last_lr()[0]}
+                stop = self._end_epoch(epoch, row, stop)
         return self._finish(stop)
 
     # -- the steps of fit() -------------------------------------------------------------------
@@ -404,7 +398,8 @@ class Trainer:
             self._load_checkpoint()
         if self.acc.is_main_process:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._tb = self._open_tensorboard()
+        self._report = StepReporter(self.acc, parse_report_to(self.cfg.report_to), self.out_dir, self.cfg,
+                                    self.cfg.logging_steps)
         self._t0 = time.monotonic()
         self._budget_s = self.cfg.max_minutes * 60 if self.cfg.max_minutes > 0 else math.inf
 
@@ -449,8 +444,12 @@ class Trainer:
                 self.optimizer.step()
                 self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
+        if take:
+            self._report.batch(loss)
         if acc.sync_gradients and take:
             self.state["step"] += 1
+            self._report.step(self.state["step"], self.scheduler.get_last_lr()[0],
+                              self.state["step"] * self.cfg.epochs / self.total_steps)  # fractional epoch
         return loss if take else None
 
     def _out_of_time(self) -> bool:
@@ -468,6 +467,7 @@ class Trainer:
             metrics = self._evaluate()
             self.state["eval_s"] = time.monotonic() - t
             row.update(metrics)
+            self._report.validation(self.state["step"], metrics)
             self._check_losses(epoch, row)
             improved = self._improved(metrics[self.task.monitor])
         if improved:
@@ -487,8 +487,6 @@ class Trainer:
         return stop
 
     def _finish(self, stop: str | None) -> TrainResult:
-        if self._tb is not None:
-            self._tb.close()
         s = self.state
         return TrainResult(out_dir=self.out_dir, best_dir=self.out_dir / BEST, best_score=s["best_score"],
                            best_epoch=s["best_epoch"], epochs_run=s["epoch"] + 1,
