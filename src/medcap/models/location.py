@@ -31,7 +31,7 @@ KINDS = ("concepts", "captions")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a model folder holds (medcap's folders, transformers' and timm's): the hub copies of other
 # frameworks' weights (tf_model.h5, flax, the pytorch_model.bin beside model.safetensors) stay there.
-HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.md", "*.model")
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.md", "*.model", "*.jinja")  # .jinja: a VLM's chat template
 _NAMES = {"concepts": ("a concept detector", "medcap predict concepts"),
           "captions": ("a captioner", "medcap predict captions")}
 

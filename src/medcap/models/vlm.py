@@ -29,8 +29,9 @@ from typing import Any
 
 from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
-from .captioner import _first_line, _quiet_progress, missing_weights_message
+from .captioner import _first_line, _quiet_progress
 from .generation import GenerationSettings, generation_kwargs
+from .location import is_hub_id, missing_weights_message, resolve_model_folder
 from .prompting import ConceptPrompt
 from .retrieval import RetrievalPrompt
 
@@ -118,9 +119,9 @@ class VLMCaptioner:
         ``settings`` (instruction, image_size, max_length, generation) override what the folder
         says. ``trainable``: a saved adapter stays trainable (to continue training it).
         """
-        from .location import resolve_model_folder
-
-        where = resolve_model_folder(name_or_folder, "captions")
+        # a hub id goes to transformers as is: it fetches every file the model and processor need
+        name = str(name_or_folder)
+        where: str | Path = name if is_hub_id(name) else resolve_model_folder(name_or_folder, "captions")
         meta: dict[str, Any] = {}
         if isinstance(where, Path) and is_vlm_folder(where):
             meta = _read_metadata(where / METADATA_FILE)
