@@ -215,3 +215,21 @@ def test_evaluate_captions_accepts_an_empty_gold_caption_and_names_the_outputs(c
     rc, _, err = cli("evaluate", "captions", "--gold", gold, "--pred", sub, "--bertscore-model", "none",
                      "--empty-similarity", "zero")
     assert rc != 0 and "--empty-similarity" in err
+
+
+@pytest.mark.parametrize("gold, pred", [
+    ("CT of the chest shows a 2.5 cm nodule.", "chest CT: nodule of 25 mm"),
+    ("Résumé: œdème pulmonaire", "oedeme pulmonaire résumé"),   # non-ASCII letters: rouge-score splits on them
+    (".", "?"), ("", "x"), ("x", ""), ("word word word", "word"), ("a b c", "c b a"),
+    ("×", "N/A"), ('""', "on"), ("MRI T2-weighted", "mri t2 weighted"),
+])
+def test_the_one_rouge1_equals_rouge_score_on_the_preprocessed_pair(gold, pred):
+    """medcap has one ROUGE-1 (metrics.textscores: rouge1_tokens + unigram_f1, also counted by the
+    caption recipes); it equals rouge-score's RougeScorer on the official preprocessing."""
+    from rouge_score import rouge_scorer
+
+    from medcap.metrics.textscores import preprocess_caption, rouge1_scores
+
+    want = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False).score(
+        preprocess_caption(gold), preprocess_caption(pred))["rouge1"].fmeasure
+    assert rouge1_scores([gold], [pred])[0] == pytest.approx(want, abs=1e-12)

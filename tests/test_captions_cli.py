@@ -63,6 +63,9 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoint(traine
     assert (trained / "checkpoints" / "epoch-000").is_dir()
     saved = yaml.safe_load((trained / "config.yaml").read_text())   # config.yaml, as concept runs
     assert saved["image_size"] == 32 and saved["epochs"] >= 1 and not (trained / "config.json").exists()
+    from test_provenance import check_provenance_and_card
+
+    check_provenance_and_card(model, synth_small, "rouge1")   # provenance.json + README.md model card
 
 
 def test_predict_writes_an_official_submission_with_every_test_id_once(trained, synth_small, cli, tmp_path):

@@ -5,16 +5,9 @@ import numpy as np
 import pytest
 
 from conftest import train_tiny_models
-from medcap.inference.rerank import (
-    _tokens,
-    caption_name_matcher,
-    choose_weight,
-    concept_agreement,
-    concept_matcher,
-    pick,
-    unigram_f1,
-)
+from medcap.inference.rerank import caption_name_matcher, choose_weight, concept_agreement, concept_matcher, pick
 from medcap.methods.consistent import ConsistentRetrieval, consensus_scores, retrieval_candidates, sentence_prefixes
+from medcap.metrics.textscores import rouge1_tokens, unigram_f1
 
 CT, MRI, CHEST, ABDOMEN = "C0040405", "C0024485", "C0817096", "C0000726"
 
@@ -44,7 +37,7 @@ def test_reranking_picks_the_beam_that_agrees_with_the_detector(matcher):
 def test_consensus_prefers_the_caption_the_others_share():
     s = consensus_scores(["ct of the chest", "ct of the chest with a nodule", "mri of the knee"])
     assert s.argmax() in (0, 1) and s[2] == s.min()
-    assert unigram_f1(_tokens("CT chest"), _tokens("ct, CHEST!")) == 1.0
+    assert unigram_f1(rouge1_tokens("CT chest"), rouge1_tokens("ct, CHEST!")) == 1.0
 
 
 def test_weight_is_chosen_by_rouge_on_the_given_validation_captions(matcher):
@@ -132,7 +125,8 @@ def test_a_leading_sentence_the_neighbours_share_beats_their_full_captions(match
     assert cands == ["CT of the chest.", neighbours[0], "CT of the chest.", neighbours[1], neighbours[2]]
     assert cands[int(cons.argmax())] == "CT of the chest."
     # a candidate is compared with the *other* neighbours' captions only
-    assert cons[0] == pytest.approx(np.mean([unigram_f1(_tokens(cands[0]), _tokens(n)) for n in neighbours[1:]]))
+    others = [unigram_f1(rouge1_tokens(cands[0]), rouge1_tokens(n)) for n in neighbours[1:]]
+    assert cons[0] == pytest.approx(np.mean(others))
     full, full_cons = retrieval_candidates(neighbours, prefixes=False)
     assert full == neighbours and np.allclose(full_cons, consensus_scores(neighbours))
     assert retrieval_candidates(neighbours[:1]) == (neighbours[:1], pytest.approx([0.5]))   # k = 1: the NN caption

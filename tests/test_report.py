@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from conftest import train_tiny_models
+from medcap.data import is_synthetic
 from medcap.errors import MedcapError
-from medcap.report import ReportInputs, build_report, figures, is_synthetic
+from medcap.report import ReportInputs, build_report, figures
 from medcap.report.build import read_thresholds, saved_sweep
 from medcap.report.gallery import pick_ids
 

@@ -70,6 +70,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
     try:
         yield tmp
+        give_default_permissions(tmp)
         if path.exists():
             old = _old_of(path)
             shutil.rmtree(old, ignore_errors=True)
@@ -81,6 +82,24 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def give_default_permissions(folder: str | Path) -> None:
+    """Files and folders under ``folder`` get the permissions the user's umask gives new files
+    (0644 / 0755 under the usual 022). Some writers create private files whatever the umask
+    (safetensors' ``save_file`` makes 0600), so a teammate on a shared server could not load the
+    model; executables keep their execute bits."""
+    mask = _umask()
+    for root, dirs, files in os.walk(folder):
+        for name in files:
+            p = os.path.join(root, name)
+            if not os.path.islink(p):
+                executable = os.stat(p).st_mode & 0o111
+                os.chmod(p, (0o777 if executable else 0o666) & ~mask)
+        for name in dirs:
+            p = os.path.join(root, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o777 & ~mask)
 
 
 def _old_of(path: Path) -> Path:

@@ -88,7 +88,7 @@ def run_demo(out: str | Path = "medcap-demo", *, fast: bool = False, seed: int =
         timings["report"] = time.monotonic() - t
 
         seconds = time.monotonic() - start
-        from ..report import is_synthetic
+        from ..data.provenance import is_synthetic
 
         synthetic = is_synthetic(data) is not None
         scores_file = out / "scores.json"

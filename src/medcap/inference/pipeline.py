@@ -107,6 +107,15 @@ class Pipeline:
             self.caption_model.model.to(self.device).eval()
         return self
 
+    def synthetic_banner(self) -> str:
+        """Markdown saying that a loaded model learnt from synthetic data, with its validation scores
+        ("" when none did; the models' provenance.json tells)."""
+        from ..models.card import synthetic_banner
+
+        return synthetic_banner({label: getattr(model, "provenance", None) for label, model in
+                                 (("concept detector", self.concept_model), ("captioner", self.caption_model))
+                                 if model is not None})
+
     # -- checks -------------------------------------------------------------------------------
     def check_file(self, path: str | Path) -> Path:
         """The path, or a MedcapError a user can act on (missing, empty, too large)."""

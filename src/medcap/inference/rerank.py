@@ -23,11 +23,11 @@ scores factuality too, never on test.
 """
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
 
 import numpy as np
+
+from ..metrics.textscores import rouge1_tokens, unigram_f1
 
 WEIGHTS = tuple(np.round(np.arange(0.0, 1.0 + 1e-9, 0.1), 2))
 
@@ -41,23 +41,6 @@ def concept_agreement(caption: str, detected: Iterable[str], matcher, nameable: 
         return 1.0
     hit = len(named & want)
     return 2 * hit / (len(named) + len(want))
-
-
-@lru_cache(maxsize=1 << 14)
-def _tokens(caption: str) -> Counter:
-    """The caption's token multiset after the official preprocessing (cached: do not change it)."""
-    from ..metrics.captions import preprocess_caption
-
-    return Counter(preprocess_caption(caption).split())
-
-
-def unigram_f1(a: Counter, b: Counter) -> float:
-    """ROUGE-1 F-measure of two token multisets (the official preprocessing applied before)."""
-    if not a and not b:
-        return 1.0
-    small, large = (a, b) if len(a) <= len(b) else (b, a)
-    overlap = sum(min(n, large[w]) for w, n in small.items() if w in large)   # |a & b|, without a new Counter
-    return 0.0 if overlap == 0 else 2 * overlap / (a.total() + b.total())
 
 
 def normalise(scores: Sequence[float]) -> np.ndarray:
@@ -113,8 +96,8 @@ def choose_weight(candidates: Sequence[Sequence[str]], other: Sequence[Sequence[
     caption); then ``{w: score}`` holds (ROUGE-1, mean guard score) pairs and the weight is
     chosen by ROUGE-1 only (the caller applies the guard's floor).
     """
-    gold_tokens = [_tokens(g) for g in gold]
-    cand_tokens = [[_tokens(c) for c in cands] for cands in candidates]
+    gold_tokens = [rouge1_tokens(g) for g in gold]
+    cand_tokens = [[rouge1_tokens(c) for c in cands] for cands in candidates]
     agree = [np.array([concept_agreement(c, list(d), matcher, nameable) for c in cands])
              for cands, d in zip(candidates, detected, strict=True)]
     table, guarded = {}, {}

@@ -24,7 +24,8 @@ from functools import lru_cache
 import numpy as np
 
 from ..errors import MedcapError
-from ..inference.rerank import WEIGHTS, _tokens, beam_candidates, choose_weight, concept_matcher, pick, unigram_f1
+from ..inference.rerank import WEIGHTS, beam_candidates, choose_weight, concept_matcher, pick
+from ..metrics.textscores import rouge1_tokens, unigram_f1
 from ..models.retrieval import nearest_neighbours
 
 RETRIEVAL_KS = (1, 3, 5, 10, 20)
@@ -49,13 +50,13 @@ def _candidate_table(neighbours: tuple[str, ...], prefixes: bool):
     """(candidate texts, the neighbour each comes from, unigram F1 of each with every neighbour's
     caption [C, n]): one table per image, cut to each k by :func:`_consensus` (cached, so the
     second matcher's fit reuses it: do not change the arrays)."""
-    toks = [_tokens(c) for c in neighbours]
+    toks = [rouge1_tokens(c) for c in neighbours]
     texts, source = [], []
     for a, caption in enumerate(neighbours):
         for text in (sentence_prefixes(caption) if prefixes else [caption]):
             texts.append(text)
             source.append(a)
-    f1 = np.array([[unigram_f1(_tokens(t), tb) for tb in toks] for t in texts]).reshape(len(texts), len(toks))
+    f1 = np.array([[unigram_f1(rouge1_tokens(t), tb) for tb in toks] for t in texts]).reshape(len(texts), len(toks))
     return texts, np.asarray(source, dtype=int), f1
 
 

@@ -45,12 +45,7 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError
-from ..models.ensemble import (
-    FUSIONS,
-    ConceptEnsemble,
-    EnsembleConfig,
-    member_threshold_vector,
-)
+from ..models.ensemble import FUSIONS, ConceptEnsemble, EnsembleConfig, member_threshold_vector
 
 KNN_KS = (1, 3, 5, 10, 20, 50)
 KNN_TEMPERATURES = (0.0, 0.01, 0.03, 0.1)   # 0: plain vote shares
@@ -138,6 +133,20 @@ def fit_fusion(probs: list[np.ndarray], gold: np.ndarray, gold_sizes, cuis: list
 # ------------------------------------------------------------------------------------------
 # Building an ensemble on the validation split
 # ------------------------------------------------------------------------------------------
+
+def ensemble_provenance(dataset, members, n_train: int, n_valid: int, cfg, valid_f1: float) -> dict:
+    """provenance.json of an ensemble: its fitting data; synthetic when that data or a member's was."""
+    from ..data.provenance import dataset_provenance
+    from ..models.card import learnt_from_synthetic, make_provenance
+
+    data = dataset_provenance(dataset.root, train_images=n_train, valid_images=n_valid)
+    member_data = [(getattr(m, "provenance", None) or {}).get("data") for m in members]
+    if any(learnt_from_synthetic(getattr(m, "provenance", None)) for m in members):
+        data["synthetic"] = True
+    return make_provenance("concept-ensemble", data, {"f1": valid_f1},
+                           {"fusion": cfg.fusion, "weights": cfg.weights, "knn": (cfg.knn or {}).get("k")},
+                           members=member_data)
+
 
 def build_ensemble(member_dirs, data, out, **options) -> dict:
     """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
@@ -244,5 +253,6 @@ def fit_ensemble(member_dirs, data, *, knn: bool = True, fusions=FUSIONS, ks=KNN
     final = ConceptEnsemble(cfg, members, emb, labels)
     final.thresholds = {**choice.thresholds, "grid": grid}
     report.update(fusion=choice.fusion, weights=choice.weights, valid_f1=choice.valid_f1, table=choice.table)
+    final.provenance = ensemble_provenance(dataset, members, len(train_ids), len(valid_ids), cfg, choice.valid_f1)
     log(f"ensemble: {choice.fusion} {choice.weights}, validation F1 {choice.valid_f1:.4f}")
     return final, report

@@ -16,7 +16,9 @@ import io
 import re
 import string
 import sys
+from collections import Counter
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,15 +42,41 @@ def preprocess_caption(caption: str) -> str:
 # ROUGE-1
 # ---------------------------------------------------------------------------------------
 
-def rouge1_scores(gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
-    """ROUGE-1 F-measure per pair of raw captions (preprocessed here; both empty -> 1)."""
-    from rouge_score import rouge_scorer
+@lru_cache(maxsize=1)
+def _rouge_tokenizer():
+    from rouge_score import tokenizers
 
-    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=False)
-    return np.asarray([
-        1.0 if both_empty(g, p) else scorer.score(preprocess_caption(g), preprocess_caption(p))["rouge1"].fmeasure
-        for g, p in zip(gold, pred, strict=True)
-    ], dtype=np.float64)
+    return tokenizers.DefaultTokenizer(use_stemmer=False)   # what RougeScorer(["rouge1"]) uses
+
+
+@lru_cache(maxsize=1 << 14)
+def rouge1_tokens(caption: str) -> Counter:
+    """The words ROUGE-1 counts in a raw caption: the official preprocessing, then rouge-score's
+    own tokenizer (no stemming), as a multiset (cached and shared: do not change it)."""
+    return Counter(_rouge_tokenizer().tokenize(preprocess_caption(caption)))
+
+
+def unigram_f1(a: Counter, b: Counter) -> float:
+    """ROUGE-1 F-measure of two word multisets, as rouge-score computes it (2 x overlap / (|a| +
+    |b|), 0 without overlap); two empty multisets -> 1, medcap's rule for two empty captions."""
+    if not a and not b:
+        return 1.0
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    overlap = sum(min(n, large[w]) for w, n in small.items() if w in large)   # |a & b|, without a new Counter
+    return 0.0 if overlap == 0 else 2 * overlap / (a.total() + b.total())
+
+
+def rouge1_scores(gold: Sequence[str], pred: Sequence[str]) -> np.ndarray:
+    """ROUGE-1 F-measure per pair of raw captions (preprocessed here; both empty -> 1), equal to
+    rouge-score's RougeScorer(["rouge1"]) on the preprocessed pair. The one ROUGE-1 of medcap:
+    the caption recipes (medcap.inference.rerank, medcap.methods.consistent) count with the same
+    :func:`rouge1_tokens` and :func:`unigram_f1`."""
+    out = []
+    for g, p in zip(gold, pred, strict=True):
+        a, b = rouge1_tokens(g), rouge1_tokens(p)
+        # two captions with no word (".", "?") score 0 in rouge-score; two empty ones 1 (REFERENCE §10)
+        out.append(1.0 if both_empty(g, p) else unigram_f1(a, b) if (a or b) else 0.0)
+    return np.asarray(out, dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ two settings stay simple:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -31,10 +32,12 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError, MissingWeightsError
+from .hub import cached, hub_access, offline
 
 # Top-level modules that belong to the classifier, not to the feature extractor.
 _HEAD_MODULES = {"global_pool", "fc", "classifier", "head", "head_drop", "fc_norm", "avgpool", "dropout"}
 TORCHVISION_PREFIX = "tv/"
+TIMM_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")   # what timm reads from a hub repo
 
 
 class Backbone(nn.Module):
@@ -133,17 +136,42 @@ def _timm_model(name: str, pretrained: bool, pretrained_path: str | None):
         raise MedcapError(f"unknown backbone {name!r}: expected a timm model name (e.g. resnet101, "
                           "densenet121, efficientnet_b4) or tv/<torchvision name>")
     try:
-        return timm.create_model(name, pretrained=pretrained or bool(pretrained_path), **kwargs)
+        # offline: the cache only, at once (no retry loop); random or file weights never ask the hub
+        with hub_access() if pretrained and not pretrained_path else contextlib.nullcontext():
+            return timm.create_model(name, pretrained=pretrained or bool(pretrained_path), **kwargs)
     except (OSError, RuntimeError) as e:  # not cached and no network (LocalEntryNotFoundError, ...)
         if pretrained_path or not pretrained:
             raise
-        from huggingface_hub.constants import HF_HUB_CACHE
+        raise _timm_missing(name) from e
 
-        cfg = timm.models.get_pretrained_cfg(name)
-        hub_id = getattr(cfg, "hf_hub_id", None) or f"timm/{name}"
-        raise _missing_weights(name, f"timm looks for the Hugging Face repo {hub_id!r} in {HF_HUB_CACHE} "
-                               f"(fetch it where there is network with `hf download {hub_id}` and copy "
-                               "the cache folder here)") from e
+
+def _timm_missing(name: str) -> MissingWeightsError:
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    hub_id = _timm_hub_id(name) or f"timm/{name}"
+    return _missing_weights(name, f"timm looks for the Hugging Face repo {hub_id!r} in {HF_HUB_CACHE} "
+                            f"(fetch it where there is network with `hf download {hub_id}` and copy "
+                            "the cache folder here)")
+
+
+def _timm_hub_id(name: str) -> str | None:
+    import timm
+
+    return getattr(timm.models.get_pretrained_cfg(name), "hf_hub_id", None)
+
+
+def check_pretrained_available(name: str, pretrained: bool, pretrained_path: str | None = None) -> None:
+    """MissingWeightsError now, before any data is read, when ``name``'s ImageNet weights would have
+    to come from the hub and it cannot be reached (offline, HF_HUB_OFFLINE=1); the same message as
+    :func:`create_backbone`'s. Weights in the cache, a weights file or random weights pass."""
+    if not pretrained or pretrained_path or name.startswith(TORCHVISION_PREFIX):
+        return   # torchvision's weights: checked by create_backbone, before any download
+    try:
+        hub_id = _timm_hub_id(name)
+    except (RuntimeError, ValueError, KeyError):   # an unknown name: create_backbone says so
+        return
+    if hub_id and offline() and not cached(hub_id, TIMM_WEIGHT_FILES):
+        raise _timm_missing(name)
 
 
 def _torchvision_model(name: str, pretrained: bool, pretrained_path: str | None):
@@ -159,7 +187,7 @@ def _torchvision_model(name: str, pretrained: bool, pretrained_path: str | None)
         cached = Path(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url))
         missing = _missing_weights(f"{TORCHVISION_PREFIX}{name}", f"torchvision looks for {cached} "
                                    f"(download {weights.url} there)")
-        if not cached.is_file() and os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        if not cached.is_file() and offline(weights.url):
             raise missing  # offline: do not even try the download
     try:
         model = torchvision.models.get_model(name, weights=weights)

@@ -16,15 +16,13 @@ BERT-base decoder with cross-attention to the image) on the ImageCLEF captions (
 - ``generate``: greedy or beam search, batched (:mod:`.generation`), decoded and repaired;
 - ``save_pretrained(folder)``: model + :class:`~.processing.CaptionProcessor` files +
   ``generation_config.json`` (:class:`~.generation.GenerationSettings`) + ``medcap_captioner.json``
-  (image size, pre-resize, caption length, concept prompt, training summary), atomically.
+  (image size, pre-resize, caption length, concept prompt, training summary) + provenance.json and
+  the README.md model card (:mod:`.card`), atomically.
 
-The pieces live beside it: tokenizer training in :mod:`.tokenization`, inputs in
-:mod:`.processing` and :mod:`.prompting`, generation in :mod:`.generation`, where a model
-folder is in :mod:`.location`.
+Beside it: :mod:`.tokenization`, :mod:`.processing`, :mod:`.prompting`, :mod:`.generation`, :mod:`.location`.
 
-Image size is a setting: when it differs from the size the vision encoder was built for
-(blip-large: 384 px; the paper trains at 224 px) the position embeddings are interpolated
-(``interpolate_pos_encoding=True``).
+Image size is a setting: when it differs from the vision encoder's (blip-large: 384 px; the paper
+trains at 224 px) the position embeddings are interpolated (``interpolate_pos_encoding=True``).
 """
 from __future__ import annotations
 
@@ -37,7 +35,9 @@ from typing import Any
 
 from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
+from .card import load_provenance, write_model_files
 from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
+from .hub import cached, offline
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
 from .retrieval import RetrievalPrompt
@@ -146,6 +146,7 @@ class Captioner:
         self.pre_resize = pre_resize
         self.generation = generation or GenerationSettings()
         self.source = source
+        self.provenance: dict | None = None   # provenance.json: training data, scores, config (models.card)
         if concept_prompt is not None:
             self.concept_prompt = concept_prompt
 
@@ -239,9 +240,11 @@ class Captioner:
             generation = GenerationSettings.from_pretrained(where, meta.get("generation"), where / METADATA_FILE)
         size = processor.image_processor.size
         image_size = image_size or meta.get("image_size") or getattr(size, "height", None) or size["height"]
-        return cls(model, processor, image_size=image_size, max_length=max_length or processor.max_length,
-                   pre_resize=pre_resize if pre_resize is not None else processor.pre_resize,
-                   generation=generation or GenerationSettings(), source=meta.get("source", str(name_or_folder)))
+        captioner = cls(model, processor, image_size=image_size, max_length=max_length or processor.max_length,
+                        pre_resize=pre_resize if pre_resize is not None else processor.pre_resize,
+                        generation=generation or GenerationSettings(), source=meta.get("source", str(name_or_folder)))
+        captioner.provenance = load_provenance(where) if isinstance(where, Path) else None
+        return captioner
 
     def save_pretrained(self, folder: str | Path, **extra) -> Path:
         """Write model (safetensors), processor and medcap settings; the folder appears whole or not at all."""
@@ -250,9 +253,11 @@ class Captioner:
             self.write_folder(tmp, **extra)
         return folder
 
-    def write_folder(self, folder: Path, model=None, training: dict | None = None) -> None:
+    def write_folder(self, folder: Path, model=None, training: dict | None = None,
+                     provenance: dict | None = None) -> None:
         """Write the model folder's files into an existing (temporary) folder; ``model``: another
-        module with the same architecture (the engine's unwrapped training model)."""
+        module with the same architecture (the engine's unwrapped training model); ``provenance``:
+        training data and scores (models.card; default: the loaded folder's)."""
         model = model or self.model
         with _quiet_progress():
             model.save_pretrained(folder)
@@ -263,6 +268,7 @@ class Captioner:
         if training:
             meta["training"] = training
         write_text_atomic(Path(folder) / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
+        write_model_files(folder, provenance or self.provenance, "captioner")
 
     def metadata(self) -> dict:
         """medcap_captioner.json: the processor's settings and where the model came from
@@ -462,3 +468,11 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def check_pretrained_available(name: str) -> None:
+    """MissingWeightsError now, before any data is read, when the hub model ``name`` is not in the
+    cache and the hub cannot be reached (offline, HF_HUB_OFFLINE=1). Folders and cached ids pass."""
+    from ..errors import MissingWeightsError
+    from .location import is_hub_id, missing_weights_message
+
+    if is_hub_id(str(name)) and offline() and not cached(str(name), ("config.json",)):
+        raise MissingWeightsError(missing_weights_message(str(name)))

@@ -22,6 +22,8 @@ A trained detector is a folder (``save_pretrained`` / ``from_pretrained``)::
     thresholds.json      decision threshold(s) chosen on validation (medcap.thresholds)
     preprocessor_config.json   the ConceptProcessor: image size, resize mode, mean/std (or
                          null: inputs in [0, 1]); older folders hold preprocessing.json instead
+    provenance.json      training data (synthetic or not), sizes, validation scores, config;
+    README.md            the model card made from it (medcap.models.card)
 
 ``from_pretrained`` takes the folder, or the run folder that holds it
 (:func:`medcap.models.location.resolve_model_folder`).
@@ -39,6 +41,7 @@ from torch import nn
 from ..errors import MedcapError
 from ..fileio import atomic_dir, recover_dir, write_text_atomic
 from .backbones import create_backbone
+from .card import load_provenance, write_model_files
 from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
 from .processing import IMAGENET_MEAN, IMAGENET_STD, LEGACY_PROCESSOR_FILE, PROCESSOR_FILE, ConceptProcessor
 
@@ -269,6 +272,7 @@ class ConceptDetector(nn.Module):
         self.head = build_head(cfg, self.num_features)
         # Set by from_pretrained / the training task: what prediction needs besides weights.
         self.vocabulary = None
+        self.provenance: dict | None = None   # provenance.json: training data, scores, config (models.card)
         self.thresholds: dict = {}
         self.processor: ConceptProcessor | None = None
 
@@ -317,12 +321,14 @@ class ConceptDetector(nn.Module):
             self.vocabulary.save(tmp)
             write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds or {"global": 0.5}, indent=2))
             self.processor.save_pretrained(tmp)
+            write_model_files(tmp, self.provenance, "concept-detector")
         return folder
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str = "cpu",
-                        revision: str | None = None) -> "ConceptDetector":
-        """Load a model folder, run folder or hub id (at ``revision``; models.location)."""
+                        revision: str | None = None, *, notice: bool = True) -> "ConceptDetector":
+        """Load a model folder, run folder or hub id (at ``revision``; models.location); ``notice``:
+        say once when it learnt from synthetic data (an ensemble says it for its members)."""
         from safetensors.torch import load_file
 
         from ..config_checks import check_mapping, check_values
@@ -377,6 +383,7 @@ class ConceptDetector(nn.Module):
         model.processor = ConceptProcessor.from_pretrained(folder)
         processor_file = folder / (PROCESSOR_FILE if (folder / PROCESSOR_FILE).is_file() else LEGACY_PROCESSOR_FILE)
         check_mapping({"image_size": model.processor.image_size}, {"image_size": int}, str(processor_file))
+        model.provenance = load_provenance(folder, notice)
         return model.eval()
 
 

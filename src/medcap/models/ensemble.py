@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
+from .card import load_provenance, write_model_files
 from .processing import ConceptProcessor
 
 MODEL_TYPE = "medcap-concept-ensemble"
@@ -74,6 +75,7 @@ class ConceptEnsemble(nn.Module):
         super().__init__()
         self.config = cfg
         self.members = nn.ModuleList(members)
+        self.provenance: dict | None = None   # provenance.json (models.card)
         first = members[0]
         self.vocabulary = first.vocabulary
         for m in members[1:]:
@@ -149,6 +151,7 @@ class ConceptEnsemble(nn.Module):
             write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds, indent=2))
             ConceptProcessor.from_dict(self.preprocessing).save_pretrained(tmp)   # preprocessor_config.json
             write_text_atomic(tmp / "fit.json", json.dumps(fit or {}, indent=1, default=float))
+            write_model_files(tmp, self.provenance, "concept-ensemble")
         return folder
 
     @classmethod
@@ -170,7 +173,7 @@ class ConceptEnsemble(nn.Module):
             path = (folder / rel).resolve()
             if folder.resolve() not in path.parents:
                 raise MedcapError(f"member {rel!r} is outside the ensemble folder", file=folder / "config.json")
-            members.append(ConceptDetector.from_pretrained(path))
+            members.append(ConceptDetector.from_pretrained(path, notice=False))  # the ensemble says it once
         emb = labels = None
         if cfg.knn is not None:
             from safetensors.torch import load_file
@@ -184,6 +187,7 @@ class ConceptEnsemble(nn.Module):
         model.thresholds = _read_json(folder / "thresholds.json")
         # preprocessor_config.json, as a detector's; ensembles saved before 2026-11-30: preprocessing.json
         model.preprocessing = ConceptProcessor.from_pretrained(folder).to_dict()
+        model.provenance = load_provenance(folder)
         return model.eval()
 
 

@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from ..errors import MedcapError, MissingWeightsError
+from .hub import hub_access
 
 RUN_MODEL_DIR = "model"                 # the engine's best-model folder inside a run folder
 CONCEPT_MODEL_TYPE = "medcap-concept-detector"
@@ -85,7 +86,8 @@ def hub_snapshot(repo_id: str, revision: str | None = None) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(HUB_FILES)))
+        with hub_access():   # offline: the cache only, at once (no retry loop; models.hub)
+            return Path(snapshot_download(repo_id, revision=revision, allow_patterns=list(HUB_FILES)))
     except Exception as e:
         if not is_hub_failure(e):
             raise

@@ -5,6 +5,6 @@ sweep, per-concept F1 and a gallery, in one self-contained ``report.html`` plus 
     build_report(ReportInputs(data="synth-data", concept_model="runs/c/model",
                               caption_model="runs/k/model", concept_pred="c.csv"), "report/")
 """
-from .build import MissingPiece, ReportInputs, build_report, is_synthetic
+from .build import MissingPiece, ReportInputs, build_report
 
-__all__ = ["MissingPiece", "ReportInputs", "build_report", "is_synthetic"]
+__all__ = ["MissingPiece", "ReportInputs", "build_report"]

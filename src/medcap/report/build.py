@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.provenance import is_synthetic
 from ..errors import MedcapError
 from ..fileio import atomic_dir
 from ..metrics.tables import TASKS, score_columns, score_rows
@@ -119,21 +120,6 @@ def _load(inputs: ReportInputs, out: Path) -> _Context:
 
         ctx.caption_pred = read_caption_submission(inputs.caption_pred)
     return ctx
-
-
-def is_synthetic(root: Path | None) -> str | None:
-    """The first paragraph of the dataset's README.txt when it declares the data SYNTHETIC.
-
-    ``medcap synth`` opens README.txt with "SYNTHETIC DATA - ..."; a real dataset's README
-    that merely mentions synthetic images (lower case) does not count.
-    """
-    if root is None:
-        return None
-    readme = Path(root) / "README.txt"
-    if not readme.is_file():
-        return None
-    first = readme.read_text(encoding="utf-8", errors="replace").strip().split("\n\n")[0].strip()
-    return first if "SYNTHETIC" in first else None
 
 
 def find_metrics_csv(model_dir: Path) -> Path | None:
@@ -489,8 +475,15 @@ def _subtitle(inputs: ReportInputs) -> str:
 
 
 def _banner(inputs: ReportInputs) -> str:
+    """One banner when the data or a model's training data (its provenance.json) is synthetic."""
+    from ..models.card import learnt_from_synthetic, read_provenance
+
     text = is_synthetic(inputs.data)
-    if text is None:
+    trained = [label for label, folder in (("concept detector", inputs.concept_model),
+                                           ("captioner", inputs.caption_model))
+               if folder is not None and learnt_from_synthetic(read_provenance(folder))]
+    if text is None and not trained:
         return ""
-    return (f'<div class="banner"><strong>Synthetic data.</strong> {H.esc(text)} '
+    models = f"The {' and '.join(trained)} learnt from synthetic data. " if trained else ""
+    return (f'<div class="banner"><strong>Synthetic data.</strong> {H.esc(text or "")} {models}'
             "Scores on it say that the pipeline works, not how it does on real ImageCLEFmedical images.</div>")

@@ -18,6 +18,7 @@ nothing is written half (model folders, checkpoints and submissions are atomic).
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -363,13 +364,25 @@ class CaptionTask:
             gold = [self.valid_captions[i] for i in batch["index"].tolist()]
             scores = torch.tensor(rouge1_scores(gold, preds), device=batch["labels"].device)
             rouge.append(accelerator.gather_for_metrics(scores))
-        return {"valid_loss": (torch.cat(token_loss).sum() / torch.cat(token_count).sum()).item(),
-                "rouge1": torch.cat(rouge).mean().item()}
+        self.valid_scores = {"valid_loss": (torch.cat(token_loss).sum() / torch.cat(token_count).sum()).item(),
+                             "rouge1": torch.cat(rouge).mean().item()}
+        return dict(self.valid_scores)
 
     def save_best(self, model, folder: Path) -> None:
         from ..models.guided import captioning_model
 
-        self.captioner.write_folder(folder, model=captioning_model(model), training=self.training_summary())
+        self.captioner.write_folder(folder, model=captioning_model(model), training=self.training_summary(),
+                                    provenance=self.provenance())
+
+    def provenance(self) -> dict:
+        """provenance.json of the saved model: data, sizes, this validation's scores, the config."""
+        from ..data.provenance import dataset_provenance
+        from ..models.card import make_provenance
+
+        data = dataset_provenance(self.root, train_images=len(self.train_ids), valid_images=len(self.valid_ids))
+        base = None if self.cfg.model.startswith("scratch:") else self.cfg.model
+        return make_provenance("captioner", data, getattr(self, "valid_scores", None), dataclasses.asdict(self.cfg),
+                               base_model=base)
 
     def training_summary(self) -> dict[str, Any]:
         return {"config": self.cfg.name, "train_images": len(self.train_ids), "concept_loss": self.cfg.concept_loss,
@@ -391,6 +404,10 @@ def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: s
     cfg = resolve_config(CaptionConfig, config, "captions", overrides)
     out = Path(out)
     check_run_folder(out, resume)  # before anything in `out` is touched
+    if not cfg.model.startswith("scratch:"):
+        from ..models.captioner import check_pretrained_available
+
+        check_pretrained_available(cfg.model)   # before the data is read
     dataset = read_dataset(data)
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR

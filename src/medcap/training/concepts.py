@@ -165,6 +165,7 @@ class ConceptData:
     valid_targets: np.ndarray
     valid_gold_sizes: np.ndarray      # |G| per validation image, unknown CUIs included (REFERENCE §4)
     valid_unknown: list[str]          # validation CUIs that no training image has
+    root: Path | None = None          # the dataset folder (recorded in the model's provenance.json)
 
 
 def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = print) -> ConceptData:
@@ -205,7 +206,8 @@ def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = 
         log(f"{len(unknown)} validation CUIs ({n_occ} occurrences) are not in the training vocabulary "
             f"(e.g. {', '.join(unknown[:5])}); they count as missed, as in the official score")
     return ConceptData(vocab, ImageFolderItems.from_split(train, train_ids), train_targets,
-                       ImageFolderItems.from_split(valid_split, valid_ids), valid_targets, gold_sizes, unknown)
+                       ImageFolderItems.from_split(valid_split, valid_ids), valid_targets, gold_sizes, unknown,
+                       root=ds.root)
 
 
 class ConceptTask:
@@ -265,8 +267,9 @@ class ConceptTask:
             never_empty=cfg.never_empty, per_concept=cfg.per_concept_thresholds,
             min_positives=cfg.per_concept_min_positives, shrinkage=cfg.per_concept_shrinkage, seed=cfg.seed)
         valid_loss = accelerator.reduce(torch.cat(losses).mean(), reduction="mean").item()
-        return {"f1": self.threshold_report["f1"], "threshold": self.thresholds.global_threshold,
-                "never_empty": int(self.thresholds.never_empty), "valid_loss": valid_loss}
+        self.valid_scores = {"f1": self.threshold_report["f1"], "threshold": self.thresholds.global_threshold,
+                             "never_empty": int(self.thresholds.never_empty), "valid_loss": valid_loss}
+        return dict(self.valid_scores)
 
     def save_best(self, model, folder: Path) -> None:
         model.vocabulary, model.processor = self.data.vocabulary, self.processor
@@ -275,7 +278,22 @@ class ConceptTask:
         model.thresholds["grid"] = self.cfg.threshold_grid
         # the validation sweep behind the global threshold (the report's threshold vs F1 curve)
         model.thresholds["sweep"] = self.threshold_report["sweep"]
+        model.provenance = self.provenance()
         model.save_pretrained(folder)
+
+    def provenance(self) -> dict:
+        """provenance.json of the saved model: data, sizes, this validation's scores, the config."""
+        from ..data.provenance import dataset_provenance
+        from ..models.card import make_provenance
+
+        d = self.data
+        data = dataset_provenance(d.root, train_images=len(d.train.ids), valid_images=len(d.valid.ids),
+                                  concepts=len(d.vocabulary))
+        cfg = self.cfg
+        # the scores only: the chosen thresholds are in thresholds.json
+        scores = {k: v for k, v in getattr(self, "valid_scores", {}).items() if k in ("f1", "valid_loss")}
+        base = cfg.model.backbone if cfg.pretrained or cfg.pretrained_path else None
+        return make_provenance("concept-detector", data, scores, dataclasses.asdict(cfg), base_model=base)
 
 
 def train_concepts(config: str | Path | ConceptConfig, data_dir: str | Path, out_dir: str | Path,
@@ -289,6 +307,9 @@ def train_concepts(config: str | Path | ConceptConfig, data_dir: str | Path, out
 
     cfg = resolve_config(ConceptConfig, config, TASK, overrides)
     check_run_folder(out_dir, resume)  # before the data is read or `out_dir` touched
+    from ..models.backbones import check_pretrained_available
+
+    check_pretrained_available(cfg.model.backbone, cfg.pretrained, cfg.pretrained_path)   # before the data is read
     data = load_concept_data(data_dir, cfg, log)
     log(f"{len(data.train.ids)} training / {len(data.valid.ids)} validation images, "
         f"{len(data.vocabulary)} concepts; config {cfg.name or 'custom'}")

@@ -119,6 +119,9 @@ def build_ui(pipeline: Pipeline, outputs: RequestOutputs | None = None):
     with gr.Blocks(title="medcap", analytics_enabled=False) as demo:
         gr.Markdown("# medcap: medical image concepts and captions")
         gr.Markdown(INTRO + f" Files up to {pipeline.max_file_mb:g} MB and {pipeline.max_pixels / 1e6:g} megapixels.")
+        banner = pipeline.synthetic_banner()
+        if banner:  # before any output: a made-up caption of a real scan must not pass for a reading
+            gr.Markdown(banner, elem_id="synthetic-banner")
         with gr.Row(equal_height=False):
             with gr.Column(scale=5):
                 upload = gr.File(label="Image file (JPEG, PNG or DICOM)", file_count="single", type="filepath",
