@@ -1,10 +1,15 @@
-"""Peak resident memory of `medcap data check` and `medcap train concepts` on a small and a
-large SYNTHETIC parquet dataset in the ROCOv2 mirror schema.
+"""Peak resident memory of `medcap data check`, `medcap train concepts` and `medcap predict concepts
+--data --split test` on a small and a large SYNTHETIC parquet dataset in the ROCOv2 mirror schema.
 
     .venv/bin/python bench/bench_parquet_memory.py [--small-gb 0.1] [--large-gb 0.6] [--size 512]
+        [--layout mirror|to_parquet]
 
-Goal (issue 11): going from the small to the large dataset adds at most a quarter of the
+Goal (issues 11 and 22): going from the small to the large dataset adds at most a quarter of the
 extra bytes on disk to the peak resident set of each command.
+
+Layouts: ``mirror`` writes row groups of 100 rows, as the Hugging Face `datasets` library does;
+``to_parquet`` writes each shard with ``pandas.DataFrame.to_parquet`` and its defaults (one row
+group per file, as most people write parquet).
 
 How the datasets are made: `medcap synth` draws a few hundred images at --size px once;
 they are then written as parquet shards ``data/{train,validation,test}-0000K-of-0000N.parquet``
@@ -41,7 +46,7 @@ def synth_base(out: Path, n: int, size: int) -> None:
                    check=True, stdout=subprocess.DEVNULL)
 
 
-def write_parquet_dataset(base: Path, out: Path, target_bytes: float) -> dict:
+def write_parquet_dataset(base: Path, out: Path, target_bytes: float, layout: str = "mirror") -> dict:
     """Parquet shards of about ``target_bytes`` of images, from the folder dataset ``base``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -71,9 +76,14 @@ def write_parquet_dataset(base: Path, out: Path, target_bytes: float) -> dict:
         per = -(-len(rows) // n_shards)
         for s in range(n_shards):
             chunk = rows[s * per:(s + 1) * per]
+            path = out / "data" / f"{name}-{s:05d}-of-{n_shards:05d}.parquet"
+            if layout == "to_parquet":  # pandas' defaults: one row group per file
+                import pandas as pd
+
+                pd.DataFrame(chunk, columns=["image", "image_id", "caption", "cui"]).to_parquet(path)
+                continue
             table = pa.table([list(c) for c in zip(*chunk, strict=True)], schema=schema)
-            pq.write_table(table, out / "data" / f"{name}-{s:05d}-of-{n_shards:05d}.parquet",
-                           row_group_size=ROW_GROUP, use_dictionary=["image_id", "caption", "cui"])
+            pq.write_table(table, path, row_group_size=ROW_GROUP, use_dictionary=["image_id", "caption", "cui"])
         stats[name] = len(rows)
     stats["bytes_on_disk"] = sum(p.stat().st_size for p in (out / "data").iterdir())
     return stats
@@ -101,6 +111,8 @@ def main() -> None:
     ap.add_argument("--base-images", type=int, default=300, help="distinct images drawn (default 300)")
     ap.add_argument("--train-minutes", type=float, default=0.5, help="training time budget (default 0.5)")
     ap.add_argument("--tmp", default=None, help="working folder (default: a new temporary folder)")
+    ap.add_argument("--layout", choices=("mirror", "to_parquet"), default="mirror",
+                    help="row groups of 100 rows (mirror) or DataFrame.to_parquet's one per file")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="medcap-parquet-mem-", dir=args.tmp))
@@ -110,27 +122,32 @@ def main() -> None:
     results = {}
     for label, gb in (("small", args.small_gb), ("large", args.large_gb)):
         root = work / f"parquet-{label}"
-        stats = write_parquet_dataset(work / "base", root, gb * 1e9)
+        stats = write_parquet_dataset(work / "base", root, gb * 1e9, args.layout)
         check_mb, check_s = peak_rss([*medcap, "data", "check", str(root)])
         train_mb, train_s = peak_rss([*medcap, "train", "concepts", "--config", "demo", "--data", str(root),
                                       "--out", str(work / f"run-{label}"), "--set", "epochs=1",
                                       "--set", f"max_minutes={args.train_minutes}"])
+        model = work / f"run-{label}" / "model"
+        predict_mb, predict_s = peak_rss([*medcap, "predict", "concepts", "--model", str(model),
+                                          "--data", str(root), "--split", "test",
+                                          "--out", str(work / f"test-{label}.csv")])
         results[label] = dict(stats, check_peak_mb=check_mb, check_s=check_s, train_peak_mb=train_mb,
-                              train_s=train_s)
+                              train_s=train_s, predict_peak_mb=predict_mb, predict_s=predict_s)
         print(f"{label}: {stats['bytes_on_disk'] / 1e6:.0f} MB on disk ({stats['train']} train images): "
               f"data check peak {check_mb:.0f} MB ({check_s:.0f} s), train peak {train_mb:.0f} MB "
-              f"({train_s:.0f} s)", file=sys.stderr)
+              f"({train_s:.0f} s), predict peak {predict_mb:.0f} MB ({predict_s:.0f} s)", file=sys.stderr)
 
     s, g = results["small"], results["large"]
     extra = (g["bytes_on_disk"] - s["bytes_on_disk"]) / 2**20
     print(f"{'':24}{'small':>10}{'large':>10}{'growth':>10}{'growth / extra size':>22}")
     print(f"{'dataset on disk (MiB)':24}{s['bytes_on_disk'] / 2**20:>10.0f}{g['bytes_on_disk'] / 2**20:>10.0f}"
           f"{extra:>10.0f}")
-    for key, what in (("check_peak_mb", "data check peak RSS"), ("train_peak_mb", "train concepts peak RSS")):
+    for key, what in (("check_peak_mb", "data check peak RSS"), ("train_peak_mb", "train concepts peak RSS"),
+                      ("predict_peak_mb", "predict --data peak RSS")):
         grow = g[key] - s[key]
         print(f"{what + ' (MiB)':24}{s[key]:>10.0f}{g[key]:>10.0f}{grow:>10.0f}{grow / extra:>22.2f}")
     print(json.dumps(results), file=sys.stderr)
-    print(f"goal: growth / extra size <= 0.25 (synthetic data; {time.strftime('%Y-%m-%d')})")
+    print(f"goal: growth / extra size <= 0.25 (synthetic data, layout {args.layout}; {time.strftime('%Y-%m-%d')})")
 
 
 if __name__ == "__main__":

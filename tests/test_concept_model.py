@@ -158,8 +158,8 @@ def test_save_and_load_round_trip_gives_the_same_outputs(tmp_path):
     m = _detector("csra", csra_heads=2).eval()
     m.save_pretrained(tmp_path / "model")
     assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
-        "README.md", "concepts.json", "config.json", "model.safetensors", "preprocessor_config.json",
-        "provenance.json", "thresholds.json"]
+        "README.md", "checksums.json", "concepts.json", "config.json", "model.safetensors",
+        "preprocessor_config.json", "provenance.json", "thresholds.json"]
     back = ConceptDetector.from_pretrained(tmp_path / "model")
     x = torch.randn(2, 3, 64, 64)
     torch.testing.assert_close(back(x), m(x))

@@ -31,7 +31,7 @@ def test_training_writes_a_reloadable_model_folder_metrics_and_checkpoints(train
     model = trained / "model"
     assert {p.name for p in model.iterdir()} == {"config.json", "model.safetensors", "concepts.json",
                                                  "thresholds.json", "preprocessor_config.json",
-                                                 "provenance.json", "README.md"}
+                                                 "provenance.json", "README.md", "checksums.json"}
     th = json.loads((model / "thresholds.json").read_text())
     assert 0 < th["global"] < 1 and th["grid"] == "fine" and "valid_f1" in th
     chosen = [e for e in th["sweep"] if e["never_empty"] == th["never_empty"]]  # the validation sweep

@@ -248,14 +248,16 @@ def test_parquet_images_stay_in_the_files_and_memory_holds_a_few_row_groups(tmp_
     from medcap.data.parquet import ParquetImages
 
     root = tmp_path / "roco"
-    _write_parquet(root / "data" / "train-00000-of-00001.parquet", _rows("train", 12))  # 6 row groups
+    _write_parquet(root / "data" / "train-00000-of-00001.parquet", _rows("train", 24))  # 12 row groups
     train = read_dataset(root).split("train")
     images = train.image_bytes
     assert images._groups == {}  # reading the split read no image bytes
-    monkeypatch.setattr(ParquetImages, "cache_row_groups", 2)
+    # A budget of four row groups' images (bytes, whatever their count): the last ones are kept.
+    monkeypatch.setattr(ParquetImages, "cache_bytes", 4 * max(images.row_group_bytes[0]))
     for i in train.ids:  # a pass in file order reads each row group once
         assert train.load_image(i).mode == "RGB"
-    assert len(images._groups) == 2 and set(images._groups) == {(0, 4), (0, 5)}
+    assert (0, 11) in images._groups and (0, 0) not in images._groups
+    assert images._cached <= ParquetImages.cache_bytes
     assert images[train.ids[11]] == jpeg_bytes(11)
     # A forked worker (same object, new process ID) opens its own file and cache.
     images._pid = os.getpid() + 1

@@ -75,3 +75,71 @@ def test_two_processes_train_captions_and_the_model_reloads(synth_small, tmp_pat
 
     captions = predict_captions(model, sorted((synth_small / "test").iterdir())[:3], num_beams=1, max_new_tokens=8)
     assert len(captions) == 3 and all(isinstance(c, str) for c in captions.values())
+
+
+# --------------------------------------------------------------------------- prediction (issue 22)
+def _accelerate(args: list[str], cwd: Path, launch: list[str] | None = None, wait: bool = True):
+    launcher = shutil.which("accelerate", path=os.path.dirname(sys.executable)) or shutil.which("accelerate")
+    if launcher is None:
+        pytest.skip("accelerate is not installed")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    cmd = [launcher, "launch", "--multi_gpu", *(launch or ["--num_processes", "2", "--num_machines", "1"]),
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "medcap", *args]
+    if not wait:
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900, cwd=cwd, check=False)
+
+
+def _one_process(args: list[str], cwd: Path) -> None:
+    """``medcap args`` in one process with the launched ones' torch threads (1): the thread count
+    changes CPU rounding, the number of processes must not change anything."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    proc = subprocess.run([sys.executable, "-m", "medcap", *args], capture_output=True, text=True, env=env, cwd=cwd,
+                          timeout=900, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _two_machines(args: list[str], cwd: Path) -> None:
+    """``args`` on two 'machines' of one process each, joined over the loopback address with gloo."""
+    port = str(_free_port())
+    procs = [_accelerate(args, cwd, ["--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
+                                     "--main_process_ip", "127.0.0.1", "--main_process_port", port], wait=False)
+             for rank in (0, 1)]
+    for p in procs:
+        _, err = p.communicate(timeout=900)
+        assert p.returncode == 0, err[-4000:]
+
+
+def test_two_machines_on_loopback_train_and_predict_concepts(synth_small, tmp_path):
+    _two_machines(["train", "concepts", "--data", str(synth_small), "--out", str(tmp_path / "run"), *CONCEPTS,
+                   "--set", "cpu=true"], tmp_path)
+    model = _one_clean_model_folder(tmp_path / "run")
+    _two_machines(["predict", "concepts", "--model", str(model), "--data", str(synth_small), "--split", "test",
+                   "--out", str(tmp_path / "two.csv"), "--device", "cpu"], tmp_path)
+    _one_process(["predict", "concepts", "--model", str(model), "--data", str(synth_small), "--split", "test",
+                  "--out", str(tmp_path / "one.csv"), "--device", "cpu"], tmp_path)
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+
+
+def test_two_processes_caption_and_run_knn_as_one(synth_small, tmp_path, tmp_path_factory):
+    from conftest import TINY_CAPTION_CONFIG, train_caption_run
+
+    run = train_caption_run(TINY_CAPTION_CONFIG, synth_small, tmp_path_factory)
+    common = ["--data", str(synth_small), "--split", "test", "--batch-size", "3"]
+    for name, args in (("captions", ["predict", "captions", "--model", str(run / "model"), "--device", "cpu",
+                                     *common]),
+                       ("knn", ["baseline", "concepts", "knn", "--image-size", "32", *common])):
+        proc = _accelerate([*args, "--out", str(tmp_path / f"{name}-two.csv")], tmp_path)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        _one_process([*args, "--out", str(tmp_path / f"{name}-one.csv")], tmp_path)
+        assert (tmp_path / f"{name}-two.csv").read_bytes() == (tmp_path / f"{name}-one.csv").read_bytes(), name

@@ -161,8 +161,20 @@ def test_a_second_run_into_the_same_folder_needs_resume(tmp_path):
     Trainer(ToyTask(), _cfg(epochs=1), tmp_path).fit()
     with pytest.raises(MedcapError, match="--resume"):
         Trainer(ToyTask(), _cfg(epochs=1), tmp_path).fit()
-    with pytest.raises(MedcapError, match="nothing to resume"):
-        Trainer(ToyTask(), _cfg(epochs=1), tmp_path / "empty").fit(resume=True)
+
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint_starts_afresh_with_a_notice(tmp_path, capsys):
+    """Issue 26 item 7: the first epoch of a run is not exposed to a kill."""
+    Trainer(ToyTask(), _cfg(epochs=2), tmp_path / "clean").fit()
+    (tmp_path / "killed").mkdir()  # what a run killed in its first epoch leaves: its folder, logs, no checkpoint
+    (tmp_path / "killed" / "metrics.csv").write_text("epoch,step\n")
+    Trainer(ToyTask(), _cfg(epochs=2), tmp_path / "killed").fit(resume=True)
+    assert "starting the run afresh" in capsys.readouterr().out
+    clean = torch.load(tmp_path / "clean" / "model" / "weights.pt")
+    resumed = torch.load(tmp_path / "killed" / "model" / "weights.pt")
+    for k in clean:
+        torch.testing.assert_close(clean[k], resumed[k], rtol=0, atol=0)
 
 
 def test_resume_with_a_different_schedule_length_is_refused(tmp_path):

@@ -183,3 +183,14 @@ def test_a_model_without_a_saved_sweep_gets_it_recomputed_on_validation(tmp_path
     html = build_report(ReportInputs(data=synth_small, concept_model=model, gallery_size=1),
                         tmp_path / "report").read_text(encoding="utf-8")
     assert "recomputed on the validation split" in html
+
+
+def test_the_validation_sweep_does_not_depend_on_the_report_workers(synth_small, tiny_models):
+    """`medcap report --workers N`: images decoded beside the model, the same sweep as with none."""
+    from medcap.data import read_dataset
+    from medcap.report.build import read_thresholds, sweep_on_validation
+
+    valid = read_dataset(synth_small).split("valid")
+    th = read_thresholds(tiny_models.concepts)
+    assert sweep_on_validation(tiny_models.concepts, valid, th, num_workers=0) == \
+        sweep_on_validation(tiny_models.concepts, valid, th, num_workers=2)

@@ -7,12 +7,21 @@ from __future__ import annotations
 
 
 def device_name(device: str | None = None) -> str:
-    """``device`` ("cpu", "cuda", "cuda:1", ...), or "cuda" when a GPU is there, else "cpu"."""
-    if device:
+    """``device`` ("cpu", "cuda", "cuda:1", ...), or "cuda" when a GPU is there, else "cpu".
+
+    Under ``accelerate launch``/torchrun each process takes its own GPU (``cuda:LOCAL_RANK``, where
+    Accelerate places it in training) for "cuda" or no device."""
+    import os
+
+    if device and (str(device) != "cuda" or int(os.environ.get("WORLD_SIZE", "1")) <= 1):
         return str(device)
     import torch
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        return str(device) if device else "cpu"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return "cuda"
 
 
 def resolve_device(device: str | None = None):

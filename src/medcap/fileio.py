@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import shutil
@@ -68,6 +69,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+    moved = False
     try:
         yield tmp
         give_default_permissions(tmp)
@@ -75,12 +77,17 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             old = _old_of(path)
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
+            moved = True
             os.replace(tmp, path)
+            moved = False
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if moved:  # the second rename failed (a full or failing disk): put the previous folder back
+            with contextlib.suppress(OSError):
+                os.replace(_old_of(path), path)
         raise
 
 
@@ -147,3 +154,136 @@ def write_json(path: str | Path, data) -> None:
     import json
 
     write_text_atomic(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+
+
+# -- safe readers: a damaged artifact or a hostile folder is one line naming the path ----------
+_READ_ERRORS = {
+    errno.ELOOP: "a symbolic link loop (a link that points back to itself or to a folder above it)",
+    errno.EACCES: "permission denied (cannot read it)",
+    errno.EPERM: "permission denied (cannot read it)",
+    errno.EIO: "input/output error (a damaged disk or a lost network mount)",
+    errno.ENOENT: "not found",
+    errno.EISDIR: "is a folder; expected a file",
+    errno.ENOTDIR: "a part of this path is a file, not a folder",
+    errno.ENAMETOOLONG: "the path is too long (a symbolic link loop?)",
+}
+
+
+def read_error(e: OSError, path: str | Path):
+    """The MedcapError for an OSError met while reading ``path`` (it names the path)."""
+    from .errors import MedcapError
+
+    what = _READ_ERRORS.get(e.errno) or (e.strerror or type(e).__name__)
+    return MedcapError(f"cannot read: {what}", file=e.filename if e.filename else path)
+
+
+def read_bytes(path: str | Path, limit: int | None = None) -> bytes:
+    """The bytes of a file (at most ``limit``: a larger file is an error), OSError -> one line."""
+    from .errors import MedcapError
+
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(-1 if limit is None else limit + 1)
+    except OSError as e:
+        raise read_error(e, path) from None
+    if limit is not None and len(data) > limit:
+        raise MedcapError(f"file too large (over {limit:,} bytes)", file=path)
+    return data
+
+
+def read_json(path: str | Path, expect: type | None = dict, limit: int = 256 << 20):
+    """A JSON artifact: a truncated, damaged, unreadable or wrong-typed file is one line naming it."""
+    import json
+
+    from .errors import MedcapError
+
+    try:
+        data = json.loads(read_bytes(path, limit).decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise MedcapError(f"not UTF-8 text ({e.reason} at byte {e.start}): damaged or not JSON", file=path) from None
+    except json.JSONDecodeError as e:
+        raise MedcapError(f"invalid JSON, the file is damaged or truncated ({e.msg}, line {e.lineno})",
+                          file=path) from None
+    except RecursionError:
+        raise MedcapError("invalid JSON: nested too deeply", file=path) from None
+    if expect is not None and not isinstance(data, expect):
+        raise MedcapError(f"expected a JSON {'object' if expect is dict else expect.__name__}", file=path)
+    return data
+
+
+def scan_dir(folder: str | Path) -> list[tuple[Path, str]]:
+    """The entries of ``folder`` (hidden ones left out), sorted by name, each with its kind:
+    ``"dir"``, ``"file"`` or ``"other"``. Links are followed; an unreadable folder and a link
+    loop are one-line errors naming the path."""
+    from .errors import MedcapError
+
+    folder = Path(folder)
+    out = []
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as e:
+        raise read_error(e, folder) from None
+    for e in entries:
+        try:
+            kind = "dir" if e.is_dir() else "file" if e.is_file() else "other"
+        except OSError as err:
+            raise read_error(err, e.path) from None
+        if kind == "other" and e.is_symlink():
+            try:
+                os.stat(e.path)
+            except OSError as err:
+                if err.errno == errno.ELOOP:
+                    raise MedcapError(f"cannot read: {_READ_ERRORS[errno.ELOOP]}", file=e.path) from None
+        out.append((Path(e.path), kind))
+    return out
+
+
+def walk_dirs(folder: str | Path) -> Iterator[Path]:
+    """``folder`` and every folder below it, each once: a link back to a folder already visited
+    (a loop) is a one-line error naming it, never an endless walk."""
+    from .errors import MedcapError
+
+    seen: set[tuple[int, int]] = set()
+    stack = [Path(folder)]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError as e:
+            raise read_error(e, d) from None
+        if (st.st_dev, st.st_ino) in seen:
+            raise MedcapError(f"cannot read: {_READ_ERRORS[errno.ELOOP]}", file=d)
+        seen.add((st.st_dev, st.st_ino))
+        yield d
+        stack.extend(reversed([p for p, kind in scan_dir(d) if kind == "dir"]))
+
+
+MAX_LINE_BYTES = 1 << 20  # a CSV line of a label or submission file (100 CUIs or a caption: a few KB)
+
+
+def check_line_lengths(path: str | Path, limit: int | None = None) -> None:
+    """Stream ``path`` in 1 MB blocks; a line longer than ``limit`` bytes is a one-line error
+    naming file and line, raised before anything holds the file in memory (a hostile 200 MB
+    single-line file costs one block, not the file)."""
+    from .errors import MedcapError
+
+    limit = MAX_LINE_BYTES if limit is None else limit
+    line, run = 1, 0
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                start = 0
+                while (end := block.find(b"\n", start)) >= 0:
+                    if run + end - start > limit:
+                        break
+                    line, run, start = line + 1, 0, end + 1
+                else:
+                    run += len(block) - start
+                    if run <= limit:
+                        continue
+                raise MedcapError(f"line longer than {limit:,} bytes: not a label or submission file "
+                                  "(a CSV row is one image's concepts or caption)", file=path, line=line)
+    except OSError as e:
+        raise read_error(e, path) from None

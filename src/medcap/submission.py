@@ -34,7 +34,7 @@ from pathlib import Path
 from .data.csvio import CUI_PATTERN
 from .editions import EditionRules, edition_rules
 from .errors import MedcapError
-from .fileio import atomic_write
+from .fileio import atomic_write, check_line_lengths
 
 CONCEPT_HEADER = ("ID", "CUIs")
 CAPTION_HEADER = ("ID", "Caption")
@@ -242,6 +242,7 @@ def _read_bytes(path: str | Path) -> bytes:
     path = Path(path)
     if not path.is_file():
         raise MedcapError("submission file not found", file=path)
+    check_line_lengths(path)  # streamed first: a hostile single-line file is refused in bounded memory
     return path.read_bytes()
 
 

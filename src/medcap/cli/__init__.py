@@ -53,9 +53,14 @@ def _positional_hint(e: Exception, ctx) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``medcap`` console script."""
     _load_commands()
+    from ..models import weights
     from ..progress import quiet_libraries
 
     argv, verbose = _global_options(list(sys.argv[1:] if argv is None else argv))
+    end = argv.index("--") if "--" in argv else len(argv)
+    if "--no-verify" in argv[:end]:  # a global option typed after the command too, as --verbose
+        argv = ["--no-verify", *[a for i, a in enumerate(argv) if not (a == "--no-verify" and i < end)]]
+    verify = weights.verifying()
     try:
         # standalone_mode=False: click returns a command's exit code instead of exiting.
         with quiet_libraries(verbose):  # transformers' load bars and warnings: only with --verbose
@@ -86,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         if type(e).__name__ == "Abort":
             return 1
         raise
+    finally:
+        weights.set_verify(verify)  # --no-verify holds for this command only (in-process callers)
     return rc if isinstance(rc, int) else 0
 
 
@@ -95,6 +102,7 @@ _OS_ERRORS = {
     errno.EROFS: "the disk is read-only: write somewhere else",
     errno.ENOSPC: "no space left on the disk: free some space or write elsewhere (nothing was half-written)",
     errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere",
+    errno.EIO: "input/output error (a failing disk or a lost network mount): nothing was half-written",
     errno.EISDIR: "is a folder; expected a file path",
     errno.ENOTDIR: "a part of this path is a file, not a folder",
     errno.EACCES: "permission denied",

@@ -39,8 +39,14 @@ def _global(
                                  help="Print medcap's version and exit."),
     verbose: bool = typer.Option(False, "--verbose", help="Show transformers' and the hub's load bars and warnings "
                                  "(hidden by default); may also follow the command."),
+    no_verify: bool = typer.Option(False, "--no-verify", help="Load model folders without checking their weight "
+                                   "files against checksums.json (sha256 and size); may also follow the command."),
 ) -> None:
     """Medical image concept detection (MedCSRA) and captioning (BLIP) for ImageCLEFmedical Caption."""
+    if no_verify:  # else as MEDCAP_NO_VERIFY says (checked by default)
+        from ..models.weights import set_verify
+
+        set_verify(False)
 
 
 app.add_typer(data_app, name="data")
@@ -117,6 +123,12 @@ def model_at_revision(model, kind: str, revision: str | None):
 
 def device_option():
     return typer.Option(None, "--device", help="cpu, cuda, cuda:1 ... (default: GPU if any).")
+
+
+def workers_option():
+    return typer.Option("auto", "--workers", "-j", help="Data-loader workers decoding images beside the model: a "
+                        "number, or auto (cores - 1, at most 8; none for a handful of images). Results do not "
+                        "depend on it.")
 
 
 # -- ImageCLEFmedical edition and row order (REFERENCE §7) ----------------------------------------

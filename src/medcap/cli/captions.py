@@ -26,6 +26,7 @@ from .app import (
     run_folder_option,
     split_images_option,
     train_app,
+    workers_option,
 )
 from .train_help import config_keys_command, print_config, print_config_option, resume_hint
 
@@ -98,9 +99,14 @@ def predict_captions_command(
                                         "choose it on validation with `medcap ensemble rerank-weight`."),
     cui_mapping: Path | None = typer.Option(None, "--cui-mapping", help="cui_mapping.csv: more concept names for "
                                             "--rerank to match."),
+    workers: str = workers_option(),
     revision: str | None = revision_option(),
 ) -> int:
-    """Caption every image and write an official caption submission (quoted CSV, every ID once)."""
+    """Caption every image and write an official caption submission (quoted CSV, every ID once).
+
+    Several processes or machines: `accelerate launch [--num_processes N] -m medcap predict captions ...`
+    splits the images between them; the main process writes the same file as one process would."""
+    from ..data.loading import is_main_process, sharded_prediction
     from ..inference.captions import predict_captions
     from ..submission import read_id_order
 
@@ -113,10 +119,13 @@ def predict_captions_command(
     order = read_id_order(order_from) if order_from else None
     model = model_at_revision(model, "captions", revision)
     start = time.monotonic()
-    captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
-                                max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
-                                order=order, edition=edition, rerank=rerank, rerank_weight=rerank_weight,
-                                cui_names=names)
+    with sharded_prediction():
+        captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
+                                    max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
+                                    order=order, edition=edition, rerank=rerank, rerank_weight=rerank_weight,
+                                    cui_names=names, num_workers=workers)
+    if not is_main_process():
+        return 0
     words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
     rate = len(captions) / max(time.monotonic() - start, 1e-9)  # model loading included
     typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average, {rate:.2f} captions/s")

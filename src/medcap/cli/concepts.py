@@ -28,6 +28,7 @@ from .app import (
     run_folder_option,
     split_images_option,
     train_app,
+    workers_option,
 )
 from .train_help import config_keys_command, print_config, print_config_option, resume_hint
 
@@ -96,9 +97,14 @@ def predict_concepts_command(
     device: Optional[str] = device_option(),
     order_from: Optional[List[Path]] = order_from_option(),
     edition: int = edition_option(),
+    workers: str = workers_option(),
     revision: Optional[str] = revision_option(),
 ) -> int:
-    """Predict concepts with the model's saved thresholds and write an official submission."""
+    """Predict concepts with the model's saved thresholds and write an official submission.
+
+    Several processes or machines: `accelerate launch [--num_processes N] -m medcap predict concepts ...`
+    splits the images between them; the main process writes the same file as one process would."""
+    from ..data.loading import is_main_process, sharded_prediction
     from ..fileio import write_json
     from ..inference.concepts import decide, image_items, load_detector, predict_probabilities, probabilities_json
     from ..submission import check_id_order, read_id_order, write_concept_submission
@@ -107,7 +113,11 @@ def predict_concepts_command(
     items = image_items(images_or_split(images, data, split))
     check_id_order(items.ids, order, file=order_from[0] if order_from else None)
     detector = load_detector(model_at_revision(model, "concepts", revision))
-    ids, probs = predict_probabilities(detector, items, batch_size=batch_size, device=device, progress=True)
+    with sharded_prediction():
+        ids, probs = predict_probabilities(detector, items, batch_size=batch_size, device=device,
+                                           num_workers=workers, progress=True)
+    if not is_main_process():
+        return 0
     decided = decide(detector, probs)
     write_concept_submission(out, {i: [c for c, _ in row] for i, row in zip(ids, decided, strict=True)},
                              gold_ids=order, edition=edition)
@@ -210,15 +220,28 @@ def knn_command(
     batch_size: int = typer.Option(32, "--batch-size", "-b"),
     order_from: Optional[List[Path]] = order_from_option(),
     edition: int = edition_option(),
+    workers: str = workers_option(),
 ) -> int:
     """Image-retrieval kNN: concepts voted by the nearest training images (k, vote chosen on valid)."""
+    from ..data.loading import is_main_process, sharded_prediction
     from ..inference.concepts import load_detector
     from ..methods.baselines import SplitEmbeddings, knn_baseline
     from ..models.retrieval import plain_backbone
 
     ds, train, valid, target = _target_split(data, split)
     _need_concepts(ds, train, valid)
-    embedder = load_detector(model) if model is not None else plain_backbone(backbone, image_size, pretrained)
-    preds, report = knn_baseline(SplitEmbeddings(embedder, batch_size, progress=True), train, valid, target)
+    if model is not None:
+        embedder = load_detector(model)
+    else:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)  # random weights: the same in every run and every process of a launch
+            embedder = plain_backbone(backbone, image_size, pretrained)
+    embeddings = SplitEmbeddings(embedder, batch_size, progress=True, num_workers=workers)
+    with sharded_prediction():  # under accelerate launch: each process embeds its block of every split
+        preds, report = knn_baseline(embeddings, train, valid, target)
+    if not is_main_process():
+        return 0
     _finish_baseline(out, target, preds, "knn", report, order_from, edition)
     return 0

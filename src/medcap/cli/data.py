@@ -5,6 +5,7 @@ Thin layer over :mod:`medcap.data.check` and :mod:`medcap.data.stats`.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 
 import typer
@@ -40,8 +41,11 @@ def check_command(
     images: bool = typer.Option(
         True, "--images/--no-images",
         help="Decode every image to find unreadable ones (--no-images: CSVs and file names only)."),
+    max_per_kind: int = typer.Option(20, "--max-per-kind", min=0,
+                                     help="Problems listed per kind; the rest are counted (0: list all)."),
 ) -> int:
-    """Read a whole dataset and list EVERY problem, one per line as FILE:LINE: MESSAGE."""
+    """Read a whole dataset and list its problems, one per line as FILE:LINE: MESSAGE (at most
+    --max-per-kind of each kind, then how many more)."""
     from ..data.check import inspect_dataset
 
     progress = None
@@ -62,8 +66,14 @@ def check_command(
     if result.ok:
         typer.echo("no problems found" + ("" if images else " (images not decoded: --no-images)"))
         return 0
+    shown: Counter = Counter()
     for p in result.problems:
-        typer.echo(p.format())
+        shown[p.kind] += 1
+        if not max_per_kind or shown[p.kind] <= max_per_kind:
+            typer.echo(p.format())
+    for kind, n in shown.items():
+        if max_per_kind and n > max_per_kind:
+            typer.echo(f"... and {n - max_per_kind:,} more {kind} problem(s) (--max-per-kind 0 lists them all)")
     kinds = ", ".join(f"{n} {k}" for k, n in result.problem_kinds().most_common())
     typer.echo(f"{len(result.problems)} problem(s): {kinds}")
     return 1

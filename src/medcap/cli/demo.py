@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import MedcapError
-from .app import app, edition_option
+from .app import app, edition_option, workers_option
 
 
 @app.command("demo")
@@ -48,6 +48,7 @@ def report_command(
     split: str = typer.Option("test", "--split", help="Split the submissions and the gallery are about."),
     gallery: int = typer.Option(8, "--gallery", min=0, help="Number of images in the gallery."),
     title: str = typer.Option("medcap report", "--title", help="Title of the page."),
+    workers: str = workers_option(),
 ) -> int:
     """Write a self-contained HTML report (images embedded) for any trained models and dataset.
 
@@ -68,7 +69,7 @@ def report_command(
             raise MedcapError("not found", file=path)
     inputs = ReportInputs(data=data, concept_model=concepts, caption_model=captions, concept_pred=concept_pred,
                           caption_pred=caption_pred, split=split, scores=score_dict, score_notes=score_notes,
-                          title=title, gallery_size=gallery)
+                          title=title, gallery_size=gallery, num_workers=workers)
     html = build_report(inputs, out, progress=True)
     typer.echo(f"report: {html}")
     return 0
@@ -86,6 +87,9 @@ def serve_command(
                                    help="Largest image accepted (width x height), refused before decoding."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="Images analysed at the same time."),
     queue_size: int = typer.Option(32, "--queue-size", min=1, help="Requests allowed to wait; more are refused."),
+    auth: Optional[str] = typer.Option(None, "--auth", help="USER:PASSWORD_FILE: a login page (Gradio auth); the "
+                                       "password is the file's first line. Needed on any non-loopback --host.",
+                                       show_default=False),
 ) -> int:
     """Start the web app: upload a JPEG, PNG or DICOM image and see its concepts, caption and heatmap."""
     if concepts is None and captions is None:
@@ -96,5 +100,5 @@ def serve_command(
     from ..webapp.server import serve
 
     serve(concepts, captions, host=host, port=port, max_file_mb=max_file_mb, max_pixels=max_pixels,
-          concurrency=concurrency, queue_size=queue_size)
+          concurrency=concurrency, queue_size=queue_size, auth=auth)
     return 0

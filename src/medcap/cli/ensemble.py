@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, device_option, log
+from .app import app, device_option, log, workers_option
 
 ensemble_app = typer.Typer(help="Combine trained models into one (chosen on the validation split).",
                            no_args_is_help=True)
@@ -31,18 +31,25 @@ def ensemble_concepts_command(
     embed_member: int = typer.Option(0, "--embed-member", help="Which member's embedding kNN uses (0 = first)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = device_option(),
+    workers: str = workers_option(),
 ) -> int:
     """Fuse detectors (+ kNN) by mean, weighted mean, union or intersection; fusion, weights, k and
     thresholds are chosen on validation by the official per-image F1. OUT predicts like any
-    detector: `medcap predict concepts --model OUT`."""
+    detector: `medcap predict concepts --model OUT`. Under `accelerate launch` the processes split
+    the validation and training images between them."""
+    from ..data.loading import is_main_process, sharded_prediction
     from ..errors import MedcapError
     from ..methods.ensemble import FUSIONS, build_ensemble
 
     bad = [f for f in fusion if f not in FUSIONS]
     if bad:
         raise MedcapError(f"--fusion: expected one of {', '.join(FUSIONS)}, got {bad[0]!r}")
-    report = build_ensemble(member, data, out, knn=knn, fusions=tuple(fusion), per_concept=per_concept,
-                            embed_member=embed_member, batch_size=batch_size, device=device, progress=True, log=log)
+    with sharded_prediction():
+        report = build_ensemble(member, data, out, knn=knn, fusions=tuple(fusion), per_concept=per_concept,
+                                embed_member=embed_member, batch_size=batch_size, device=device, progress=True,
+                                log=log, num_workers=workers)
+    if not is_main_process():
+        return 0
     typer.echo(f"{out}: {report['fusion']} of {len(member)} detector(s){' + kNN' if knn else ''}, "
                f"validation F1 {report['valid_f1']:.4f}")
     return 0

@@ -206,7 +206,11 @@ def _decode_problems(dataset: ImageCLEFDataset, progress) -> list[Problem]:
         else:
             jobs += [(split, i, p) for i, p in (*split.image_paths.items(), *split.unlabelled_images.items())]
     out: list[Problem] = []
+    last = None
     for split, image_id, path in (progress(jobs) if progress else jobs):
+        if last is not None and split is not last and last.image_bytes is not None:
+            last.image_bytes.close()  # a split done: its parquet readers and cache go
+        last = split
         try:
             if path is not None:
                 load_image(path, draft_size=_CHECK_DRAFT_SIZE)
@@ -218,4 +222,6 @@ def _decode_problems(dataset: ImageCLEFDataset, progress) -> list[Problem]:
             else:
                 file, row = split.image_bytes.location(image_id)
                 out.append(Problem(str(file), None, "unreadable_image", f"row {row} ({image_id}): {e.message}"))
+    if last is not None and last.image_bytes is not None:
+        last.image_bytes.close()
     return out

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import MedcapError
+from ..fileio import check_line_lengths
 
 __all__ = [
     "CUI_PATTERN",
@@ -131,6 +132,7 @@ def open_input(path: str | Path, noun: str = "file", label: str | None = None):
 
 def _read_bytes(path: Path) -> bytes:
     with open_input(path, "CSV file") as f:
+        check_line_lengths(path)  # streamed first: a hostile single-line file is refused in bounded memory
         return f.read()
 
 
@@ -162,7 +164,7 @@ def _records(path: Path, problems: list[Problem]):
     try:
         data = _read_bytes(path)
     except MedcapError as e:
-        problems.append(Problem(str(path), None, "unreadable_file", e.message))
+        problems.append(Problem(str(path), e.line, "unreadable_file", e.message))
         return
     n_before = len(problems)
     text = _decode(path, data, problems)

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import MedcapError
+from ..fileio import scan_dir
 from .csvio import (
     CsvTable,
     Problem,
@@ -126,9 +127,9 @@ def locate_dataset(root: str | Path) -> DatasetLayout:
         raise MedcapError("dataset folder not found", file=root)
     if not root.is_dir():
         raise MedcapError("expected a dataset folder, found a file", file=root)
-    entries = sorted(os.scandir(root), key=lambda e: e.name)
-    files = [Path(e.path) for e in entries if e.is_file() and not e.name.startswith(".")]
-    dirs = [Path(e.path) for e in entries if e.is_dir() and not e.name.startswith(".")]
+    entries = scan_dir(root)  # a link loop or an unreadable folder: one line naming it
+    files = [p for p, kind in entries if kind == "file"]
+    dirs = [p for p, kind in entries if kind == "dir"]
     cui_mapping = _single([f for f in files if _CUI_MAPPING.match(f.name.lower())], "cui_mapping.csv", root)
 
     splits: dict[str, SplitFiles] = {}
@@ -178,11 +179,10 @@ def _find_image_dir(root: Path, dirs: list[Path], aliases: tuple[str, ...]) -> P
 def _descend_single_subdir(d: Path) -> Path:
     """``train_images/train/`` -> the inner folder, when the outer one holds only it."""
     for _ in range(2):
-        with os.scandir(d) as it:
-            entries = [e for e in it if not e.name.startswith(".")]
-        subdirs = [e for e in entries if e.is_dir()]
-        if len(subdirs) == 1 and not any(e.is_file() for e in entries):
-            d = Path(subdirs[0].path)
+        entries = scan_dir(d)
+        subdirs = [p for p, kind in entries if kind == "dir"]
+        if len(subdirs) == 1 and not any(kind == "file" for _, kind in entries):
+            d = subdirs[0]
         else:
             break
     return d
@@ -245,17 +245,14 @@ def index_image_folder(folder: Path) -> tuple[dict[str, Path], list[tuple[str, l
     extension), and the IDs claimed by more than one file (the first by name is used)."""
     by_id: dict[str, Path] = {}
     clashes: dict[str, list[Path]] = {}
-    with os.scandir(folder) as it:
-        entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
-    for e in entries:
-        if not e.is_file():
+    for path, kind in scan_dir(folder):  # a link loop or an unreadable folder: one line naming it
+        if kind != "file":
             continue
-        stem, ext = os.path.splitext(e.name)
+        stem, ext = os.path.splitext(path.name)
         ext = ext.lower()
         if ext not in IMAGE_EXTENSIONS:
-            if ext or not is_dicom(e.path):
+            if ext or not is_dicom(path):
                 continue
-        path = Path(e.path)
         if stem in by_id:
             clashes.setdefault(stem, [by_id[stem]]).append(path)
             continue

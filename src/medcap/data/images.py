@@ -423,18 +423,10 @@ def _is_image_name(entry_path: Path) -> bool:
 
 
 def _images_in_dir(folder: Path, recursive: bool) -> list[Path]:
+    from ..fileio import scan_dir, walk_dirs
+
     files: list[Path] = []
-    subdirs: list[Path] = []
-    with os.scandir(folder) as it:
-        for e in it:
-            if e.name.startswith("."):
-                continue
-            if e.is_dir():
-                subdirs.append(Path(e.path))
-            elif e.is_file() and _is_image_name(Path(e.path)):
-                files.append(Path(e.path))
-    files.sort(key=lambda p: p.name)
-    if recursive:
-        for d in sorted(subdirs, key=lambda p: p.name):
-            files.extend(_images_in_dir(d, True))
+    # walk_dirs / scan_dir: a link loop or an unreadable folder is one line naming it
+    for d in walk_dirs(folder) if recursive else [folder]:
+        files.extend(p for p, kind in scan_dir(d) if kind == "file" and _is_image_name(p))
     return files

@@ -13,12 +13,13 @@ from .transforms import resize_image
 class ImageFolderItems:
     """A list of images to read: (ID, loader) pairs over a medcap Split or plain files."""
 
-    def __init__(self, ids: list[str], load: Callable[[str], Any]):
-        self.ids, self.load = ids, load
+    def __init__(self, ids: list[str], load: Callable[[str], Any], source=None):
+        # source: the Split the images come from (where they are: medcap.data.streaming), or None
+        self.ids, self.load, self.source = ids, load, source
 
     @classmethod
     def from_split(cls, split, ids: list[str] | None = None) -> "ImageFolderItems":
-        return cls(list(split.ids if ids is None else ids), split.load_image)
+        return cls(list(split.ids if ids is None else ids), split.load_image, split)
 
     @classmethod
     def from_images(cls, images) -> "ImageFolderItems":

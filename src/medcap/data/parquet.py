@@ -2,7 +2,8 @@
 
 ``data/train-00000-of-00027.parquet`` etc., columns ``image`` (``{bytes, path}``),
 ``image_id``, ``caption`` and ``cui`` (a list). The metadata columns are read up front;
-the image column never is: :class:`ParquetImages` reads one row group at a time.
+the image column never is: :class:`ParquetImages` reads one row group, or one batch of a large
+row group, at a time, and keeps a byte-bounded cache.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from .csvio import CUI_PATTERN, Problem, normalize_cui
 if TYPE_CHECKING:
     from .split import Split, SplitFiles
 
-__all__ = ["ParquetImages", "read_parquet_split"]
+__all__ = ["ParquetImages", "read_parquet_split", "row_group_layout"]
 
 _ID_COLUMNS = ("image_id", "id", "imageid", "image id")
 _CAPTION_COLUMNS = ("caption", "captions", "text")
@@ -38,49 +39,64 @@ def _pick_column(names: list[str], wanted: tuple[str, ...]) -> str | None:
 class ParquetImages(Mapping):
     """ID -> encoded image bytes, read from the parquet files on demand, in bounded memory.
 
-    Only the index (ID -> file, row group, row) lives in memory. An image is read by
-    reading the image column of its row group (the smallest unit parquet can decode) and
-    keeping the last :attr:`cache_row_groups` of them, so a pass in file order (``data
-    check``, prediction) reads every row group once, and memory stays at a few row groups
-    (the ROCOv2 mirror writes ~100 images per row group: a few MB) whatever the size of
-    the split. Files are read with ordinary positional reads, not memory-mapped: mapped
-    pages of a whole shard would count as resident memory once touched.
+    Only the index (ID -> file, row group, row) lives in memory. Images are read a unit at a time
+    and the units last used are kept up to :attr:`cache_bytes` bytes in all (least recently used
+    out first), so a pass in file order (``data check``, prediction) reads every unit once, and
+    memory does not grow with the size of the split or of its row groups:
 
-    Each process opens its own file handles: pickling (spawned data-loader workers) carries
-    only the index, and a forked worker notices the new process ID and reopens instead of
-    sharing the parent's handles and row-group cache.
+    * a small row group (the ROCOv2 mirror writes ~100 images per row group, a few MB) is one unit,
+      its image column read at once (the smallest unit ``read_row_group`` decodes);
+    * a row group larger than a quarter of :attr:`cache_bytes` (``DataFrame.to_parquet`` and
+      ``pyarrow.parquet.write_table`` write one row group per file by default: hundreds of MB) is
+      read in batches of rows with ``ParquetFile.iter_batches``, which decodes one data page at a
+      time; a batch is one unit. Reading forward continues from where the last read stopped; going
+      back to an evicted batch reads that row group again from its start, so random access into a
+      large row group is slow: training reads such files in :class:`medcap.data.streaming` order.
+
+    Files are read with ordinary buffered reads, not memory-mapped: mapped pages of a whole shard
+    would count as resident memory once touched. Each process opens its own file handles: pickling
+    (spawned data-loader workers) carries only the index, and a forked worker notices the new
+    process ID and reopens instead of sharing the parent's handles and cache.
     """
 
-    cache_row_groups = 4
+    cache_bytes = 64 * 2**20     # images kept decoded from parquet (not as pixels), per process
+    read_buffer = 2**20          # bytes read ahead from a file (buffered stream, not the whole column chunk)
+    max_cursors = 2              # open forward readers into large row groups (each holds a data page)
 
     def __init__(self, files: list[Path], column: str, rows: dict[str, tuple[int, int]],
-                 row_group_starts: list[list[int]] | None = None):
+                 row_group_starts: list[list[int]] | None = None, row_group_bytes: list[list[int]] | None = None):
         self.files = files
         self.column = column
         self.rows = rows  # ID -> (file index, row index in the file)
-        # Per file, the first row of each row group (ascending); from the file footers.
-        self.row_group_starts = row_group_starts if row_group_starts is not None else self._read_starts(files)
+        # Per file, the first row of each row group (ascending) and its image column's
+        # uncompressed bytes; from the file footers.
+        if row_group_starts is None or row_group_bytes is None:
+            row_group_starts, row_group_bytes = self._read_layout(files, column)
+        self.row_group_starts, self.row_group_bytes = row_group_starts, row_group_bytes
         self._reset()
 
     @staticmethod
-    def _read_starts(files: list[Path]) -> list[list[int]]:
+    def _read_layout(files: list[Path], column: str) -> tuple[list[list[int]], list[list[int]]]:
         import pyarrow.parquet as pq
 
-        out = []
+        starts, sizes = [], []
         for path in files:
-            md = pq.ParquetFile(path).metadata
-            sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
-            out.append([sum(sizes[:k]) for k in range(len(sizes))])
-        return out
+            s, b = row_group_layout(pq.ParquetFile(path).metadata, column)
+            starts.append(s)
+            sizes.append(b)
+        return starts, sizes
 
     def _reset(self) -> None:
         self._pid = os.getpid()
         self._handles: dict[int, object] = {}
-        self._groups: OrderedDict[tuple[int, int], object] = OrderedDict()
+        self._groups: OrderedDict[tuple, object] = OrderedDict()   # unit -> values; LRU order
+        self._sizes: dict[tuple, int] = {}
+        self._cached = 0
+        self._cursors: OrderedDict[tuple[int, int], list] = OrderedDict()  # (f, g) -> [batches, next batch]
 
     def __getstate__(self):
         return {"files": self.files, "column": self.column, "rows": self.rows,
-                "row_group_starts": self.row_group_starts}
+                "row_group_starts": self.row_group_starts, "row_group_bytes": self.row_group_bytes}
 
     def __setstate__(self, state):
         self.__dict__.update(state)
@@ -107,31 +123,87 @@ class ParquetImages(Mapping):
         if pf is None:
             import pyarrow.parquet as pq
 
-            pf = self._handles[f] = pq.ParquetFile(self.files[f], memory_map=False)
+            pf = self._handles[f] = pq.ParquetFile(self.files[f], memory_map=False, buffer_size=self.read_buffer,
+                                                   pre_buffer=False)
         return pf
 
-    def _row_group(self, f: int, g: int):
-        pf = self._file(f)
-        key = (f, g)
-        col = self._groups.get(key)
-        if col is not None:
+    def batch_rows(self, f: int, g: int) -> int | None:
+        """Rows per batch when row group ``g`` of file ``f`` is read in batches; None: read at once."""
+        size = self.row_group_bytes[f][g]
+        if size <= self.cache_bytes // 4:
+            return None
+        starts = self.row_group_starts[f]
+        n = (starts[g + 1] if g + 1 < len(starts) else self._file_rows(f)) - starts[g]
+        per_row = max(1, size // max(1, n))
+        return max(1, self.cache_bytes // 8 // per_row)
+
+    def _file_rows(self, f: int) -> int:
+        return self._file(f).metadata.num_rows
+
+    def _keep(self, key: tuple, values, nbytes: int) -> None:
+        self._groups[key] = values
+        self._sizes[key] = nbytes
+        self._cached += nbytes
+        while self._cached > self.cache_bytes and len(self._groups) > 1:
+            old, _ = self._groups.popitem(last=False)
+            self._cached -= self._sizes.pop(old)
+
+    def _unit(self, f: int, g: int, r: int):
+        """(values, index in them) of row ``r`` (from the group's start) of row group ``g`` of file ``f``."""
+        batch = self.batch_rows(f, g)
+        key = (f, g) if batch is None else (f, g, r // batch)
+        values = self._groups.get(key)
+        if values is not None:
             self._groups.move_to_end(key)
-            return col
-        col = pf.read_row_group(g, columns=[self.column]).column(0)
-        self._groups[key] = col
-        while len(self._groups) > self.cache_row_groups:
-            self._groups.popitem(last=False)
-        return col
+        elif batch is None:
+            values = self._file(f).read_row_group(g, columns=[self.column]).column(0)
+            self._keep(key, values, values.nbytes)
+        else:
+            values = self._read_batch(f, g, r // batch, batch)
+        return values, r if batch is None else r % batch
+
+    def _read_batch(self, f: int, g: int, k: int, batch: int) -> list:
+        cursor = self._cursors.get((f, g))
+        if cursor is None or cursor[1] > k:  # no reader there yet, or it is past k: start the row group again
+            reader = self._file(f).iter_batches(batch_size=batch, row_groups=[g], columns=[self.column],
+                                                use_threads=False)
+            cursor = self._cursors[(f, g)] = [reader, 0]
+            while len(self._cursors) > self.max_cursors:
+                self._cursors.popitem(last=False)
+        self._cursors.move_to_end((f, g))
+        while True:
+            record_batch = next(cursor[0])
+            cursor[1] += 1
+            if cursor[1] - 1 == k:
+                break
+        starts = self.row_group_starts[f]
+        group_rows = (starts[g + 1] if g + 1 < len(starts) else self._file_rows(f)) - starts[g]
+        if (k + 1) * batch >= group_rows:  # the row group's last batch: free the reader's pages now
+            del self._cursors[(f, g)]
+        # Python values, not Arrow slices: a slice would keep its whole decoded data page alive.
+        values = record_batch.column(0).to_pylist()
+        self._keep((f, g, k), values, sum(_value_bytes(v) for v in values))
+        return values
 
     def close(self) -> None:
-        """Drop open files and cached row groups (they reopen on the next read)."""
+        """Drop open files, readers and cached images (they reopen on the next read), and hand
+        the memory Arrow freed back to the system."""
         self._reset()
+        try:
+            import pyarrow as pa
+
+            pa.default_memory_pool().release_unused()
+        except (ImportError, AttributeError):
+            pass
 
     def __getitem__(self, image_id: str) -> bytes | Path:
         f, r = self.rows[image_id]
         starts = self.row_group_starts[f]
         g = bisect.bisect_right(starts, r) - 1
-        value = self._row_group(f, g)[r - starts[g]].as_py()
+        values, i = self._unit(f, g, r - starts[g])
+        value = values[i]
+        if hasattr(value, "as_py"):
+            value = value.as_py()
         if isinstance(value, dict):  # datasets' Image feature: {"bytes": ..., "path": ...}
             data, path = value.get("bytes"), value.get("path")
             if data:
@@ -143,6 +215,24 @@ class ParquetImages(Mapping):
         if value is None:
             raise MedcapError(f"image {image_id!r} is empty", file=self.files[f])
         return value
+
+
+def row_group_layout(metadata, column: str) -> tuple[list[int], list[int]]:
+    """(first row of each row group, uncompressed bytes of ``column`` in it) from a file's footer."""
+    starts, sizes, row = [], [], 0
+    for g in range(metadata.num_row_groups):
+        rg = metadata.row_group(g)
+        starts.append(row)
+        row += rg.num_rows
+        sizes.append(sum(rg.column(c).total_uncompressed_size for c in range(rg.num_columns)
+                         if rg.column(c).path_in_schema.split(".")[0] == column))
+    return starts, sizes
+
+
+def _value_bytes(value) -> int:
+    if isinstance(value, dict):
+        return sum(len(v) for v in value.values() if isinstance(v, (bytes, str))) + 64
+    return (len(value) if isinstance(value, (bytes, str)) else 0) + 64
 
 
 def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem]) -> Split:
@@ -168,6 +258,7 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
     image_col: str | None = None
     has_cuis = has_captions = False
     starts: list[list[int]] = []
+    group_bytes: list[list[int]] = []
     for fi, path in enumerate(files.parquet):
         try:
             pf = pq.ParquetFile(path)
@@ -189,9 +280,9 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
         image_col = img_col
         has_cuis |= cui_col is not None
         has_captions |= cap_col is not None
-        md = pf.metadata
-        sizes = [md.row_group(g).num_rows for g in range(md.num_row_groups)]
-        starts.append([sum(sizes[:k]) for k in range(len(sizes))])
+        file_starts, file_bytes = row_group_layout(pf.metadata, img_col)
+        starts.append(file_starts)
+        group_bytes.append(file_bytes)
         # The image column is not read here: images are read per row group when used.
         table = pf.read(columns=[c for c in (id_col, cap_col, cui_col) if c is not None])
         id_values = table.column(id_col).to_pylist()
@@ -217,7 +308,7 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
                 if not caption:
                     report(Problem(str(path), None, "empty_caption", f"{at}: empty caption for {image_id!r}"))
                 captions[image_id] = caption
-    images = ParquetImages(list(files.parquet), image_col or "image", rows, starts)
+    images = ParquetImages(list(files.parquet), image_col or "image", rows, starts, group_bytes)
     return Split(files.name, ids, {}, concepts if has_cuis else None, captions if has_captions else None, None,
                  image_bytes=images)
 

@@ -34,7 +34,7 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
                      concepts: str | Path | dict[str, Sequence[str]] | None = None,
                      order: Sequence[str] | None = None, edition: int | None = None,
                      rerank: str | None = None, rerank_weight: float = 0.5,
-                     cui_names: dict[str, str] | None = None) -> dict[str, str]:
+                     cui_names: dict[str, str] | None = None, num_workers: int | str = "auto") -> dict[str, str]:
     """Caption every image and (with ``out``) write an official caption submission. Returns {ID: caption}.
 
     ``images``: folders / files (JPEG, PNG, DICOM, ...; the ID is the file name without its
@@ -49,8 +49,11 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     nearest training captions itself, with the embedder and index kept in its folder.
     ``rerank="concepts"``: generate ``num_beams`` beams (default 5) and keep the one that agrees
     best with ``concepts`` (medcap.inference.rerank; ``rerank_weight`` chosen on validation with
-    ``medcap ensemble rerank-weight``).
+    ``medcap ensemble rerank-weight``). ``num_workers``: processes decoding the images beside the
+    model (medcap.data.loading). Inside ``sharded_prediction`` under ``accelerate launch`` each process
+    captions its block of the images, every process returns all captions, the main one writes ``out``.
     """
+    from ..data.loading import gather_in_order, image_batches, is_main_process, process_shard, resolve_workers
     from ..device import resolve_device
     from ..progress import bar
     from ..submission import check_id_order, write_caption_submission
@@ -75,23 +78,35 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
 
         matcher, nameable = concept_matcher(cui_names)
     retrieved = _retrieved(captioner, items, batch_size, device, progress)
+    # Under accelerate launch (medcap.data.loading.sharded_prediction): this process's block of the images.
+    mine = process_shard(len(items.ids), device, batch_size)
+    batches = worker_batches(image_batches(items, mine, batch_size, resolve_workers(num_workers, len(mine))))
     captions: list[str] = []
-    for start in bar(range(0, len(items.ids), batch_size), desc="captioning", unit="batch", show=progress):
-        ids = items.ids[start:start + batch_size]
+    for start, images_batch in bar(zip(range(mine.start, mine.stop, batch_size), batches, strict=True),
+                                   total=-(-len(mine) // batch_size), desc="captioning", unit="batch", show=progress):
+        ids = items.ids[start:min(start + batch_size, mine.stop)]
         batch_concepts = None if per_image is None else [per_image[i] for i in ids]
-        batch_retrieved = None if retrieved is None else retrieved[start:start + batch_size]
+        batch_retrieved = None if retrieved is None else retrieved[start:start + len(ids)]
         if rerank is not None:
             prompts = batch_concepts if captioner.concept_prompt is not None else None
-            cands = beam_candidates(captioner, [items.load(i) for i in ids], prompts, num_beams or 5, batch_size,
+            cands = beam_candidates(captioner, images_batch, prompts, num_beams or 5, batch_size,
                                     retrieved=batch_retrieved)
             captions += rerank_beams(cands, batch_concepts, rerank_weight, matcher, nameable)
             continue
-        captions += captioner.generate([items.load(i) for i in ids], batch_size=batch_size, concepts=batch_concepts,
+        captions += captioner.generate(images_batch, batch_size=batch_size, concepts=batch_concepts,
                                        retrieved=batch_retrieved, **overrides)
-    result = dict(zip(items.ids, captions, strict=True))
-    if out is not None:
+    result = dict(zip(items.ids, gather_in_order(captions, device), strict=True))
+    if out is not None and is_main_process():
         write_caption_submission(out, result, gold_ids=order, edition=edition)
     return result
+
+
+def worker_batches(loader):
+    """The loader's batches, an unreadable image's error as its own line (medcap.data.loading.worker_errors)."""
+    from ..data.loading import worker_errors
+
+    with worker_errors():
+        yield from loader
 
 
 def _retrieved(captioner: Captioner, items, batch_size: int, device, progress: bool) -> list[list[str]] | None:

@@ -38,26 +38,39 @@ def image_items(images) -> ImageFolderItems:
     return ImageFolderItems.from_images(images)
 
 
-def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=None, num_workers: int = 0,
-               progress: bool = False, desc: str = "predict") -> tuple[list[str], np.ndarray]:
+def map_images(fn: Callable, images, prep: dict, batch_size: int = 32, device=None,
+               num_workers: int | str | None = "auto", progress: bool = False,
+               desc: str = "predict") -> tuple[list[str], np.ndarray]:
     """Run ``fn`` (normalised input batch -> [B, ...] tensor) over images in batches, without
-    autograd -> (IDs, stacked float32 results). Models must already be on ``device``."""
+    autograd -> (IDs, stacked float32 results). Models must already be on ``device``.
+
+    ``num_workers``: data-loader workers decoding beside the model (``auto``: see
+    :mod:`medcap.data.loading`); the results do not depend on it. Inside
+    :func:`medcap.data.loading.sharded_prediction` under ``accelerate launch``, each process runs
+    its block of the images and every process returns all of them, in order.
+    """
     import torch
 
+    from ..data.loading import gather_in_order, loader_options, process_shard, resolve_workers, worker_errors
     from ..progress import bar
 
     items = image_items(images)
-    loader = torch.utils.data.DataLoader(ConceptImageDataset(items, prep), batch_size=batch_size,
-                                         num_workers=num_workers)
+    mine = process_shard(len(items.ids), device, batch_size)
+    shard = items if len(mine) == len(items.ids) else ImageFolderItems(items.ids[mine.start:mine.stop], items.load)
+    workers = resolve_workers(num_workers, len(shard.ids))
+    loader = torch.utils.data.DataLoader(ConceptImageDataset(shard, prep), batch_size=batch_size,
+                                         **loader_options(workers, device))
     out = []
-    with torch.inference_mode():
+    with torch.inference_mode(), worker_errors():
         for x, _, _ in bar(loader, desc=desc, show=progress):  # on a terminal only
-            out.append(fn(normalize_batch(x.to(device), prep)).float().cpu().numpy())
-    return items.ids, np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+            out.append(fn(normalize_batch(x.to(device, non_blocking=True), prep)).float().cpu().numpy())
+    blocks = [b for b in gather_in_order([np.concatenate(out)] if out else [], device) if len(b)]
+    return items.ids, np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
 
 
 def predict_probabilities(model_or_dir, images, batch_size: int = 32, device: str | None = None,
-                          num_workers: int = 0, progress: bool = False) -> tuple[list[str], np.ndarray]:
+                          num_workers: int | str | None = "auto",
+                          progress: bool = False) -> tuple[list[str], np.ndarray]:
     """-> (image IDs, probabilities [N, K] over ``model.vocabulary.cuis``)."""
     dev = resolve_device(device)
     model = load_detector(model_or_dir).to(dev).eval()
@@ -81,7 +94,8 @@ def decide(model, probs: np.ndarray) -> list[list[tuple[str, float]]]:
 
 
 def predict_concepts(model_or_dir, images, batch_size: int = 32, device: str | None = None,
-                     num_workers: int = 0, progress: bool = False) -> dict[str, list[tuple[str, float]]]:
+                     num_workers: int | str | None = "auto",
+                     progress: bool = False) -> dict[str, list[tuple[str, float]]]:
     """Images (folders, files, PIL images, numpy arrays) -> {ID: [(CUI, probability), ...]} with the
     saved thresholds (in-memory images: the IDs image-1, image-2, ...)."""
     model = load_detector(model_or_dir)
@@ -113,7 +127,7 @@ def probabilities_json(model, ids: list[str], probs: np.ndarray, top: int = 10, 
 
 
 def image_embeddings(model, images, batch_size: int = 32, device: str | None = None,
-                     num_workers: int = 0, progress: bool = False) -> tuple[list[str], np.ndarray]:
+                     num_workers: int | str | None = "auto", progress: bool = False) -> tuple[list[str], np.ndarray]:
     """Images -> (IDs, L2-normalised embeddings [N, C]).
 
     ``model``: a ConceptDetector (object or folder) or :func:`medcap.models.retrieval.plain_backbone`; the embedding is

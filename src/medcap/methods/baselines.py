@@ -142,15 +142,15 @@ class SplitEmbeddings:
     is embedded once, and each call selects the rows of its IDs. The kNN and retrieval baselines,
     the concept ensemble and the retrieval captions of one run share them."""
 
-    def __init__(self, embedder, batch_size: int = 32, progress: bool = False):
-        self.embedder, self.batch_size, self.progress = embedder, batch_size, progress
+    def __init__(self, embedder, batch_size: int = 32, progress: bool = False, num_workers: int | str = "auto"):
+        self.embedder, self.batch_size, self.progress, self.num_workers = embedder, batch_size, progress, num_workers
         self._cache: dict[str, tuple[dict[str, int], np.ndarray]] = {}
 
     def _embed(self, split, ids: list[str]) -> np.ndarray:
         from ..data.items import ImageFolderItems
 
         return image_embeddings(self.embedder, ImageFolderItems.from_split(split, ids),
-                                batch_size=self.batch_size, progress=self.progress)[1]
+                                batch_size=self.batch_size, num_workers=self.num_workers, progress=self.progress)[1]
 
     def __call__(self, split, ids: Sequence[str]) -> np.ndarray:
         if split.name not in self._cache:

@@ -157,14 +157,18 @@ def build_ensemble(member_dirs, data, out, **options) -> dict:
         if target == Path(d).resolve() or target in Path(d).resolve().parents:
             raise MedcapError("--out would replace a member's folder: write the ensemble elsewhere", file=out)
     ensemble, report = fit_ensemble(member_dirs, data, **options)
-    ensemble.save_pretrained(out, [Path(d) for d in member_dirs], fit=report)
+    from ..data.loading import is_main_process
+
+    if is_main_process():  # under accelerate launch every process fits the same ensemble; one writes it
+        ensemble.save_pretrained(out, [Path(d) for d in member_dirs], fit=report)
     return report
 
 
 def fit_ensemble(member_dirs, data, *, knn: bool = True, fusions=FUSIONS, ks=KNN_KS,
                  temperatures=KNN_TEMPERATURES, per_concept: bool = True, grid: str = "fine",
                  embed_member: int = 0, batch_size: int = 64, device: str | None = None, progress: bool = False,
-                 log=print, dataset=None, embeddings=None, members=None) -> tuple[ConceptEnsemble, dict]:
+                 log=print, dataset=None, embeddings=None, members=None,
+                 num_workers: int | str = "auto") -> tuple[ConceptEnsemble, dict]:
     """Fit an ensemble of the detector folders ``member_dirs`` (+ kNN) on ``data``'s validation
     split -> (the ensemble, in memory, the fit report: validation F1 of every option).
 
@@ -202,7 +206,7 @@ def fit_ensemble(member_dirs, data, *, knn: bool = True, fusions=FUSIONS, ks=KNN
 
     # Validation probabilities through the ensemble's own input path (what prediction will see).
     _, stacked = map_images(lambda x: torch.stack(ens.source_probabilities(x), dim=1), ImageFolderItems.from_split(
-        valid, valid_ids), prep, batch_size, dev, progress=progress, desc="members on valid")
+        valid, valid_ids), prep, batch_size, dev, num_workers, progress=progress, desc="members on valid")
     probs = [stacked[:, m] for m in range(len(members))]
     gold, _ = ens.vocabulary.encode_many(valid.concepts[i] for i in valid_ids)
     gold = gold > 0
@@ -227,7 +231,7 @@ def fit_ensemble(member_dirs, data, *, knn: bool = True, fusions=FUSIONS, ks=KNN
         def rows(name, split, ids):
             if embeddings is not None:
                 return embeddings(split, ids)
-            return map_images(embed, ImageFolderItems.from_split(split, ids), prep, batch_size, dev,
+            return map_images(embed, ImageFolderItems.from_split(split, ids), prep, batch_size, dev, num_workers,
                               progress=progress, desc=f"embed {name}")[1]
 
         emb, valid_emb = rows("train", train, train_ids), rows("valid", valid, valid_ids)

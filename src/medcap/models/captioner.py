@@ -26,7 +26,6 @@ trains at 224 px) the position embeddings are interpolated (``interpolate_pos_en
 """
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Iterable, Sequence
 from importlib import resources
@@ -42,6 +41,8 @@ from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
 from .retrieval import RetrievalPrompt
 from .tokenization import SPECIAL_TOKENS, train_wordpiece
+from .weights import fit_report, verified, write_checksums
+from .weights import quiet_transformers as _quiet_progress
 
 __all__ = ["DEFAULT_MODEL", "METADATA_FILE", "SIZES", "SPECIAL_TOKENS", "CaptionEncoder", "Captioner", "ConceptPrompt",
            "GeneratedNoRepeatNGram", "GenerationSettings", "ImageTransform", "count_parameters",
@@ -226,8 +227,12 @@ class Captioner:
         if (where / METADATA_FILE).is_file():
             meta = _read_metadata(where / METADATA_FILE)
         try:
-            with _quiet_progress():
-                model = BlipForConditionalGeneration.from_pretrained(where)
+            # verified: checksums.json; the load report is an error here, never a warning (weights.py)
+            with verified(where), _quiet_progress():
+                model, report = BlipForConditionalGeneration.from_pretrained(
+                    where, output_loading_info=True, ignore_mismatched_sizes=True)
+                fit_report(report.get("missing_keys", ()), report.get("unexpected_keys", ()),
+                           report.get("mismatched_keys", ()), where, "captioner of config.json")
                 processor = CaptionProcessor.from_pretrained(where, meta, label=where / METADATA_FILE)
                 processor.retrieval_prompt = RetrievalPrompt.from_settings(where, meta.get("retrieval_prompt"))
         except MedcapError:
@@ -269,6 +274,7 @@ class Captioner:
             meta["training"] = training
         write_text_atomic(Path(folder) / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
         write_model_files(folder, provenance or self.provenance, "captioner")
+        write_checksums(folder)
 
     def metadata(self) -> dict:
         """medcap_captioner.json: the processor's settings and where the model came from
@@ -418,20 +424,6 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt")
 _IMAGE_PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
 
 
-@contextlib.contextmanager
-def _quiet_progress():
-    """No per-shard progress bars while reading or writing a local folder (it takes a moment)."""
-    from transformers.utils import logging as hf_logging
-
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            hf_logging.enable_progress_bar()
-
-
 def _check_model_folder(folder: Path) -> None:
     """MedcapError naming every missing file of a model folder (before transformers is asked)."""
     if not folder.is_dir():
@@ -449,12 +441,9 @@ def _check_model_folder(folder: Path) -> None:
 
 
 def _read_metadata(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MedcapError(f"not valid JSON: {e}", file=path) from None
-    if not isinstance(meta, dict):
-        raise MedcapError("expected a JSON object", file=path)
+    from ..fileio import read_json
+
+    meta = read_json(path)  # damaged, truncated, unreadable or not an object: one line naming it
     from ..config import check_keys
     from ..config_checks import check_mapping
 

@@ -39,11 +39,12 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError
-from ..fileio import atomic_dir, recover_dir, write_text_atomic
+from ..fileio import atomic_dir, read_json, recover_dir, write_text_atomic
 from .backbones import create_backbone
 from .card import load_provenance, write_model_files
 from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
 from .processing import IMAGENET_MEAN, IMAGENET_STD, LEGACY_PROCESSOR_FILE, PROCESSOR_FILE, ConceptProcessor
+from .weights import read_safetensors, require_fit, verified, write_checksums
 
 HEADS = ("medcsra", "global", "attention", "csra")
 GLOBAL_POOLS = ("avg", "gem", "grid")
@@ -322,6 +323,7 @@ class ConceptDetector(nn.Module):
             write_text_atomic(tmp / "thresholds.json", json.dumps(self.thresholds or {"global": 0.5}, indent=2))
             self.processor.save_pretrained(tmp)
             write_model_files(tmp, self.provenance, "concept-detector")
+            write_checksums(tmp)
         return folder
 
     @classmethod
@@ -329,8 +331,6 @@ class ConceptDetector(nn.Module):
                         revision: str | None = None, *, notice: bool = True) -> "ConceptDetector":
         """Load a model folder, run folder or hub id (at ``revision``; models.location); ``notice``:
         say once when it learnt from synthetic data (an ensemble says it for its members)."""
-        from safetensors.torch import load_file
-
         from ..config_checks import check_mapping, check_values
         from ..data.vocab import ConceptVocabulary
         from ..thresholds import Thresholds
@@ -359,17 +359,11 @@ class ConceptDetector(nn.Module):
                               file=folder / "config.json") from None
         except MedcapError as e:
             raise MedcapError(e.message, file=folder / "config.json") from None
-        model = cls(cfg)
         weights = folder / "model.safetensors"
-        try:
-            state = load_file(str(weights), device=map_location)
-        except Exception as e:  # safetensors raises its own error type for a truncated or empty file
-            raise MedcapError(f"cannot read the weights, the file is damaged or truncated ({_first_line(e)}); "
-                              "copy or train the model again", file=weights) from None
-        try:
-            model.load_state_dict(state)
-        except (RuntimeError, OSError) as e:
-            raise MedcapError(f"weights do not fit config.json ({_first_line(e)})", file=weights) from None
+        with verified(folder):  # sha256 + size of checksums.json, hashed while the network is built and read
+            model = cls(cfg)
+            state = read_safetensors(weights, device=map_location)
+            require_fit(model, state, folder, "concept detector of config.json")
         check_finite_weights(state.values(), weights)
         model.vocabulary = ConceptVocabulary.load(folder)
         if len(model.vocabulary.cuis) != cfg.num_classes:
@@ -388,15 +382,4 @@ class ConceptDetector(nn.Module):
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MedcapError(f"invalid JSON ({e})", file=path) from None
-    if not isinstance(data, dict):
-        raise MedcapError("expected a JSON object", file=path)
-    return data
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0][:200] if text else type(error).__name__
+    return read_json(path)

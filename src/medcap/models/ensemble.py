@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError
-from ..fileio import atomic_dir, write_text_atomic
+from ..fileio import atomic_dir, read_json, write_text_atomic
 from .card import load_provenance, write_model_files
 from .processing import ConceptProcessor
+from .weights import check_folder, fit_report, read_safetensors, verified, write_checksums
 
 MODEL_TYPE = "medcap-concept-ensemble"
 FUSIONS = ("mean", "weighted", "union", "intersection")
@@ -152,6 +153,7 @@ class ConceptEnsemble(nn.Module):
             ConceptProcessor.from_dict(self.preprocessing).save_pretrained(tmp)   # preprocessor_config.json
             write_text_atomic(tmp / "fit.json", json.dumps(fit or {}, indent=1, default=float))
             write_model_files(tmp, self.provenance, "concept-ensemble")
+            write_checksums(tmp)
         return folder
 
     @classmethod
@@ -176,13 +178,21 @@ class ConceptEnsemble(nn.Module):
             members.append(ConceptDetector.from_pretrained(path, notice=False))  # the ensemble says it once
         emb = labels = None
         if cfg.knn is not None:
-            from safetensors.torch import load_file
-
-            try:
-                index = load_file(str(folder / "knn.safetensors"))
-                emb, labels = index["train_embeddings"].numpy(), index["train_labels"].numpy()
-            except (OSError, KeyError, RuntimeError) as e:
-                raise MedcapError(f"unreadable kNN index ({e})", file=folder / "knn.safetensors") from None
+            knn = folder / "knn.safetensors"
+            with verified(folder):  # sha256 + size of checksums.json, hashed while the file is read
+                index = read_safetensors(knn)
+            fit_report(sorted({"train_embeddings", "train_labels"} - set(index)),
+                       sorted(set(index) - {"train_embeddings", "train_labels"}), [], knn, "kNN index")
+            emb, labels = index["train_embeddings"], index["train_labels"]
+            k = len(members[0].vocabulary.cuis)
+            if emb.ndim != 2 or labels.ndim != 2 or len(emb) != len(labels) or labels.shape[1] != k:
+                raise MedcapError(f"the kNN index does not fit this ensemble: train_embeddings {tuple(emb.shape)} and "
+                                  f"train_labels {tuple(labels.shape)}, expected [N, C] and [N, {k}]", file=knn)
+            emb, labels = emb.numpy(), labels.numpy()
+        else:
+            check_folder(folder)
+        if (folder / "fit.json").is_file():
+            read_json(folder / "fit.json")  # what the fit chose: a truncated copy is one line, not ignored
         model = cls(cfg, members, emb, labels)
         model.thresholds = _read_json(folder / "thresholds.json")
         # preprocessor_config.json, as a detector's; ensembles saved before 2026-11-30: preprocessing.json

@@ -51,6 +51,7 @@ class ReportInputs:
     # used as they are instead of being loaded from their folders.
     detector: Any = None
     captioner: Any = None
+    num_workers: int | str = "auto"        # data-loader workers for the images the report predicts (--workers)
 
 
 class MissingPiece(Exception):
@@ -160,7 +161,8 @@ def saved_sweep(thresholds: Mapping) -> tuple[list[float], list[float]] | None:
     return [float(e["threshold"]) for e in rows], [float(e["f1"]) for e in rows]
 
 
-def sweep_on_validation(model, split, thresholds: Mapping) -> tuple[list[float], list[float]]:
+def sweep_on_validation(model, split, thresholds: Mapping,
+                        num_workers: int | str = "auto") -> tuple[list[float], list[float]]:
     """Re-run the trainer's global threshold sweep on ``split`` (the validation split).
 
     Same function and settings as training (medcap.thresholds.sweep_global, the model's grid
@@ -179,7 +181,7 @@ def sweep_on_validation(model, split, thresholds: Mapping) -> tuple[list[float],
     ids = split.labelled_ids("concepts")
     if not ids:
         raise MissingPiece(f"no labelled images in the {split.name} split")
-    _, probs = predict_probabilities(model, ImageFolderItems.from_split(split, ids))
+    _, probs = predict_probabilities(model, ImageFolderItems.from_split(split, ids), num_workers=num_workers)
     gold, _ = model.vocabulary.encode_many(split.concepts[i] for i in ids)
     # |G| counts CUIs outside the vocabulary too: they are missed, as in the official score.
     sizes = np.array([len({c.strip().upper() for c in split.concepts[i] if c.strip()}) for i in ids])
@@ -353,7 +355,7 @@ def _threshold_section(ctx: _Context) -> str:
         if ctx.dataset is None or "valid" not in ctx.dataset:
             raise MissingPiece("thresholds.json holds no sweep; give the dataset (--data) with its validation "
                                "split to recompute it")
-        sweep = sweep_on_validation(ctx.detector(), ctx.dataset.split("valid"), thresholds)
+        sweep = sweep_on_validation(ctx.detector(), ctx.dataset.split("valid"), thresholds, ctx.inputs.num_workers)
         where = "recomputed on the validation split with the saved model"
     chosen = thresholds.get("global")
     png = figures.plot_threshold_curve(*sweep, ctx.out / "threshold_f1.png",

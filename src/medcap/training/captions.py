@@ -74,8 +74,9 @@ class CaptionConfig(TrainConfig):
     max_new_tokens: int = 200        # longest predicted caption, in tokens
     # data
     batch_size: int = 4              # training batch size (REFERENCE §1)
-    num_workers: int = 0             # DataLoader workers
+    num_workers: int | str = "auto"  # DataLoader workers: a number, or auto (medcap.data.loading)
     max_train_images: int = 0        # 0 = all (a smaller number for quick trials)
+    allow_missing_images: bool = False  # train although over 1% of the label rows are dropped (data.drops)
     # validation each epoch, on a fixed random subset of the valid split
     eval_images: int = 200           # 0 = no validation (the last epoch is kept)
     eval_num_beams: int = 1          # greedy while training: fast; predictions use num_beams
@@ -305,14 +306,18 @@ class CaptionTask:
         """Training loader and, with a valid split and eval_images > 0, the validation loader."""
         from torch.utils.data import DataLoader
 
+        from ..data.loading import loader_options, resolve_workers
+
         cfg = self.cfg
+        loader = loader_options(resolve_workers(cfg.num_workers, len(self.train_ids)), "cpu" if cfg.cpu else None,
+                                train=True)
         collate = CaptionCollator(self.captioner.caption_encoder(cfg.padding))
         transform = self.captioner.image_transform()
         self.train_loader = DataLoader(CaptionDataset(train, self.train_ids, transform, train_concepts,
                                                       **self._prompts_of(train, self.train_ids,
                                                                          cfg.concept_prompt_drop)),
                                        batch_size=cfg.batch_size,
-                                       shuffle=True, num_workers=cfg.num_workers, collate_fn=collate)
+                                       shuffle=True, collate_fn=collate, **loader)
         self.valid_loader = None
         self.valid_ids: list[str] = []
         if cfg.eval_images > 0 and "valid" in dataset:
@@ -323,7 +328,7 @@ class CaptionTask:
                 self.valid_loader = DataLoader(CaptionDataset(valid, self.valid_ids, transform,
                                                               **self._prompts_of(valid, self.valid_ids)),
                                                batch_size=cfg.batch_size, shuffle=False,
-                                               num_workers=cfg.num_workers, collate_fn=collate)
+                                               collate_fn=collate, **loader)
         if self.valid_loader is None:
             log("no validation (no valid split with captions, or eval_images=0): the last epoch is kept")
 
@@ -397,6 +402,7 @@ def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: s
     ``config``: a named config (``"demo"``), a YAML path or a :class:`CaptionConfig`; ``overrides``:
     ``{"epochs": 3}`` or ``["epochs=3"]``, applied to any of them (as :func:`train_concepts`)."""
     from ..data import read_dataset
+    from ..data.drops import check_drops
     from ..fileio import atomic_dir
     from .checkpoints import check_run_folder
     from .engine import Trainer
@@ -409,12 +415,20 @@ def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: s
 
         check_pretrained_available(cfg.model)   # before the data is read
     dataset = read_dataset(data)
+    for name in ("train", "valid"):
+        if name in dataset:  # one summary line each; more than 1% of the rows dropped: refused
+            check_drops(dataset.split(name), cfg.allow_missing_images, log)
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR
     if resume and processor_dir.is_dir():  # the same tokenizer as the interrupted run
         from transformers import BlipProcessor
 
+        from ..fileio import read_json
+
         tokenizer = BlipProcessor.from_pretrained(processor_dir).tokenizer
+        saved = read_json(processor_dir / "tokenizer_config.json")
+        for key in set(tokenizer.init_kwargs) - set(saved):  # loading adds is_local, local_files_only: the
+            tokenizer.init_kwargs.pop(key)                  # resumed model folder must equal a clean run's
     task = CaptionTask(cfg, dataset, tokenizer=tokenizer, log=log)
     if not resume or not processor_dir.is_dir():
         with atomic_dir(processor_dir) as tmp:

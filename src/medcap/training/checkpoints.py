@@ -8,10 +8,12 @@ which it skipped; a damaged file in it is a one-line error naming the checkpoint
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sys
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import MedcapError
 from ..fileio import recover_dir
@@ -82,9 +84,30 @@ def check_run_folder(out_dir: str | Path, resume: bool) -> None:
     (no folder, no lock file is created)."""
     has_run = latest_checkpoint(out_dir) is not None
     if resume and not has_run:
+        if Path(out_dir).is_dir() and any(Path(out_dir).iterdir()):
+            return  # a run killed before its first checkpoint: the engine starts it afresh, with a notice
         what = "holds no training run (no complete checkpoint)" if Path(out_dir).exists() else "does not exist"
         raise MedcapError(f"nothing to resume: this folder {what}; train without --resume to start a run",
                           file=out_dir)
     if not resume and has_run:
         raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
                           "or choose another --out", file=out_dir)
+
+
+@contextlib.contextmanager
+def writing_checkpoint(tmp: Path) -> Iterator[None]:
+    """Around a checkpoint's writes into ``tmp``: on any failure ``tmp`` is removed (the last
+    complete checkpoint is untouched) and a writer's own error becomes one line. torch's zip
+    writer reports a full disk as ``RuntimeError: [enforce fail at inline_container.cc] unexpected
+    pos``, safetensors as its own error type; an OSError keeps its errno for the CLI's one line."""
+    try:
+        yield
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, (MedcapError, OSError, KeyboardInterrupt, SystemExit)) or not isinstance(e, Exception):
+            raise
+        text = str(e).strip()
+        first = text.splitlines()[0][:160] if text else type(e).__name__
+        raise MedcapError(f"cannot write the checkpoint (a full disk, a quota or a failing disk?): {first}; the last "
+                          "complete checkpoint is kept: free some space and train again with --resume",
+                          file=tmp.with_name(tmp.name.lstrip(".").removesuffix(".tmp"))) from None

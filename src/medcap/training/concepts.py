@@ -55,12 +55,13 @@ class ConceptConfig(TrainConfig, LossConfig):
     translate: float = 0.0            # random shift, up to this share of the side (0.06 = 4 px at 64)
     color_jitter: float = 0.0         # brightness/contrast/saturation jitter
     cache_images: bool = False        # keep decoded, resized images in memory (small datasets)
-    num_workers: int = 0              # DataLoader workers
+    num_workers: int | str = "auto"   # DataLoader workers: a number, or auto (medcap.data.loading)
     # -- data -----------------------------------------------------------------------------------
     batch_size: int = 16              # training batch size (REFERENCE §1: 16)
     eval_batch_size: int = 64         # validation batch size
     min_concept_count: int = 1        # vocabulary: CUIs in at least this many training images
     valid_fraction: float = 0.0       # hold out this share of train when there is no valid split
+    allow_missing_images: bool = False  # train although over 1% of the label rows are dropped (data.drops)
     # -- thresholds (medcap.thresholds) ------------------------------------------------------
     threshold_grid: str = "paper"     # paper (0.05..0.55 step 0.05) | fine (0.01 steps)
     never_empty: str = "auto"         # top-1 when nothing passes: auto (chosen on valid) | on | off
@@ -171,12 +172,15 @@ class ConceptData:
 def load_concept_data(data_dir: str | Path, cfg: ConceptConfig, log: Callable = print) -> ConceptData:
     from ..data.csvio import normalize_cui
     from ..data.dataset import read_dataset
+    from ..data.drops import check_drops
     from ..data.vocab import ConceptVocabulary
 
     ds = read_dataset(data_dir)
     train = ds.split("train")
     if train.concepts is None:
         raise MedcapError("the training split has no concepts file (train_concepts.csv)", file=ds.root)
+    for split in (train, *([ds.split("valid")] if "valid" in ds else [])):
+        check_drops(split, cfg.allow_missing_images, log)  # one summary line each; >1% dropped: refused
     train_ids = [i for i in train.ids if i in train.concepts]
     if "valid" in ds and ds.split("valid").concepts is not None:
         valid = ds.split("valid")
@@ -229,11 +233,19 @@ class ConceptTask:
                                      pretrained_path=cfg.pretrained_path or None)
         self.model.vocabulary, self.model.processor = data.vocabulary, self.processor
         self.loss = build_loss(cfg)
-        loader = dict(num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0)
+        from ..data.loading import loader_options, resolve_workers, world_size
+        from ..data.streaming import parquet_training_sampler
+
+        workers = resolve_workers(cfg.num_workers, len(data.train.ids))
+        loader = loader_options(workers, "cpu" if cfg.cpu else None, train=True)
+        drop_last = len(data.train.ids) > cfg.batch_size
+        # Parquet files with large row groups: streaming order (medcap.data.streaming), else random.
+        streaming = parquet_training_sampler(data.train, cfg.batch_size, cfg.seed, drop_last, workers, world_size())
+        order = (dict(batch_sampler=streaming) if streaming is not None
+                 else dict(batch_size=cfg.batch_size, shuffle=True, drop_last=drop_last))
         self.train_loader = torch.utils.data.DataLoader(
             ConceptImageDataset(data.train, self.prep, data.train_targets, train_augmentation(cfg), cfg.cache_images,
-                                lateral_mirror(cfg, data.vocabulary)),
-            batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train.ids) > cfg.batch_size, **loader)
+                                lateral_mirror(cfg, data.vocabulary)), **order, **loader)
         self.valid_loader = torch.utils.data.DataLoader(
             ConceptImageDataset(data.valid, self.prep, data.valid_targets, None, cfg.cache_images),
             batch_size=cfg.eval_batch_size, shuffle=False, **loader)

@@ -226,6 +226,8 @@ class Trainer:
 
     # -- checkpoints --------------------------------------------------------------------------
     def _save_checkpoint(self, epoch: int) -> None:
+        from .checkpoints import writing_checkpoint
+
         acc = self.acc
         root = self.out_dir / CHECKPOINTS
         final, tmp = root / f"epoch-{epoch:03d}", root / f".epoch-{epoch:03d}.tmp"
@@ -236,14 +238,16 @@ class Trainer:
         notice, logger = _TiedWeightsNotice(), logging.getLogger("accelerate.utils.other")
         logger.addFilter(notice)
         try:
-            acc.save_state(str(tmp))  # model, optimizer, scheduler, scaler, RNG of every process
+            with writing_checkpoint(tmp):  # a failed write (full disk): tmp removed, one line
+                acc.save_state(str(tmp))  # model, optimizer, scheduler, scaler, RNG of every process
         finally:
             logger.removeFilter(notice)
         acc.wait_for_everyone()
         if acc.is_main_process:
-            write_text_atomic(tmp / STATE_FILE, json.dumps(self.state, indent=1))
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)  # a checkpoint folder exists only once it is complete
+            with writing_checkpoint(tmp):
+                write_text_atomic(tmp / STATE_FILE, json.dumps(self.state, indent=1))
+                shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)  # a checkpoint folder exists only once it is complete
             for old in sorted(root.glob("epoch-[0-9]*"))[:-max(1, self.cfg.keep_checkpoints)]:
                 shutil.rmtree(old, ignore_errors=True)
         acc.wait_for_everyone()
@@ -253,9 +257,9 @@ class Trainer:
         ckpt = latest_checkpoint(self.out_dir, skipped)
         for folder, why in skipped:
             self.acc.print(f"notice: skipped the incomplete checkpoint {folder} ({why})")
-        if ckpt is None:
-            raise MedcapError("nothing to resume: no complete checkpoint in this folder (train without --resume)",
-                              file=self.out_dir / CHECKPOINTS)
+        if ckpt is None:  # killed before its first checkpoint: nothing is lost by starting afresh
+            self.acc.print(f"notice: no complete checkpoint in {self.out_dir / CHECKPOINTS}: starting the run afresh")
+            return
         state = read_state(ckpt / STATE_FILE)
         if state.get("total_steps") not in (None, self.total_steps):
             raise MedcapError(f"cannot resume: the checkpoint was made for {state['total_steps']} "

@@ -19,6 +19,7 @@ with a message), and each request's images are written to its own files.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from ..errors import MedcapError
@@ -154,11 +155,16 @@ def _theme():
 def serve(concepts: str | Path | None, captions: str | Path | None, *, host: str = "127.0.0.1",
           port: int | None = None, max_file_mb: float = DEFAULT_MAX_FILE_MB, block: bool = True,
           max_pixels: int = DEFAULT_MAX_PIXELS, concurrency: int = DEFAULT_CONCURRENCY,
-          queue_size: int = DEFAULT_QUEUE_SIZE):
-    """Load the models and start the web app; returns the Gradio app when ``block`` is False."""
+          queue_size: int = DEFAULT_QUEUE_SIZE, auth: str | None = None):
+    """Load the models and start the web app; returns the Gradio app when ``block`` is False.
+    ``auth``: ``USER:PASSWORD_FILE`` (Gradio's login page; the password is the file's first line)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if concurrency < 1 or queue_size < 1:
         raise MedcapError(f"concurrency and queue size must be at least 1, got {concurrency} and {queue_size}")
+    login = read_auth(auth) if auth else None
+    if login is None and not is_loopback(host):
+        print(f"warning: serving on {host} without --auth: anyone who can reach this address can use the models "
+              "and upload images; give --auth USER:PASSWORD_FILE or bind 127.0.0.1", file=sys.stderr)
     pipeline = Pipeline(concepts, captions, max_file_mb=max_file_mb, max_pixels=max_pixels)
     demo = build_ui(pipeline)
     # Each analysis holds one decoded upload and both models' activations: the concurrency
@@ -167,5 +173,31 @@ def serve(concepts: str | Path | None, captions: str | Path | None, *, host: str
     # Gradio refuses bigger uploads itself too; the pipeline's own check covers other callers.
     demo.launch(server_name=host, server_port=port, max_file_size=f"{int(max_file_mb * 1024 * 1024)}b",
                 prevent_thread_lock=not block, quiet=not block, share=False, theme=_theme(),
-                show_error=False)
+                show_error=False, auth=login)
     return demo
+
+
+def read_auth(spec: str) -> tuple[str, str]:
+    """``USER:PASSWORD_FILE`` -> (user, password): the password is read from a file, never typed
+    on the command line (where other users of the machine see it in the process list)."""
+    from ..fileio import read_bytes
+
+    user, sep, file = spec.partition(":")
+    if not sep or not user or not file:
+        raise MedcapError(f"--auth expects USER:PASSWORD_FILE, got {spec!r}")
+    lines = read_bytes(file, limit=4096).decode("utf-8", "replace").splitlines()
+    if not lines or not lines[0]:
+        raise MedcapError("the password file is empty (its first line is the password)", file=file)
+    return user, lines[0]
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
+
