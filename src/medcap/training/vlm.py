@@ -171,10 +171,11 @@ class VLMCaptionTask(CaptionTask):
     def _build_loaders(self, dataset, train, train_concepts, log) -> None:
         from torch.utils.data import DataLoader
 
+        # batches are built in this process (num_workers 0, whatever cfg.num_workers says): the collator
+        # holds the captioner, whose processor turns images and prompts into the model's inputs
         cfg, collate = self.cfg, VLMCollator(self.captioner)
         self.train_loader = DataLoader(self._dataset(train, self.train_ids, cfg.concept_prompt_drop),
-                                       batch_size=cfg.batch_size, shuffle=True, num_workers=cfg.num_workers,
-                                       collate_fn=collate)
+                                       batch_size=cfg.batch_size, shuffle=True, num_workers=0, collate_fn=collate)
         self.valid_loader, self.valid_ids = None, []
         if cfg.eval_images > 0 and "valid" in dataset:
             valid = dataset.split("valid")
@@ -182,7 +183,7 @@ class VLMCaptionTask(CaptionTask):
             self.valid_captions = [valid.captions[i] for i in self.valid_ids]
             if self.valid_ids:
                 self.valid_loader = DataLoader(self._dataset(valid, self.valid_ids), batch_size=cfg.batch_size,
-                                               shuffle=False, num_workers=cfg.num_workers, collate_fn=collate)
+                                               shuffle=False, num_workers=0, collate_fn=collate)
         if self.valid_loader is None:
             log("no validation (no valid split with captions, or eval_images=0): the last epoch is kept")
 
