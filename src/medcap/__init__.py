@@ -37,6 +37,7 @@ _EXPORTS = {
     "ConceptDetector": "medcap.models.concept_detector",
     "create_backbone": "medcap.models.backbones",
     "Captioner": "medcap.models.captioner",
+    "VLMCaptioner": "medcap.models.vlm",
     # training and prediction
     "Trainer": "medcap.training.engine",
     "train_concepts": "medcap.training.concepts",
@@ -45,6 +46,8 @@ _EXPORTS = {
     "train_captioner": "medcap.training.captions",
     "train_captions": "medcap.training.captions",
     "predict_captions": "medcap.inference.captions",
+    "load_captioner": "medcap.inference.captions",
+    "train_vlm_captioner": "medcap.training.vlm",
     "load_caption_config": "medcap.training.captions",
     # submissions and metrics
     "write_concept_submission": "medcap.submission",

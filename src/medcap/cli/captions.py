@@ -4,6 +4,7 @@ Thin layer over :mod:`medcap.training.captions`, :mod:`medcap.inference.captions
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import typer
@@ -35,11 +36,12 @@ baseline_app.add_typer(captions_baseline_app, name="captions")
 
 
 @train_app.command("captions", cls=config_keys_command("medcap.training.captions:CaptionConfig",
-                                                           "medcap.training.captions:load_caption_config"))
+                                                           "medcap.training.vlm:load_any_caption_config"))
 def train_captions_command(
     ctx: typer.Context,
     config: str = typer.Option("paper", "--config", "-c",
-                               help="Named config (paper, authors-code, demo, demo-prompted) or a YAML file."),
+                               help="Named config (paper, authors-code, demo, demo-prompted; vision-language models: "
+                               "vlm-tiny, qwen2.5-vl-lora, medgemma-lora, smolvlm-lora) or a YAML file."),
     data: Path = typer.Option(..., "--data", "-d", help="Dataset folder (train/ valid/ + *_captions.csv).",
                               show_default=False),
     out: Path = run_folder_option(),
@@ -52,17 +54,20 @@ def train_captions_command(
     """Fine-tune BLIP (or train a small one from scratch) on the captions; keep the best epoch.
 
     `paper` needs Salesforce/blip-image-captioning-large (hub cache or --set model=FOLDER);
-    `demo` trains a small BLIP from scratch on the CPU. The best model folder is OUT/model;
+    `demo` trains a small BLIP from scratch on the CPU; `vlm-tiny` a small vision-language model (the
+    path of qwen2.5-vl-lora, medgemma-lora, smolvlm-lora: LoRA with --set lora_r=N). The best model folder is OUT/model;
     predict with `medcap predict captions --model OUT/model`. Several GPUs:
     `accelerate launch -m medcap train captions ...`.
     """
-    from ..training.captions import load_caption_config, train_captioner
+    from ..training.captions import train_captioner
+    from ..training.vlm import VLMCaptionConfig, load_any_caption_config, train_vlm_captioner
 
-    cfg = load_caption_config(config, set_)
+    cfg = load_any_caption_config(config, set_)   # BLIP, or a vision-language model (captioner: vlm)
     if print_config_:
         return print_config(cfg)
+    train = train_vlm_captioner if isinstance(cfg, VLMCaptionConfig) else train_captioner
     with resume_hint(ctx, out):
-        result = train_captioner(cfg, data, out, resume=resume, log=log)
+        result = train(cfg, data, out, resume=resume, log=log)
     score = "n/a" if result.best_score is None else f"{result.best_score:.4f}"
     typer.echo(f"best validation {cfg.monitor} {score} at epoch {result.best_epoch} "
                f"({result.epochs_run} epochs, stopped: {result.stop_reason}); model: {result.best_dir}")
@@ -113,6 +118,7 @@ def predict_captions_command(
     images = images_or_split(images, data, split)
     order = read_id_order(order_from) if order_from else None
     model = model_at_revision(model, "captions", revision)
+    start = time.monotonic()
     with sharded_prediction():
         captions = predict_captions(model, images, out, num_beams=beams, batch_size=batch_size,
                                     max_new_tokens=max_new_tokens, device=device, progress=True, concepts=concepts,
@@ -121,7 +127,8 @@ def predict_captions_command(
     if not is_main_process():
         return 0
     words = sum(len(c.split()) for c in captions.values()) / max(1, len(captions))
-    typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average")
+    rate = len(captions) / max(time.monotonic() - start, 1e-9)  # model loading included
+    typer.echo(f"wrote {out}: {len(captions)} captions, {words:.1f} words on average, {rate:.2f} captions/s")
     return 0
 
 

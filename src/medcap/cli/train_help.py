@@ -64,6 +64,7 @@ def config_keys_command(config_class: str, loader: str) -> type[TyperCommand]:
                 cfg, title = getattr(importlib.import_module(module), name)(chosen), f"config {chosen!r}"
             except MedcapError:  # a config that does not load: its error comes when the command runs
                 cfg, title = None, "defaults"
+            cls = type(cfg) if cfg is not None else cls  # (a subclass: e.g. a vision-language caption config)
             head = f"--set keys ({title}; choose another with --config NAME --help):"
             if self.rich_markup_mode == "rich":  # (rich help keeps single line breaks of an epilog)
                 from rich.console import Console

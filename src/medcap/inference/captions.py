@@ -13,9 +13,19 @@ from ..errors import MedcapError
 from ..models.captioner import Captioner
 
 
-def load_captioner(model_or_dir) -> Captioner:
-    """A :class:`Captioner` as is, or loaded from a folder / run folder / hub id."""
-    return model_or_dir if isinstance(model_or_dir, Captioner) else Captioner.from_pretrained(model_or_dir)
+def load_captioner(model_or_dir):
+    """A captioner as is, or loaded from a folder / run folder / hub id: a BLIP :class:`Captioner`, or a
+    :class:`~medcap.models.vlm.VLMCaptioner` for a vision-language model folder (``medcap_vlm.json``)."""
+    from ..models.vlm import VLMCaptioner, is_vlm_folder
+
+    if isinstance(model_or_dir, (Captioner, VLMCaptioner)):
+        return model_or_dir
+    from ..models.location import resolve_model_folder
+
+    where = resolve_model_folder(model_or_dir, "captions")
+    if isinstance(where, Path) and is_vlm_folder(where):
+        return VLMCaptioner.from_pretrained(where)
+    return Captioner.from_pretrained(model_or_dir)
 
 
 def predict_captions(model: str | Path | Captioner, images, out: str | Path | None = None, *,
@@ -56,7 +66,9 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     overrides = {k: v for k, v in (("num_beams", num_beams), ("max_new_tokens", max_new_tokens)) if v is not None}
     per_image = None
     if captioner.concept_prompt is not None or rerank is not None:
-        per_image = _image_concepts(concepts, items.ids, None if isinstance(model, Captioner) else model)
+        per_image = _image_concepts(concepts, items.ids, None if not isinstance(model, (str, Path)) else model)
+    if rerank is not None and not isinstance(captioner, Captioner):
+        raise MedcapError("--rerank works with BLIP captioners only (not yet with vision-language models)")
     if rerank not in (None, "concepts"):
         raise MedcapError(f"--rerank: expected concepts, got {rerank!r}")
     if not 0.0 <= rerank_weight <= 1.0:
@@ -101,7 +113,7 @@ def _retrieved(captioner: Captioner, items, batch_size: int, device, progress: b
     """Each image's nearest training captions (a retrieval-prompted captioner), in ``items`` order."""
     from .concepts import image_embeddings
 
-    index = captioner.processor.retrieval_prompt
+    index = getattr(captioner, "retrieval_prompt", None) or getattr(captioner.processor, "retrieval_prompt", None)
     if index is None:
         return None
     ids, emb = image_embeddings(index.load_embedder(), items, batch_size=max(batch_size, 32), device=device,

@@ -87,9 +87,9 @@ class Pipeline:
 
             self.concept_model = load_detector(self.concepts_dir).to(self.device).eval()
         if self.captions_dir is not None:
-            from ..models.captioner import Captioner
+            from .captions import load_captioner
 
-            self.caption_model = Captioner.from_pretrained(self.captions_dir)
+            self.caption_model = load_captioner(self.captions_dir)  # BLIP or a vision-language model
             self.caption_model.model.to(self.device).eval()
 
     @classmethod

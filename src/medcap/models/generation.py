@@ -131,14 +131,8 @@ def prompt_inputs(pixel_values, prompt_ids: Sequence[int], prompts: Sequence[Seq
     return input_ids, attention_mask
 
 
-def generate_ids(model, pixel_values, input_ids, attention_mask, settings: GenerationSettings,
-                 interpolate_pos_encoding: bool = False, return_beams: int = 0):
-    """Generated token ids [B, T] after the prompt (batched greedy or beam search).
-
-    ``return_beams`` > 0: the best ``return_beams`` beams of each image ([B * n, T], image by
-    image, best first) and their length-normalised log-probabilities [B * n]
-    (medcap.inference.rerank picks among them).
-    """
+def generation_kwargs(settings: GenerationSettings, start: int) -> dict:
+    """generate()'s keyword arguments for ``settings``; ``start``: the first generated column."""
     kwargs = {"num_beams": settings.num_beams, "max_new_tokens": settings.max_new_tokens, "do_sample": False,
               "repetition_penalty": settings.repetition_penalty}
     if settings.num_beams > 1:
@@ -149,8 +143,20 @@ def generate_ids(model, pixel_values, input_ids, attention_mask, settings: Gener
     if settings.no_repeat_ngram_size > 0:
         from transformers import LogitsProcessorList
 
-        kwargs["logits_processor"] = LogitsProcessorList(
-            [GeneratedNoRepeatNGram(settings.no_repeat_ngram_size, input_ids.shape[1] - 1)])
+        kwargs["logits_processor"] = LogitsProcessorList([GeneratedNoRepeatNGram(settings.no_repeat_ngram_size,
+                                                                                 start)])
+    return kwargs
+
+
+def generate_ids(model, pixel_values, input_ids, attention_mask, settings: GenerationSettings,
+                 interpolate_pos_encoding: bool = False, return_beams: int = 0):
+    """Generated token ids [B, T] after the prompt (batched greedy or beam search).
+
+    ``return_beams`` > 0: the best ``return_beams`` beams of each image ([B * n, T], image by
+    image, best first) and their length-normalised log-probabilities [B * n]
+    (medcap.inference.rerank picks among them).
+    """
+    kwargs = generation_kwargs(settings, input_ids.shape[1] - 1)
     if return_beams:
         kwargs.update(num_beams=max(settings.num_beams, return_beams), num_return_sequences=return_beams,
                       output_scores=True, return_dict_in_generate=True, length_penalty=settings.length_penalty)

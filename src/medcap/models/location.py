@@ -27,11 +27,12 @@ from .hub import hub_access
 RUN_MODEL_DIR = "model"                 # the engine's best-model folder inside a run folder
 CONCEPT_MODEL_TYPE = "medcap-concept-detector"
 CAPTIONER_MARKERS = ("medcap_captioner.json", "generation_config.json")
+VLM_MARKER = "medcap_vlm.json"         # a vision-language captioner (medcap.models.vlm); a LoRA one has no config.json
 KINDS = ("concepts", "captions")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # What a model folder holds (medcap's folders, transformers' and timm's): the hub copies of other
 # frameworks' weights (tf_model.h5, flax, the pytorch_model.bin beside model.safetensors) stay there.
-HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.md", "*.model")
+HUB_FILES = ("*.json", "*.safetensors", "*.txt", "*.md", "*.model", "*.jinja")  # .jinja: a VLM's chat template
 _NAMES = {"concepts": ("a concept detector", "medcap predict concepts"),
           "captions": ("a captioner", "medcap predict captions")}
 
@@ -40,6 +41,8 @@ def model_kind(folder: str | Path) -> str | None:
     """"concepts", "captions", or None when ``folder`` holds neither (no or unknown config.json)."""
     folder = Path(folder)
     config = folder / "config.json"
+    if (folder / VLM_MARKER).is_file():
+        return "captions"
     if not config.is_file():
         return None
     try:
@@ -114,7 +117,7 @@ def resolve_model_folder(path_or_id: str | Path, kind: str | None = "concepts", 
                           "its model/ folder, or a Hugging Face hub id owner/name)")
     if not folder.is_dir():
         raise MedcapError("expected a model folder, got a file", file=folder)
-    if not (folder / "config.json").is_file() and (folder / RUN_MODEL_DIR).is_dir():
+    if model_kind(folder) is None and (folder / RUN_MODEL_DIR).is_dir():
         folder = folder / RUN_MODEL_DIR          # a run folder: its best model
     found = model_kind(folder)
     if found is not None and kind is not None and found != kind:
