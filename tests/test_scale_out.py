@@ -42,13 +42,13 @@ def test_loader_options_pin_and_prefetch_on_a_gpu_and_persist_in_training():
 
 
 def test_every_config_defaults_to_auto_workers():
-    from medcap.config import available_configs, load_config
-    from medcap.training.captions import CaptionConfig
-    from medcap.training.concepts import ConceptConfig
+    from medcap.config import available_configs
+    from medcap.training.concepts import load_concept_config
+    from medcap.training.vlm import load_any_caption_config  # BLIP and vision-language configs
 
-    for task, cls in (("concepts", ConceptConfig), ("captions", CaptionConfig)):
+    for task, load in (("concepts", load_concept_config), ("captions", load_any_caption_config)):
         for name in available_configs(task):
-            assert load_config(cls, name, task).num_workers == "auto", (task, name)
+            assert load(name).num_workers == "auto", (task, name)
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,8 @@
 of two architecture families: Qwen2-VL and Idefics3 (SmolVLM's layout)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import torch_threads
@@ -185,6 +187,25 @@ def test_a_resumed_lora_run_ends_with_the_adapter_weights_of_an_uninterrupted_on
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     assert any(v.abs().max() > 0 for k, v in a.items() if "lora_B" in k)  # it trained
+    # A VLM folder is a medcap model folder like BLIP's: provenance, a model card, and weight files
+    # that are checked at load (a flipped bit inside the adapter is one line naming the file).
+    import json
+
+    from medcap.errors import MedcapError
+
+    folder = tmp_path / "a" / "model"
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["kind"] == "captioner" and prov["data"]["synthetic"] is True
+    assert "Not for clinical use" in (folder / "README.md").read_text()
+    assert "adapter_model.safetensors" in json.loads((folder / "checksums.json").read_text())["files"]
+    assert VLMCaptioner.from_pretrained(folder).provenance["data"]["synthetic"] is True
+    weights = folder / "adapter_model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[len(raw) - 7] ^= 0x10
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(MedcapError, match="damaged or changed") as e:
+        VLMCaptioner.from_pretrained(folder)
+    assert e.value.file is not None and Path(e.value.file).name == "adapter_model.safetensors"
 
 
 def test_four_bit_quantization_on_a_cpu_is_a_one_line_error(cli, synth_small, tmp_path):

@@ -20,6 +20,7 @@ id or path; plus the processor files, ``generation_config.json`` and ``medcap_vl
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -30,10 +31,12 @@ from typing import Any
 from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
 from .captioner import _first_line, _quiet_progress
+from .card import load_provenance, write_model_files
 from .generation import GenerationSettings, generation_kwargs
 from .location import is_hub_id, missing_weights_message, resolve_model_folder
 from .prompting import ConceptPrompt
 from .retrieval import RetrievalPrompt
+from .weights import verified, write_checksums
 
 METADATA_FILE = "medcap_vlm.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -94,6 +97,7 @@ class VLMCaptioner:
         self.generation = generation or GenerationSettings(num_beams=1, no_repeat_ngram_size=0, max_new_tokens=64)
         self.base_model, self.source = base_model, source
         self.concept_prompt, self.retrieval_prompt = concept_prompt, retrieval_prompt
+        self.provenance: dict | None = None   # provenance.json: training data, scores, config (models.card)
         self.tokenizer.padding_side = "left"   # the caption is the last thing in every row
 
     # -- construction -------------------------------------------------------------------------
@@ -131,7 +135,9 @@ class VLMCaptioner:
         base = str(meta.get("base_model", "")) if adapter else str(where.resolve() if local else where)
         if adapter and not base:
             raise MedcapError("the adapter folder does not say its base model (base_model)", file=where / METADATA_FILE)
-        with _quiet_progress():
+        # a saved folder's weight files are hashed (checksums.json) while the model is built and read
+        checked = verified(where) if isinstance(where, Path) else contextlib.nullcontext()
+        with _quiet_progress(), checked:
             model = load_model(base if adapter else where, dtype=dtype, quantization=quantization)
             if adapter:
                 from peft import PeftModel
@@ -152,7 +158,9 @@ class VLMCaptioner:
                                         if meta.get("concept_prompt") else None)
             values["retrieval_prompt"] = RetrievalPrompt.from_settings(where, meta.get("retrieval_prompt"))
         values.update({k: v for k, v in settings.items() if v is not None})
-        return cls(model, processor, **values)
+        captioner = cls(model, processor, **values)
+        captioner.provenance = load_provenance(where) if isinstance(where, Path) else None
+        return captioner
 
     def add_lora(self, lora: LoraSettings, gradient_checkpointing: bool = False) -> None:
         """Wrap the model in a fresh peft LoRA adapter (only the adapter trains)."""
@@ -292,8 +300,11 @@ class VLMCaptioner:
                 "concept_prompt": self.concept_prompt.to_dict() if self.concept_prompt else None,
                 "retrieval_prompt": self.retrieval_prompt.settings() if self.retrieval_prompt else None}
 
-    def write_folder(self, folder: str | Path, model=None, training: dict | None = None) -> None:
-        """The model (or its adapter), processor, generation settings and medcap_vlm.json into ``folder``."""
+    def write_folder(self, folder: str | Path, model=None, training: dict | None = None,
+                     provenance: dict | None = None) -> None:
+        """The model (or its adapter), processor, generation settings and medcap_vlm.json into
+        ``folder``; provenance.json and the model card (models.card; ``provenance``: training data
+        and scores, default the loaded folder's), then checksums.json of every weight file."""
         folder, model = Path(folder), model or self.model
         with _quiet_progress():
             model.save_pretrained(folder)
@@ -306,6 +317,8 @@ class VLMCaptioner:
         if training:
             meta["training"] = training
         write_text_atomic(folder / METADATA_FILE, json.dumps(meta, indent=1) + "\n")
+        write_model_files(folder, provenance or self.provenance, "captioner")
+        write_checksums(folder)
 
     def save_pretrained(self, folder: str | Path, **extra) -> Path:
         with atomic_dir(Path(folder)) as tmp:

@@ -220,11 +220,13 @@ class VLMCaptionTask(CaptionTask):
             gold = [self.valid_captions[i] for i in batch["index"].tolist()]
             scores = torch.tensor(rouge1_scores(gold, self.captioner.decode(ids)), device=batch["labels"].device)
             rouge.append(accelerator.gather_for_metrics(scores))
-        return {"valid_loss": (torch.cat(token_loss).sum() / torch.cat(token_count).sum()).item(),
-                "rouge1": torch.cat(rouge).mean().item()}
+        self.valid_scores = {"valid_loss": (torch.cat(token_loss).sum() / torch.cat(token_count).sum()).item(),
+                             "rouge1": torch.cat(rouge).mean().item()}
+        return dict(self.valid_scores)
 
     def save_best(self, model, folder: Path) -> None:
-        self.captioner.write_folder(folder, model=model, training=self.training_summary())
+        self.captioner.write_folder(folder, model=model, training=self.training_summary(),
+                                    provenance=self.provenance())
 
     def training_summary(self) -> dict[str, Any]:
         return {**super().training_summary(), "lora_r": self.cfg.lora_r, "quantization": self.cfg.quantization}
