@@ -277,3 +277,24 @@ def test_a_vlm_with_concept_and_retrieval_prompts_trains_saves_and_predicts(cli,
         rc, _, err = cli("predict", "captions", "--model", tmp_path / "r", "--data", synth_small, "--split", "test",
                          "--out", tmp_path / "c.csv", "--concepts", synth_small / "test_concepts.csv")
         assert rc == 0, err
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reranked_beams_work_with_a_vision_language_captioner(family):
+    """--rerank concepts with a VLM: each image's beams come batched, best first, and are reranked
+    by concept agreement as BLIP's (weight 0: the best beam; the beams are the same one by one)."""
+    from medcap.inference.captions import predict_captions
+    from medcap.inference.rerank import beam_candidates
+
+    with torch_threads(1):
+        captioner = _tiny(family, seed=3)
+        images = _images()
+        beams = beam_candidates(captioner, images, None, num_beams=3, batch_size=3)
+        alone = [beam_candidates(captioner, [im], None, num_beams=3, batch_size=1)[0] for im in images]
+        concepts = {f"image-{n}": ["C0040405"] for n in range(1, len(images) + 1)}
+        best = predict_captions(captioner, images, num_beams=3, rerank="concepts", rerank_weight=0.0,
+                                concepts=concepts, num_workers=0)
+    assert [len(texts) for texts, _ in beams] == [3, 3, 3]
+    assert [texts for texts, _ in beams] == [texts for texts, _ in alone]
+    assert all(scores.max() == 1.0 and scores.min() == 0.0 or len(set(texts)) == 1 for texts, scores in beams)
+    assert list(best.values()) == [texts[int(scores.argmax())] for texts, scores in beams]

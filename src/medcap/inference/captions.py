@@ -67,8 +67,6 @@ def predict_captions(model: str | Path | Captioner, images, out: str | Path | No
     per_image = None
     if captioner.concept_prompt is not None or rerank is not None:
         per_image = _image_concepts(concepts, items.ids, None if not isinstance(model, (str, Path)) else model)
-    if rerank is not None and not isinstance(captioner, Captioner):
-        raise MedcapError("--rerank works with BLIP captioners only (not yet with vision-language models)")
     if rerank not in (None, "concepts"):
         raise MedcapError(f"--rerank: expected concepts, got {rerank!r}")
     if not 0.0 <= rerank_weight <= 1.0:

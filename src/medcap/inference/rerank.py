@@ -124,26 +124,22 @@ def beam_candidates(captioner, images: Sequence, concepts: Sequence[Iterable[str
                     batch_size: int = 8, retrieved: Sequence[Sequence[str]] | None = None
                     ) -> list[tuple[list[str], np.ndarray]]:
     """Per PIL image: (its ``num_beams`` best beams, their normalised scores in [0, 1]); ``retrieved``:
-    each image's nearest training captions for a retrieval-prompted captioner."""
+    each image's nearest training captions for a retrieval-prompted captioner (retrieved by the
+    captioner itself when None)."""
     import torch
 
-    index = captioner.processor.retrieval_prompt
-    if retrieved is None and index is not None:
-        retrieved = index.retrieve_images(images)
-    prompts = captioner.concept_prompt_ids(concepts, len(images), retrieved)
     out = []
     was_training = captioner.model.training
     captioner.model.eval()
     try:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
-                pixels = captioner.pixel_values(images[start:start + batch_size]).to(captioner.device)
-                rows = None if prompts is None else prompts[start:start + batch_size]
-                ids, scores = captioner.generate_ids(pixels, prompts=rows, return_beams=num_beams)
-                texts, scores = captioner.decode(ids), scores.float().cpu().numpy()
-                for b in range(len(pixels)):
-                    part = slice(b * num_beams, (b + 1) * num_beams)
-                    out.append((texts[part], normalise(scores[part])))
+                part = slice(start, start + batch_size)
+                rows = None if concepts is None else concepts[part]
+                near = None if retrieved is None else retrieved[part]
+                # BLIP or a vision-language captioner: both give each image's beams, best first
+                out += [(texts, normalise(scores)) for texts, scores in
+                        captioner.beams(images[part], rows, near, num_beams)]
     finally:
         captioner.model.train(was_training)
     return out

@@ -35,7 +35,7 @@ from typing import Any
 from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
 from .card import load_provenance, write_model_files
-from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs
+from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs, split_beams
 from .hub import cached, offline
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
@@ -350,6 +350,17 @@ class Captioner:
                                                   self.tokenizer.pad_token_id)
         return generate_ids(model or self.model, pixel_values, input_ids, attention_mask, settings,
                             self.interpolate_pos_encoding, return_beams)
+
+    def beams(self, images: Sequence, concepts: Sequence[Iterable[str]] | None = None,
+              retrieved: Sequence[Sequence[str]] | None = None, num_beams: int = 5) -> list[tuple[list[str], object]]:
+        """Per PIL image: its ``num_beams`` best captions (best first) and their length-normalised
+        log-probabilities (medcap.inference.rerank picks among them); one batch, no autograd."""
+        if retrieved is None and self.processor.retrieval_prompt is not None:
+            retrieved = self.processor.retrieval_prompt.retrieve_images(images)
+        pixels = self.pixel_values(images).to(self.device)
+        ids, scores = self.generate_ids(pixels, prompts=self.concept_prompt_ids(concepts, len(images), retrieved),
+                                        return_beams=num_beams)
+        return split_beams(self.decode(ids), scores, num_beams)
 
     def decode(self, ids, postprocess: bool | None = None) -> list[str]:
         """Token ids -> caption strings (special tokens dropped, spacing repaired)."""

@@ -148,6 +148,20 @@ def generation_kwargs(settings: GenerationSettings, start: int) -> dict:
     return kwargs
 
 
+def beam_kwargs(settings: GenerationSettings, n: int) -> dict:
+    """generate()'s extra keyword arguments for the ``n`` best beams of each input with their
+    length-normalised log-probabilities (``sequences_scores``), for any captioner."""
+    return dict(num_beams=max(settings.num_beams, n), num_return_sequences=n, output_scores=True,
+                return_dict_in_generate=True, length_penalty=settings.length_penalty)
+
+
+def split_beams(texts: Sequence[str], scores, n: int) -> list[tuple[list[str], object]]:
+    """[B * n] beams (image by image, best first) and their scores -> per image (texts, scores [n],
+    a float numpy array)."""
+    scores = scores.float().cpu().numpy()
+    return [(list(texts[b * n:(b + 1) * n]), scores[b * n:(b + 1) * n]) for b in range(len(texts) // n)]
+
+
 def generate_ids(model, pixel_values, input_ids, attention_mask, settings: GenerationSettings,
                  interpolate_pos_encoding: bool = False, return_beams: int = 0):
     """Generated token ids [B, T] after the prompt (batched greedy or beam search).
@@ -158,8 +172,7 @@ def generate_ids(model, pixel_values, input_ids, attention_mask, settings: Gener
     """
     kwargs = generation_kwargs(settings, input_ids.shape[1] - 1)
     if return_beams:
-        kwargs.update(num_beams=max(settings.num_beams, return_beams), num_return_sequences=return_beams,
-                      output_scores=True, return_dict_in_generate=True, length_penalty=settings.length_penalty)
+        kwargs.update(beam_kwargs(settings, return_beams))
     unwrapped = getattr(model, "module", model)
     out = unwrapped.generate(pixel_values=pixel_values, input_ids=input_ids, attention_mask=attention_mask,
                              interpolate_pos_encoding=interpolate_pos_encoding, **kwargs)

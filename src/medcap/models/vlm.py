@@ -32,7 +32,7 @@ from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
 from .captioner import _first_line, _quiet_progress
 from .card import load_provenance, write_model_files
-from .generation import GenerationSettings, generation_kwargs
+from .generation import GenerationSettings, beam_kwargs, generation_kwargs, split_beams
 from .location import is_hub_id, missing_weights_message, resolve_model_folder
 from .prompting import ConceptPrompt
 from .retrieval import RetrievalPrompt
@@ -251,15 +251,32 @@ class VLMCaptioner:
         return model(**{k: v for k, v in batch.items() if k not in ("index",)}).loss
 
     # -- generation ---------------------------------------------------------------------------
-    def generate_ids(self, batch: dict, model=None, **overrides):
+    def generate_ids(self, batch: dict, model=None, return_beams: int = 0, **overrides):
         """Generated token ids after the (left-padded) prompts, greedy or beam search; n-gram repeats are
-        counted over the caption only (:class:`~.generation.GeneratedNoRepeatNGram`)."""
+        counted over the caption only (:class:`~.generation.GeneratedNoRepeatNGram`). ``return_beams``:
+        the best ``return_beams`` beams of each image and their scores, as BLIP's."""
         settings = dataclasses.replace(self.generation, **overrides)
         inputs = {k: v for k, v in batch.items() if k not in ("labels", "index")}
         model = model or self.model
-        out = model.generate(**inputs, **generation_kwargs(settings, inputs["input_ids"].shape[1]),
-                             eos_token_id=self.tokenizer.eos_token_id, pad_token_id=self.tokenizer.pad_token_id)
-        return out[:, inputs["input_ids"].shape[1]:]
+        start = inputs["input_ids"].shape[1]
+        kwargs = generation_kwargs(settings, start)
+        if return_beams:
+            kwargs.update(beam_kwargs(settings, return_beams))
+        out = model.generate(**inputs, **kwargs, eos_token_id=self.tokenizer.eos_token_id,
+                             pad_token_id=self.tokenizer.pad_token_id)
+        if return_beams:
+            return out.sequences[:, start:], out.sequences_scores
+        return out[:, start:]
+
+    def beams(self, images: Sequence, concepts: Sequence[Iterable[str]] | None = None,
+              retrieved: Sequence[Sequence[str]] | None = None, num_beams: int = 5) -> list[tuple[list[str], object]]:
+        """Per PIL image: its ``num_beams`` best captions (best first) and their length-normalised
+        log-probabilities, as :meth:`medcap.models.captioner.Captioner.beams`; one batch."""
+        if retrieved is None and self.retrieval_prompt is not None:
+            retrieved = self.retrieval_prompt.retrieve_images(images)
+        batch = self.encode(images, self.prompts(len(images), concepts, retrieved))
+        ids, scores = self.generate_ids({k: v.to(self.device) for k, v in batch.items()}, return_beams=num_beams)
+        return split_beams(self.decode(ids), scores, num_beams)
 
     def decode(self, ids, postprocess: bool | None = None) -> list[str]:
         from ..text import postprocess_caption
