@@ -126,23 +126,16 @@ def beam_candidates(captioner, images: Sequence, concepts: Sequence[Iterable[str
     """Per PIL image: (its ``num_beams`` best beams, their normalised scores in [0, 1]); ``retrieved``:
     each image's nearest training captions for a retrieval-prompted captioner (retrieved by the
     captioner itself when None)."""
-    import torch
 
-    out = []
-    was_training = captioner.model.training
-    captioner.model.eval()
-    try:
-        with torch.inference_mode():
-            for start in range(0, len(images), batch_size):
-                part = slice(start, start + batch_size)
-                rows = None if concepts is None else concepts[part]
-                near = None if retrieved is None else retrieved[part]
-                # BLIP or a vision-language captioner: both give each image's beams, best first
-                out += [(texts, normalise(scores)) for texts, scores in
-                        captioner.beams(images[part], rows, near, num_beams)]
-    finally:
-        captioner.model.train(was_training)
-    return out
+    from ..models.generation import eval_batches
+
+    def batch(part: slice) -> list:
+        # BLIP or a vision-language captioner: both give each image's beams, best first
+        rows = None if concepts is None else concepts[part]
+        near = None if retrieved is None else retrieved[part]
+        return [(texts, normalise(scores)) for texts, scores in captioner.beams(images[part], rows, near, num_beams)]
+
+    return eval_batches(captioner.model, len(images), batch_size, batch)
 
 
 def rerank_beams(candidates: Sequence[tuple[list[str], np.ndarray]], detected: Sequence[Iterable[str]],

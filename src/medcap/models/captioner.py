@@ -35,7 +35,14 @@ from typing import Any
 from ..errors import MedcapError
 from ..fileio import atomic_dir, write_text_atomic
 from .card import load_provenance, write_model_files
-from .generation import GeneratedNoRepeatNGram, GenerationSettings, generate_ids, prompt_inputs, split_beams
+from .generation import (
+    GeneratedNoRepeatNGram,
+    GenerationSettings,
+    eval_batches,
+    generate_ids,
+    prompt_inputs,
+    split_beams,
+)
 from .hub import cached, offline
 from .processing import CaptionProcessor, ImageTransform
 from .prompting import CaptionEncoder, ConceptPrompt
@@ -371,24 +378,18 @@ class Captioner:
         """Captions for PIL images, ``batch_size`` at a time. ``concepts``: each image's CUIs (needed by
         a model trained with concept prompts); ``retrieved``: each image's nearest training captions
         (a retrieval-prompted model; retrieved from ``images`` when None). ``overrides``: GenerationSettings."""
-        import torch
 
         if retrieved is None and self.processor.retrieval_prompt is not None:  # retrieved here when not given
             retrieved = self.processor.retrieval_prompt.retrieve_images(images)
         prompts = self.concept_prompt_ids(concepts, len(images), retrieved)
         postprocess = overrides.pop("postprocess", None)
-        was_training = self.model.training
-        self.model.eval()
-        captions: list[str] = []
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(images), batch_size):
-                    pixels = self.pixel_values(images[start:start + batch_size]).to(self.device)
-                    rows = None if prompts is None else prompts[start:start + batch_size]
-                    captions += self.decode(self.generate_ids(pixels, prompts=rows, **overrides), postprocess)
-        finally:
-            self.model.train(was_training)
-        return captions
+
+        def caption(part: slice) -> list[str]:
+            pixels = self.pixel_values(images[part]).to(self.device)
+            rows = None if prompts is None else prompts[part]
+            return self.decode(self.generate_ids(pixels, prompts=rows, **overrides), postprocess)
+
+        return eval_batches(self.model, len(images), batch_size, caption)
 
     def image_embedder(self):
         """The image encoder as an embedder for :func:`medcap.inference.concepts.image_embeddings`: patch

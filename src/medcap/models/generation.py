@@ -148,6 +148,23 @@ def generation_kwargs(settings: GenerationSettings, start: int) -> dict:
     return kwargs
 
 
+def eval_batches(model, n: int, batch_size: int, fn) -> list:
+    """``fn(part)`` for consecutive slices of ``n`` items, ``batch_size`` at a time, with ``model`` in
+    eval mode and without autograd (its mode restored after) -> the results, concatenated."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out: list = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, n, batch_size):
+                out += fn(slice(start, start + batch_size))
+    finally:
+        model.train(was_training)
+    return out
+
+
 def beam_kwargs(settings: GenerationSettings, n: int) -> dict:
     """generate()'s extra keyword arguments for the ``n`` best beams of each input with their
     length-normalised log-probabilities (``sequences_scores``), for any captioner."""

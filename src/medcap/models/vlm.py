@@ -32,7 +32,7 @@ from ..errors import MedcapError, MissingWeightsError
 from ..fileio import atomic_dir, write_text_atomic
 from .captioner import _first_line, _quiet_progress
 from .card import load_provenance, write_model_files
-from .generation import GenerationSettings, beam_kwargs, generation_kwargs, split_beams
+from .generation import GenerationSettings, beam_kwargs, eval_batches, generation_kwargs, split_beams
 from .location import is_hub_id, missing_weights_message, resolve_model_folder
 from .prompting import ConceptPrompt
 from .retrieval import RetrievalPrompt
@@ -288,24 +288,16 @@ class VLMCaptioner:
     def generate(self, images: Sequence, batch_size: int = 8, concepts: Sequence[Iterable[str]] | None = None,
                  retrieved: Sequence[Sequence[str]] | None = None, **overrides) -> list[str]:
         """Captions for PIL images, ``batch_size`` at a time (left padding, one batched generate each)."""
-        import torch
-
         if retrieved is None and self.retrieval_prompt is not None:
             retrieved = self.retrieval_prompt.retrieve_images(images)
         prompts = self.prompts(len(images), concepts, retrieved)
         postprocess = overrides.pop("postprocess", None)
-        was_training = self.model.training
-        self.model.eval()
-        captions: list[str] = []
-        try:
-            with torch.inference_mode():
-                for start in range(0, len(images), batch_size):
-                    batch = self.encode(images[start:start + batch_size], prompts[start:start + batch_size])
-                    batch = {k: v.to(self.device) for k, v in batch.items()}
-                    captions += self.decode(self.generate_ids(batch, **overrides), postprocess)
-        finally:
-            self.model.train(was_training)
-        return captions
+
+        def caption(part: slice) -> list[str]:
+            batch = {k: v.to(self.device) for k, v in self.encode(images[part], prompts[part]).items()}
+            return self.decode(self.generate_ids(batch, **overrides), postprocess)
+
+        return eval_batches(self.model, len(images), batch_size, caption)
 
     # -- folders ------------------------------------------------------------------------------
     def metadata(self) -> dict:
