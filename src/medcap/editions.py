@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 from .errors import MedcapError
 
+# The organisers' cap on CUIs per image (their checkers refuse more); label rows over it are
+# malformed too (medcap.data.csvio).
+MAX_CONCEPTS_PER_IMAGE = 100
+
 
 @dataclass(frozen=True)
 class EditionRules:
@@ -25,7 +29,7 @@ class EditionRules:
     caption_edge_spaces: bool      # a caption may have spaces at its ends (2026: allowed)
     caption_preset: str            # default caption aggregate (medcap.metrics.editions.PRESETS)
     allow_empty_concepts: bool = True  # "ID," with no CUI is a valid row (both editions)
-    max_concepts: int = 100        # per image, enforced by the evaluators
+    max_concepts: int = MAX_CONCEPTS_PER_IMAGE  # per image, enforced by the evaluators
     development_images: int | None = None  # data facts, for the docs and `data stats`
     cuis: int | None = None
 

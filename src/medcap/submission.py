@@ -17,171 +17,96 @@ between editions is a parameter (:class:`medcap.editions.EditionRules`, default 
   checker reads the file line by line, so a caption must not contain a line break.
 
 Validation reports *every* violation with its line number, instead of stopping at the
-first one as the official scripts do. The writers build the file in memory, validate it
-with the same code and refuse (``MedcapError``) to write anything that breaks a rule. Given
-gold IDs (or an ID-order file, :func:`read_id_order`), they write the rows in that order;
-otherwise in the order of the mapping they get (the order the images were listed).
+first one as the official scripts do (the first 1,000 in detail, then their count). Files are
+read line by line (:mod:`medcap.data.checker_csv`) in bounded memory: kept are the values of
+the gold IDs, or, without gold IDs, of every row within a memory cap
+(:data:`medcap.data.textlines.MAX_TABLE_BYTES`; a larger file is a one-line error). The
+writers build the file in memory, validate it with the same code and refuse (``MedcapError``)
+to write anything that breaks a rule. Given gold IDs (or an ID-order file,
+:func:`read_id_order`), they write the rows in that order; otherwise in the order of the
+mapping they get (the order the images were listed).
 """
 from __future__ import annotations
 
 import csv
 import io
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
+from .data.checker_csv import Found, Record, Violation, Violations, records, submission_lines
 from .data.csvio import CUI_PATTERN
-from .editions import EditionRules, edition_rules
+from .data.textlines import MemoryBudget
+from .editions import MAX_CONCEPTS_PER_IMAGE, EditionRules, edition_rules
 from .errors import MedcapError
-from .fileio import atomic_write, check_line_lengths
+from .fileio import atomic_write
+
+__all__ = ["MAX_CONCEPTS_PER_IMAGE", "Violation", "Violations"]  # and the public functions below
 
 CONCEPT_HEADER = ("ID", "CUIs")
 CAPTION_HEADER = ("ID", "Caption")
-MAX_CONCEPTS_PER_IMAGE = 100
 _CLEAN_CUIS = re.compile(r"C\d+(?:;C\d+)*")
-_BOM = "\ufeff"
 _MAX_EXAMPLES = 5
+_MAX_UNKNOWN = 100_000   # IDs not in the gold file remembered for "appears again" (their values are not kept)
 
 
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule; ``line`` is the 1-based line in the file, None for the whole file."""
-
-    line: int | None
-    message: str
-
-    def format(self, path: str | Path) -> str:
-        return f"{path}: {self.message}" if self.line is None else f"{path}:{self.line}: {self.message}"
-
-
-# ---------------------------------------------------------------------------------------
-# Parsing shared by both kinds of submission
-# ---------------------------------------------------------------------------------------
-
-@dataclass
-class _Record:
-    line: int        # first physical line of the record
-    fields: list[str]
-    raw: str         # the record's text as in the file (line terminators included)
-
-
-class _LineRecorder:
-    """Feeds csv.reader line by line and remembers which lines each record used."""
-
-    def __init__(self, text: str):
-        self._lines = io.StringIO(text, newline="")
-        self.consumed: list[str] = []
-
-    def __iter__(self) -> Iterator[str]:
-        for line in self._lines:
-            self.consumed.append(line)
-            yield line
-
-
-def _decode(data: bytes, violations: list[Violation]) -> str:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        violations.append(Violation(line, f"not valid UTF-8 (byte 0x{data[e.start]:02x}); save the file as UTF-8"))
-        text = data.decode("utf-8", errors="replace")
-    if text.startswith(_BOM):
-        violations.append(Violation(1, "the file starts with a UTF-8 byte-order mark (BOM); the official "
-                                       "checker reads it as part of the header: save as UTF-8 without BOM"))
-        text = text[len(_BOM):]
-    return text
-
-
-def _parse(text: str, header: tuple[str, str], violations: list[Violation]) -> list[_Record]:
-    """Split ``text`` into CSV records, checking the header and blank lines."""
-    if not text.strip():
-        violations.append(Violation(None, f"the file is empty; expected the header {','.join(header)} "
-                                          "and one row per image"))
-        return []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            violations.append(Violation(number, "blank line; the official checker allows none"))
-
-    recorder = _LineRecorder(text)
-    reader = csv.reader(recorder)
-    records: list[_Record] = []
-    next_line = 1
-    while True:
-        recorder.consumed.clear()
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as e:
-            violations.append(Violation(next_line, f"not valid CSV ({e}); nothing after this line was checked"))
-            break
-        raw = "".join(recorder.consumed)
-        record = _Record(next_line, fields, raw)
-        next_line += len(recorder.consumed)
-        if fields:  # csv yields [] for a blank line, already reported
-            records.append(record)
-
-    if not records:
-        violations.append(Violation(None, f"no rows; expected the header {','.join(header)} and one row per image"))
-        return []
-    first = records[0]
-    if tuple(first.fields) == header:
-        return records[1:]
-    if first.fields and first.fields[0].strip() == header[0]:
-        violations.append(Violation(first.line, f"the header must be exactly {','.join(header)}, "
-                                                f"found {','.join(first.fields)}"))
-        return records[1:]
-    violations.append(Violation(first.line, f"missing header: the first line must be {','.join(header)}"))
-    return records
-
-
-def _check_rows(records: list[_Record], what: str, gold_ids: Iterable[str] | None, rules: EditionRules,
-                violations: list[Violation]) -> dict[str, _Record]:
-    """Rules common to both kinds: two fields, IDs clean, unique, expected and (2026) in gold order."""
+def _check_rows(records: Iterable[Record], what: str, gold_ids: Iterable[str] | None, rules: EditionRules,
+                found: Found, check_value: Callable[[str, Record, Found], object], path) -> dict:
+    """Rules common to both kinds: two fields, IDs clean, unique, expected and (2026) in gold
+    order; ``check_value`` checks a row's CUIs or caption and gives the value kept. Kept:
+    the values of the gold IDs (of every ID without gold IDs), within a :class:`MemoryBudget`."""
     gold_ids = _as_ids(gold_ids)
     expected = None if gold_ids is None else set(gold_ids)
-    seen: dict[str, _Record] = {}
+    values: dict[str, object] = {}
+    lines: dict[str, int] = {}     # ID -> first line, for the IDs kept
+    unknown: dict[str, int] = {}   # the same for the first _MAX_UNKNOWN IDs not in the gold file
+    budget = MemoryBudget(path)
     for r in records:
         if len(r.fields) != 2:
             hint = f" (write 'ID,' for an image without {what})" if len(r.fields) == 1 and what == "CUIs" else ""
-            violations.append(Violation(r.line, f"expected 2 fields (ID,{what}), found {len(r.fields)}{hint}"))
+            found.add(r.line, f"expected 2 fields (ID,{what}), found {len(r.fields)}{hint}")
         image_id = r.fields[0]
         if not image_id.strip():
-            violations.append(Violation(r.line, "empty image ID"))
+            found.add(r.line, "empty image ID")
             continue
         if image_id != image_id.strip():
-            violations.append(Violation(r.line, f"the ID {image_id!r} has leading or trailing spaces"))
+            found.add(r.line, f"the ID {image_id!r} has leading or trailing spaces")
             image_id = image_id.strip()  # one problem, one message: not also "unknown ID" and "missing"
-        if image_id in seen:
-            first_line = seen[image_id].line
-            violations.append(Violation(r.line, f"the ID {image_id} appears again (first on line {first_line})"))
+        first_line = lines.get(image_id) or unknown.get(image_id)
+        if first_line is not None:
+            found.add(r.line, f"the ID {image_id} appears again (first on line {first_line})")
             continue
-        seen[image_id] = r
         if expected is not None and image_id not in expected:
-            violations.append(Violation(r.line, f"the ID {image_id} is not in the gold file"))
+            found.add(r.line, f"the ID {image_id} is not in the gold file")
+            if len(unknown) < _MAX_UNKNOWN:
+                unknown[image_id] = r.line
+            check_value(image_id, r, found)  # its own rules still apply; its value is not kept
+            continue
+        lines[image_id] = r.line
+        values[image_id] = value = check_value(image_id, r, found)
+        budget.charge(r.line, image_id, value, *(value if isinstance(value, list) else ()))
     # A set carries no order: only a sequence of gold IDs (a gold file's) is checked for it.
     if expected is not None and rules.ordered_ids and not isinstance(gold_ids, (set, frozenset)):
-        _check_order(seen, list(gold_ids), rules.year, violations)
+        _check_order(lines, list(gold_ids), rules.year, found)
     if expected is not None:
-        missing = sorted(i for i in expected if i not in seen)
+        missing = sorted(i for i in expected if i not in lines)
         if missing:
             examples = ", ".join(missing[:_MAX_EXAMPLES]) + (", ..." if len(missing) > _MAX_EXAMPLES else "")
-            violations.append(Violation(None, f"{len(missing)} of the {len(expected)} gold IDs have no row: "
-                                              f"{examples}"))
-    return seen
+            found.add(None, f"{len(missing)} of the {len(expected)} gold IDs have no row: {examples}")
+    return values
 
 
-def _check_order(seen: dict[str, _Record], gold_ids: list[str], year: int, violations: list[Violation]) -> None:
+def _check_order(lines: dict[str, int], gold_ids: list[str], year: int, found: Found) -> None:
     """Flag the fewest rows that break the gold order: those outside a longest run of rows
     whose gold positions increase (the official pre-check stops at the first mismatch)."""
     gold_ids = list(dict.fromkeys(gold_ids))
     position = {image_id: k for k, image_id in enumerate(gold_ids)}
-    rows = [(position[i], r) for i, r in seen.items() if i in position]  # file order
+    rows = [(position[i], line) for i, line in lines.items() if i in position]  # file order
     for k in _outside_increasing_run([p for p, _ in rows]):
-        p, r = rows[k]
-        violations.append(Violation(r.line, f"the ID {gold_ids[p]} is out of order: the {year} rules want the rows "
-                                            f"in the gold file's order (it is gold ID number {p + 1})"))
+        p, line = rows[k]
+        found.add(line, f"the ID {gold_ids[p]} is out of order: the {year} rules want the rows in the gold "
+                        f"file's order (it is gold ID number {p + 1})", rank=1)
 
 
 def _outside_increasing_run(values: list[int]) -> list[int]:
@@ -213,12 +138,14 @@ def read_id_order(paths: str | Path | Sequence[str | Path]) -> list[str]:
     order: dict[str, None] = {}
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     for path in paths:
-        text = _read_bytes(path).decode("utf-8-sig", errors="replace")
-        for number, fields in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        budget = MemoryBudget(path)
+        # A BOM and bytes that are not UTF-8 are no rule here: the Found is dropped.
+        for number, fields in enumerate(csv.reader(submission_lines(path, Found())), start=1):
             image_id = fields[0].strip() if fields else ""
-            if not image_id or (number == 1 and image_id == "ID"):
+            if not image_id or (number == 1 and image_id == "ID") or image_id in order:
                 continue
-            order.setdefault(image_id, None)
+            order[image_id] = None
+            budget.charge(number, image_id)
     if not order:
         raise MedcapError("no image IDs in the ID-order file(s)", file=", ".join(map(str, paths)))
     return list(order)
@@ -238,56 +165,43 @@ def check_id_order(ids: Sequence[str], order: Sequence[str] | None, *, file=None
         raise MedcapError("the ID-order file does not list the same images: " + "; ".join(parts), file=file)
 
 
-def _read_bytes(path: str | Path) -> bytes:
-    path = Path(path)
-    if not path.is_file():
-        raise MedcapError("submission file not found", file=path)
-    check_line_lengths(path)  # streamed first: a hostile single-line file is refused in bounded memory
-    return path.read_bytes()
-
-
 # ---------------------------------------------------------------------------------------
 # Concept submissions
 # ---------------------------------------------------------------------------------------
 
-def _concept_violations(text: str, gold_ids, allow_empty: bool, rules: EditionRules,
-                        violations: list[Violation]) -> dict[str, list[str]]:
-    records = _parse(text, CONCEPT_HEADER, violations)
-    rows = _check_rows(records, "CUIs", gold_ids, rules, violations)
-    preds: dict[str, list[str]] = {}
-    for image_id, r in rows.items():
+def _concept_violations(lines: Iterable[str], gold_ids, allow_empty: bool, rules: EditionRules, found: Found,
+                        path) -> dict[str, list[str]]:
+    def check(image_id: str, r: Record, found: Found) -> list[str]:
         field = r.fields[1] if len(r.fields) > 1 else ""
         n_lines = r.raw.rstrip("\r\n").count("\n") + 1
         if n_lines > 1:
-            violations.append(Violation(r.line, f"the row spans {n_lines} lines: a '\"' that is never closed?"))
-            preds[image_id] = []
-            continue
+            found.add(r.line, f"the row spans {n_lines} lines: a '\"' that is never closed?", 2)
+            return []
         if _CLEAN_CUIS.fullmatch(field):  # the usual case, checked in one go
             cuis = field.split(";")
             if len(cuis) <= rules.max_concepts and len(set(cuis)) == len(cuis):
-                preds[image_id] = cuis
-                continue
+                return cuis
         if field != field.strip():
-            violations.append(Violation(r.line, "the CUIs field has leading or trailing spaces"))
+            found.add(r.line, "the CUIs field has leading or trailing spaces", 2)
         if not field.strip():
             if not allow_empty:
-                violations.append(Violation(r.line, f"no CUIs for {image_id} (--no-empty asks for at least one)"))
-            preds[image_id] = []
-            continue
+                found.add(r.line, f"no CUIs for {image_id} (--no-empty asks for at least one)", 2)
+            return []
         cuis = [c.strip() for c in field.split(";")]
         if any(not c for c in cuis):
-            violations.append(Violation(r.line, "empty CUI (a trailing ';' or ';;')"))
+            found.add(r.line, "empty CUI (a trailing ';' or ';;')", 2)
         bad = [c for c in cuis if c and not CUI_PATTERN.fullmatch(c)]
         if bad:
-            shown = ", ".join(map(repr, bad[:_MAX_EXAMPLES]))
-            violations.append(Violation(r.line, f"not a CUI ('C' followed by digits): {shown}"))
-        duplicates = sorted({c for c in cuis if c and cuis.count(c) > 1})
+            found.add(r.line, f"not a CUI ('C' followed by digits): {', '.join(map(repr, bad[:_MAX_EXAMPLES]))}", 2)
+        counts = Counter(c for c in cuis if c)
+        duplicates = sorted(c for c, n in counts.items() if n > 1)
         if duplicates:
-            violations.append(Violation(r.line, f"CUI given more than once: {', '.join(duplicates)}"))
+            found.add(r.line, f"CUI given more than once: {', '.join(duplicates)}", 2)
         if len(cuis) > rules.max_concepts:
-            violations.append(Violation(r.line, f"{len(cuis)} CUIs; at most {rules.max_concepts} per image"))
-        preds[image_id] = [c for c in cuis if c]
-    return preds
+            found.add(r.line, f"{len(cuis)} CUIs; at most {rules.max_concepts} per image", 2)
+        return [c for c in cuis if c]
+
+    return _check_rows(records(lines, CONCEPT_HEADER, found), "CUIs", gold_ids, rules, found, check, path)
 
 
 def check_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
@@ -298,10 +212,10 @@ def check_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = 
     every-ID-exactly-once check and, for 2026, the order check (a set skips the order).
     ``edition``: a year (default the latest) or :class:`~medcap.editions.EditionRules`.
     """
-    violations: list[Violation] = []
-    text = _decode(_read_bytes(path), violations)
-    preds = _concept_violations(text, gold_ids, allow_empty, edition_rules(edition), violations)
-    return preds, _sorted(violations)
+    found = Found()
+    preds = _concept_violations(submission_lines(path, found), gold_ids, allow_empty, edition_rules(edition), found,
+                                path)
+    return preds, found.result()
 
 
 def validate_concept_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
@@ -341,9 +255,9 @@ def write_concept_submission(path: str | Path, preds: Mapping[str, Sequence[str]
                               f"for {image_id}: {', '.join(map(repr, bad[:_MAX_EXAMPLES]))}", file=path)
         lines.append(f"{image_id},{';'.join(cuis)}")
     text = "\n".join(lines) + "\n"
-    violations: list[Violation] = []
-    _concept_violations(text, gold_ids, allow_empty, rules, violations)
-    _refuse(path, violations)
+    found = Found()
+    _concept_violations(io.StringIO(text, newline=""), gold_ids, allow_empty, rules, found, path)
+    _refuse(path, found.result())
     return _write(path, text)
 
 
@@ -351,28 +265,25 @@ def write_concept_submission(path: str | Path, preds: Mapping[str, Sequence[str]
 # Caption submissions
 # ---------------------------------------------------------------------------------------
 
-def _caption_violations(text: str, gold_ids, rules: EditionRules, violations: list[Violation]) -> dict[str, str]:
-    records = _parse(text, CAPTION_HEADER, violations)
-    rows = _check_rows(records, "Caption", gold_ids, rules, violations)
-    captions: dict[str, str] = {}
-    for image_id, r in rows.items():
+def _caption_violations(lines: Iterable[str], gold_ids, rules: EditionRules, found: Found, path) -> dict[str, str]:
+    def check(image_id: str, r: Record, found: Found) -> str:
         caption = r.fields[1] if len(r.fields) > 1 else ""
-        captions[image_id] = caption
         if len(r.fields) != 2:
-            continue
+            return caption
         if caption != caption.strip() and not rules.caption_edge_spaces:
-            violations.append(Violation(r.line, f"the caption has leading or trailing spaces (the {rules.year} "
-                                                "rules allow none)"))
-        if "\n" in r.raw.rstrip("\r\n") or "\r" in r.raw.rstrip("\r\n"):
-            violations.append(Violation(r.line, "the caption contains a line break (or a '\"' is never closed); the "
-                                                "official checker reads the file line by line: replace line breaks "
-                                                "with spaces"))
-            continue
+            found.add(r.line, f"the caption has leading or trailing spaces (the {rules.year} rules allow none)", 2)
+        raw = r.raw.rstrip("\r\n")
+        if "\n" in raw or "\r" in raw:
+            found.add(r.line, "the caption contains a line break (or a '\"' is never closed); the official checker "
+                              "reads the file line by line: replace line breaks with spaces", 2)
+            return caption
         # The official checker looks at the raw line: a caption with a comma must be quoted.
-        after_id = r.raw.rstrip("\r\n").split(",", 1)[1]
+        after_id = raw.split(",", 1)[1]
         if "," in after_id and not (after_id.startswith('"') and after_id.endswith('"')):
-            violations.append(Violation(r.line, "the caption contains a comma but is not enclosed in double quotes"))
-    return captions
+            found.add(r.line, "the caption contains a comma but is not enclosed in double quotes", 2)
+        return caption
+
+    return _check_rows(records(lines, CAPTION_HEADER, found), "Caption", gold_ids, rules, found, check, path)
 
 
 def check_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
@@ -381,10 +292,9 @@ def check_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = 
 
     ``gold_ids`` and ``edition`` as in :func:`check_concept_submission`.
     """
-    violations: list[Violation] = []
-    text = _decode(_read_bytes(path), violations)
-    captions = _caption_violations(text, gold_ids, edition_rules(edition), violations)
-    return captions, _sorted(violations)
+    found = Found()
+    captions = _caption_violations(submission_lines(path, found), gold_ids, edition_rules(edition), found, path)
+    return captions, found.result()
 
 
 def validate_caption_submission(path: str | Path, gold_ids: Iterable[str] | None = None, *,
@@ -429,9 +339,9 @@ def write_caption_submission(path: str | Path, captions: Mapping[str, str], *,
         quoted = clean_caption(caption).replace('"', '""')
         lines.append(f'{image_id},"{quoted}"')
     text = "\n".join(lines) + "\n"
-    violations: list[Violation] = []
-    _caption_violations(text, gold_ids, rules, violations)
-    _refuse(path, violations)
+    found = Found()
+    _caption_violations(io.StringIO(text, newline=""), gold_ids, rules, found, path)
+    _refuse(path, found.result())
     return _write(path, text)
 
 
@@ -464,25 +374,20 @@ def _check_id_for_writing(path, image_id) -> None:
                           "without commas, quotes, line breaks or spaces at the ends", file=path)
 
 
-def _sorted(violations: list[Violation]) -> list[Violation]:
-    # File-level problems last, the others in file order (stable for equal lines).
-    return sorted(violations, key=lambda v: (v.line is None, v.line or 0))
-
-
-def _refuse(path, violations: list[Violation]) -> None:
+def _refuse(path, violations: Violations) -> None:
     if violations:
-        v = _sorted(violations)[0]
+        v = violations[0]
         where = "" if v.line is None else f"line {v.line}: "
-        more = f" (and {len(violations) - 1} more)" if len(violations) > 1 else ""
+        more = f" (and {violations.total - 1} more)" if violations.total > 1 else ""
         raise MedcapError(f"refusing to write an invalid submission: {where}{v.message}{more}", file=path)
 
 
-def _raise_first(path, violations: list[Violation]) -> None:
+def _raise_first(path, violations: Violations) -> None:
     if violations:
         v = violations[0]
         more = ""
-        if len(violations) > 1:
-            more = f" (and {len(violations) - 1} more; run `medcap validate` to list them all)"
+        if violations.total > 1:
+            more = f" (and {violations.total - 1} more; run `medcap validate` to list them all)"
         raise MedcapError(v.message + more, file=path, line=v.line)
 
 

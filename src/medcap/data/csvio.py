@@ -19,18 +19,23 @@ Each kind has two readers:
   lines counts them all) and what was expected;
 * ``scan_*`` never raises for bad content: it returns a :class:`CsvTable` with the valid
   values *and* every problem found, for ``medcap data check``.
+
+Files are read line by line and what is kept of one file is bounded (:class:`MemoryBudget`):
+no file, however large, takes the process past a fixed peak (:mod:`.textlines`); a line over
+:data:`medcap.fileio.MAX_LINE_BYTES` is refused before anything is parsed.
 """
 from __future__ import annotations
 
 import csv
-import io
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
+from ..editions import MAX_CONCEPTS_PER_IMAGE
 from ..errors import MedcapError
 from ..fileio import check_line_lengths
+from .textlines import MemoryBudget, text_lines
 
 __all__ = [
     "CUI_PATTERN",
@@ -93,10 +98,13 @@ class CsvTable:
     lines: dict[str, int] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
     rejected: dict[str, int] = field(default_factory=dict)  # key -> line of a refused row
+    dropped: dict = field(default_factory=dict)  # key -> value of a row refused for its value (over 100 CUIs)
 
-    def raise_first(self) -> None:
-        if self.problems:
-            raise self.problems[0].to_error()
+    def raise_first(self, tolerate: Iterable[str] = ()) -> None:
+        """MedcapError for the first problem, except those of the kinds in ``tolerate``."""
+        for p in self.problems:
+            if p.kind not in tolerate:
+                raise p.to_error()
 
 
 def normalize_cui(cui: str) -> str:
@@ -107,12 +115,8 @@ def normalize_cui(cui: str) -> str:
 def split_cuis(text: str) -> list[str]:
     """``"c0040405; C0817096;"`` -> ``["C0040405", "C0817096"]`` (order kept, repeats and
     empty items dropped)."""
-    out: list[str] = []
-    for part in text.split(";"):
-        cui = normalize_cui(part)
-        if cui and cui not in out:
-            out.append(cui)
-    return out
+    # dict.fromkeys, not a list search: a hostile row of 100,000 CUIs stays linear.
+    return list(dict.fromkeys(c for c in map(normalize_cui, text.split(";")) if c))
 
 
 def open_input(path: str | Path, noun: str = "file", label: str | None = None):
@@ -130,67 +134,67 @@ def open_input(path: str | Path, noun: str = "file", label: str | None = None):
         raise MedcapError(f"cannot open {noun}: {e.strerror or e}", file=where) from None
 
 
-def _read_bytes(path: Path) -> bytes:
-    with open_input(path, "CSV file") as f:
-        check_line_lengths(path)  # streamed first: a hostile single-line file is refused in bounded memory
-        return f.read()
-
-
-def _decode(path: Path, data: bytes, problems: list[Problem]) -> str:
-    """Decode UTF-8 (an optional BOM is dropped). Every line holding a byte that is not
-    UTF-8 becomes a problem; those bytes are replaced so the rest can still be checked."""
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        pass
-    for i, raw in enumerate(data.split(b"\n"), start=1):
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            problems.append(Problem(str(path), i, "bad_encoding",
-                                    f"not UTF-8 text (byte 0x{raw[e.start]:02x} in column {e.start + 1}); "
-                                    "save the file as UTF-8"))
-    return data.decode("utf-8-sig", errors="replace")
-
-
-def _records(path: Path, problems: list[Problem]):
-    """Yield ``(first_line, fields)`` for every non-blank CSV record of ``path``.
+def _records(path: Path, problems: list[Problem], budget: MemoryBudget):
+    """Yield ``(first_line, fields, bad_encoding)`` for every non-blank CSV record of ``path``,
+    reading it line by line.
 
     Line numbers are real file lines: a quoted field holding newlines moves the count on by
     as many lines as it spans. CSV syntax errors (a stray quote, an unterminated quoted
-    field) become problems and reading goes on at the next line. The third item is True for
-    a record on a line holding a byte that is not UTF-8 (already reported).
+    field) become problems and reading goes on at the next line. ``bad_encoding`` is True
+    for a record on a line holding a byte that is not UTF-8 (reported, before the file's
+    other problems).
     """
+    fname = str(path)
     try:
-        data = _read_bytes(path)
+        f = open_input(path, "CSV file")
     except MedcapError as e:
-        problems.append(Problem(str(path), e.line, "unreadable_file", e.message))
+        problems.append(Problem(fname, e.line, "unreadable_file", e.message))
         return
     n_before = len(problems)
-    text = _decode(path, data, problems)
-    bad_lines = {p.line for p in problems[n_before:]}
-    # newline="": the csv module sees the line endings itself, so quoted newlines survive
-    # and line_num counts the file's physical lines.
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
-    while True:
-        start = reader.line_num + 1
+    encoding: list[Problem] = []
+    in_record = [False]  # the record being read holds a line that is not UTF-8
+
+    def bad_bytes(number: int, raw: bytes, e: UnicodeDecodeError) -> None:
+        in_record[0] = True
+        encoding.append(Problem(fname, number, "bad_encoding",
+                                f"not UTF-8 text (byte 0x{raw[e.start]:02x} in column {e.start + 1}); "
+                                "save the file as UTF-8"))
+        budget.charge(number, encoding[-1].message)
+
+    def lines():
+        for k, text in enumerate(text_lines(f, path, bad_bytes)):
+            yield text[1:] if k == 0 and text.startswith("\ufeff") else text  # an optional BOM is dropped
+
+    with f:
         try:
-            fields = next(reader)
-        except StopIteration:
+            check_line_lengths(path)  # streamed first: a hostile single-line file is refused in bounded memory
+        except MedcapError as e:
+            problems.append(Problem(fname, e.line, "unreadable_file", e.message))
             return
-        except csv.Error as e:
-            msg = str(e)
-            if "unexpected end of data" in msg:
-                msg = "a quoted field starting on this line is never closed (missing '\"')"
-            elif "field larger than field limit" in msg:
-                msg = "a field is longer than the CSV field limit; probably a quoted field that is never closed"
-            else:
-                msg = f"bad CSV syntax: {msg}"
-            problems.append(Problem(str(path), start, "malformed_row", msg))
-            continue
-        if not fields or all(not f.strip() for f in fields):
-            continue  # blank line
-        yield start, fields, bool(bad_lines) and any(start <= b <= reader.line_num for b in bad_lines)
+        # The csv module sees the line endings itself, so quoted newlines survive and
+        # line_num counts the file's physical lines.
+        reader = csv.reader(lines(), strict=True)
+        while True:
+            start = reader.line_num + 1
+            in_record[0] = False
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                msg = str(e)
+                if "unexpected end of data" in msg:
+                    msg = "a quoted field starting on this line is never closed (missing '\"')"
+                elif "field larger than field limit" in msg:
+                    msg = "a field is longer than the CSV field limit; probably a quoted field that is never closed"
+                else:
+                    msg = f"bad CSV syntax: {msg}"
+                problems.append(Problem(fname, start, "malformed_row", msg))
+                continue
+            if not fields or all(not x.strip() for x in fields):
+                continue  # blank line
+            yield start, fields, in_record[0]
+    problems[n_before:n_before] = encoding
 
 
 def _is_header(first_field: str, key_word: str) -> bool:
@@ -233,14 +237,21 @@ def _scan(
     parse_value: Callable[[str, str, int, list[Problem]], object],
     join_extra_fields: bool,
     key_check: Callable[[str, str, int, list[Problem]], str | None] | None = None,
+    drop: Callable[[object, str, int, list[Problem]], bool] | None = None,
 ) -> CsvTable:
-    """The shared row loop: header detection, row shape, key check, duplicate keys."""
+    """The shared row loop: header detection, row shape, key check, duplicate keys; ``drop``
+    refuses a row by its parsed value (reported; kept in ``dropped``). What is kept is
+    charged to a :class:`MemoryBudget`."""
     path = Path(path)
     table = CsvTable(path)
     problems = table.problems
+    budget = MemoryBudget(path)
     fname = str(path)
-    first = True
-    for line, fields, bad_encoding in _records(path, problems):
+    first, charged = True, 0
+    for line, fields, bad_encoding in _records(path, problems, budget):
+        for p in problems[charged:]:
+            budget.charge(p.line, p.message)
+        charged = len(problems)
         if first:
             first = False
             if _is_header(fields[0], key_word):
@@ -254,13 +265,20 @@ def _scan(
             # not report that image again as having no row.
             if fields[0].strip():
                 table.rejected.setdefault(fields[0].strip(), line)
+                budget.charge(line, fields[0])
             continue
         if key in table.lines:
             problems.append(Problem(fname, line, "duplicate_id",
                                     f"duplicate {key_word.upper()} {key!r} (first on line {table.lines[key]})"))
             continue
+        value = parse_value(row[1], fname, line, problems)
+        budget.charge(line, key, value, *(value if isinstance(value, list) else ()))
+        if drop is not None and drop(value, fname, line, problems):
+            table.rejected.setdefault(key, line)
+            table.dropped[key] = value
+            continue
         table.lines[key] = line
-        table.values[key] = parse_value(row[1], fname, line, problems)
+        table.values[key] = value
     return table
 
 
@@ -295,6 +313,16 @@ def _control_problem(text: str, what: str, fname: str, line: int, problems: list
     return True
 
 
+def _too_many_cuis(cuis: list[str], fname: str, line: int, problems: list[Problem]) -> bool:
+    # The organisers' cap per image (REFERENCE §4): a longer row is no image's concepts and
+    # would enlarge the vocabulary; training leaves it out and says so (medcap.data.drops).
+    if len(cuis) <= MAX_CONCEPTS_PER_IMAGE:
+        return False
+    problems.append(Problem(fname, line, "too_many_concepts", f"{len(cuis):,} CUIs; at most "
+                            f"{MAX_CONCEPTS_PER_IMAGE} per image (the organisers' cap): the row is left out"))
+    return True
+
+
 def _parse_caption(text: str, fname: str, line: int, problems: list[Problem]) -> str:
     caption = text.strip()
     if not caption:
@@ -321,8 +349,12 @@ def _check_cui_key(key: str, fname: str, line: int, problems: list[Problem]) -> 
 
 
 def scan_concepts_csv(path: str | Path) -> CsvTable:
-    """Scan an ``ID,CUIs`` file (concepts or manual concepts); ``values``: ID -> CUIs."""
-    return _scan(path, "id", "ID,CUIs", _parse_cuis, join_extra_fields=False)
+    """Scan an ``ID,CUIs`` file (concepts or manual concepts); ``values``: ID -> CUIs.
+
+    A row with more than 100 CUIs (the organisers' cap per image) is refused: a
+    ``too_many_concepts`` problem, its CUIs in ``dropped`` (training leaves it out).
+    """
+    return _scan(path, "id", "ID,CUIs", _parse_cuis, join_extra_fields=False, drop=_too_many_cuis)
 
 
 def scan_captions_csv(path: str | Path) -> CsvTable:

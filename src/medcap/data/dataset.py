@@ -228,8 +228,8 @@ def load_dataset(root: str | Path, *, strict: bool) -> tuple[ImageCLEFDataset, l
 
 def _scan(scanner, path: Path, strict: bool, problems: list[Problem]) -> CsvTable:
     table = scanner(path)
-    if strict:
-        table.raise_first()
+    if strict:  # rows over 100 CUIs are not an error here: training drops them and says so (data.drops)
+        table.raise_first(tolerate=("too_many_concepts",))
     problems.extend(table.problems)
     return table
 
@@ -299,5 +299,6 @@ def build_folder_split(files: SplitFiles, tables: dict[str, CsvTable]) -> Split:
                 image_paths[i] = p
         used = set(image_paths.values())
         unlabelled = {i: p for i, p in images.items() if p not in used}
-    return Split(files.name, ids, image_paths, concepts, captions, manual,
-                 missing_images=missing, unlabelled_images=unlabelled, image_dir=files.image_dir)
+    malformed = tables["concepts"].dropped if "concepts" in tables else {}
+    return Split(files.name, ids, image_paths, concepts, captions, manual, missing_images=missing,
+                 unlabelled_images=unlabelled, image_dir=files.image_dir, malformed_rows=malformed)

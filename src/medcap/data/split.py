@@ -19,7 +19,8 @@ class Split:
     are the labelled IDs (concepts file order, then IDs only in the captions file) that
     have an image; labelled IDs without an image are in ``missing_images`` and images
     without a label row in ``unlabelled_images`` (ID -> file; ``medcap data check``
-    reports both).
+    reports both). Concept rows refused for their content (over 100 CUIs) are in
+    ``malformed_rows`` (ID -> CUIs), never in ``concepts``.
     Without label files (a real test set), every image, sorted by file name. Without any
     image source (labels only), every labelled ID.
 
@@ -37,6 +38,7 @@ class Split:
     missing_images: list[str] = field(default_factory=list)
     unlabelled_images: dict[str, Path] = field(default_factory=dict)
     image_dir: Path | None = None
+    malformed_rows: dict[str, list[str]] = field(default_factory=dict)  # refused concept rows: ID -> CUIs
 
     def __len__(self) -> int:
         return len(self.ids)
