@@ -106,7 +106,7 @@ def _check_order(lines: dict[str, int], gold_ids: list[str], year: int, found: F
     for k in _outside_increasing_run([p for p, _ in rows]):
         p, line = rows[k]
         found.add(line, f"the ID {gold_ids[p]} is out of order: the {year} rules want the rows in the gold "
-                        f"file's order (it is gold ID number {p + 1})", rank=1)
+                        f"file's order (it is gold ID number {p + 1})", found.ORDER)
 
 
 def _outside_increasing_run(values: list[int]) -> list[int]:
@@ -175,30 +175,31 @@ def _concept_violations(lines: Iterable[str], gold_ids, allow_empty: bool, rules
         field = r.fields[1] if len(r.fields) > 1 else ""
         n_lines = r.raw.rstrip("\r\n").count("\n") + 1
         if n_lines > 1:
-            found.add(r.line, f"the row spans {n_lines} lines: a '\"' that is never closed?", 2)
+            found.add(r.line, f"the row spans {n_lines} lines: a '\"' that is never closed?", found.VALUE)
             return []
         if _CLEAN_CUIS.fullmatch(field):  # the usual case, checked in one go
             cuis = field.split(";")
             if len(cuis) <= rules.max_concepts and len(set(cuis)) == len(cuis):
                 return cuis
         if field != field.strip():
-            found.add(r.line, "the CUIs field has leading or trailing spaces", 2)
+            found.add(r.line, "the CUIs field has leading or trailing spaces", found.VALUE)
         if not field.strip():
             if not allow_empty:
-                found.add(r.line, f"no CUIs for {image_id} (--no-empty asks for at least one)", 2)
+                found.add(r.line, f"no CUIs for {image_id} (--no-empty asks for at least one)", found.VALUE)
             return []
         cuis = [c.strip() for c in field.split(";")]
         if any(not c for c in cuis):
-            found.add(r.line, "empty CUI (a trailing ';' or ';;')", 2)
+            found.add(r.line, "empty CUI (a trailing ';' or ';;')", found.VALUE)
         bad = [c for c in cuis if c and not CUI_PATTERN.fullmatch(c)]
         if bad:
-            found.add(r.line, f"not a CUI ('C' followed by digits): {', '.join(map(repr, bad[:_MAX_EXAMPLES]))}", 2)
+            shown = ", ".join(map(repr, bad[:_MAX_EXAMPLES]))
+            found.add(r.line, f"not a CUI ('C' followed by digits): {shown}", found.VALUE)
         counts = Counter(c for c in cuis if c)
         duplicates = sorted(c for c, n in counts.items() if n > 1)
         if duplicates:
-            found.add(r.line, f"CUI given more than once: {', '.join(duplicates)}", 2)
+            found.add(r.line, f"CUI given more than once: {', '.join(duplicates)}", found.VALUE)
         if len(cuis) > rules.max_concepts:
-            found.add(r.line, f"{len(cuis)} CUIs; at most {rules.max_concepts} per image", 2)
+            found.add(r.line, f"{len(cuis)} CUIs; at most {rules.max_concepts} per image", found.VALUE)
         return [c for c in cuis if c]
 
     return _check_rows(records(lines, CONCEPT_HEADER, found), "CUIs", gold_ids, rules, found, check, path)
@@ -271,16 +272,17 @@ def _caption_violations(lines: Iterable[str], gold_ids, rules: EditionRules, fou
         if len(r.fields) != 2:
             return caption
         if caption != caption.strip() and not rules.caption_edge_spaces:
-            found.add(r.line, f"the caption has leading or trailing spaces (the {rules.year} rules allow none)", 2)
+            found.add(r.line, f"the caption has leading or trailing spaces (the {rules.year} rules allow none)",
+                      found.VALUE)
         raw = r.raw.rstrip("\r\n")
         if "\n" in raw or "\r" in raw:
             found.add(r.line, "the caption contains a line break (or a '\"' is never closed); the official checker "
-                              "reads the file line by line: replace line breaks with spaces", 2)
+                              "reads the file line by line: replace line breaks with spaces", found.VALUE)
             return caption
         # The official checker looks at the raw line: a caption with a comma must be quoted.
         after_id = raw.split(",", 1)[1]
         if "," in after_id and not (after_id.startswith('"') and after_id.endswith('"')):
-            found.add(r.line, "the caption contains a comma but is not enclosed in double quotes", 2)
+            found.add(r.line, "the caption contains a comma but is not enclosed in double quotes", found.VALUE)
         return caption
 
     return _check_rows(records(lines, CAPTION_HEADER, found), "Caption", gold_ids, rules, found, check, path)

@@ -32,7 +32,7 @@ def _refuse_invalid(path: Path, violations) -> int | None:
     if not violations:
         return None
     _report_violations(path, violations, stream_err=True)
-    typer.echo(f"error: {path}: {len(violations)} rule violation(s); not scored (see `medcap validate`)", err=True)
+    typer.echo(f"error: {path}: {violations.total} rule violation(s); not scored (see `medcap validate`)", err=True)
     return 1
 
 
@@ -129,7 +129,7 @@ def validate_captions_command(
 def _validation_result(path: Path, violations, ids, rules) -> int:
     if violations:
         _report_violations(path, violations, stream_err=False)
-        typer.echo(f"{path}: {len(violations)} rule violation(s) of the {rules.year} rules")
+        typer.echo(f"{path}: {violations.total} rule violation(s) of the {rules.year} rules")
         return 1
     if ids is None:
         coverage = "ID coverage not checked (no --gold)"

@@ -48,15 +48,17 @@ class Record:
 class Found:
     """The violations found: the first ``MAX_VIOLATIONS`` in detail, the others counted.
 
-    ``rank`` orders the messages of one line as the checks run: the row's shape and ID (0),
-    the gold order (1), then its CUIs or caption (2).
+    ``rank`` orders the messages of one line as the checks run: the bytes, blank lines, the
+    CSV syntax and header, the row's shape and ID, the gold order, then its CUIs or caption.
     """
+
+    DECODE, BLANK, PARSE, ROW, ORDER, VALUE = range(6)
 
     def __init__(self):
         self.kept: list[tuple] = []
         self.more = 0
 
-    def add(self, line: int | None, message: str, rank: int = 0) -> None:
+    def add(self, line: int | None, message: str, rank: int = 3) -> None:
         if line is None or len(self.kept) < MAX_VIOLATIONS:  # the few file-level ones are always kept
             self.kept.append((line is None, line or 0, rank, len(self.kept), Violation(line, message)))
         else:
@@ -88,13 +90,13 @@ def submission_lines(path: str | Path, found: Found) -> Iterator[str]:
 
     def bad_bytes(number: int, raw: bytes, e: UnicodeDecodeError) -> None:
         if not any(v.message.startswith("not valid UTF-8") for *_, v in found.kept):
-            found.add(number, f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8")
+            found.add(number, f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8", found.DECODE)
 
     with open_input(path, "submission file") as f:
         for k, line in enumerate(text_lines(f, path, bad_bytes)):
             if k == 0 and line.startswith(_BOM):
                 found.add(1, "the file starts with a UTF-8 byte-order mark (BOM); the official checker reads it "
-                             "as part of the header: save as UTF-8 without BOM")
+                             "as part of the header: save as UTF-8 without BOM", found.DECODE)
                 line = line[len(_BOM):]
             yield line
 
@@ -109,17 +111,20 @@ def records(lines: Iterable[str], header: tuple[str, str], found: Found) -> Iter
 
     def feed() -> Iterator[str]:
         for line in lines:
-            state["number"] += 1
             consumed.append(line)
-            if not line.strip():
-                if state["content"]:
-                    found.add(state["number"], blank)
+            # Blank lines are numbered as str.splitlines numbers them (a form feed or U+2028
+            # ends a line there too), as the checks of the whole text always did.
+            for part in line.splitlines() or [line]:
+                state["number"] += 1
+                if part.strip():
+                    if not state["content"]:
+                        state["content"] = True
+                        for k in range(1, state["blank"] + 1):
+                            found.add(k, blank, found.BLANK)
+                elif state["content"]:
+                    found.add(state["number"], blank, found.BLANK)
                 else:
                     state["blank"] += 1  # reported once the file turns out not to be empty
-            elif not state["content"]:
-                state["content"] = True
-                for k in range(1, state["blank"] + 1):
-                    found.add(k, blank)
             yield line
 
     lines_fed = feed()
@@ -132,7 +137,7 @@ def records(lines: Iterable[str], header: tuple[str, str], found: Found) -> Iter
         except StopIteration:
             break
         except csv.Error as e:
-            found.add(next_line, f"not valid CSV ({e}); nothing after this line was checked")
+            found.add(next_line, f"not valid CSV ({e}); nothing after this line was checked", found.PARSE)
             for _ in lines_fed:  # the blank-line check still covers the whole file
                 pass
             break
@@ -145,9 +150,10 @@ def records(lines: Iterable[str], header: tuple[str, str], found: Found) -> Iter
             if tuple(fields) == header:
                 continue
             if fields[0].strip() == header[0]:
-                found.add(record.line, f"the header must be exactly {','.join(header)}, found {','.join(fields)}")
+                found.add(record.line, f"the header must be exactly {','.join(header)}, found {','.join(fields)}",
+                          found.PARSE)
                 continue
-            found.add(record.line, f"missing header: the first line must be {','.join(header)}")
+            found.add(record.line, f"missing header: the first line must be {','.join(header)}", found.PARSE)
         yield record
 
     if not state["content"]:  # only whitespace: one problem, not one a line
