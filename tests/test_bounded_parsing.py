@@ -113,6 +113,22 @@ def test_a_label_row_over_100_cuis_is_refused_and_kept_apart(tmp_path):
     assert e.value.line == 3
 
 
+def test_a_parquet_row_over_100_cuis_is_dropped_by_training_and_listed_by_data_check(tmp_path):
+    from medcap.data.check import check_dataset
+    from medcap.data.dataset import read_dataset
+    from medcap.data.drops import split_drops
+    from test_dataset import _rows, _write_parquet
+
+    rows = _rows("train", 3)
+    rows[1]["cui"] = _cuis(101).split(";")
+    _write_parquet(tmp_path / "roco" / "train-00000-of-00001.parquet", rows)
+    split = read_dataset(tmp_path / "roco").split("train")
+    assert rows[1]["id"] not in split.concepts and len(split.malformed_rows[rows[1]["id"]]) == 101
+    drops = split_drops(split)
+    assert drops.malformed == [rows[1]["id"]] and drops.rows == 3 and len(drops.lost_concepts) == 101
+    assert [p.kind for p in check_dataset(tmp_path / "roco", decode_images=False)] == ["too_many_concepts"]
+
+
 def _with_huge_rows(src: Path, dst: Path, n: int) -> tuple[Path, list[str]]:
     """A copy of ``src`` whose first ``n`` training rows hold 5,000 new CUIs each."""
     data = Path(shutil.copytree(src, dst))

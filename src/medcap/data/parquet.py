@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..editions import MAX_CONCEPTS_PER_IMAGE
 from ..errors import MedcapError
 from .csvio import CUI_PATTERN, Problem, normalize_cui
 
@@ -254,6 +255,7 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
     rows: dict[str, tuple[int, int]] = {}
     where: dict[str, str] = {}
     concepts: dict[str, list[str]] = {}
+    malformed: dict[str, list[str]] = {}  # rows over 100 CUIs
     captions: dict[str, str] = {}
     image_col: str | None = None
     has_cuis = has_captions = False
@@ -302,7 +304,14 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
             where[image_id] = f"{path.name} row {r + 1}"
             ids.append(image_id)
             if cui_values is not None:
-                concepts[image_id] = _parquet_cuis(cui_values[r], path, at, report)
+                cuis = _parquet_cuis(cui_values[r], path, at, report)
+                if len(cuis) > MAX_CONCEPTS_PER_IMAGE:  # as in a CSV (csvio): training drops it and says so
+                    malformed[image_id] = cuis
+                    if not strict:
+                        problems.append(Problem(str(path), None, "too_many_concepts", f"{at}: {len(cuis):,} CUIs; "
+                                                f"at most {MAX_CONCEPTS_PER_IMAGE} per image: the row is left out"))
+                else:
+                    concepts[image_id] = cuis
             if cap_values is not None:
                 caption = (cap_values[r] or "").strip()
                 if not caption:
@@ -310,12 +319,12 @@ def read_parquet_split(files: SplitFiles, strict: bool, problems: list[Problem])
                 captions[image_id] = caption
     images = ParquetImages(list(files.parquet), image_col or "image", rows, starts, group_bytes)
     return Split(files.name, ids, {}, concepts if has_cuis else None, captions if has_captions else None, None,
-                 image_bytes=images)
+                 image_bytes=images, malformed_rows=malformed)
 
 
 def _parquet_cuis(value, path: Path, at: str, report) -> list[str]:
     items = value.split(";") if isinstance(value, str) else list(value or [])
-    out: list[str] = []
+    out: dict[str, None] = {}  # not a list search: a hostile row of 100,000 CUIs stays linear
     for item in items:
         cui = normalize_cui(str(item))
         if not cui or cui in out:
@@ -324,6 +333,6 @@ def _parquet_cuis(value, path: Path, at: str, report) -> list[str]:
             report(Problem(str(path), None, "malformed_cui",
                            f"{at}: malformed CUI {cui!r}; expected 'C' followed by digits"))
             continue
-        out.append(cui)
-    return out
+        out[cui] = None
+    return list(out)
 
