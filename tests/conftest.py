@@ -16,6 +16,8 @@ for _k, _v in {
     "MPLBACKEND": "Agg",
 }.items():
     os.environ[_k] = _v
+# The weight-verification cache (models/weights.py) of this test session, not the user's.
+os.environ["MEDCAP_CACHE_DIR"] = __import__("tempfile").mkdtemp(prefix="medcap-test-cache-")
 
 import pytest  # noqa: E402
 

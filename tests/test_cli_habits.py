@@ -67,10 +67,14 @@ def test_ctrl_c_in_training_names_the_last_checkpoint_and_the_resume_command(cli
     assert err.strip().endswith(shlex.join(["medcap", *args, "--resume"])), repr(err)
 
 
-def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(cli, monkeypatch, tmp_path):
+def test_ctrl_c_before_the_first_checkpoint_names_the_resume_that_starts_afresh(cli, monkeypatch, tmp_path):
+    import shlex
+
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr("medcap.training.concepts.train_concepts", interrupted)
-    rc, _, err = cli("train", "concepts", "--config", "demo", "--data", tmp_path, "--out", tmp_path / "r")
-    assert rc == 130 and "interrupted before the first checkpoint" in err and "--resume" not in err
+    args = ["train", "concepts", "--config", "demo", "--data", str(tmp_path), "--out", str(tmp_path / "r")]
+    rc, _, err = cli(*args)
+    assert rc == 130 and "interrupted before the first checkpoint" in err
+    assert f"{shlex.join(['medcap', *args, '--resume'])} starts the run afresh" in err  # as --resume does (#26)

@@ -9,6 +9,7 @@ import torch
 
 from medcap.errors import MedcapError
 from medcap.export.timm_backbone import export_timm
+from medcap.models.weights import check_folder
 from test_concept_model import _detector  # a tiny resnet18 detector with vocabulary and processor
 
 
@@ -40,6 +41,8 @@ def test_timm_loads_the_exported_backbone_with_the_same_weights(tmp_path, train_
     assert config["architecture"] == "test_resnet" and config["num_classes"] == 0
     assert config["pretrained_cfg"]["input_size"] == [3, 64, 64] and "hf_hub_id" not in config["pretrained_cfg"]
     loaded = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    assert set(json.loads((out / "checksums.json").read_text())["files"]) == {"model.safetensors"}
+    check_folder(out)
     # the same tensors in the same order, under timm's names instead of the detector's containers
     ours = [(k, v) for k, v in detector.state_dict().items() if k.startswith("backbone.")]
     theirs = list(loaded.state_dict().items())
@@ -69,7 +72,9 @@ def test_onnx_export_matches_pytorch_under_onnxruntime_with_any_batch_size(tmp_p
     assert "match PyTorch within" in out
     folder = tmp_path / "onnx"
     assert {p.name for p in folder.iterdir()} == {"model.onnx", "concepts.json", "thresholds.json",
-                                                  "preprocessor_config.json"}
+                                                  "preprocessor_config.json", "checksums.json"}
+    check_folder(folder)  # model.onnx's sha256 and size are recorded
+    assert set(json.loads((folder / "checksums.json").read_text())["files"]) == {"model.onnx"}
     session = onnxruntime.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
     (inp,), (outp,) = session.get_inputs(), session.get_outputs()
     assert (inp.name, outp.name) == ("pixel_values", "probabilities") and isinstance(inp.shape[0], str)

@@ -368,6 +368,23 @@ def test_a_truncated_checkpoint_file_names_the_checkpoint_and_what_to_do(tmp_pat
     assert "\n" not in msg
 
 
+@pytest.mark.parametrize("damage", ["symlink-loop", "folder", "not-a-state", "binary"])
+def test_an_unreadable_trainer_state_is_one_line_or_a_skipped_checkpoint(tmp_path, damage, capsys):
+    Trainer(ToyTask(), _cfg(epochs=1), tmp_path).fit()
+    state = latest_checkpoint(tmp_path) / "trainer_state.json"
+    state.unlink()
+    {"symlink-loop": lambda: state.symlink_to(state), "folder": state.mkdir,
+     "not-a-state": lambda: state.write_text("[1, 2]"), "binary": lambda: state.write_bytes(b"\xff\xfe{")}[damage]()
+    if damage in ("symlink-loop", "folder"):  # not a file: an incomplete checkpoint, skipped with a notice
+        Trainer(ToyTask(), _cfg(epochs=1), tmp_path).fit(resume=True)
+        assert "skipped the incomplete checkpoint" in capsys.readouterr().out
+        return
+    with pytest.raises(MedcapError) as e:
+        Trainer(ToyTask(), _cfg(epochs=1), tmp_path).fit(resume=True)
+    msg = e.value.format()
+    assert str(state) in msg and "damaged checkpoint" in msg and "\n" not in msg
+
+
 def test_an_empty_checkpoint_file_makes_resume_skip_that_checkpoint(tmp_path, capsys):
     Trainer(ToyTask(), _cfg(epochs=2, keep_checkpoints=2), tmp_path).fit()
     (tmp_path / "checkpoints" / "epoch-001" / "optimizer.bin").write_bytes(b"")

@@ -59,6 +59,21 @@ def test_push_creates_the_repo_and_uploads_the_model_folder(model_folders, monke
     assert rc == 0 and "https://huggingface.co/owner/detector/commit/abc" in out
 
 
+def test_push_refuses_a_folder_whose_weights_changed_since_saved(model_folders, tmp_path):
+    import shutil
+
+    from medcap.errors import MedcapError
+
+    folder = Path(shutil.copytree(model_folders[0], tmp_path / "model"))
+    data = bytearray((folder / "model.safetensors").read_bytes())
+    data[-3] ^= 0x04
+    (folder / "model.safetensors").write_bytes(bytes(data))
+    api = RecordingApi()
+    with pytest.raises(MedcapError, match="sha256") as e:
+        push_model(folder, "owner/detector", api=api)
+    assert e.value.file == str(folder / "model.safetensors") and api.calls == []  # nothing uploaded
+
+
 def test_push_offline_or_to_a_bad_id_is_one_line(model_folders, tmp_path, cli):
     rc, _, err = cli("push", model_folders[0], "owner/detector")  # HF_HUB_OFFLINE=1 (conftest)
     assert rc == 2 and err.count("\n") == 1 and "cannot push to the Hugging Face hub" in err and "offline" in err

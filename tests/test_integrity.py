@@ -108,6 +108,72 @@ def test_a_bit_flip_inside_a_captioner_tensor_names_the_file(captioner):
     assert e.value.file == str(captioner / "model.safetensors")
 
 
+@pytest.fixture
+def count_hashing(monkeypatch, tmp_path):
+    """The files hashed by each load; the verification cache starts empty and is re-read from disk."""
+    monkeypatch.setattr(weights_mod, "_remembered", None)
+    monkeypatch.setenv("MEDCAP_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("MEDCAP_VERIFY", raising=False)
+    hashed: list[Path] = []
+    real = weights_mod._hash_ranges
+    monkeypatch.setattr(weights_mod, "_hash_ranges", lambda path, ranges: hashed.append(path) or real(path, ranges))
+    return hashed
+
+
+def test_a_verified_file_is_hashed_again_only_when_written_since(detector, count_hashing, monkeypatch):
+    import time
+
+    from medcap.models.concept_detector import ConceptDetector
+
+    monkeypatch.setattr(weights_mod, "_RACY_NS", 0)  # the file was just saved: no racy window here
+    weights_file = detector / "model.safetensors"
+    ConceptDetector.from_pretrained(detector)
+    assert weights_file in count_hashing
+    count_hashing.clear()
+    monkeypatch.setattr(weights_mod, "_remembered", None)  # as a new process: the cache is read from disk
+    ConceptDetector.from_pretrained(detector)
+    assert count_hashing == []
+    monkeypatch.setenv("MEDCAP_VERIFY", "full")
+    ConceptDetector.from_pretrained(detector)
+    assert weights_file in count_hashing
+    monkeypatch.delenv("MEDCAP_VERIFY")
+    time.sleep(0.05)  # past the kernel's coarse clock tick
+    st = weights_file.stat()
+    _flip_a_bit_mid_tensor(weights_file)
+    os.utime(weights_file, ns=(st.st_atime_ns, st.st_mtime_ns))  # mtime put back: the ctime still moved
+    with pytest.raises(MedcapError, match="sha256 differs") as e:
+        ConceptDetector.from_pretrained(detector)
+    assert e.value.file == str(weights_file)
+
+
+def test_a_failed_write_of_the_verification_cache_only_loses_the_shortcut(detector, count_hashing, monkeypatch):
+    from medcap.models.concept_detector import ConceptDetector
+
+    monkeypatch.setattr(weights_mod, "_RACY_NS", 0)
+    cache = Path(os.environ["MEDCAP_CACHE_DIR"])
+    real_fdopen = os.fdopen
+
+    def full_disk(fd, mode="r", *args, **kwargs):
+        if "w" in mode:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fdopen(fd, mode, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", full_disk)
+    ConceptDetector.from_pretrained(detector)  # loads: the cache could not be written
+    monkeypatch.setattr(os, "fdopen", real_fdopen)
+    assert not (cache / "verified.json").exists() and list(cache.glob(".*tmp")) == []
+
+
+def test_a_file_written_just_before_its_check_is_not_remembered(detector, count_hashing):
+    from medcap.models.concept_detector import ConceptDetector
+
+    (detector / "model.safetensors").write_bytes((detector / "model.safetensors").read_bytes())  # written now
+    for _ in range(2):
+        count_hashing.clear()
+        ConceptDetector.from_pretrained(detector)
+        assert detector / "model.safetensors" in count_hashing  # racily clean: hashed every time
+
+
 def test_a_folder_saved_before_checksums_loads_with_a_notice_given_once(detector, capsys):
     from medcap.models.concept_detector import ConceptDetector
 

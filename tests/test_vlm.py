@@ -298,3 +298,70 @@ def test_reranked_beams_work_with_a_vision_language_captioner(family):
     assert [texts for texts, _ in beams] == [texts for texts, _ in alone]
     assert all(scores.max() == 1.0 and scores.min() == 0.0 or len(set(texts)) == 1 for texts, scores in beams)
     assert list(best.values()) == [texts[int(scores.argmax())] for texts, scores in beams]
+
+
+@pytest.fixture(scope="module")
+def adapter_folder(tmp_path_factory):
+    from medcap.models.vlm import LoraSettings, VLMCaptioner
+
+    tmp = tmp_path_factory.mktemp("adapter")
+    with torch_threads(1):
+        _tiny("qwen2_vl").save_pretrained(tmp / "base")
+        tuned = VLMCaptioner.from_pretrained(tmp / "base")
+        tuned.add_lora(LoraSettings(r=4, alpha=8))
+        tuned.save_pretrained(tmp / "adapter")
+    return tmp / "adapter"
+
+
+@pytest.mark.parametrize("damage", ["missing", "unexpected", "wrong-shaped", "bit-flip"])
+def test_adapter_weights_that_do_not_fit_or_changed_are_one_line(adapter_folder, damage, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from medcap.errors import MedcapError
+    from medcap.models.vlm import VLMCaptioner
+    from medcap.models.weights import write_checksums
+
+    folder = Path(shutil.copytree(adapter_folder, tmp_path / "adapter"))
+    weights = folder / "adapter_model.safetensors"
+    if damage == "bit-flip":
+        data = bytearray(weights.read_bytes())
+        data[-5] ^= 0x01  # tensor data (the header is at the start)
+        weights.write_bytes(bytes(data))
+    else:
+        state = load_file(str(weights))
+        key = sorted(state)[0]
+        if damage == "missing":
+            del state[key]
+        elif damage == "unexpected":
+            state["base_model.model.extra.lora_A.weight"] = state[key].clone()
+        else:
+            state[key] = torch.zeros(state[key].shape[0] + 1, *state[key].shape[1:])
+        save_file(state, str(weights))
+        write_checksums(folder)  # the checksums fit: the fit check must catch it
+    with pytest.raises(MedcapError) as e, torch_threads(1):
+        VLMCaptioner.from_pretrained(folder)
+    message = e.value.format()
+    assert "\n" not in message
+    if damage == "bit-flip":
+        assert e.value.file == str(weights) and "sha256" in message
+    else:
+        assert e.value.file == str(folder) and f"1 {damage}" in message and "first:" in message
+
+
+def test_a_vlm_folder_with_another_models_weights_is_one_line(tmp_path):
+    import shutil
+
+    from medcap.errors import MedcapError
+    from medcap.models.vlm import VLMCaptioner
+    from medcap.models.weights import write_checksums
+
+    with torch_threads(1):
+        _tiny("qwen2_vl").save_pretrained(tmp_path / "qwen")
+        _tiny("idefics3").save_pretrained(tmp_path / "idefics")
+        shutil.copy(tmp_path / "idefics" / "model.safetensors", tmp_path / "qwen" / "model.safetensors")
+        write_checksums(tmp_path / "qwen")
+        with pytest.raises(MedcapError, match="do not fit the vision-language model") as e:
+            VLMCaptioner.from_pretrained(tmp_path / "qwen")
+    assert e.value.file == str(tmp_path / "qwen") and "missing (first:" in e.value.format()

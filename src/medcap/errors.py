@@ -29,5 +29,11 @@ class MedcapError(Exception):
         return (where + self.message).replace("\n", " ")
 
 
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first line of a library's exception (at most ``limit`` characters), for a one-line error."""
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]
+
+
 class MissingWeightsError(MedcapError):
     """Pretrained weights were asked for but are not on this machine."""

@@ -104,8 +104,8 @@ def resume_hint(ctx: typer.Context, out: Path):
         again = shlex.join(path + args + ([] if "--resume" in args else ["--resume"]))
         ckpt = latest_checkpoint(out)
         if ckpt is None:
-            typer.echo(f"interrupted before the first checkpoint: nothing to resume in {out}; start again with: "
-                       f"{shlex.join(path + [a for a in args if a != '--resume'])}", err=True)
+            typer.echo(f"interrupted before the first checkpoint (none in {out} yet); {again} starts the run "
+                       "afresh", err=True)
         else:
             typer.echo(f"interrupted: the last checkpoint is {ckpt}; continue with: {again}", err=True)
         raise SystemExit(130) from None

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import MedcapError
+from ..errors import MedcapError, first_line
 from ..models.location import is_hub_failure, resolve_model_folder
+from ..models.weights import check_folder
 
 # The files that make a folder loadable (models.location for medcap folders; an ONNX export).
 _MODEL_MARKERS = ("config.json", "model.onnx")
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def _model_folder(folder: Path) -> Path:
@@ -40,12 +37,13 @@ def push_model(run: str | Path, repo_id: str, private: bool = False, api=None,
     from huggingface_hub.utils import validate_repo_id
 
     folder = _model_folder(Path(run))
+    check_folder(folder)  # never publish a damaged folder: its weight files against checksums.json
     try:
         if repo_id.count("/") != 1:
             raise ValueError("not of the form owner/name")
         validate_repo_id(repo_id)
     except ValueError as e:
-        raise MedcapError(f"expected a hub repository id owner/name, got {repo_id!r} ({_first_line(e)})") from None
+        raise MedcapError(f"expected a hub repository id owner/name, got {repo_id!r} ({first_line(e)})") from None
     if api is None:
         from huggingface_hub import HfApi
 
@@ -57,6 +55,6 @@ def push_model(run: str | Path, repo_id: str, private: bool = False, api=None,
     except Exception as e:
         if not is_hub_failure(e):
             raise
-        raise MedcapError(f"cannot push to the Hugging Face hub ({_first_line(e)}); check the network, HF_HUB_OFFLINE "
+        raise MedcapError(f"cannot push to the Hugging Face hub ({first_line(e)}); check the network, HF_HUB_OFFLINE "
                           "and your token (`hf auth login` or HF_TOKEN)") from None
     return str(getattr(info, "commit_url", info))

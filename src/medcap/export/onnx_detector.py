@@ -21,6 +21,7 @@ import torch
 
 from ..errors import MedcapError
 from ..fileio import atomic_dir
+from ..models.weights import write_checksums
 from .common import check_output, load_detector_folder, require
 
 ONNX_FILE = "model.onnx"
@@ -117,4 +118,5 @@ def export_onnx(run: str | Path, out: str | Path, opset: int = OPSET) -> tuple[P
         for name in ("concepts.json", "thresholds.json", "preprocessor_config.json", "preprocessing.json"):
             if (folder / name).is_file():
                 shutil.copy2(folder / name, tmp / name)
+        write_checksums(tmp)  # sha256 + size of model.onnx, as every medcap save (`medcap push` checks them)
     return out, diff

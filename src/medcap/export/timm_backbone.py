@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import MedcapError
 from ..fileio import atomic_dir
+from ..models.weights import write_checksums
 from .common import check_output, load_detector_folder
 
 # timm's data config for the detector's resize modes (medcap.data.transforms.resize_image):
@@ -77,4 +78,5 @@ def export_timm(run: str | Path, out: str | Path) -> Path:
     model.pretrained_cfg = {k: v for k, v in model.pretrained_cfg.items() if k not in _SOURCE_FIELDS}
     with atomic_dir(out) as tmp:
         save_for_hf(model, str(tmp), safe_serialization=True, data_config=data_config)
+        write_checksums(tmp)  # sha256 + size of model.safetensors, as every medcap save (`medcap push` checks them)
     return out

@@ -32,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..errors import MedcapError
+from ..errors import MedcapError, first_line
 from ..fileio import atomic_dir, write_text_atomic
 from .card import load_provenance, write_model_files
 from .generation import (
@@ -246,7 +246,7 @@ class Captioner:
             raise
         except Exception as e:  # a damaged file raises whatever its reader raises (safetensors: its own type)
             raise MedcapError(f"cannot load the captioner from this folder (a file is damaged, truncated or "
-                              f"not a BLIP model): {_first_line(e)}", file=where) from None
+                              f"not a BLIP model): {first_line(e)}", file=where) from None
         check_finite_weights(model.state_dict().values(), where, "the captioner")
         if generation is None:
             generation = GenerationSettings.from_pretrained(where, meta.get("generation"), where / METADATA_FILE)
@@ -462,11 +462,6 @@ def _read_metadata(path: Path) -> dict:
     check_keys(meta, METADATA_KEYS, path, what="key")
     check_mapping(meta, {"image_size": int | None, "max_length": int | None, "pre_resize": int | None}, str(path))
     return meta
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def check_pretrained_available(name: str) -> None:

@@ -21,7 +21,7 @@ import json
 import re
 from pathlib import Path
 
-from ..errors import MedcapError, MissingWeightsError
+from ..errors import MedcapError, MissingWeightsError, first_line
 from .hub import hub_access
 
 RUN_MODEL_DIR = "model"                 # the engine's best-model folder inside a run folder
@@ -64,7 +64,7 @@ def is_hub_id(name: str) -> bool:
 
 
 def missing_weights_message(name: str, error: BaseException | None = None, revision: str | None = None) -> str:
-    why = f" ({(str(error).strip().splitlines() or [type(error).__name__])[0][:160]})" if error is not None else ""
+    why = f" ({first_line(error, 160)})" if error is not None else ""
     pinned = f" --revision {revision}" if revision else ""
     return (f"the pretrained weights {name!r}{' at revision ' + repr(revision) if revision else ''} are not on this "
             f"machine and cannot be downloaded from here{why}. On a machine with internet run `hf download {name}"

@@ -24,22 +24,24 @@ import contextlib
 import dataclasses
 import json
 import re
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import MedcapError, MissingWeightsError
-from ..fileio import atomic_dir, write_text_atomic
-from .captioner import _first_line, _quiet_progress
+from ..errors import MedcapError, MissingWeightsError, first_line
+from ..fileio import atomic_dir, read_json, write_text_atomic
+from .captioner import _quiet_progress
 from .card import load_provenance, write_model_files
 from .generation import GenerationSettings, beam_kwargs, eval_batches, generation_kwargs, split_beams
 from .location import is_hub_id, missing_weights_message, resolve_model_folder
 from .prompting import ConceptPrompt
 from .retrieval import RetrievalPrompt
-from .weights import verified, write_checksums
+from .weights import fit_report, read_safetensors, verified, write_checksums
 
 METADATA_FILE = "medcap_vlm.json"
 ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
 DEFAULT_INSTRUCTION = "Write the caption of this medical image."
 _ATTENTION = r"\.(q_proj|k_proj|v_proj|o_proj)$"
 # Per-family defaults: the side images are resized to (the pixel budget: Qwen2-VL turns every
@@ -140,9 +142,7 @@ class VLMCaptioner:
         with _quiet_progress(), checked:
             model = load_model(base if adapter else where, dtype=dtype, quantization=quantization)
             if adapter:
-                from peft import PeftModel
-
-                model = PeftModel.from_pretrained(model, str(where), is_trainable=trainable)
+                model = load_adapter(model, where, trainable)
             processor = load_processor(where)
         if isinstance(where, Path):
             from .nonfinite import check_finite_weights
@@ -399,11 +399,50 @@ def load_model(where: str | Path, dtype=None, quantization: str = "none"):
 
         kwargs.update(quantization_config=four_bit_config(), device_map={"": int(os.environ.get("LOCAL_RANK", "0"))})
     try:
-        return AutoModelForImageTextToText.from_pretrained(str(where), **kwargs)
+        if not (isinstance(where, Path) or Path(str(where)).exists()):
+            return AutoModelForImageTextToText.from_pretrained(str(where), **kwargs)
+        # a local folder: transformers' load report is an error here, never a warning (weights.py)
+        model, report = AutoModelForImageTextToText.from_pretrained(
+            str(where), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
+        fit_report(report.get("missing_keys", ()), report.get("unexpected_keys", ()),
+                   report.get("mismatched_keys", ()), where, "vision-language model of config.json")
+        return model
     except (OSError, ValueError) as e:
         if isinstance(where, Path) or Path(str(where)).exists():
-            raise MedcapError(f"cannot load the model from this folder: {_first_line(e)}", file=where) from None
+            raise MedcapError(f"cannot load the model from this folder: {first_line(e)}", file=where) from None
         raise MissingWeightsError(missing_weights_message(str(where), e)) from None
+
+
+_SIZE_MISMATCH = re.compile(r"size mismatch for (\S+?): copying a param with shape torch\.Size\(\[([\d, ]*)\]\) "
+                            r"from checkpoint, the shape in current model is torch\.Size\(\[([\d, ]*)\]\)")
+
+
+def load_adapter(model, where: Path, trainable: bool = False):
+    """The peft LoRA adapter of folder ``where`` on ``model``. Its tensors must fit the base
+    model's LoRA layers: missing, unexpected (peft ignores them) or wrong-shaped (peft raises
+    a long RuntimeError) tensors are one error naming the folder, count and first key."""
+    from peft import PeftModel
+    from peft.utils import get_peft_model_state_dict
+
+    what = "base model (the adapter's LoRA tensors)"
+    try:
+        with warnings.catch_warnings():  # its missing-keys warning: the fit check below says it in one line
+            warnings.filterwarnings("ignore", message="Found missing adapter keys")
+            model = PeftModel.from_pretrained(model, str(where), is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError) as e:
+        shapes = [(k, _dims(a), _dims(b)) for k, a, b in _SIZE_MISMATCH.findall(str(e))]
+        fit_report((), (), shapes, where, what)
+        raise MedcapError(f"cannot load the adapter onto its base model: {first_line(e)}", file=where) from None
+    weights_file = where / ADAPTER_WEIGHTS
+    if weights_file.is_file():
+        saved = set(read_safetensors(weights_file))
+        own = set(get_peft_model_state_dict(model))
+        fit_report(own - saved, saved - own, (), where, what)
+    return model
+
+
+def _dims(text: str) -> tuple[int, ...]:
+    return tuple(int(d) for d in text.split(",") if d.strip())
 
 
 def load_processor(where: str | Path):
@@ -413,7 +452,7 @@ def load_processor(where: str | Path):
         return AutoProcessor.from_pretrained(str(where))
     except (OSError, ValueError) as e:
         if isinstance(where, Path):
-            raise MedcapError(f"cannot load the processor from this folder: {_first_line(e)}", file=where) from None
+            raise MedcapError(f"cannot load the processor from this folder: {first_line(e)}", file=where) from None
         raise MissingWeightsError(missing_weights_message(str(where), e)) from None
 
 
@@ -431,10 +470,7 @@ def four_bit_config():
 
 
 def _read_metadata(path: Path) -> dict:
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MedcapError(f"not valid JSON: {e}", file=path) from None
+    meta = read_json(path, expect=None)  # the safe reader: unreadable or damaged -> one line naming it
     if not isinstance(meta, dict) or not re.fullmatch(r"\d+", str(meta.get("format", ""))):
         raise MedcapError("expected a medcap VLM metadata object with a format number", file=path)
     return meta

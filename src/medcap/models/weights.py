@@ -7,21 +7,24 @@
   at save time; :func:`verified` checks them at load time (by default; ``medcap --no-verify`` or
   ``MEDCAP_NO_VERIFY=1`` skips it). Folders saved before checksums existed load with a notice,
   given once per folder and process. The sha256 of each 64 MB block is recorded too: a load
-  hashes the blocks in threads beside the load itself (hashlib releases the GIL), so checking
-  adds little to the load time on a machine with cores to spare (bench/weight_checks.py).
+  hashes the blocks through a memory map in threads beside the load itself (hashlib releases
+  the GIL). A file verified once is remembered by its identity (size, times, inode) in the
+  user's cache, as git's index does: later loads hash it again only when it was written since
+  (``MEDCAP_VERIFY=full`` always hashes). Costs: bench/weight_checks.py, BENCHMARKS.md.
 - :func:`read_safetensors`: a truncated or damaged ``.safetensors`` file is one line naming it.
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import os
 import sys
 import threading
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from ..errors import MedcapError
+from ..errors import MedcapError, first_line
 from ..fileio import read_error, read_json, write_json
 
 CHECKSUMS_FILE = "checksums.json"
@@ -105,8 +108,7 @@ def read_safetensors(path: str | Path, framework: str = "pt", device: str = "cpu
     except OSError as e:
         raise read_error(e, path) from None
     except Exception as e:  # safetensors raises its own error type (SafetensorError) for damaged files
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise MedcapError(f"cannot read the tensors, the file is damaged or truncated ({first}); copy or "
+        raise MedcapError(f"cannot read the tensors, the file is damaged or truncated ({first_line(e, 160)}); copy or "
                           "save it again", file=path) from None
 
 
@@ -121,43 +123,47 @@ def weight_files(folder: Path) -> list[Path]:
     return found
 
 
+def _hash_ranges(path: Path, ranges: list[tuple[int, int]]) -> list[str]:
+    """sha256 of each (start, length) range of ``path``, read through a memory map: no copy out
+    of the page cache, and hashlib releases the GIL, so threads hash on several cores."""
+    try:
+        with open(path, "rb") as f:
+            if not os.fstat(f.fileno()).st_size:
+                return [hashlib.sha256().hexdigest() for _ in ranges]
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+                view = memoryview(mapped)
+                try:
+                    digests = []
+                    for start, length in ranges:
+                        h = hashlib.sha256()
+                        for at in range(start, start + length, _CHUNK):
+                            h.update(view[at:min(start + length, at + _CHUNK)])
+                        digests.append(h.hexdigest())
+                    return digests
+                finally:
+                    view.release()
+    except OSError as e:
+        raise read_error(e, path) from None
+
+
+def _blocks(size: int, block: int) -> list[tuple[int, int]]:
+    return [(start, min(block, size - start)) for start in range(0, size, block)] or [(0, 0)]
+
+
 def file_sha256(path: Path, block: int = BLOCK) -> tuple[str, int, list[str]]:
-    """(sha256 of the file, its size, sha256 of each ``block``-byte block): one read for all."""
-    h, size, blocks, bh = hashlib.sha256(), 0, [], hashlib.sha256()
+    """(sha256 of the file, its size, sha256 of each ``block``-byte block); the whole-file hash
+    and the block hashes are computed side by side in threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
     try:
-        with open(path, "rb", buffering=0) as f:
-            buf = bytearray(_CHUNK)
-            view = memoryview(buf)
-            while n := f.readinto(buf):
-                h.update(view[:n])
-                start = 0
-                while start < n:  # a chunk may end one block and start the next
-                    take = min(n - start, block - size % block)
-                    bh.update(view[start:start + take])
-                    start, size = start + take, size + take
-                    if size % block == 0:
-                        blocks.append(bh.hexdigest())
-                        bh = hashlib.sha256()
+        size = path.stat().st_size
     except OSError as e:
         raise read_error(e, path) from None
-    if size % block or not size:
-        blocks.append(bh.hexdigest())
-    return h.hexdigest(), size, blocks
-
-
-def _block_sha256(path: Path, index: int, block: int) -> str:
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb", buffering=0) as f:
-            f.seek(index * block)
-            left, buf = block, bytearray(_CHUNK)
-            view = memoryview(buf)
-            while left and (n := f.readinto(buf)):
-                h.update(view[:min(n, left)])
-                left -= min(n, left)
-    except OSError as e:
-        raise read_error(e, path) from None
-    return h.hexdigest()
+    blocks = _blocks(size, block)
+    with ThreadPoolExecutor(max_workers=min(len(blocks) + 1, max(2, os.cpu_count() or 1))) as pool:
+        whole = pool.submit(_hash_ranges, path, [(0, size)])
+        parts = [pool.submit(_hash_ranges, path, [b]) for b in blocks]
+        return whole.result()[0], size, [p.result()[0] for p in parts]
 
 
 def write_checksums(folder: str | Path) -> Path:
@@ -175,26 +181,97 @@ def write_checksums(folder: str | Path) -> Path:
 
 def check_folder(folder: str | Path) -> None:
     """Every weight file recorded in ``checksums.json`` has its size and sha256; one line otherwise."""
-    for check in _checks(Path(folder)):
-        check()
+    with verified(folder):
+        pass
 
 
-def _checks(folder: Path) -> list:
-    """One callable per recorded file (size at once, hash when called); [] when not verifying."""
+# -- files verified before: the stat cache -------------------------------------------------------
+# Hashing 1.8 GB costs about as much as loading it, so a file verified once is remembered by
+# its identity (size, mtime, ctime, inode, device) and expected sha256 in the user's cache, as
+# git's index remembers clean files. Any write to the file changes its ctime (which no program
+# can set back), so an edited or replaced file is hashed again. Files changed less than
+# _RACY_NS before they were verified are never remembered (git's "racily clean" rule: a write
+# within the same clock tick would keep the same times). MEDCAP_VERIFY=full always hashes and
+# neither reads nor writes the cache.
+_RACY_NS = 2_000_000_000
+_CACHE_ENTRIES = 1024
+_remembered: dict | None = None
+
+
+def _cache_file() -> Path:
+    base = os.environ.get("MEDCAP_CACHE_DIR") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache",
+                                                       "medcap")
+    return Path(base, "verified.json")
+
+
+def _identity(path: Path) -> list[int]:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _cache() -> dict:
+    global _remembered
+    if _remembered is None:
+        try:
+            data = read_json(_cache_file()) if _cache_file().is_file() else {}
+        except (MedcapError, OSError):
+            data = {}  # a damaged cache is only a lost shortcut
+        _remembered = data if isinstance(data, dict) else {}
+    return _remembered
+
+
+def _known(path: Path, sha256: str) -> bool:
+    if os.environ.get("MEDCAP_VERIFY", "") == "full":
+        return False
+    entry = _cache().get(str(path.resolve()))
+    try:
+        return isinstance(entry, dict) and entry.get("sha256") == sha256 and entry.get("stat") == _identity(path)
+    except OSError:
+        return False
+
+
+def _remember(files: list[tuple[Path, str, list[int]]]) -> None:
+    """Remember files just verified whose identity did not change meanwhile and is not racy."""
+    import time
+
+    if os.environ.get("MEDCAP_VERIFY", "") == "full":
+        return
+    now, cache, changed = time.time_ns(), _cache(), False
+    for path, sha256, before in files:
+        try:
+            ident = _identity(path)
+        except OSError:
+            continue
+        if ident == before and now - max(ident[1], ident[2]) > _RACY_NS:
+            key = str(path.resolve())
+            cache.pop(key, None)
+            cache[key] = {"sha256": sha256, "stat": ident}
+            changed = True
+    if not changed:
+        return
+    for key in list(cache)[:-_CACHE_ENTRIES]:
+        del cache[key]
+    with contextlib.suppress(OSError, MedcapError):  # a read-only or full home only costs the shortcut
+        write_json(_cache_file(), cache)
+
+
+def _checks(folder: Path) -> tuple[list, list]:
+    """(one callable per block or file to hash, the files to remember once all pass); both []
+    when not verifying. Sizes are checked at once, hashes when the callables run."""
     if not _verify:
-        return []
+        return [], []
     record = folder / CHECKSUMS_FILE
     if not record.is_file():
         if weight_files(folder) and str(folder) not in _noticed:
             _noticed.add(str(folder))
             print(f"notice: {folder} has no {CHECKSUMS_FILE} (saved by an older medcap): its weight files are "
                   "not verified; save the model again to add them", file=sys.stderr)
-        return []
+        return [], []
     data = read_json(record)
     files = data.get("files")
     if not isinstance(files, dict):
         raise MedcapError("expected a 'files' object", file=record)
-    checks = []
+    checks, hashed = [], []
     for name, want in sorted(files.items()):
         path = folder / name
         if not (isinstance(want, dict) and isinstance(want.get("sha256"), str) and isinstance(want.get("size"), int)):
@@ -208,14 +285,18 @@ def _checks(folder: Path) -> list:
             raise MedcapError(f"the file is damaged or truncated: {size:,} bytes, {want['size']:,} when saved "
                               f"({CHECKSUMS_FILE}); copy or train the model again (--no-verify skips this check)",
                               file=path)
+        if _known(path, want["sha256"]):
+            continue
+        hashed.append((path, want["sha256"], _identity(path)))
         blocks, block = want.get("block_sha256"), want.get("block_size")
-        n_blocks = max(1, -(-size // block)) if isinstance(block, int) and block > 0 else -1
-        if isinstance(blocks, list) and len(blocks) == n_blocks:
-            checks += [lambda path=path, i=i, block=block, h=h: _compare(_block_sha256(path, i, block), h, path)
-                       for i, h in enumerate(blocks)]
+        spans = _blocks(size, block) if isinstance(block, int) and block > 0 else []
+        if isinstance(blocks, list) and len(blocks) == len(spans):
+            checks += [lambda path=path, span=span, h=h: _compare(_hash_ranges(path, [span])[0], h, path)
+                       for span, h in zip(spans, blocks, strict=True)]
         else:
-            checks.append(lambda path=path, want=want: _compare(file_sha256(path)[0], want["sha256"], path))
-    return checks
+            checks.append(lambda path=path, want=want: _compare(_hash_ranges(path, [(0, want["size"])])[0],
+                                                                want["sha256"], path))
+    return checks, hashed
 
 
 def _compare(got: str, want: str, path: Path) -> None:
@@ -226,9 +307,9 @@ def _compare(got: str, want: str, path: Path) -> None:
 
 @contextlib.contextmanager
 def verified(folder: str | Path) -> Iterator[None]:
-    """Load inside this block; the weight files are hashed meanwhile in a thread. A mismatch is
+    """Load inside this block; the weight files are hashed meanwhile in threads. A mismatch is
     raised at the end, in place of any error the load raised (a damaged file explains it)."""
-    checks = _checks(Path(folder))
+    checks, hashed = _checks(Path(folder))
     errors: list[MedcapError] = []
     todo = list(reversed(checks))
 
@@ -243,7 +324,7 @@ def verified(folder: str | Path) -> Iterator[None]:
             except MedcapError as e:
                 errors.append(e)
 
-    n = min(len(checks), max(1, (os.cpu_count() or 1) - 1), 8)  # leave a core to the load itself
+    n = min(len(checks), os.cpu_count() or 1, 8)  # all cores: the load itself is mostly one memory copy (measured)
     threads = [threading.Thread(target=run, name="medcap-verify", daemon=True) for _ in range(n)]
     for t in threads:
         t.start()
@@ -261,3 +342,4 @@ def verified(folder: str | Path) -> Iterator[None]:
         t.join()
     if errors:
         raise errors[0]
+    _remember(hashed)

@@ -9,14 +9,13 @@ which it skipped; a damaged file in it is a one-line error naming the checkpoint
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import MedcapError
-from ..fileio import recover_dir
+from ..errors import MedcapError, first_line
+from ..fileio import read_json, recover_dir
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "trainer_state.json"
@@ -58,19 +57,20 @@ def clean_run_folder(out_dir: str | Path, best: str) -> None:
 
 
 def read_state(path: Path) -> dict:
+    """A checkpoint's trainer state through the safe reader: unreadable, truncated or damaged ->
+    one line naming the file and how to go on."""
+    hint = f"delete {path.parent.name} to --resume from the previous checkpoint, or train again without --resume"
     try:
-        state = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-            raise ValueError("not a trainer state")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise MedcapError(f"damaged checkpoint ({e}): delete {path.parent.name} to --resume from the previous "
-                          "checkpoint, or train again without --resume", file=path) from None
+        state = read_json(path)
+    except MedcapError as e:
+        raise MedcapError(f"damaged checkpoint: {e.message}; {hint}", file=path) from None
+    if not isinstance(state.get("epoch"), int):
+        raise MedcapError(f"damaged checkpoint (not a trainer state: no integer 'epoch'); {hint}", file=path)
     return state
 
 
 def load_state_error(e: BaseException) -> str:
-    text = str(e).strip()
-    first = text.splitlines()[0][:200] if text else type(e).__name__
+    text, first = str(e), first_line(e, 200)
     if "size mismatch" in text or "Missing key" in text or "Unexpected key" in text:
         return ("this checkpoint does not fit the model of this run (was the backbone, head or vocabulary "
                 f"changed?): {first}; resume with the run's original config, or train into a new --out")
@@ -106,8 +106,7 @@ def writing_checkpoint(tmp: Path) -> Iterator[None]:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(e, (MedcapError, OSError, KeyboardInterrupt, SystemExit)) or not isinstance(e, Exception):
             raise
-        text = str(e).strip()
-        first = text.splitlines()[0][:160] if text else type(e).__name__
-        raise MedcapError(f"cannot write the checkpoint (a full disk, a quota or a failing disk?): {first}; the last "
-                          "complete checkpoint is kept: free some space and train again with --resume",
+        raise MedcapError("cannot write the checkpoint (a full disk, a quota or a failing disk?): "
+                          f"{first_line(e, 160)}; the last complete checkpoint is kept: free some space and train "
+                          "again with --resume",
                           file=tmp.with_name(tmp.name.lstrip(".").removesuffix(".tmp"))) from None
