@@ -132,7 +132,7 @@ def predict_test(dataset, models: DemoModels, out: Path, log: Callable[[str], No
     for path, check in ((concepts_csv, validate_concept_submission), (captions_csv, validate_caption_submission)):
         problems = check(path, ids, edition=edition)
         if problems:
-            raise MedcapError(f"the submission breaks {len(problems)} official rules, first: "
+            raise MedcapError(f"the submission breaks {problems.total} official rules, first: "
                               f"{problems[0].format(path)}", file=path)
     log(f"submissions: {concepts_csv} and {captions_csv} ({len(ids)} test images, official rules checked)")
     return concepts_csv, captions_csv, detected, {i: clean_caption(captions[i]) for i in ids}
