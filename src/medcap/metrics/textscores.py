@@ -108,9 +108,9 @@ def _default_num_layers(model: str, folder: str | None = None) -> int:
             return layers
     config = Path(folder or model) / "config.json"
     if config.is_file():
-        import json
+        from ..fileio import read_json
 
-        n = json.loads(config.read_text()).get("num_hidden_layers")
+        n = read_json(config).get("num_hidden_layers")
         if isinstance(n, int) and n > 0:
             return n
     raise MedcapError(f"unknown BERTScore model {model!r}: give the layer to use (num_layers / --bertscore-layers)")

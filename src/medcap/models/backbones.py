@@ -221,9 +221,9 @@ def _load_state_file(model: nn.Module, path: str) -> None:
     if not p.is_file():
         raise MedcapError("pretrained weights file not found", file=p)
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from .weights import read_safetensors
 
-        state = load_file(str(p))
+        state = read_safetensors(p)
     else:
         state = torch.load(p, map_location="cpu", weights_only=True)
         state = state.get("state_dict", state) if isinstance(state, dict) else state

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MedcapError
-from ..fileio import write_text_atomic
+from ..fileio import read_json, write_text_atomic
 
 PROVENANCE_FILE = "provenance.json"
 CARD_FILE = "README.md"
@@ -78,10 +78,7 @@ def read_provenance(folder: str | Path) -> dict | None:
     path = Path(folder) / PROVENANCE_FILE
     if not path.is_file():
         return None
-    try:
-        prov = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise MedcapError(f"not valid JSON: {e}", file=path) from None
+    prov = read_json(path, expect=None)  # the safe reader: unreadable or damaged -> one line naming it
     if not isinstance(prov, dict) or not isinstance(prov.get("data", {}), dict):
         raise MedcapError("expected a JSON object with a 'data' object", file=path)
     return prov

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from ..errors import MedcapError
+from ..fileio import read_json, write_text_atomic
 from .prompting import CaptionEncoder, ConceptPrompt
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -106,8 +107,6 @@ class ConceptProcessor:
 
     # -- folders ------------------------------------------------------------------------------
     def save_pretrained(self, folder: str | Path) -> Path:
-        from ..fileio import write_text_atomic
-
         path = Path(folder) / PROCESSOR_FILE
         write_text_atomic(path, json.dumps({"processor_class": PROCESSOR_CLASS, **asdict(self)}, indent=2) + "\n")
         return path
@@ -119,11 +118,7 @@ class ConceptProcessor:
         for name in (PROCESSOR_FILE, LEGACY_PROCESSOR_FILE):
             path = folder / name
             if path.is_file():
-                try:
-                    values = json.loads(path.read_text(encoding="utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                    raise MedcapError(f"invalid JSON ({e})", file=path) from None
-                return cls.from_dict(values, path)
+                return cls.from_dict(read_json(path, expect=None), path)  # damaged -> one line naming it
         raise MedcapError(f"model folder is missing {PROCESSOR_FILE}", file=folder)
 
 

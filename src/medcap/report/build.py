@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as _dt
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 from ..data.provenance import is_synthetic
 from ..errors import MedcapError
-from ..fileio import atomic_dir
+from ..fileio import atomic_dir, read_json
 from ..metrics.tables import TASKS, score_columns, score_rows
 from . import figures
 from . import html as H
@@ -142,10 +141,7 @@ def read_thresholds(model_dir: Path) -> dict:
     path = Path(model_dir) / "thresholds.json"
     if not path.is_file():
         raise MissingPiece(f"{path} not found: the model folder has no thresholds")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise MedcapError(f"invalid JSON ({e})", file=path) from None
+    return read_json(path)  # damaged -> one line naming it
 
 
 def saved_sweep(thresholds: Mapping) -> tuple[list[float], list[float]] | None:
