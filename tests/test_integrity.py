@@ -377,3 +377,21 @@ def test_evaluate_of_a_200_mb_single_line_stays_under_300_mb(tmp_path, synth_sma
                           text=True, timeout=600, env=env)
     assert done.returncode == 2 and "longer than" in _one_line(done.stderr)
     assert int(done.stdout.split()[-1]) < 300 * 1024, done.stdout  # KiB
+
+
+def test_a_file_system_that_cannot_map_files_is_hashed_by_reading(detector, count_hashing, monkeypatch):
+    import mmap
+
+    from medcap.models.concept_detector import ConceptDetector
+
+    def no_mmap(*args, **kwargs):
+        raise OSError(errno.ENODEV, "No such device")  # what mmap says on a mount that cannot map
+
+    monkeypatch.setattr(mmap, "mmap", no_mmap)
+    digest, size, blocks = weights_mod.file_sha256(detector / "model.safetensors", block=1 << 16)
+    want = json.loads((detector / CHECKSUMS_FILE).read_text())["files"]["model.safetensors"]
+    assert (digest, size) == (want["sha256"], want["size"]) and len(blocks) == -(-size // (1 << 16))
+    ConceptDetector.from_pretrained(detector)
+    _flip_a_bit_mid_tensor(detector / "model.safetensors")
+    with pytest.raises(MedcapError, match="sha256 differs"):
+        ConceptDetector.from_pretrained(detector)

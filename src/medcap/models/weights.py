@@ -125,12 +125,17 @@ def weight_files(folder: Path) -> list[Path]:
 
 def _hash_ranges(path: Path, ranges: list[tuple[int, int]]) -> list[str]:
     """sha256 of each (start, length) range of ``path``, read through a memory map: no copy out
-    of the page cache, and hashlib releases the GIL, so threads hash on several cores."""
+    of the page cache, and hashlib releases the GIL, so threads hash on several cores. A file
+    system that cannot map files (some network and FUSE mounts) is read in chunks instead."""
     try:
-        with open(path, "rb") as f:
-            if not os.fstat(f.fileno()).st_size:
+        with open(path, "rb", buffering=0) as f:
+            try:
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else None
+            except (OSError, ValueError):
+                return [_read_and_hash(f, start, length) for start, length in ranges]
+            if mapped is None:  # an empty file cannot be mapped
                 return [hashlib.sha256().hexdigest() for _ in ranges]
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            with mapped:
                 view = memoryview(mapped)
                 try:
                     digests = []
@@ -144,6 +149,16 @@ def _hash_ranges(path: Path, ranges: list[tuple[int, int]]) -> list[str]:
                     view.release()
     except OSError as e:
         raise read_error(e, path) from None
+
+
+def _read_and_hash(f, start: int, length: int) -> str:
+    h, buf = hashlib.sha256(), bytearray(_CHUNK)
+    view = memoryview(buf)
+    f.seek(start)
+    while length and (n := f.readinto(view[:min(length, _CHUNK)])):
+        h.update(view[:n])
+        length -= n
+    return h.hexdigest()
 
 
 def _blocks(size: int, block: int) -> list[tuple[int, int]]:
