@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medcap.errors import MissingWeightsError
-from medcap.export.hub import push_model
+from medcap.export.push import push_model
 from medcap.models.concept_detector import ConceptDetector
 from test_concept_model import _detector
 

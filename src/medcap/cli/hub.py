@@ -1,4 +1,4 @@
-"""``medcap push``: a model folder to the Hugging Face hub (medcap.export.hub)."""
+"""``medcap push``: a model folder to the Hugging Face hub (medcap.export.push)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +16,7 @@ def push_command(
     private: bool = typer.Option(False, "--private", help="Create the repository private."),
 ) -> int:
     """Upload a model folder to the Hugging Face hub; load it back with --model owner/name [--revision R]."""
-    from ..export.hub import push_model
+    from ..export.push import push_model
 
     url = push_model(run, repo_id, private=private)
     typer.echo(f"pushed {run} to {repo_id}: {url}")
