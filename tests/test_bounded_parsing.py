@@ -177,6 +177,18 @@ def test_training_refuses_when_rows_over_100_cuis_pass_one_percent(cli, synth_sm
     assert not (tmp_path / "run" / "model").exists()
 
 
+def test_a_captioner_that_reads_no_concepts_does_not_count_a_refused_concept_row(synth_small, tmp_path):
+    from medcap.data import read_dataset
+    from medcap.data.drops import split_drops
+
+    data, ids = _with_huge_rows(synth_small, tmp_path / "data", 1)
+    train = read_dataset(data).split("train")
+    assert ids[0] in train.malformed_rows and ids[0] in train.captions  # its caption is still there
+    assert ids[0] in split_drops(train).malformed  # a detector (or a concept-prompted captioner) drops it
+    plain = split_drops(train, concept_rows=False)  # a plain captioner uses the image and its caption
+    assert plain.dropped == 0 and plain.lost_concepts == []
+
+
 # -- 8. bounded parsing, measured: 200 MB of many normal lines --------------------------------
 _SIZE = 200 << 20
 _GOLD_ID = "SYNTH_2025_test_000001"

@@ -54,13 +54,15 @@ class Drops:
         return text
 
 
-def split_drops(split: Split, labels: dict | None = None) -> Drops:
+def split_drops(split: Split, labels: dict | None = None, concept_rows: bool = True) -> Drops:
     """The label rows of ``split`` that training cannot use; ``labels``: ID -> CUIs, for the
-    concepts that only dropped rows carry (the split's concepts when None)."""
+    concepts that only dropped rows carry (the split's concepts when None). ``concept_rows``:
+    count the concept rows refused for over 100 CUIs (False for a captioner that does not read
+    concepts: the image and its caption are still used)."""
     labels = split.concepts if labels is None else labels
     ids = set(split.ids)
     dropped = [i for i in split.missing_images if i not in ids]
-    refused = split.malformed_rows  # over 100 CUIs: never in split.concepts (data.csvio)
+    refused = split.malformed_rows if concept_rows else {}  # over 100 CUIs: never in split.concepts (data.csvio)
     drops = Drops(split.name, len(split.ids) + len(dropped) + sum(i not in ids for i in refused))
     dropped_set = set(dropped)
     for i in dropped:
@@ -74,10 +76,11 @@ def split_drops(split: Split, labels: dict | None = None) -> Drops:
     return drops
 
 
-def check_drops(split: Split, allow: bool, log: Callable[[str], None] = print, labels: dict | None = None) -> Drops:
+def check_drops(split: Split, allow: bool, log: Callable[[str], None] = print, labels: dict | None = None,
+                concept_rows: bool = True) -> Drops:
     """Log the summary line (when a row is dropped); refuse when more than 1% of the rows are
     dropped (unless ``allow``)."""
-    drops = split_drops(split, labels)
+    drops = split_drops(split, labels, concept_rows)
     if drops.dropped:
         log(drops.line())
     if drops.rows and drops.dropped / drops.rows > MAX_DROPPED and not allow:

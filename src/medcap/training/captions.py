@@ -417,7 +417,8 @@ def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: s
     dataset = read_dataset(data)
     for name in ("train", "valid"):
         if name in dataset:  # one summary line each; more than 1% of the rows dropped: refused
-            check_drops(dataset.split(name), cfg.allow_missing_images, log)
+            check_drops(dataset.split(name), cfg.allow_missing_images, log,
+                        concept_rows=bool(cfg.concept_prompt or cfg.concept_loss))  # else concepts are not read
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR
     if resume and processor_dir.is_dir():  # the same tokenizer as the interrupted run
