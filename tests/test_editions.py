@@ -302,8 +302,11 @@ def test_2026_aggregate_arithmetic_matches_the_reported_leaderboard_row():
     # as reported by participants: Relevance 0.5786, Factuality 0.1724, Overall 0.3755
     assert abs(agg["relevance"] - 0.5786) < 2e-4 and abs(agg["factuality"] - 0.1724) < 2e-4
     assert abs(agg["overall"] - 0.3755) < 2e-4
-    # the 2025 public aggregate leaves BLEURT out
+    # the 2025 public aggregate leaves BLEURT out, and so does the public 2026 evaluator.py's `score`
     assert aggregate_preset(means, "public-2025")["relevance"] == pytest.approx((0.625 + 0.323 + 1.010) / 3)
+    public = aggregate_preset(means, "public-2026")
+    assert public["relevance"] == pytest.approx((0.625 + 0.323 + 1.010) / 3)
+    assert public["factuality"] == agg["factuality"]
 
 
 def test_missing_terms_make_the_aggregate_null_unless_partial():
