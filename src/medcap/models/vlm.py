@@ -399,7 +399,8 @@ def load_model(where: str | Path, dtype=None, quantization: str = "none"):
 
         kwargs.update(quantization_config=four_bit_config(), device_map={"": int(os.environ.get("LOCAL_RANK", "0"))})
     try:
-        if not (isinstance(where, Path) or Path(str(where)).exists()):
+        if quantization != "none" or not (isinstance(where, Path) or Path(str(where)).exists()):
+            # a hub id; or 4-bit, whose packed tensors never have the checkpoint's shapes
             return AutoModelForImageTextToText.from_pretrained(str(where), **kwargs)
         # a local folder: transformers' load report is an error here, never a warning (weights.py)
         model, report = AutoModelForImageTextToText.from_pretrained(
