@@ -743,3 +743,20 @@ def test_malicious_pickles_in_a_checkpoint_execute_nothing(tmp_path, name):
     except MedcapError:
         pass  # refusing the file is right too; running it is not
     assert not marker.exists()
+
+
+def test_nonfinite_count_is_exact_when_a_sum_overflows_or_values_cancel():
+    from medcap.models.nonfinite import nonfinite_count
+
+    nan = torch.randn(100)
+    nan[3] = float("nan")
+    both_infs = torch.randn(10)
+    both_infs[0], both_infs[1] = float("inf"), float("-inf")  # the sum is NaN: counted value by value
+    overflow = torch.full((10,), 3e38)  # the fp32 sum overflows: counted, none is bad
+    half = torch.randn(5, dtype=torch.float16)
+    half[2] = float("inf")
+    big_half = torch.full((10,), 60000.0, dtype=torch.float16)  # summed in fp32: no overflow
+    complex_nan = torch.randn(4, dtype=torch.complex64)
+    complex_nan[1] = complex(float("nan"), 0)
+    tensors = [nan, both_infs, overflow, half, big_half, complex_nan, torch.arange(5)]
+    assert nonfinite_count(tensors) == (1 + 2 + 0 + 1 + 0 + 1, sum(t.numel() for t in tensors))
