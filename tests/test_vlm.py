@@ -222,7 +222,17 @@ def test_a_real_config_without_its_weights_says_how_to_get_them(cli, synth_small
                      "--set", "progress=false")
     assert rc != 0 and "are not on this machine" in err and "hf download" in err
     assert len(err.strip().splitlines()) == 1
-    assert not (tmp_path / "r" / "model").exists()
+    assert not (tmp_path / "r").exists()   # refused before the data is read or the run folder made
+
+
+def test_a_vlm_run_checks_its_run_folder_and_data_as_a_blip_run_does(synth_small, tmp_path):
+    from medcap.errors import MedcapError
+    from medcap.training.vlm import VLMCaptionConfig, train_vlm_captioner
+
+    cfg = VLMCaptionConfig(model="scratch:qwen2_vl", image_size=32, max_length=16, epochs=1, progress=False)
+    with pytest.raises(MedcapError, match="nothing to resume"):
+        train_vlm_captioner(cfg, synth_small, tmp_path / "none", resume=True, log=lambda _: None)
+    assert not (tmp_path / "none").exists()   # no processor/ nor config.yaml written before the refusal
 
 
 def test_vlm_settings_are_refused_on_blip_configs_and_checked_on_vlm_ones(cli, synth_small, tmp_path):

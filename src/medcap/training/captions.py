@@ -395,20 +395,13 @@ class CaptionTask:
                 "captions_truncated": self.n_truncated, "max_length": self.cfg.max_length}
 
 
-def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: str | Path,
-                    overrides: dict | list[str] | None = None, resume: bool = False, log=print):
-    """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult.
-
-    ``config``: a named config (``"demo"``), a YAML path or a :class:`CaptionConfig`; ``overrides``:
-    ``{"epochs": 3}`` or ``["epochs=3"]``, applied to any of them (as :func:`train_concepts`)."""
+def open_caption_run(cfg: CaptionConfig, data: str | Path, out: Path, resume: bool, log=print):
+    """What every caption run (BLIP or VLM) checks before it writes anything -> the dataset: the run
+    folder (``--resume``), the pretrained weights (offline), then each split's dropped rows."""
     from ..data import read_dataset
     from ..data.drops import check_drops
-    from ..fileio import atomic_dir
     from .checkpoints import check_run_folder
-    from .engine import Trainer
 
-    cfg = resolve_config(CaptionConfig, config, "captions", overrides)
-    out = Path(out)
     check_run_folder(out, resume)  # before anything in `out` is touched
     if not cfg.model.startswith("scratch:"):
         from ..models.captioner import check_pretrained_available
@@ -419,6 +412,21 @@ def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: s
         if name in dataset:  # one summary line each; more than 1% of the rows dropped: refused
             check_drops(dataset.split(name), cfg.allow_missing_images, log,
                         concept_rows=bool(cfg.concept_prompt or cfg.concept_loss))  # else concepts are not read
+    return dataset
+
+
+def train_captioner(config: str | Path | CaptionConfig, data: str | Path, out: str | Path,
+                    overrides: dict | list[str] | None = None, resume: bool = False, log=print):
+    """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult.
+
+    ``config``: a named config (``"demo"``), a YAML path or a :class:`CaptionConfig`; ``overrides``:
+    ``{"epochs": 3}`` or ``["epochs=3"]``, applied to any of them (as :func:`train_concepts`)."""
+    from ..fileio import atomic_dir
+    from .engine import Trainer
+
+    cfg = resolve_config(CaptionConfig, config, "captions", overrides)
+    out = Path(out)
+    dataset = open_caption_run(cfg, data, out, resume, log)
     tokenizer = None
     processor_dir = out / PROCESSOR_DIR
     if resume and processor_dir.is_dir():  # the same tokenizer as the interrupted run

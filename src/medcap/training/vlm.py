@@ -22,7 +22,14 @@ from ..config import _config_source, load_config, save_config
 from ..errors import MedcapError
 from ..models.generation import GenerationSettings
 from ..models.vlm import DEFAULT_INSTRUCTION, LoraSettings, VLMCaptioner
-from .captions import PROCESSOR_DIR, CaptionConfig, CaptionTask, _labelled_ids, load_caption_config
+from .captions import (
+    PROCESSOR_DIR,
+    CaptionConfig,
+    CaptionTask,
+    _labelled_ids,
+    load_caption_config,
+    open_caption_run,
+)
 from .engine import TrainConfig
 
 
@@ -234,15 +241,11 @@ class VLMCaptionTask(CaptionTask):
 
 def train_vlm_captioner(cfg: VLMCaptionConfig, data: str | Path, out: str | Path, resume: bool = False, log=print):
     """Train with the shared engine; the best model folder is ``out/model``. Returns TrainResult."""
-    from ..data import read_dataset
     from ..fileio import atomic_dir
-    from .engine import Trainer, latest_checkpoint
+    from .engine import Trainer
 
     out = Path(out)
-    if not resume and latest_checkpoint(out) is not None:  # before anything in `out` is touched
-        raise MedcapError("this output folder already holds a training run: pass --resume to continue it "
-                          "or choose another --out", file=out)
-    dataset = read_dataset(data)
+    dataset = open_caption_run(cfg, data, out, resume, log)  # the BLIP run's checks, before `out` is touched
     processor, processor_dir = None, out / PROCESSOR_DIR
     if resume and processor_dir.is_dir():  # the same tokenizer as the interrupted run
         from ..models.vlm import load_processor
