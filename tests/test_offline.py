@@ -53,6 +53,15 @@ def test_a_hub_captioner_without_network_fails_after_one_probe_and_no_retry(no_n
     assert len(no_network["connections"]) == 1 and no_network["sleeps"] == []
 
 
+def test_a_hub_vision_language_model_without_network_fails_after_one_probe_and_no_retry(no_network):
+    from medcap.errors import MissingWeightsError
+    from medcap.models.vlm import VLMCaptioner
+
+    with pytest.raises(MissingWeightsError, match="hf download"):
+        VLMCaptioner.from_pretrained("Qwen/Qwen2-VL-2B-Instruct")
+    assert len(no_network["connections"]) == 1 and no_network["sleeps"] == []
+
+
 def test_hf_hub_offline_means_not_even_a_probe(no_network, monkeypatch):
     from medcap.errors import MissingWeightsError
     from medcap.models.backbones import create_backbone

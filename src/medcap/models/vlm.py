@@ -34,6 +34,7 @@ from ..fileio import atomic_dir, read_json, write_text_atomic
 from .captioner import _quiet_progress
 from .card import load_provenance, write_model_files
 from .generation import GenerationSettings, beam_kwargs, eval_batches, generation_kwargs, split_beams
+from .hub import hub_access
 from .location import is_hub_id, missing_weights_message, resolve_model_folder
 from .prompting import ConceptPrompt
 from .retrieval import RetrievalPrompt
@@ -400,8 +401,10 @@ def load_model(where: str | Path, dtype=None, quantization: str = "none"):
         kwargs.update(quantization_config=four_bit_config(), device_map={"": int(os.environ.get("LOCAL_RANK", "0"))})
     try:
         if quantization != "none" or not (isinstance(where, Path) or Path(str(where)).exists()):
-            # a hub id; or 4-bit, whose packed tensors never have the checkpoint's shapes
-            return AutoModelForImageTextToText.from_pretrained(str(where), **kwargs)
+            # a hub id (offline: the cache only, at once, no retry loop; models.hub); or 4-bit,
+            # whose packed tensors never have the checkpoint's shapes
+            with _hub_access(where):
+                return AutoModelForImageTextToText.from_pretrained(str(where), **kwargs)
         # a local folder: transformers' load report is an error here, never a warning (weights.py)
         model, report = AutoModelForImageTextToText.from_pretrained(
             str(where), output_loading_info=True, ignore_mismatched_sizes=True, **kwargs)
@@ -442,6 +445,12 @@ def load_adapter(model, where: Path, trainable: bool = False):
     return model
 
 
+def _hub_access(where: str | Path):
+    """models.hub's offline rule around a hub id's download (a local folder never asks the network)."""
+    local = isinstance(where, Path) or Path(str(where)).exists()
+    return contextlib.nullcontext() if local else hub_access()
+
+
 def _dims(text: str) -> tuple[int, ...]:
     return tuple(int(d) for d in text.split(",") if d.strip())
 
@@ -450,7 +459,8 @@ def load_processor(where: str | Path):
     from transformers import AutoProcessor
 
     try:
-        return AutoProcessor.from_pretrained(str(where))
+        with _hub_access(where):
+            return AutoProcessor.from_pretrained(str(where))
     except (OSError, ValueError) as e:
         if isinstance(where, Path):
             raise MedcapError(f"cannot load the processor from this folder: {first_line(e)}", file=where) from None
