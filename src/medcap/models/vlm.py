@@ -31,14 +31,13 @@ from typing import Any
 
 from ..errors import MedcapError, MissingWeightsError, first_line
 from ..fileio import atomic_dir, read_json, write_text_atomic
-from .captioner import _quiet_progress
 from .card import load_provenance, write_model_files
 from .generation import GenerationSettings, beam_kwargs, eval_batches, generation_kwargs, split_beams
 from .hub import hub_access
 from .location import is_hub_id, missing_weights_message, resolve_model_folder
 from .prompting import ConceptPrompt
 from .retrieval import RetrievalPrompt
-from .weights import fit_report, read_safetensors, verified, write_checksums
+from .weights import fit_report, quiet_transformers, read_safetensors, verified, write_checksums
 
 METADATA_FILE = "medcap_vlm.json"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -140,7 +139,7 @@ class VLMCaptioner:
             raise MedcapError("the adapter folder does not say its base model (base_model)", file=where / METADATA_FILE)
         # a saved folder's weight files are hashed (checksums.json) while the model is built and read
         checked = verified(where) if isinstance(where, Path) else contextlib.nullcontext()
-        with _quiet_progress(), checked:
+        with quiet_transformers(), checked:
             model = load_model(base if adapter else where, dtype=dtype, quantization=quantization)
             if adapter:
                 model = load_adapter(model, where, trainable)
@@ -316,7 +315,7 @@ class VLMCaptioner:
         ``folder``; provenance.json and the model card (models.card; ``provenance``: training data
         and scores, default the loaded folder's), then checksums.json of every weight file."""
         folder, model = Path(folder), model or self.model
-        with _quiet_progress():
+        with quiet_transformers():
             model.save_pretrained(folder)
             self.processor.save_pretrained(folder)
         base = getattr(model, "generation_config", None)
