@@ -375,3 +375,17 @@ def test_a_vlm_folder_with_another_models_weights_is_one_line(tmp_path):
         with pytest.raises(MedcapError, match="do not fit the vision-language model") as e:
             VLMCaptioner.from_pretrained(tmp_path / "qwen")
     assert e.value.file == str(tmp_path / "qwen") and "missing (first:" in e.value.format()
+
+
+def test_a_vlm_run_folder_left_mid_swap_is_restored_at_load(tmp_path):
+    """A crash inside atomic_dir leaves the only good copy as .model.old: the loader puts it back
+    (models.location.resolve_model_folder, the rule every model loader follows)."""
+    import os
+
+    from medcap.models.vlm import VLMCaptioner
+
+    with torch_threads(1):
+        _tiny("qwen2_vl").save_pretrained(tmp_path / "run" / "model")
+        os.replace(tmp_path / "run" / "model", tmp_path / "run" / ".model.old")
+        assert isinstance(VLMCaptioner.from_pretrained(tmp_path / "run"), VLMCaptioner)
+    assert (tmp_path / "run" / "model").is_dir() and not (tmp_path / "run" / ".model.old").exists()

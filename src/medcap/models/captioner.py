@@ -219,13 +219,9 @@ class Captioner:
         """
         from transformers import BlipForConditionalGeneration
 
-        from ..fileio import recover_dir
         from .location import resolve_model_folder
 
-        # A crash mid-swap leaves the only good copy as .NAME.old (for a run folder: .model.old).
-        folder = Path(str(name_or_folder)).expanduser()
-        recover_dir(folder if not folder.is_dir() or (folder / "config.json").is_file() else folder / "model",
-                    debris=False)
+        # resolve_model_folder also restores a folder a crash left mid-swap (.model.old)
         where = resolve_model_folder(name_or_folder, "captions", revision=revision)
         meta: dict[str, Any] = {}
         from .nonfinite import check_finite_weights

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from ..errors import MedcapError
-from ..fileio import atomic_dir, read_json, recover_dir, write_text_atomic
+from ..fileio import atomic_dir, read_json, write_text_atomic
 from .backbones import create_backbone
 from .card import load_provenance, write_model_files
 from .location import CONCEPT_MODEL_TYPE, resolve_model_folder
@@ -336,11 +336,8 @@ class ConceptDetector(nn.Module):
         from ..thresholds import Thresholds
         from .nonfinite import check_finite_weights
 
-        folder = Path(folder)
-        # A crash mid-swap leaves the only good copy as .NAME.old (for a run folder: .model.old).
-        recover_dir(folder if not folder.exists() or (folder / "config.json").is_file() else folder / "model",
-                    debris=False)
-        folder = resolve_model_folder(folder, "concepts", revision=revision)
+        # resolve_model_folder also restores a folder a crash left mid-swap (.model.old)
+        folder = resolve_model_folder(Path(folder), "concepts", revision=revision)
         for name in MODEL_FILES:
             if name == PROCESSOR_FILE and (folder / LEGACY_PROCESSOR_FILE).is_file():
                 continue  # a folder written before the processor

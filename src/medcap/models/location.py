@@ -22,6 +22,7 @@ import re
 from pathlib import Path
 
 from ..errors import MedcapError, MissingWeightsError, first_line
+from ..fileio import recover_dir
 from .hub import hub_access
 
 RUN_MODEL_DIR = "model"                 # the engine's best-model folder inside a run folder
@@ -107,6 +108,10 @@ def resolve_model_folder(path_or_id: str | Path, kind: str | None = "concepts", 
         raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
     name = str(path_or_id)
     folder = Path(name).expanduser()
+    # A crash inside atomic_dir leaves the only good copy as .NAME.old (a run folder: .model.old):
+    # put back here, so every loader (BLIP, VLM, detector, ensemble, export, serve) gets it
+    recover_dir(folder if not folder.is_dir() or model_kind(folder) is not None else folder / RUN_MODEL_DIR,
+                debris=False)
     if not folder.exists() and is_hub_id(name):
         folder = hub_snapshot(name, revision)
     elif revision is not None:
