@@ -117,6 +117,20 @@ def test_ensemble_folder_reloads_and_fuses_its_members(ensemble_dir, members, sy
     np.testing.assert_allclose(probs, expected, atol=1e-5)
 
 
+def test_an_ensemble_folder_left_mid_swap_loads_as_an_ensemble(ensemble_dir, tmp_path):
+    """load_detector resolves the folder (models.location: .NAME.old put back) before it tells
+    an ensemble from a detector."""
+    import os
+    import shutil
+
+    from medcap.inference.concepts import load_detector
+
+    folder = tmp_path / "ens"
+    shutil.copytree(ensemble_dir, tmp_path / ".ens.old")
+    assert isinstance(load_detector(folder), ConceptEnsemble) and folder.is_dir()
+    assert not (tmp_path / ".ens.old").exists() and os.listdir(folder)
+
+
 def test_ensemble_folder_keeps_its_processor_as_a_detector_does(ensemble_dir, tmp_path):
     from medcap.inference.concepts import load_detector
     from medcap.models.processing import PROCESSOR_FILE

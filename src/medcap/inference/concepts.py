@@ -19,12 +19,14 @@ def load_detector(model_or_dir):
     (models.location); an ensemble folder is told by config.json's model_type (medcap.models.ensemble)."""
     from ..models.concept_detector import ConceptDetector
     from ..models.ensemble import ConceptEnsemble, is_ensemble_folder
+    from ..models.location import resolve_model_folder
 
     if isinstance(model_or_dir, (ConceptDetector, ConceptEnsemble)):
         return model_or_dir
-    if is_ensemble_folder(model_or_dir):
-        return ConceptEnsemble.from_pretrained(model_or_dir)
-    return ConceptDetector.from_pretrained(model_or_dir)
+    folder = resolve_model_folder(model_or_dir, "concepts")  # a hub id or a folder left mid-swap: either kind
+    if is_ensemble_folder(folder):
+        return ConceptEnsemble.from_pretrained(folder)
+    return ConceptDetector.from_pretrained(folder)
 
 
 def probability_fn(model) -> Callable:
