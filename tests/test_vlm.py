@@ -389,3 +389,17 @@ def test_a_vlm_run_folder_left_mid_swap_is_restored_at_load(tmp_path):
         os.replace(tmp_path / "run" / "model", tmp_path / "run" / ".model.old")
         assert isinstance(VLMCaptioner.from_pretrained(tmp_path / "run"), VLMCaptioner)
     assert (tmp_path / "run" / "model").is_dir() and not (tmp_path / "run" / ".model.old").exists()
+
+
+def test_a_vlm_folder_where_a_blip_captioner_is_expected_says_so(tmp_path):
+    from medcap.errors import MedcapError
+    from medcap.methods.baselines import load_embedder
+    from medcap.models.captioner import Captioner
+
+    with torch_threads(1):
+        _tiny("qwen2_vl").save_pretrained(tmp_path / "vlm")
+    with pytest.raises(MedcapError, match="vision-language captioner") as e:
+        Captioner.from_pretrained(tmp_path / "vlm")   # not "a file is damaged" from BLIP's config reader
+    assert Path(e.value.file) == tmp_path / "vlm"
+    with pytest.raises(MedcapError, match="no image embedder"):
+        load_embedder(tmp_path / "vlm")

@@ -215,11 +215,14 @@ def load_embedder(model: str | Path | None = None, backbone: str = "resnet18", i
     backbone), or else a plain timm backbone (random weights unless ``pretrained``)."""
     from ..inference.concepts import load_detector
     from ..models.captioner import Captioner
-    from ..models.location import model_kind, resolve_model_folder
+    from ..models.location import VLM_MARKER, model_kind, resolve_model_folder
 
     if model is None:
         return plain_backbone(backbone, image_size, pretrained)
     folder = resolve_model_folder(model, kind=None)
+    if (folder / VLM_MARKER).is_file():
+        raise MedcapError("--model: a vision-language captioner has no image embedder here; give a BLIP captioner "
+                          "or a concept detector folder (or none: --backbone)", file=folder)
     if model_kind(folder) == "captions":
         return Captioner.from_pretrained(folder).image_embedder()
     return load_detector(folder)

@@ -219,10 +219,13 @@ class Captioner:
         """
         from transformers import BlipForConditionalGeneration
 
-        from .location import resolve_model_folder
+        from .location import VLM_MARKER, resolve_model_folder
 
         # resolve_model_folder also restores a folder a crash left mid-swap (.model.old)
         where = resolve_model_folder(name_or_folder, "captions", revision=revision)
+        if (where / VLM_MARKER).is_file():  # else BLIP's config reader fails on it with a misleading line
+            raise MedcapError(f"this is a vision-language captioner ({VLM_MARKER}), not a BLIP one: load it with "
+                              "medcap.inference.captions.load_captioner or VLMCaptioner.from_pretrained", file=where)
         meta: dict[str, Any] = {}
         from .nonfinite import check_finite_weights
 
