@@ -254,7 +254,7 @@ class Captioner:
         captioner = cls(model, processor, image_size=image_size, max_length=max_length or processor.max_length,
                         pre_resize=pre_resize if pre_resize is not None else processor.pre_resize,
                         generation=generation or GenerationSettings(), source=meta.get("source", str(name_or_folder)))
-        captioner.provenance = load_provenance(where) if isinstance(where, Path) else None
+        captioner.provenance = load_provenance(where)
         return captioner
 
     def save_pretrained(self, folder: str | Path, **extra) -> Path:

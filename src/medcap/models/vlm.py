@@ -349,9 +349,7 @@ def merge_folder(run_or_folder: str | Path, out: str | Path) -> Path:
     if not captioner.is_adapter:
         raise MedcapError("this captioner has no LoRA adapter to merge (it is a full model folder already)",
                           file=run_or_folder)
-    captioner = captioner.merged()
-    captioner.base_model = str(captioner.base_model)
-    return captioner.save_pretrained(out)
+    return captioner.merged().save_pretrained(out)
 
 
 def left_pad(rows: Sequence[dict], pads: dict[str, int]) -> dict:
