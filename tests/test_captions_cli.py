@@ -312,3 +312,16 @@ def test_a_run_folder_stands_for_its_captioner_and_the_other_task_is_named(train
     rc, _, err = cli("baseline", "captions", "retrieval", "--data", synth_small, "--out", tmp_path / "r.csv",
                      "--model", trained)
     assert rc == 0, err
+
+
+def test_a_limited_id_list_is_the_same_seeded_sample_in_split_order():
+    import random
+    from types import SimpleNamespace
+
+    from medcap.training.captions import _labelled_ids
+
+    ids = [f"img_{i:05d}" for i in range(5000)]
+    split = SimpleNamespace(captions=dict.fromkeys(ids, "c"), name="train", image_dir=None,
+                            labelled_ids=lambda kind: list(ids))
+    want = sorted(random.Random(7).sample(ids, 300), key=ids.index)   # the earlier O(limit x N) formula
+    assert _labelled_ids(split, 300, 7) == want

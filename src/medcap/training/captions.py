@@ -187,7 +187,9 @@ def _labelled_ids(split, limit: int = 0, seed: int = 0) -> list[str]:
         raise MedcapError(f"the {split.name} split has no captions file", file=split.image_dir)
     ids = split.labelled_ids("captions")
     if limit and limit < len(ids):
-        ids = sorted(random.Random(seed).sample(ids, limit), key=ids.index)
+        # the same subset as sample(ids, limit) (sample picks by position), in split order without
+        # ids.index: that was O(limit x N), 8 s for 20,000 of 80,000 training images
+        ids = [ids[i] for i in sorted(random.Random(seed).sample(range(len(ids)), limit))]
     return ids
 
 
