@@ -107,6 +107,11 @@ def test_export_takes_one_format_and_refuses_the_run_folder_as_output(tmp_path, 
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
     rc, _, err = cli("export", "--timm", run, tmp_path / "notes")
     assert rc == 2 and "holds something else" in err and (tmp_path / "notes" / "todo.txt").is_file()
+    other, _ = _run_folder(tmp_path, "other")   # another trained model: its config.json is no timm export's
+    for target in (other, other / "model"):
+        rc, _, err = cli("export", "--timm", run, target)
+        assert rc == 2 and "holds a medcap model or training run" in err
+        assert (other / "model" / "model.safetensors").is_file()
     rc, out, err = cli("export", "--timm", run, tmp_path / "timm")
     assert rc == 0 and "local-dir:" in out
     rc, _, _ = cli("export", "--timm", run, tmp_path / "timm")  # an earlier export is replaced

@@ -36,6 +36,12 @@ def check_output(out: str | Path, run: str | Path, marker: str) -> Path:
     out, source = Path(out).resolve(), Path(run).resolve()
     if out == source or source in out.parents or out in source.parents:
         raise MedcapError("the output folder must be outside the model's run folder", file=out)
+    from ..models.location import RUN_MODEL_DIR, model_kind
+
+    if out.is_dir() and (model_kind(out) is not None or (out / RUN_MODEL_DIR).is_dir()):
+        # a medcap model or run folder also holds config.json, the timm export's marker: never replaced
+        raise MedcapError("the output folder holds a medcap model or training run; choose a new or empty folder",
+                          file=out)
     if out.is_dir() and any(out.iterdir()) and not (out / marker).is_file():
         raise MedcapError(f"the output folder exists and holds something else than an export (no {marker}); "
                           "choose a new or empty folder", file=out)
