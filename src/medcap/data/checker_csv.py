@@ -88,8 +88,12 @@ def submission_lines(path: str | Path, found: Found) -> Iterator[str]:
         raise MedcapError("submission file not found", file=path)
     check_line_lengths(path)  # streamed first: a hostile single-line file is refused in bounded memory
 
+    reported = False  # only the first line that is not UTF-8 is a violation
+
     def bad_bytes(number: int, raw: bytes, e: UnicodeDecodeError) -> None:
-        if not any(v.message.startswith("not valid UTF-8") for *_, v in found.kept):
+        nonlocal reported
+        if not reported:
+            reported = True
             found.add(number, f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8", found.DECODE)
 
     with open_input(path, "submission file") as f:
