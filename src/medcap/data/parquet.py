@@ -156,11 +156,21 @@ class ParquetImages(Mapping):
         values = self._groups.get(key)
         if values is not None:
             self._groups.move_to_end(key)
-        elif batch is None:
-            values = self._file(f).read_row_group(g, columns=[self.column]).column(0)
-            self._keep(key, values, values.nbytes)
-        else:
-            values = self._read_batch(f, g, r // batch, batch)
+            return values, r if batch is None else r % batch
+        import pyarrow as pa
+
+        try:
+            if batch is None:
+                values = self._file(f).read_row_group(g, columns=[self.column]).column(0)
+                self._keep(key, values, values.nbytes)
+            else:
+                values = self._read_batch(f, g, r // batch, batch)
+        except (OSError, ValueError, pa.ArrowException, StopIteration) as e:
+            # A damaged or truncated file (its footer was read): one line naming it; a reader
+            # that failed is not resumed.
+            self._cursors.pop((f, g), None)
+            why = str(e) or "fewer rows than its footer lists (changed or truncated?)"
+            raise MedcapError(f"cannot read the images of row group {g + 1}: {why}", file=self.files[f]) from None
         return values, r if batch is None else r % batch
 
     def _read_batch(self, f: int, g: int, k: int, batch: int) -> list:
