@@ -272,7 +272,7 @@ def _scan(
                                     f"duplicate {key_word.upper()} {key!r} (first on line {table.lines[key]})"))
             continue
         value = parse_value(row[1], fname, line, problems)
-        budget.charge(line, key, value, *(value if isinstance(value, list) else ()))
+        budget.charge_row(line, key, value)
         if drop is not None and drop(value, fname, line, problems):
             table.rejected.setdefault(key, line)
             table.dropped[key] = value
