@@ -286,12 +286,18 @@ def _clip(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
+def _examples(items: list[str], n: int = 5) -> str:
+    """The first ``n`` of ``items``, quoted, and how many more (a row of 100 bad CUIs stays a readable line)."""
+    shown = ", ".join(map(repr, items[:n]))
+    return shown + (f" and {len(items) - n:,} more" if len(items) > n else "")
+
+
 def _parse_cuis(text: str, fname: str, line: int, problems: list[Problem]) -> list[str]:
     cuis = split_cuis(text)
     bad = [c for c in cuis if not CUI_PATTERN.fullmatch(c)]
     if bad:
         problems.append(Problem(fname, line, "malformed_cui",
-                                f"malformed CUI {', '.join(repr(b) for b in bad)}; expected 'C' followed by digits "
+                                f"malformed CUI {_examples(bad)}; expected 'C' followed by digits "
                                 "(e.g. C0040405), several joined by ';'"))
         cuis = [c for c in cuis if CUI_PATTERN.fullmatch(c)]
     return cuis
