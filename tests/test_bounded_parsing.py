@@ -91,6 +91,14 @@ def test_a_label_file_past_the_memory_cap_is_one_line_in_the_readers_and_data_ch
     assert rc == 2 and "too many rows" in _one_line(err) and str(labels) in err
 
 
+
+def test_a_label_file_of_syntax_errors_alone_is_held_to_the_memory_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(textlines, "MAX_TABLE_BYTES", 30_000)  # no row is ever valid: each is a problem
+    labels = _write(tmp_path / "c.csv", "ID,CUIs\n" + "".join(f'a{i},"C1"x\n' for i in range(2000)))
+    with pytest.raises(MedcapError, match="too many rows") as e:
+        scan_concepts_csv(labels)
+    assert e.value.file == str(labels) and 2 < e.value.line < 2000
+
 def test_lines_end_as_in_the_csv_module_lone_carriage_returns_included(tmp_path):
     path = _write(tmp_path / "cr.csv", 'ID,Caption\r\na1,"two\r\nlines"\rb2,old Mac line end\ra3,"x"\n')
     table = scan_captions_csv_lines(path)

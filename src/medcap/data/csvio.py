@@ -174,7 +174,12 @@ def _records(path: Path, problems: list[Problem], budget: MemoryBudget):
         # The csv module sees the line endings itself, so quoted newlines survive and
         # line_num counts the file's physical lines.
         reader = csv.reader(lines(), strict=True)
+        charged = len(problems)
         while True:
+            # Charged here, not per yielded row: a file of syntax errors alone yields nothing.
+            for p in problems[charged:]:  # what the last row added, or a syntax error
+                budget.charge(p.line, p.message)
+            charged = len(problems)
             start = reader.line_num + 1
             in_record[0] = False
             try:
@@ -240,18 +245,15 @@ def _scan(
     drop: Callable[[object, str, int, list[Problem]], bool] | None = None,
 ) -> CsvTable:
     """The shared row loop: header detection, row shape, key check, duplicate keys; ``drop``
-    refuses a row by its parsed value (reported; kept in ``dropped``). What is kept is
-    charged to a :class:`MemoryBudget`."""
+    refuses a row by its parsed value (reported; kept in ``dropped``). What is kept (rows and
+    problems: :func:`_records` charges the problems) is charged to a :class:`MemoryBudget`."""
     path = Path(path)
     table = CsvTable(path)
     problems = table.problems
     budget = MemoryBudget(path)
     fname = str(path)
-    first, charged = True, 0
+    first = True
     for line, fields, bad_encoding in _records(path, problems, budget):
-        for p in problems[charged:]:
-            budget.charge(p.line, p.message)
-        charged = len(problems)
         if first:
             first = False
             if _is_header(fields[0], key_word):
