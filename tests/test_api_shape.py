@@ -67,6 +67,9 @@ def test_predict_inputs_may_be_pil_images_arrays_files_and_folders(tmp_path):
     assert ImageFolderItems.from_images(folder).ids == ["a"]
     with pytest.raises(MedcapError, match="expected an image array"):
         ImageFolderItems.from_images(np.zeros((2, 3, 4, 5))).load("image-1")
+    pil.save(folder / "a.jpg")  # one stem twice in one folder, beside an in-memory image
+    with pytest.raises(MedcapError, match=r"two images share the ID 'a': .*a\.jpg and .*a\.png"):
+        ImageFolderItems.from_images([pil, folder])
 
 
 def _detector():

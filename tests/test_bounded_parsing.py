@@ -45,6 +45,16 @@ def test_violations_past_the_cap_are_counted_and_the_cli_gives_the_total(cli, tm
     assert rc == 1 and "error: " + str(pred) + ": 11 rule violation(s)" in err and "and 7 more" in err
 
 
+def test_past_the_cap_bytes_that_are_not_utf8_still_count_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(checker_csv, "MAX_VIOLATIONS", 3)
+    pred = tmp_path / "pred.csv"
+    pred.write_bytes(b"ID,CUIs\n" + b"".join(b"a%d,X1\n" % i for i in range(5))
+                     + b"".join(b"b%d,C1;C2 \xff\n" % i for i in range(4)))
+    _, violations = check_concept_submission(pred)
+    # 5 bad CUIs, the file's first non-UTF-8 line, then 4 rows with a CUI that is not one
+    assert violations.total == 5 + 1 + 4
+
+
 def test_with_gold_ids_rows_not_in_the_gold_file_are_reported_but_never_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(textlines, "MAX_TABLE_BYTES", 4_000)  # a dozen kept rows at most
     rows = "".join(f'other_{i},"caption {i}"\n' for i in range(500)) + 'other_7,"again"\nimg_1,"kept"\n'
@@ -80,6 +90,14 @@ def test_a_label_file_past_the_memory_cap_is_one_line_in_the_readers_and_data_ch
     rc, _, err = cli("data", "check", data, "--no-images")
     assert rc == 2 and "too many rows" in _one_line(err) and str(labels) in err
 
+
+
+def test_a_label_file_of_syntax_errors_alone_is_held_to_the_memory_cap(tmp_path, monkeypatch):
+    monkeypatch.setattr(textlines, "MAX_TABLE_BYTES", 30_000)  # no row is ever valid: each is a problem
+    labels = _write(tmp_path / "c.csv", "ID,CUIs\n" + "".join(f'a{i},"C1"x\n' for i in range(2000)))
+    with pytest.raises(MedcapError, match="too many rows") as e:
+        scan_concepts_csv(labels)
+    assert e.value.file == str(labels) and 2 < e.value.line < 2000
 
 def test_lines_end_as_in_the_csv_module_lone_carriage_returns_included(tmp_path):
     path = _write(tmp_path / "cr.csv", 'ID,Caption\r\na1,"two\r\nlines"\rb2,old Mac line end\ra3,"x"\n')

@@ -81,6 +81,9 @@ def test_malformed_cui_names_the_cui_and_the_expected_form(tmp_path):
     msg = _error(read_concepts_csv, p)
     assert msg.startswith(f"{p}:2: malformed CUI 'X12', 'C12A'; expected 'C' followed by digits")
 
+    p = _write(tmp_path, "ID,CUIs\na1," + ";".join(f"X{i}" for i in range(100)) + "\n")
+    assert _error(read_concepts_csv, p).startswith(f"{p}:2: malformed CUI 'X0', 'X1', 'X2', 'X3', 'X4' and 95 more; ")
+
 
 def test_duplicate_id_names_the_line_of_the_first(tmp_path):
     p = _write(tmp_path, "ID,CUIs\na1,C1\na2,C2\na1,C3\n")

@@ -115,8 +115,8 @@ def count_hashing(monkeypatch, tmp_path):
     monkeypatch.setenv("MEDCAP_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("MEDCAP_VERIFY", raising=False)
     hashed: list[Path] = []
-    real = weights_mod._hash_ranges
-    monkeypatch.setattr(weights_mod, "_hash_ranges", lambda path, ranges: hashed.append(path) or real(path, ranges))
+    real = weights_mod._hash_range
+    monkeypatch.setattr(weights_mod, "_hash_range", lambda path, *span: hashed.append(path) or real(path, *span))
     return hashed
 
 

@@ -107,3 +107,24 @@ def _recording(method, made: list):
         made.append(self)
         return method(self)
     return wrapper
+
+
+@pytest.mark.parametrize("in_batches", [False, True])
+def test_a_damaged_image_column_is_one_line_naming_the_file(one_group, tmp_path, monkeypatch, in_batches):
+    import shutil
+
+    from medcap.data.parquet import ParquetImages
+    from medcap.errors import MedcapError
+
+    root = shutil.copytree(one_group, tmp_path / "roco")
+    path = root / "data" / "train-00000-of-00001.parquet"
+    train = read_dataset(root).split("train")                      # the footer is read here, intact
+    data = bytearray(path.read_bytes())
+    data[4:len(data) // 2] = b"\x55" * (len(data) // 2 - 4)        # the column chunks damaged
+    path.write_bytes(bytes(data))
+    if in_batches:
+        monkeypatch.setattr(ParquetImages, "cache_bytes", train.image_bytes.row_group_bytes[0][0] // 2)
+    for _ in range(2):                                             # and again: not a dead reader's StopIteration
+        with pytest.raises(MedcapError) as e:
+            train.load_image(train.ids[0])
+        assert e.value.file == str(path) and "cannot read the images of row group 1" in e.value.message

@@ -178,3 +178,21 @@ def _umask() -> int:
     from medcap.fileio import _umask as read
 
     return read()
+
+
+def test_an_unreadable_readme_is_one_line_naming_it(tmp_path, monkeypatch):
+    import builtins
+
+    from medcap.data import is_synthetic
+    from medcap.errors import MedcapError
+
+    (tmp_path / "README.txt").write_text("SYNTHETIC DATA - made by medcap synth\r\n\r\nmore\r\n", newline="")
+    assert is_synthetic(tmp_path) == "SYNTHETIC DATA - made by medcap synth"
+
+    def refused(path, *a, **k):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(builtins, "open", refused)
+    with pytest.raises(MedcapError) as e:
+        is_synthetic(tmp_path)
+    assert e.value.file == str(tmp_path / "README.txt") and "permission denied" in e.value.message

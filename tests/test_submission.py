@@ -146,6 +146,8 @@ def test_empty_file_and_header_only_file(tmp_path):
 def test_missing_file_is_a_user_error(tmp_path):
     with pytest.raises(MedcapError, match="not found"):
         validate_concept_submission(tmp_path / "nope.csv")
+    with pytest.raises(MedcapError, match="expected a submission file, found a folder"):
+        validate_concept_submission(tmp_path)
 
 
 # ---------------------------------------------------------------------------------------

@@ -85,7 +85,7 @@ def _check_rows(records: Iterable[Record], what: str, gold_ids: Iterable[str] | 
             continue
         lines[image_id] = r.line
         values[image_id] = value = check_value(image_id, r, found)
-        budget.charge(r.line, image_id, value, *(value if isinstance(value, list) else ()))
+        budget.charge_row(r.line, image_id, value)
     # A set carries no order: only a sequence of gold IDs (a gold file's) is checked for it.
     if expected is not None and rules.ordered_ids and not isinstance(gold_ids, (set, frozenset)):
         _check_order(lines, list(gold_ids), rules.year, found)

@@ -22,16 +22,19 @@ def _load_commands() -> None:
                 raise
 
 
+_GLOBAL_FLAGS = ("--verbose", "--no-verify")
+
+
 def _global_options(argv: list[str]) -> tuple[list[str], bool]:
-    """-> (arguments, verbose). Bare ``medcap`` shows the help (exit 0); ``--verbose`` is taken
-    anywhere before ``--`` (a global option, but users type it after the command) and moved to the
-    front."""
+    """-> (arguments, verbose). Bare ``medcap`` shows the help (exit 0); the global flags
+    (:data:`_GLOBAL_FLAGS`) are taken anywhere before ``--`` (users type them after the command
+    too) and moved to the front."""
     if not argv:
         return ["--help"], False
     end = argv.index("--") if "--" in argv else len(argv)
-    verbose = "--verbose" in argv[:end]
-    rest = [a for i, a in enumerate(argv) if not (a == "--verbose" and i < end)]
-    return (["--verbose", *rest] if verbose else rest), verbose
+    given = [f for f in _GLOBAL_FLAGS if f in argv[:end]]
+    rest = [a for i, a in enumerate(argv) if not (a in _GLOBAL_FLAGS and i < end)]
+    return [*given, *rest], "--verbose" in given
 
 
 def _positional_hint(e: Exception, ctx) -> str | None:
@@ -57,9 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     from ..progress import quiet_libraries
 
     argv, verbose = _global_options(list(sys.argv[1:] if argv is None else argv))
-    end = argv.index("--") if "--" in argv else len(argv)
-    if "--no-verify" in argv[:end]:  # a global option typed after the command too, as --verbose
-        argv = ["--no-verify", *[a for i, a in enumerate(argv) if not (a == "--no-verify" and i < end)]]
     verify = weights.verifying()
     try:
         # standalone_mode=False: click returns a command's exit code instead of exiting.

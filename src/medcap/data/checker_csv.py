@@ -12,7 +12,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import MedcapError
 from ..fileio import check_line_lengths
 from .csvio import open_input
 from .textlines import text_lines
@@ -84,15 +83,17 @@ def submission_lines(path: str | Path, found: Found) -> Iterator[str]:
     """The submission's lines as text, read one at a time; a byte that is not UTF-8 (the
     first) and a byte-order mark are violations."""
     path = Path(path)
-    if not path.is_file():
-        raise MedcapError("submission file not found", file=path)
-    check_line_lengths(path)  # streamed first: a hostile single-line file is refused in bounded memory
+
+    reported = False  # only the first line that is not UTF-8 is a violation
 
     def bad_bytes(number: int, raw: bytes, e: UnicodeDecodeError) -> None:
-        if not any(v.message.startswith("not valid UTF-8") for *_, v in found.kept):
+        nonlocal reported
+        if not reported:
+            reported = True
             found.add(number, f"not valid UTF-8 (byte 0x{raw[e.start]:02x}); save the file as UTF-8", found.DECODE)
 
-    with open_input(path, "submission file") as f:
+    with open_input(path, "submission file") as f:  # a missing file or a folder: one line
+        check_line_lengths(path)  # streamed first: a hostile single-line file is refused in bounded memory
         for k, line in enumerate(text_lines(f, path, bad_bytes)):
             if k == 0 and line.startswith(_BOM):
                 found.add(1, "the file starts with a UTF-8 byte-order mark (BOM); the official checker reads it "

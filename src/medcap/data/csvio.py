@@ -174,7 +174,12 @@ def _records(path: Path, problems: list[Problem], budget: MemoryBudget):
         # The csv module sees the line endings itself, so quoted newlines survive and
         # line_num counts the file's physical lines.
         reader = csv.reader(lines(), strict=True)
+        charged = len(problems)
         while True:
+            # Charged here, not per yielded row: a file of syntax errors alone yields nothing.
+            for p in problems[charged:]:  # what the last row added, or a syntax error
+                budget.charge(p.line, p.message)
+            charged = len(problems)
             start = reader.line_num + 1
             in_record[0] = False
             try:
@@ -240,18 +245,15 @@ def _scan(
     drop: Callable[[object, str, int, list[Problem]], bool] | None = None,
 ) -> CsvTable:
     """The shared row loop: header detection, row shape, key check, duplicate keys; ``drop``
-    refuses a row by its parsed value (reported; kept in ``dropped``). What is kept is
-    charged to a :class:`MemoryBudget`."""
+    refuses a row by its parsed value (reported; kept in ``dropped``). What is kept (rows and
+    problems: :func:`_records` charges the problems) is charged to a :class:`MemoryBudget`."""
     path = Path(path)
     table = CsvTable(path)
     problems = table.problems
     budget = MemoryBudget(path)
     fname = str(path)
-    first, charged = True, 0
+    first = True
     for line, fields, bad_encoding in _records(path, problems, budget):
-        for p in problems[charged:]:
-            budget.charge(p.line, p.message)
-        charged = len(problems)
         if first:
             first = False
             if _is_header(fields[0], key_word):
@@ -272,7 +274,7 @@ def _scan(
                                     f"duplicate {key_word.upper()} {key!r} (first on line {table.lines[key]})"))
             continue
         value = parse_value(row[1], fname, line, problems)
-        budget.charge(line, key, value, *(value if isinstance(value, list) else ()))
+        budget.charge_row(line, key, value)
         if drop is not None and drop(value, fname, line, problems):
             table.rejected.setdefault(key, line)
             table.dropped[key] = value
@@ -286,12 +288,18 @@ def _clip(text: str, n: int = 60) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
+def _examples(items: list[str], n: int = 5) -> str:
+    """The first ``n`` of ``items``, quoted, and how many more (a row of 100 bad CUIs stays a readable line)."""
+    shown = ", ".join(map(repr, items[:n]))
+    return shown + (f" and {len(items) - n:,} more" if len(items) > n else "")
+
+
 def _parse_cuis(text: str, fname: str, line: int, problems: list[Problem]) -> list[str]:
     cuis = split_cuis(text)
     bad = [c for c in cuis if not CUI_PATTERN.fullmatch(c)]
     if bad:
         problems.append(Problem(fname, line, "malformed_cui",
-                                f"malformed CUI {', '.join(repr(b) for b in bad)}; expected 'C' followed by digits "
+                                f"malformed CUI {_examples(bad)}; expected 'C' followed by digits "
                                 "(e.g. C0040405), several joined by ';'"))
         cuis = [c for c in cuis if CUI_PATTERN.fullmatch(c)]
     return cuis

@@ -36,10 +36,13 @@ class ImageFolderItems:
             return cls.from_files(list_images(given))
         sources: dict[str, Any] = {}
         for n, x in enumerate(given, 1):
-            found = {f"image-{n}": x} if is_image_object(x) else {p.stem: p for p in list_images(x)}
-            for image_id, src in found.items():
+            # Pairs, not a dict: two files of one folder with one stem (a.png, a.jpg) clash too.
+            found = [(f"image-{n}", x)] if is_image_object(x) else [(p.stem, p) for p in list_images(x)]
+            for image_id, src in found:
                 if image_id in sources:
-                    raise MedcapError(f"two images share the ID {image_id!r}")
+                    first, here = (s if isinstance(s, Path) else f"in-memory image {image_id}"
+                                   for s in (sources[image_id], src))
+                    raise MedcapError(f"two images share the ID {image_id!r}: {first} and {here}")
                 sources[image_id] = src
 
         def load(image_id: str, **kw):

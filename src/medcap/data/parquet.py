@@ -133,13 +133,13 @@ class ParquetImages(Mapping):
         size = self.row_group_bytes[f][g]
         if size <= self.cache_bytes // 4:
             return None
-        starts = self.row_group_starts[f]
-        n = (starts[g + 1] if g + 1 < len(starts) else self._file_rows(f)) - starts[g]
-        per_row = max(1, size // max(1, n))
+        per_row = max(1, size // max(1, self._group_rows(f, g)))
         return max(1, self.cache_bytes // 8 // per_row)
 
-    def _file_rows(self, f: int) -> int:
-        return self._file(f).metadata.num_rows
+    def _group_rows(self, f: int, g: int) -> int:
+        starts = self.row_group_starts[f]
+        end = starts[g + 1] if g + 1 < len(starts) else self._file(f).metadata.num_rows
+        return end - starts[g]
 
     def _keep(self, key: tuple, values, nbytes: int) -> None:
         self._groups[key] = values
@@ -156,11 +156,21 @@ class ParquetImages(Mapping):
         values = self._groups.get(key)
         if values is not None:
             self._groups.move_to_end(key)
-        elif batch is None:
-            values = self._file(f).read_row_group(g, columns=[self.column]).column(0)
-            self._keep(key, values, values.nbytes)
-        else:
-            values = self._read_batch(f, g, r // batch, batch)
+            return values, r if batch is None else r % batch
+        import pyarrow as pa
+
+        try:
+            if batch is None:
+                values = self._file(f).read_row_group(g, columns=[self.column]).column(0)
+                self._keep(key, values, values.nbytes)
+            else:
+                values = self._read_batch(f, g, r // batch, batch)
+        except (OSError, ValueError, pa.ArrowException, StopIteration) as e:
+            # A damaged or truncated file (its footer was read): one line naming it; a reader
+            # that failed is not resumed.
+            self._cursors.pop((f, g), None)
+            why = str(e) or "fewer rows than its footer lists (changed or truncated?)"
+            raise MedcapError(f"cannot read the images of row group {g + 1}: {why}", file=self.files[f]) from None
         return values, r if batch is None else r % batch
 
     def _read_batch(self, f: int, g: int, k: int, batch: int) -> list:
@@ -177,9 +187,7 @@ class ParquetImages(Mapping):
             cursor[1] += 1
             if cursor[1] - 1 == k:
                 break
-        starts = self.row_group_starts[f]
-        group_rows = (starts[g + 1] if g + 1 < len(starts) else self._file_rows(f)) - starts[g]
-        if (k + 1) * batch >= group_rows:  # the row group's last batch: free the reader's pages now
+        if (k + 1) * batch >= self._group_rows(f, g):  # the row group's last batch: free the reader's pages now
             del self._cursors[(f, g)]
         # Python values, not Arrow slices: a slice would keep its whole decoded data page alive.
         values = record_batch.column(0).to_pylist()

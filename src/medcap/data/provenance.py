@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..fileio import read_error
+
 SYNTHETIC_MARK = "SYNTHETIC"    # ``medcap synth`` opens README.txt with "SYNTHETIC DATA - ..."
+_README_HEAD = 1 << 16
 
 
 def is_synthetic(root: str | Path | None) -> str | None:
@@ -23,7 +26,12 @@ def is_synthetic(root: str | Path | None) -> str | None:
     readme = Path(root) / "README.txt"
     if not readme.is_file():
         return None
-    first = readme.read_text(encoding="utf-8", errors="replace").strip().split("\n\n")[0].strip()
+    try:
+        with open(readme, encoding="utf-8", errors="replace") as f:
+            head = f.read(_README_HEAD)  # the first paragraph is all that is used
+    except OSError as e:
+        raise read_error(e, readme) from None
+    first = head.strip().split("\n\n")[0].strip()
     return first if SYNTHETIC_MARK in first else None
 
 

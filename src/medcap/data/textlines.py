@@ -39,6 +39,10 @@ class MemoryBudget:
                               "memory; a label or submission file has one row per image (ImageCLEF's largest: "
                               "117k rows, about 75 MB)", file=self.path, line=line)
 
+    def charge_row(self, line: int, key: str, value) -> None:
+        """A kept row: its key, its value and, for a list of CUIs, each CUI."""
+        self.charge(line, key, value, *(value if isinstance(value, list) else ()))
+
 
 # io.StringIO(newline="") ends a line at "\n", "\r\n" or a lone "\r": so do the readers.
 _LINES = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+")

@@ -123,28 +123,25 @@ def weight_files(folder: Path) -> list[Path]:
     return found
 
 
-def _hash_ranges(path: Path, ranges: list[tuple[int, int]]) -> list[str]:
-    """sha256 of each (start, length) range of ``path``, read through a memory map: no copy out
-    of the page cache, and hashlib releases the GIL, so threads hash on several cores. A file
-    system that cannot map files (some network and FUSE mounts) is read in chunks instead."""
+def _hash_range(path: Path, start: int, length: int) -> str:
+    """sha256 of ``length`` bytes of ``path`` from ``start``, read through a memory map: no copy
+    out of the page cache, and hashlib releases the GIL, so threads hash on several cores. A
+    file system that cannot map files (some network and FUSE mounts) is read in chunks instead."""
     try:
         with open(path, "rb", buffering=0) as f:
+            if not length:
+                return hashlib.sha256().hexdigest()  # an empty file cannot be mapped
             try:
-                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if os.fstat(f.fileno()).st_size else None
+                mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError):
-                return [_read_and_hash(f, start, length) for start, length in ranges]
-            if mapped is None:  # an empty file cannot be mapped
-                return [hashlib.sha256().hexdigest() for _ in ranges]
+                return _read_and_hash(f, start, length)
             with mapped:
                 view = memoryview(mapped)
                 try:
-                    digests = []
-                    for start, length in ranges:
-                        h = hashlib.sha256()
-                        for at in range(start, start + length, _CHUNK):
-                            h.update(view[at:min(start + length, at + _CHUNK)])
-                        digests.append(h.hexdigest())
-                    return digests
+                    h = hashlib.sha256()
+                    for at in range(start, start + length, _CHUNK):
+                        h.update(view[at:min(start + length, at + _CHUNK)])
+                    return h.hexdigest()
                 finally:
                     view.release()
     except OSError as e:
@@ -176,9 +173,9 @@ def file_sha256(path: Path, block: int = BLOCK) -> tuple[str, int, list[str]]:
         raise read_error(e, path) from None
     blocks = _blocks(size, block)
     with ThreadPoolExecutor(max_workers=min(len(blocks) + 1, max(2, os.cpu_count() or 1))) as pool:
-        whole = pool.submit(_hash_ranges, path, [(0, size)])
-        parts = [pool.submit(_hash_ranges, path, [b]) for b in blocks]
-        return whole.result()[0], size, [p.result()[0] for p in parts]
+        whole = pool.submit(_hash_range, path, 0, size)
+        parts = [pool.submit(_hash_range, path, *b) for b in blocks]
+        return whole.result(), size, [p.result() for p in parts]
 
 
 def write_checksums(folder: str | Path) -> Path:
@@ -235,8 +232,13 @@ def _cache() -> dict:
     return _remembered
 
 
+def _every_load() -> bool:
+    """MEDCAP_VERIFY=full: hash at every load, neither read nor write the cache."""
+    return os.environ.get("MEDCAP_VERIFY", "") == "full"
+
+
 def _known(path: Path, sha256: str) -> bool:
-    if os.environ.get("MEDCAP_VERIFY", "") == "full":
+    if _every_load():
         return False
     entry = _cache().get(str(path.resolve()))
     try:
@@ -249,7 +251,7 @@ def _remember(files: list[tuple[Path, str, list[int]]]) -> None:
     """Remember files just verified whose identity did not change meanwhile and is not racy."""
     import time
 
-    if os.environ.get("MEDCAP_VERIFY", "") == "full":
+    if _every_load():
         return
     now, cache, changed = time.time_ns(), _cache(), False
     for path, sha256, before in files:
@@ -306,10 +308,10 @@ def _checks(folder: Path) -> tuple[list, list]:
         blocks, block = want.get("block_sha256"), want.get("block_size")
         spans = _blocks(size, block) if isinstance(block, int) and block > 0 else []
         if isinstance(blocks, list) and len(blocks) == len(spans):
-            checks += [lambda path=path, span=span, h=h: _compare(_hash_ranges(path, [span])[0], h, path)
+            checks += [lambda path=path, span=span, h=h: _compare(_hash_range(path, *span), h, path)
                        for span, h in zip(spans, blocks, strict=True)]
         else:
-            checks.append(lambda path=path, want=want: _compare(_hash_ranges(path, [(0, want["size"])])[0],
+            checks.append(lambda path=path, want=want: _compare(_hash_range(path, 0, want["size"]),
                                                                 want["sha256"], path))
     return checks, hashed
 
