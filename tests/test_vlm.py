@@ -403,3 +403,13 @@ def test_a_vlm_folder_where_a_blip_captioner_is_expected_says_so(tmp_path):
     assert Path(e.value.file) == tmp_path / "vlm"
     with pytest.raises(MedcapError, match="no image embedder"):
         load_embedder(tmp_path / "vlm")
+
+
+def test_the_report_gallery_captions_with_a_vlm_folder(synth_small, tmp_path):
+    from medcap.report.build import ReportInputs, build_report
+
+    with torch_threads(1):
+        _tiny("qwen2_vl").save_pretrained(tmp_path / "vlm")
+        html = build_report(ReportInputs(data=synth_small, caption_model=tmp_path / "vlm", gallery_size=1),
+                            tmp_path / "report").read_text(encoding="utf-8")
+    assert 'id="gallery"' in html and html.count('class="card"') == 1

@@ -70,8 +70,8 @@ def rerank_weight_command(
     """Choose `predict captions --rerank concepts`'s --rerank-weight on the validation split (ROUGE-1)."""
     from ..data.dataset import read_dataset
     from ..errors import MedcapError
+    from ..inference.captions import load_captioner
     from ..methods.consistent import fit_rerank_weight
-    from ..models.captioner import Captioner
     from ..submission import read_concept_submission
 
     ds = read_dataset(data)
@@ -82,7 +82,7 @@ def rerank_weight_command(
     ids = [i for i in valid.labelled_ids("captions") if i in detected][:max(1, limit)]
     if not ids:
         raise MedcapError("no validation image has both a caption and a row in --concepts", file=concepts)
-    captioner = Captioner.from_pretrained(model)
+    captioner = load_captioner(model)  # BLIP or a vision-language model folder
     weight, table = fit_rerank_weight(captioner, [valid.load_image(i) for i in ids], [detected[i] for i in ids],
                                       [valid.captions[i] for i in ids], ds.cui_names, beams, batch_size)
     for w, score in table.items():

@@ -141,9 +141,9 @@ def _pipeline(ctx):
     from ..inference.pipeline import Pipeline
 
     if captions is not None and ctx.inputs.captioner is None:
-        from ..models.captioner import Captioner
+        from ..inference.captions import load_captioner  # BLIP or a vision-language model folder
 
-        ctx.inputs = dataclasses.replace(ctx.inputs, captioner=Captioner.from_pretrained(captions))
+        ctx.inputs = dataclasses.replace(ctx.inputs, captioner=load_captioner(captions))
     return Pipeline.from_models(None if ctx.inputs.concept_model is None else ctx.detector(),
                                 None if captions is None else ctx.inputs.captioner,
                                 concepts_dir=ctx.inputs.concept_model, captions_dir=captions)
